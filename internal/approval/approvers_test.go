@@ -1,0 +1,250 @@
+package approval
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/slack-go/slack"
+)
+
+var _ GroupLister = (*slack.Client)(nil)
+
+// groupServer is a Slack Web API stand-in that answers usergroups.users.list from members and
+// counts the calls per group. A group in failing answers {"ok":false}.
+type groupServer struct {
+	mu      sync.Mutex
+	calls   map[string]int
+	members map[string][]string
+	failing map[string]string
+}
+
+func newGroupClient(t *testing.T, gs *groupServer) *slack.Client {
+	t.Helper()
+	gs.calls = map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/usergroups.users.list" {
+			http.NotFound(w, r)
+			return
+		}
+		if err := r.ParseForm(); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if got, want := r.PostForm.Get("token"), "xoxb-test"; got != want {
+			t.Errorf("token: got %q, want %q", got, want)
+		}
+		g := r.PostForm.Get("usergroup")
+		gs.mu.Lock()
+		gs.calls[g]++
+		gs.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		resp := map[string]any{"ok": true, "users": gs.members[g]}
+		if code, ok := gs.failing[g]; ok {
+			resp = map[string]any{"ok": false, "error": code}
+		}
+		if err := json.NewEncoder(w).Encode(resp); err != nil {
+			t.Error(err)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return slack.New("xoxb-test", slack.OptionAPIURL(srv.URL+"/api/"))
+}
+
+func (gs *groupServer) callCount(g string) int {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	return gs.calls[g]
+}
+
+func TestApproversAllowed(t *testing.T) {
+	tests := []struct {
+		name      string
+		approvers string
+		user      string
+		want      bool
+		wantErr   bool
+		wantCalls map[string]int
+	}{
+		{name: "direct user", approvers: "U0APPROVR1, S0ONCALL01", user: "U0APPROVR1", want: true, wantCalls: map[string]int{}},
+		{name: "enterprise user", approvers: "W0APPROVR2", user: "W0APPROVR2", want: true, wantCalls: map[string]int{}},
+		{name: "group member", approvers: "U0APPROVR1 S0ONCALL01", user: "U0MEMBER01", want: true, wantCalls: map[string]int{"S0ONCALL01": 1}},
+		{name: "stranger", approvers: "U0APPROVR1,S0ONCALL01", user: "U0STRANGER", want: false, wantCalls: map[string]int{"S0ONCALL01": 1}},
+		{name: "empty user ID", approvers: "U0APPROVR1,S0ONCALL01", user: "", want: false, wantCalls: map[string]int{}},
+		{name: "group listing fails", approvers: "U0APPROVR1,S0BROKEN01", user: "U0MEMBER01", want: false, wantErr: true, wantCalls: map[string]int{"S0BROKEN01": 1}},
+		{name: "one group fails, another admits", approvers: "S0BROKEN01,S0ONCALL01", user: "U0MEMBER01", want: true, wantCalls: map[string]int{"S0BROKEN01": 1, "S0ONCALL01": 1}},
+		{name: "one group fails, stranger", approvers: "S0ONCALL01,S0BROKEN01", user: "U0STRANGER", want: false, wantErr: true, wantCalls: map[string]int{"S0BROKEN01": 1, "S0ONCALL01": 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			gs := &groupServer{
+				members: map[string][]string{"S0ONCALL01": {"U0MEMBER01", "U0MEMBER02"}},
+				failing: map[string]string{"S0BROKEN01": "no_such_subteam"},
+			}
+			client := newGroupClient(t, gs)
+			a, err := ParseApprovers(tt.approvers)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := a.Allowed(context.Background(), client, tt.user)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Allowed error: got %v, want error %v", err, tt.wantErr)
+			}
+			if got != tt.want {
+				t.Errorf("Allowed: got %v, want %v", got, tt.want)
+			}
+			if diff := cmp.Diff(tt.wantCalls, gs.calls); diff != "" {
+				t.Errorf("usergroups.users.list calls (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestApproversGroupCache(t *testing.T) {
+	gs := &groupServer{members: map[string][]string{"S0ONCALL01": {"U0MEMBER01"}}}
+	client := newGroupClient(t, gs)
+	a, err := ParseApprovers("S0ONCALL01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := testNow
+	a.cache.now = func() time.Time { return clock }
+	ctx := context.Background()
+
+	check := func(user string, want bool) {
+		t.Helper()
+		got, err := a.Allowed(ctx, client, user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("Allowed(%s): got %v, want %v", user, got, want)
+		}
+	}
+	check("U0MEMBER01", true)
+	check("U0STRANGER", false)
+	if got, want := gs.callCount("S0ONCALL01"), 1; got != want {
+		t.Fatalf("calls within TTL: got %d, want %d", got, want)
+	}
+
+	// A copy shares the cache.
+	b := a
+	if ok, err := b.Allowed(ctx, client, "U0MEMBER01"); err != nil || !ok {
+		t.Fatalf("copy Allowed: got %v, %v, want true, nil", ok, err)
+	}
+	if got, want := gs.callCount("S0ONCALL01"), 1; got != want {
+		t.Fatalf("calls from a copy: got %d, want %d", got, want)
+	}
+
+	// Someone removed from the group loses approval once the entry expires.
+	gs.mu.Lock()
+	gs.members["S0ONCALL01"] = []string{"U0MEMBER02"}
+	gs.mu.Unlock()
+	clock = clock.Add(GroupCacheTTL)
+	check("U0MEMBER01", false)
+	check("U0MEMBER02", true)
+	if got, want := gs.callCount("S0ONCALL01"), 2; got != want {
+		t.Fatalf("calls after TTL: got %d, want %d", got, want)
+	}
+}
+
+func TestApproversFailureNotCached(t *testing.T) {
+	gs := &groupServer{
+		members: map[string][]string{"S0ONCALL01": {"U0MEMBER01"}},
+		failing: map[string]string{"S0ONCALL01": "ratelimited"},
+	}
+	client := newGroupClient(t, gs)
+	a, err := ParseApprovers("S0ONCALL01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Allowed(context.Background(), client, "U0MEMBER01"); err == nil || !strings.Contains(err.Error(), "S0ONCALL01") {
+		t.Fatalf("Allowed error: got %v, want one naming S0ONCALL01", err)
+	}
+	gs.mu.Lock()
+	delete(gs.failing, "S0ONCALL01")
+	gs.mu.Unlock()
+	if ok, err := a.Allowed(context.Background(), client, "U0MEMBER01"); err != nil || !ok {
+		t.Fatalf("Allowed after recovery: got %v, %v, want true, nil", ok, err)
+	}
+}
+
+func TestParseApprovers(t *testing.T) {
+	tests := []struct {
+		name       string
+		in         string
+		wantUsers  []string
+		wantGroups []string
+		wantErr    string // substring; empty means no error
+	}{
+		{name: "users and groups, commas", in: "U024BE7LH,S0614TZR7,W012A3CDE", wantUsers: []string{"U024BE7LH", "W012A3CDE"}, wantGroups: []string{"S0614TZR7"}},
+		{name: "spaces, commas and newlines", in: " U024BE7LH ,  S0614TZR7\n\tU0APPROVR1,,", wantUsers: []string{"U024BE7LH", "U0APPROVR1"}, wantGroups: []string{"S0614TZR7"}},
+		{name: "duplicates collapse", in: "U024BE7LH U024BE7LH S0614TZR7 S0614TZR7", wantUsers: []string{"U024BE7LH"}, wantGroups: []string{"S0614TZR7"}},
+		{name: "only a group", in: "S0614TZR7", wantGroups: []string{"S0614TZR7"}},
+		{name: "empty", in: "", wantErr: "empty"},
+		{name: "only separators", in: " , ,\n", wantErr: "empty"},
+		{name: "user name", in: "U024BE7LH,alice", wantErr: `"alice"`},
+		{name: "handle", in: "@alice", wantErr: `"@alice"`},
+		{name: "mention markup", in: "<@U024BE7LH>", wantErr: `"<@U024BE7LH>"`},
+		{name: "channel ID", in: "C0ONCALL01", wantErr: `"C0ONCALL01"`},
+		{name: "lower case", in: "u024be7lh", wantErr: `"u024be7lh"`},
+		{name: "too short", in: "U123", wantErr: `"U123"`},
+		{name: "every bad entry named", in: "U024BE7LH;S0614TZR7 bob", wantErr: `"U024BE7LH;S0614TZR7", "bob"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, err := ParseApprovers(tt.in)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), "APPROVERS") {
+					t.Fatalf("ParseApprovers error: got %v, want one containing APPROVERS and %s", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseApprovers: got %v, want nil", err)
+			}
+			for _, u := range tt.wantUsers {
+				if !a.IsUser(u) {
+					t.Errorf("IsUser(%s): got false, want true", u)
+				}
+			}
+			if got, want := len(a.users), len(tt.wantUsers); got != want {
+				t.Errorf("users: got %d, want %d", got, want)
+			}
+			if diff := cmp.Diff(tt.wantGroups, a.Groups()); diff != "" {
+				t.Errorf("groups mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func FuzzParseApprovers(f *testing.F) {
+	for _, s := range []string{"U024BE7LH,S0614TZR7", " W012A3CDE\n", "", "<@U024BE7LH>", "S0614TZR7,,u1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		a, err := ParseApprovers(s)
+		if err != nil {
+			return
+		}
+		if len(a.users)+len(a.groups) == 0 {
+			t.Fatalf("ParseApprovers(%q): got no approvers and no error", s)
+		}
+		for _, g := range a.Groups() {
+			if !slackID.MatchString(g) || g[0] != 'S' {
+				t.Fatalf("ParseApprovers(%q): got group %q", s, g)
+			}
+		}
+		for u := range a.users {
+			if !slackID.MatchString(u) || u[0] == 'S' {
+				t.Fatalf("ParseApprovers(%q): got user %q", s, u)
+			}
+		}
+	})
+}
