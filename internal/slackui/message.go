@@ -1,0 +1,474 @@
+// Package slackui renders a keywarden incident as Slack Block Kit: the one channel message
+// that is posted when an incident opens and then updated in place, the thread replies that
+// record each timeline entry, and the reminders.
+//
+// Rendering is a pure function of the incident and the time, so the message can be rebuilt
+// from the stored incident at any moment (a failed chat.update is repaired by the next one) and
+// golden files pin it down. Everything that came from outside — CloudTrail's user agent,
+// identifiers, timeline details — is escaped, and Block Kit's size limits are enforced here,
+// because Slack rejects a whole message that breaks one of them.
+package slackui
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/slack-go/slack"
+
+	"github.com/keywarden/keywarden/internal/incident"
+)
+
+// maxClusterLines caps the clusters listed one by one: beyond it the list stops being read, and
+// "and N more" keeps the message inside Block Kit's limits for any blast radius.
+const maxClusterLines = 20
+
+// maxOtherLines caps the other-engine databases listed one by one.
+const maxOtherLines = 10
+
+// Message renders the incident's main message at time now. fallback is the plain text Slack
+// shows in notifications and to clients that cannot draw blocks.
+func Message(inc incident.Incident, now time.Time) (blocks []slack.Block, fallback string) {
+	sev := Severity(inc, now)
+	fixable, instead := Fixable(inc)
+
+	blocks = append(blocks, slack.NewHeaderBlock(plain(truncate(headline(inc, sev), maxHeaderText))))
+	blocks = append(blocks, keyBlock(inc, sev))
+	blocks = append(blocks, actorBlock(inc))
+	if !inc.State.Closed() {
+		blocks = append(blocks, deadlineBlock(inc, now))
+	}
+	blocks = append(blocks, slack.NewDividerBlock())
+	blocks = append(blocks, dependentBlocks(inc, now)...)
+	blocks = append(blocks, slack.NewDividerBlock())
+	if !fixable && inc.State != incident.StateIntentional {
+		blocks = append(blocks, section(":no_entry: *One click cannot fix this.* "+esc(instead)))
+	}
+	blocks = append(blocks, stateBlock(inc, now))
+	if a := actionsBlock(inc, fixable); a != nil {
+		blocks = append(blocks, a)
+	}
+	blocks = append(blocks, slack.NewContextBlock("", mrkdwn(fmt.Sprintf("keywarden · %s · version %d · updated %s",
+		esc(inc.ID), inc.Version, utc(now)))))
+	return blocks, fallbackText(inc, sev, now)
+}
+
+func plain(s string) *slack.TextBlockObject {
+	return slack.NewTextBlockObject(slack.PlainTextType, s, true, false)
+}
+
+func mrkdwn(s string) *slack.TextBlockObject {
+	return slack.NewTextBlockObject(slack.MarkdownType, s, false, false)
+}
+
+func section(text string) *slack.SectionBlock {
+	return slack.NewSectionBlock(mrkdwn(truncate(text, maxSectionText)), nil, nil)
+}
+
+var severityEmoji = map[string]string{
+	SeverityCritical:                  ":rotating_light:",
+	SeverityHigh:                      ":warning:",
+	string(incident.StateResolved):    ":white_check_mark:",
+	string(incident.StateIntentional): ":information_source:",
+	string(incident.StateLost):        ":x:",
+}
+
+// headline is the header line: severity first, because it decides who stops what they are
+// doing, then which key and what happened to it.
+func headline(inc incident.Incident, sev string) string {
+	return fmt.Sprintf("%s %s: Aurora key %s %s", severityEmoji[sev], strings.ToUpper(sev), keyLabel(inc), keyPhrase(inc))
+}
+
+// keyPhrase says what happened to the key in words, from its last known KMS state.
+func keyPhrase(inc incident.Incident) string {
+	if keyDeleted(inc) {
+		return "deleted"
+	}
+	switch inc.KeyState {
+	case "Disabled":
+		return "disabled"
+	case "PendingDeletion":
+		return "scheduled for deletion"
+	case "PendingReplicaDeletion":
+		return "scheduled for deletion (waiting for its replicas)"
+	case "PendingImport":
+		return "lost its imported key material"
+	case "Unavailable":
+		return "unavailable (custom key store disconnected)"
+	case "Enabled":
+		return "enabled again"
+	case "":
+		return "unusable"
+	}
+	return "unusable (" + inc.KeyState + ")"
+}
+
+// keyStateText is the key's state as KMS last reported it; a deleted key that DescribeKey no
+// longer finds reads as deleted rather than blank.
+func keyStateText(inc incident.Incident) string {
+	if inc.KeyState == "" && keyDeleted(inc) {
+		return "deleted (DescribeKey: not found)"
+	}
+	return stateWord(inc.KeyState)
+}
+
+func keyBlock(inc incident.Incident, sev string) *slack.SectionBlock {
+	fields := []*slack.TextBlockObject{
+		mrkdwn("*Severity*\n" + esc(sev)),
+		mrkdwn("*Incident*\n" + esc(inc.ID) + " (" + esc(string(inc.State)) + ")"),
+		mrkdwn(truncate("*Key*\n"+code(keyLabel(inc))+"\n"+code(inc.KeyARN), maxFieldText)),
+		mrkdwn("*Key state*\n" + code(keyStateText(inc))),
+	}
+	if inc.KeyDeletionDate != nil {
+		fields = append(fields, mrkdwn("*Deletion date*\n"+utc(*inc.KeyDeletionDate)+"\n"+dateToken(*inc.KeyDeletionDate)))
+	}
+	return slack.NewSectionBlock(nil, fields, nil, slack.SectionBlockOptionBlockID("incident_key"))
+}
+
+// actorBlock says who did what from where: CloudTrail's view of the call, which is the first
+// thing on-call asks and the one thing that cannot be found later without Event history.
+func actorBlock(inc incident.Incident) *slack.SectionBlock {
+	var b strings.Builder
+	if inc.Actor == (incident.Actor{}) {
+		// KMS's own events (KMS CMK Deletion, imported material expiry) name no caller.
+		fmt.Fprintf(&b, "*%s* reported by AWS KMS (no caller recorded)", esc(cmp.Or(inc.Trigger, "Key event")))
+	} else {
+		fmt.Fprintf(&b, "*%s* by %s", esc(cmp.Or(inc.Trigger, "Key event")), code(inc.Actor.Name()))
+	}
+	if inc.Actor.Type != "" && inc.Actor.ARN != "" {
+		fmt.Fprintf(&b, " (%s)", esc(inc.Actor.Type))
+	}
+	if inc.Actor.Principal != "" && inc.Actor.Principal != inc.Actor.Name() {
+		fmt.Fprintf(&b, ", principal %s", code(inc.Actor.Principal))
+	}
+	if !inc.LostAt.IsZero() {
+		fmt.Fprintf(&b, " at %s", utc(inc.LostAt))
+	}
+	if inc.TriggerDetail != "" {
+		fmt.Fprintf(&b, "\n%s", esc(truncate(inc.TriggerDetail, 300)))
+	}
+	if inc.Actor.SourceIP != "" {
+		fmt.Fprintf(&b, "\nFrom %s", code(inc.Actor.SourceIP))
+	}
+	if inc.Actor.AccountID != "" {
+		fmt.Fprintf(&b, " · account %s", code(inc.Actor.AccountID))
+	}
+	if inc.Actor.UserAgent != "" {
+		fmt.Fprintf(&b, "\nUser agent %s", code(truncate(inc.Actor.UserAgent, 300)))
+	}
+	if inc.Deliveries > 1 {
+		fmt.Fprintf(&b, "\n_%d deliveries of the event, one incident._", inc.Deliveries)
+	}
+	return slack.NewSectionBlock(mrkdwn(truncate(b.String(), maxSectionText)), nil, nil, slack.SectionBlockOptionBlockID("incident_actor"))
+}
+
+// deadlineBlock shows the deadline twice: as absolute UTC, which everyone can quote to each
+// other, and as Slack's date token, which each reader sees in their own time zone.
+func deadlineBlock(inc incident.Incident, now time.Time) *slack.SectionBlock {
+	var text string
+	switch {
+	case inc.Deadline != nil:
+		text = fmt.Sprintf(":hourglass_flowing_sand: *Deadline %s* (%s your time) — *%s*\n%s",
+			utc(*inc.Deadline), dateToken(*inc.Deadline), countdown(inc.Deadline.Sub(now)), deadlineReason(inc))
+		if inc.Critical {
+			text += "\nAlso: a cluster that cannot stop has no recoverable window and is hurt now."
+		}
+	case keyDeleted(inc):
+		text = ":hourglass: *No deadline left*: the key is deleted."
+	case inc.Critical:
+		text = ":hourglass: *No recoverable window*: a cluster that cannot stop is hurt from the first minute, and Aurora may make it terminal without the 7-day grace."
+	default:
+		text = ":hourglass: *No deadline yet*: no dependent cluster has lost key access so far."
+	}
+	return slack.NewSectionBlock(mrkdwn(text), nil, nil, slack.SectionBlockOptionBlockID("incident_deadline"))
+}
+
+// deadlineReason says what happens at the deadline, because the two causes call for different
+// urgency: a key deletion ends everything, a cluster's window ends that cluster.
+func deadlineReason(inc incident.Incident) string {
+	if inc.KeyState == "PendingDeletion" && inc.KeyDeletionDate != nil && inc.KeyDeletionDate.Equal(*inc.Deadline) {
+		return "KMS deletes the key for good then; every cluster, snapshot and backup under it becomes unrecoverable."
+	}
+	var ids []string
+	for _, c := range inc.Clusters {
+		if c.Deadline != nil && c.Deadline.Equal(*inc.Deadline) && !c.Recovered && !c.Lost {
+			ids = append(ids, c.Identifier)
+		}
+	}
+	switch len(ids) {
+	case 0:
+		return "The first dependent is lost for good then."
+	case 1:
+		return fmt.Sprintf("%s's 7-day recoverable window ends then and it turns terminal (restore from backup only).", code(ids[0]))
+	}
+	return fmt.Sprintf("The 7-day recoverable windows of %d clusters end then and they turn terminal (restore from backup only).", len(ids))
+}
+
+// dependentBlocks lists what depends on the key, most urgent first, one or two lines per
+// cluster, packed into as few sections as the 3000-character limit allows.
+func dependentBlocks(inc incident.Incident, now time.Time) []slack.Block {
+	clusters := slices.Clone(inc.Clusters)
+	slices.SortStableFunc(clusters, byUrgency)
+
+	instances := map[string]int{}
+	lostAccess := 0
+	for _, in := range inc.Instances {
+		instances[in.ClusterIdentifier]++
+		if in.LostKeyAccess {
+			lostAccess++
+		}
+	}
+	snapshots := map[string]int{}
+	for _, s := range inc.Snapshots {
+		snapshots[s.ClusterIdentifier]++
+	}
+
+	var lines []string
+	for i, c := range clusters {
+		if i == maxClusterLines {
+			lines = append(lines, fmt.Sprintf("_…and %d more clusters: `keywarden incidents --json` lists them all._", len(clusters)-i))
+			break
+		}
+		lines = append(lines, clusterLine(c, instances[c.Identifier], snapshots[c.Identifier], inc, now))
+	}
+	title := fmt.Sprintf("*Aurora clusters using this key: %d*", len(clusters))
+	if len(clusters) == 0 {
+		title = "*No Aurora cluster uses this key.*"
+	}
+	blocks := packSections(title, lines)
+
+	var totals []string
+	if n := len(inc.Instances); n > 0 {
+		t := plural(n, "instance", "instances")
+		if lostAccess > 0 {
+			t += fmt.Sprintf(" (%d reported lost key access)", lostAccess)
+		}
+		totals = append(totals, t)
+	}
+	if n := len(inc.Snapshots); n > 0 {
+		totals = append(totals, plural(n, "snapshot or backup", "snapshots and backups")+" encrypted with this key — a restore needs the key too")
+	}
+	if len(totals) > 0 {
+		blocks = append(blocks, slack.NewContextBlock("incident_totals", mrkdwn(truncate(strings.Join(totals, " · "), maxSectionText))))
+	}
+
+	if len(inc.OtherEngines) > 0 {
+		other := []string{}
+		for i, c := range inc.OtherEngines {
+			if i == maxOtherLines {
+				other = append(other, fmt.Sprintf("_…and %d more._", len(inc.OtherEngines)-i))
+				break
+			}
+			other = append(other, fmt.Sprintf("• %s · %s · %s", code(c.Identifier), esc(c.Engine), code(c.Status)))
+		}
+		blocks = append(blocks, packSections(
+			fmt.Sprintf("*Other databases using this key: %d* — the one-click fix enables the key but does not restart these; check them after.", len(inc.OtherEngines)),
+			other)...)
+	}
+	return blocks
+}
+
+// byUrgency orders clusters as on-call should look at them: those with no window, then by
+// deadline, then the ones already lost, then the recovered.
+func byUrgency(a, b incident.Cluster) int {
+	rank := func(c incident.Cluster) int {
+		switch {
+		case c.Recovered:
+			return 3
+		case c.Lost:
+			return 2
+		case !c.CanStop:
+			return 0
+		}
+		return 1
+	}
+	if r := cmp.Compare(rank(a), rank(b)); r != 0 {
+		return r
+	}
+	switch {
+	case a.Deadline == nil && b.Deadline == nil:
+		return 0
+	case a.Deadline == nil:
+		return 1
+	case b.Deadline == nil:
+		return -1
+	}
+	return a.Deadline.Compare(*b.Deadline)
+}
+
+func clusterLine(c incident.Cluster, instances, snapshots int, inc incident.Incident, now time.Time) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "• *%s* · %s · %s", esc(c.Identifier), esc(c.Engine), code(c.Status))
+	if instances > 0 {
+		b.WriteString(" · " + plural(instances, "instance", "instances"))
+	}
+	if snapshots > 0 {
+		b.WriteString(" · " + plural(snapshots, "snapshot", "snapshots"))
+	}
+	b.WriteString("\n      ")
+	switch {
+	case c.Recovered:
+		b.WriteString(":white_check_mark: recovered")
+	case c.Lost && keyDeleted(inc):
+		b.WriteString(":x: terminal — unrecoverable, the key is deleted")
+	case c.Lost:
+		b.WriteString(":x: terminal — restore from a snapshot or PITR with the key enabled")
+	case !c.CanStop:
+		b.WriteString(":red_circle: *no recoverable window*")
+		if c.CannotStopReason != "" {
+			b.WriteString(" (" + esc(c.CannotStopReason) + ")")
+		}
+	case c.Deadline != nil:
+		until := "recoverable until"
+		if inc.KeyState == "PendingDeletion" && inc.KeyDeletionDate != nil && c.Deadline.Equal(*inc.KeyDeletionDate) {
+			until = "until the key's deletion"
+		}
+		fmt.Fprintf(&b, "%s %s (%s)", until, utc(*c.Deadline), countdown(c.Deadline.Sub(now)))
+	default:
+		b.WriteString("still running; a 7-day window starts when it loses key access")
+	}
+	if len(c.Uses) > 0 && !slices.Equal(c.Uses, []string{"storage"}) {
+		b.WriteString(" · key protects " + esc(strings.Join(c.Uses, ", ")))
+	}
+	return truncate(b.String(), maxSectionText-200)
+}
+
+// packSections puts a title and lines into sections of at most maxSectionText characters,
+// never splitting a line.
+func packSections(title string, lines []string) []slack.Block {
+	var blocks []slack.Block
+	cur := title
+	for _, l := range lines {
+		if len([]rune(cur))+1+len([]rune(l)) > maxSectionText {
+			blocks = append(blocks, section(cur))
+			cur = l
+			continue
+		}
+		cur += "\n" + l
+	}
+	return append(blocks, section(cur))
+}
+
+// stateBlock says where the incident stands and who has taken it on, read from the timeline's
+// click entries so that the message and the audit trail cannot disagree.
+func stateBlock(inc incident.Incident, now time.Time) *slack.SectionBlock {
+	var b strings.Builder
+	switch inc.State {
+	case incident.StateOpen:
+		b.WriteString("*State:* open")
+	case incident.StateRemediating:
+		b.WriteString("*State:* :gear: remediating — each step is posted in the thread")
+	default:
+		fmt.Fprintf(&b, "*Final state:* %s %s", severityEmoji[string(inc.State)], esc(string(inc.State)))
+		if inc.ClosedAt != nil {
+			fmt.Fprintf(&b, " at %s", utc(*inc.ClosedAt))
+		}
+		if e, ok := lastOf(inc.Timeline, incident.KindClosed); ok && e.Detail != "" {
+			b.WriteString(" — " + esc(truncate(e.Detail, 500)))
+		}
+	}
+	people := clickers(inc.Timeline)
+	for _, p := range []struct{ label, action string }{
+		{"Acknowledged by", ActionAcknowledge},
+		{"Approved by", ActionRemediate},
+		{"Marked intentional by", ActionIntentional},
+	} {
+		if ids := people[p.action]; len(ids) > 0 {
+			names := make([]string, len(ids))
+			for i, id := range ids {
+				names[i] = who(id)
+			}
+			fmt.Fprintf(&b, "\n*%s* %s", p.label, listNames(names, 10))
+		}
+	}
+	return slack.NewSectionBlock(mrkdwn(truncate(b.String(), maxSectionText)), nil, nil, slack.SectionBlockOptionBlockID("incident_state"))
+}
+
+// clickers reads who pressed which button from the timeline. A click entry's Detail starts with
+// the button's action ID (anything after it, such as ": approval 1 of 2", is the result); refused
+// clicks are recorded as KindDenied and do not count.
+func clickers(tl []incident.Entry) map[string][]string {
+	out := map[string][]string{}
+	for _, e := range tl {
+		if e.Kind != incident.KindClick || e.Actor == "" {
+			continue
+		}
+		action := strings.FieldsFunc(e.Detail, func(r rune) bool { return r == ' ' || r == ':' })
+		if len(action) == 0 {
+			continue
+		}
+		if !slices.Contains(out[action[0]], e.Actor) {
+			out[action[0]] = append(out[action[0]], e.Actor)
+		}
+	}
+	return out
+}
+
+func lastOf(tl []incident.Entry, kind string) (incident.Entry, bool) {
+	for i := len(tl) - 1; i >= 0; i-- {
+		if tl[i].Kind == kind {
+			return tl[i], true
+		}
+	}
+	return incident.Entry{}, false
+}
+
+// actionsBlock holds the buttons. Closed incidents get none; a running remediation keeps only
+// acknowledge, so nobody starts it twice; remediate appears only when one click can fix it.
+func actionsBlock(inc incident.Incident, fixable bool) *slack.ActionBlock {
+	if inc.State.Closed() {
+		return nil
+	}
+	value := ButtonValue(inc.ID, inc.Version)
+	var elems []slack.BlockElement
+	if fixable && inc.State == incident.StateOpen {
+		intro := "For key " + truncate(keyLabel(inc), 40) + " this will:\n"
+		steps := intro + strings.Join(stepsWithin(inc, maxConfirmText-len([]rune(intro))), "\n")
+		elems = append(elems, slack.NewButtonBlockElement(ActionRemediate, value, plain("Re-enable key & restart clusters")).
+			WithStyle(slack.StylePrimary).
+			WithConfirm(slack.NewConfirmationBlockObject(
+				plain("Re-enable key & restart?"),
+				plain(truncate(steps, maxConfirmText)),
+				plain("Run it"), plain("Cancel")).WithStyle(slack.StylePrimary)))
+	}
+	elems = append(elems, slack.NewButtonBlockElement(ActionAcknowledge, value, plain("Acknowledge")))
+	if inc.State == incident.StateOpen {
+		text := fmt.Sprintf("Closes %s as intended: reminders stop and no fix runs.", inc.ID)
+		if n := active(inc.Clusters); n > 0 {
+			text += " " + plural(n, "Aurora cluster stays", "Aurora clusters stay") + " without the key."
+		}
+		elems = append(elems, slack.NewButtonBlockElement(ActionIntentional, value, plain("Intentional")).
+			WithStyle(slack.StyleDanger).
+			WithConfirm(slack.NewConfirmationBlockObject(
+				plain("Mark as intentional?"),
+				plain(truncate(text, maxConfirmText)),
+				plain("Mark intentional"), plain("Cancel")).WithStyle(slack.StyleDanger)))
+	}
+	return slack.NewActionBlock(ActionsBlockID, elems...)
+}
+
+// fallbackText is the notification line: it must carry the severity, the key and the time
+// left on its own, because it is all a phone's lock screen shows.
+func fallbackText(inc incident.Incident, sev string, now time.Time) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "[%s] %s: Aurora key %s %s", strings.ToUpper(sev), inc.ID, keyLabel(inc), keyPhrase(inc))
+	switch {
+	case inc.Trigger != "" && inc.Actor != (incident.Actor{}):
+		fmt.Fprintf(&b, " (%s by %s)", inc.Trigger, inc.Actor.Name())
+	case inc.Trigger != "":
+		fmt.Fprintf(&b, " (%s)", inc.Trigger)
+	}
+	if n := len(inc.Clusters); n > 0 {
+		fmt.Fprintf(&b, "; %s on it", plural(n, "cluster depends", "clusters depend"))
+	}
+	if !inc.State.Closed() {
+		if left, ok := inc.TimeLeft(now); ok {
+			fmt.Fprintf(&b, "; %s", countdown(left))
+		} else if inc.Critical {
+			b.WriteString("; no recoverable window")
+		}
+	}
+	return esc(truncate(b.String(), maxSectionText))
+}

@@ -1,0 +1,226 @@
+package slackui
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/keywarden/keywarden/internal/incident"
+)
+
+// Block Kit limits (https://docs.slack.dev/reference/block-kit): Slack rejects the whole
+// message with invalid_blocks when one is exceeded, so the renderer truncates rather than
+// trusting the size of an incident.
+const (
+	maxBlocks        = 50
+	maxSectionText   = 3000
+	maxFieldText     = 2000
+	maxFields        = 10
+	maxHeaderText    = 150
+	maxButtonText    = 75
+	maxConfirmTitle  = 100
+	maxConfirmText   = 300
+	maxConfirmButton = 30
+	maxContextElems  = 10
+)
+
+// escaper escapes the three characters Slack treats as control sequences in message text. Every
+// value that came from outside (CloudTrail's user agent, identifiers, timeline details) goes
+// through it, so a crafted user agent such as "<!channel>" cannot ping a channel or forge a link.
+var escaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
+
+func esc(s string) string { return escaper.Replace(s) }
+
+// code renders an outside value as inline code; a backtick inside would end the span early.
+func code(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return "`" + esc(strings.ReplaceAll(s, "`", "'")) + "`"
+}
+
+// truncate shortens s to at most n runes, marking the cut with an ellipsis.
+func truncate(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}
+
+// slackUserID matches Slack user IDs (U…, or W… on Enterprise Grid) as the action handler
+// records them in a timeline entry's Actor.
+var slackUserID = regexp.MustCompile(`^[UW][A-Z0-9]{2,}$`)
+
+// who renders a timeline actor: a Slack user becomes a mention so readers see a name, anything
+// else (an IAM ARN, "keywarden") is shown as escaped text.
+func who(actor string) string {
+	switch {
+	case actor == "":
+		return "keywarden"
+	case slackUserID.MatchString(actor):
+		return "<@" + actor + ">"
+	}
+	return esc(actor)
+}
+
+// utc formats t as an absolute time every reader can compare, whatever their time zone.
+func utc(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") }
+
+// dateToken wraps t in Slack's date formatting token, which each client renders in the reader's
+// own time zone; the fallback is the absolute UTC time for clients that cannot.
+func dateToken(t time.Time) string {
+	return fmt.Sprintf("<!date^%d^{date_short_pretty} {time}|%s>", t.Unix(), utc(t))
+}
+
+// countdown renders the time until a deadline the way the message counts down: "6d 23h left",
+// "5h 12m left", "12m left", "overdue". It rounds down, so it never promises more time than
+// there is.
+func countdown(d time.Duration) string {
+	if d <= 0 {
+		return "overdue"
+	}
+	return span(d) + " left"
+}
+
+// span renders a positive duration in the two largest units.
+func span(d time.Duration) string {
+	days := int(d / (24 * time.Hour))
+	hours := int(d % (24 * time.Hour) / time.Hour)
+	mins := int(d % time.Hour / time.Minute)
+	switch {
+	case days > 0:
+		return fmt.Sprintf("%dd %dh", days, hours)
+	case hours > 0:
+		return fmt.Sprintf("%dh %dm", hours, mins)
+	case mins > 0:
+		return fmt.Sprintf("%dm", mins)
+	}
+	return "under 1m"
+}
+
+// keyLabel names the key the way people know it: its alias, else the key ID from its ARN.
+func keyLabel(inc incident.Incident) string {
+	if inc.KeyAlias != "" {
+		return inc.KeyAlias
+	}
+	if _, id, ok := strings.Cut(inc.KeyARN, ":key/"); ok {
+		return id
+	}
+	if inc.KeyARN != "" {
+		return inc.KeyARN
+	}
+	return "unknown key"
+}
+
+// plural returns "1 cluster" or "3 clusters".
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, one)
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+// listNames joins names, ending with "and N more" after max of them.
+func listNames(names []string, max int) string {
+	if len(names) <= max {
+		return strings.Join(names, ", ")
+	}
+	return strings.Join(names[:max], ", ") + fmt.Sprintf(" and %d more", len(names)-max)
+}
+
+// kindEmoji makes the kinds of timeline entry tell apart at a glance in a long thread.
+var kindEmoji = map[string]string{
+	incident.KindOpened:      ":rotating_light:",
+	incident.KindDelivery:    ":inbox_tray:",
+	incident.KindKeyState:    ":key:",
+	incident.KindCluster:     ":card_file_box:",
+	incident.KindSlack:       ":speech_balloon:",
+	incident.KindClick:       ":point_right:",
+	incident.KindDenied:      ":no_entry_sign:",
+	incident.KindRemediation: ":wrench:",
+	incident.KindReminder:    ":alarm_clock:",
+	incident.KindClosed:      ":checkered_flag:",
+	incident.KindNote:        ":memo:",
+	incident.KindElided:      ":scissors:",
+}
+
+// ThreadText renders one timeline entry as a thread reply. The time is absolute UTC with
+// seconds because the thread is the audit trail: two clicks a second apart must read apart.
+func ThreadText(e incident.Entry) string {
+	emoji := kindEmoji[e.Kind]
+	if emoji == "" {
+		emoji = ":small_blue_diamond:"
+	}
+	line := fmt.Sprintf("%s `%s` *%s*", emoji, e.At.UTC().Format("2006-01-02 15:04:05 UTC"), esc(e.Kind))
+	if e.Actor != "" {
+		line += " · " + who(e.Actor)
+	}
+	if e.Detail != "" {
+		line += " — " + esc(e.Detail)
+	}
+	return truncate(line, maxSectionText)
+}
+
+// Reminder renders the reply posted when the countdown crosses a threshold (left is the
+// threshold, such as 24h). mention is configuration — a user-group or channel mention such
+// as "<!subteam^S0123>" — and is inserted as is so that it notifies; everything else is escaped.
+func Reminder(inc incident.Incident, left time.Duration, mention string, now time.Time) string {
+	var b strings.Builder
+	if mention != "" {
+		b.WriteString(mention + " ")
+	}
+	if left > 0 {
+		fmt.Fprintf(&b, ":alarm_clock: *Less than %s left* on %s", threshold(left), esc(inc.ID))
+	} else {
+		fmt.Fprintf(&b, ":alarm_clock: *Deadline passed* on %s", esc(inc.ID))
+	}
+	fmt.Fprintf(&b, ": key %s is %s", code(keyLabel(inc)), esc(keyStateText(inc)))
+	if n := active(inc.Clusters); n > 0 {
+		fmt.Fprintf(&b, " and %s still without it", plural(n, "Aurora cluster is", "Aurora clusters are"))
+	}
+	b.WriteString(".")
+	if actual, ok := inc.TimeLeft(now); ok {
+		fmt.Fprintf(&b, " Deadline %s (%s) — %s.", utc(*inc.Deadline), dateToken(*inc.Deadline), countdown(actual))
+	} else if inc.Critical {
+		b.WriteString(" A cluster that cannot stop has no recoverable window: act now.")
+	}
+	if ok, instead := Fixable(inc); ok {
+		b.WriteString(" Use *Re-enable key & restart clusters* on the message above, or *Intentional* if this is wanted.")
+	} else {
+		b.WriteString(" " + instead)
+	}
+	return truncate(b.String(), maxSectionText)
+}
+
+// threshold names a reminder threshold the way people say it: "3 days", "24h", "30m".
+func threshold(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour && d%(24*time.Hour) == 0:
+		return fmt.Sprintf("%d days", d/(24*time.Hour))
+	case d >= time.Hour && d%time.Hour == 0:
+		return fmt.Sprintf("%dh", d/time.Hour)
+	}
+	return span(d)
+}
+
+// stateWord is how a KMS key state reads in a sentence.
+func stateWord(keyState string) string {
+	if keyState == "" {
+		return "unusable"
+	}
+	return keyState
+}
+
+// active counts clusters still waiting for their key: neither recovered nor lost.
+func active(cs []incident.Cluster) int {
+	n := 0
+	for _, c := range cs {
+		if !c.Recovered && !c.Lost {
+			n++
+		}
+	}
+	return n
+}
