@@ -8,8 +8,10 @@
 package awstest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -113,4 +115,37 @@ func startMoto() (string, error) {
 	}
 	_ = cmd.Process.Kill()
 	return "", fmt.Errorf("moto_server on %s did not answer within 30s", url)
+}
+
+// Serial returns cfg with an HTTP client that lets one request at a time reach moto.
+// moto_server handles requests on threads without a lock around a DynamoDB operation: a
+// conditional write's check and write can interleave with another request's, and a cancelled
+// TransactWriteItems restores a copy of the whole table taken before it ran, erasing writes that
+// landed meanwhile. Real DynamoDB makes each request atomic; serialising requests gives moto that
+// property while goroutines under test still race between their reads and conditional writes,
+// which is the race keywarden's store must win.
+func Serial(cfg aws.Config) aws.Config {
+	cfg.HTTPClient = &serialHTTP{next: cfg.HTTPClient}
+	return cfg
+}
+
+type serialHTTP struct {
+	mu   sync.Mutex
+	next aws.HTTPClient
+}
+
+func (c *serialHTTP) Do(req *http.Request) (*http.Response, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	resp, err := c.next.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	return resp, nil
 }

@@ -67,6 +67,9 @@ type Incident struct {
 
 	Slack    *SlackRef `json:"slack,omitempty"`
 	Timeline []Entry   `json:"timeline"`
+	// TimelineElided counts the timeline entries the store dropped to keep the incident within
+	// DynamoDB's item size limit; a KindElided entry marks where they were.
+	TimelineElided int `json:"timeline_elided,omitempty"`
 }
 
 // Actor is who made the call, from CloudTrail's userIdentity and request context.
@@ -167,4 +170,6 @@ const (
 	KindReminder    = "reminder"
 	KindClosed      = "closed"
 	KindNote        = "note"
+	// KindElided marks where the store dropped older entries (see Incident.TimelineElided).
+	KindElided = "elided"
 )
