@@ -1,6 +1,9 @@
 package incident
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // RecoverableWindow is how long Aurora keeps a cluster that lost its key in
 // inaccessible-encryption-credentials-recoverable before it turns terminal.
@@ -13,7 +16,10 @@ const RecoverableWindow = 7 * 24 * time.Hour
 //     cluster (a restore needs the key too) — but not while a multi-Region primary is
 //     PendingReplicaDeletion, whose waiting period has not started;
 //   - a cluster that cannot stop has no window at all: it gets no deadline of its own and makes
-//     the incident critical.
+//     the incident critical;
+//   - a cluster that uses the key only for its master-user secret, Performance Insights or
+//     activity stream keeps running without it (those features are impaired): only the key's
+//     deletion date bounds it.
 //
 // Recovered and lost clusters no longer count towards the incident's deadline.
 func (inc *Incident) RecomputeDeadlines() {
@@ -26,6 +32,10 @@ func (inc *Incident) RecomputeDeadlines() {
 	for i := range inc.Clusters {
 		c := &inc.Clusters[i]
 		c.Deadline = nil
+		if !c.StorageOnKey() {
+			c.Deadline = deletion
+			continue
+		}
 		if !c.CanStop {
 			if !c.Recovered && !c.Lost {
 				inc.Critical = true
@@ -63,3 +73,9 @@ func earliest(a, b *time.Time) *time.Time {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// StorageOnKey reports whether the key encrypts the cluster's storage, the use that stops the
+// cluster when the key is lost. Clusters recorded before Uses existed count as storage.
+func (c Cluster) StorageOnKey() bool {
+	return len(c.Uses) == 0 || slices.Contains(c.Uses, "storage")
+}

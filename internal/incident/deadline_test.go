@@ -170,3 +170,14 @@ func TestTimeLeft(t *testing.T) {
 		})
 	}
 }
+
+func TestNonStorageUseHasNoWindow(t *testing.T) {
+	lost := time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
+	inc := Incident{KeyState: "Disabled", Clusters: []Cluster{{
+		Identifier: "pi-only", CanStop: false, Uses: []string{"performance-insights"}, LostAccessAt: &lost,
+	}}}
+	inc.RecomputeDeadlines()
+	if inc.Critical || inc.Deadline != nil || inc.Clusters[0].Deadline != nil {
+		t.Errorf("got critical %v deadline %v, want neither: the cluster keeps running without this key", inc.Critical, inc.Deadline)
+	}
+}
