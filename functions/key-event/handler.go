@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+
+	"github.com/keywarden/keywarden/internal/keyevent"
+	"github.com/keywarden/keywarden/internal/triage"
+)
+
+type keyEvents interface {
+	HandleKeyEvent(ctx context.Context, ev keyevent.Event) ([]triage.Outcome, error)
+}
+
+type handler struct {
+	svc keyEvents
+	log *slog.Logger
+}
+
+func newHandler(svc keyEvents, log *slog.Logger) *handler { return &handler{svc: svc, log: log} }
+
+// Result is what the function returns: one outcome per key the event concerned.
+type Result struct {
+	EventID  string           `json:"event_id,omitempty"`
+	Event    string           `json:"event,omitempty"`
+	Outcomes []triage.Outcome `json:"outcomes,omitempty"`
+	// Rejected explains an event that can never be handled; it is acknowledged, not retried.
+	Rejected string `json:"rejected,omitempty"`
+}
+
+// Handle takes the raw EventBridge event: parsing it ourselves lets a malformed event be
+// logged with what was wrong and acknowledged, where a typed decode in the runtime would fail
+// the invocation and make Lambda retry something that can never succeed.
+func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, error) {
+	ev, err := keyevent.Parse(raw)
+	if errors.Is(err, keyevent.ErrMalformed) || errors.Is(err, keyevent.ErrUnsupported) {
+		h.log.WarnContext(ctx, "event rejected", "action", "rejected", "reason", err.Error(), "bytes", len(raw))
+		return Result{Rejected: err.Error()}, nil
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{EventID: ev.ID, Event: ev.Name}
+	res.Outcomes, err = h.svc.HandleKeyEvent(ctx, ev)
+	for _, o := range res.Outcomes {
+		h.log.InfoContext(ctx, "key event", "event_id", ev.ID, "event_name", ev.Name, "key_arn", o.KeyARN,
+			"action", o.Action, "incident_id", o.IncidentID, "reason", o.Reason, "actor", ev.Actor.Name())
+	}
+	if err != nil {
+		// Only AWS failures reach here (throttling, an API down): Lambda retries the event.
+		h.log.ErrorContext(ctx, "key event failed; will be retried", "event_id", ev.ID, "event_name", ev.Name, "error", err)
+		return res, err
+	}
+	return res, nil
+}

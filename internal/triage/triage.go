@@ -1,0 +1,473 @@
+// Package triage turns a signal that a KMS key may be unusable into keywarden's one incident
+// for that key: it checks the key's live state, maps the key to its Aurora dependents, and
+// opens the incident or folds the signal into the one already open.
+//
+// Every path that learns of a key loss goes through here — the CloudTrail call, KMS's own
+// events, an RDS event when the CloudTrail event never came, the reconciler's backstop — so the
+// rules for when an incident opens live in one place.
+package triage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/keywarden/keywarden/internal/blast"
+	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/keyevent"
+	"github.com/keywarden/keywarden/internal/kmskey"
+)
+
+// Keys resolves and describes KMS keys; *kmskey.Resolver fits.
+type Keys interface {
+	ARN(ctx context.Context, ref string) (string, error)
+	Describe(ctx context.Context, ref string) (kmskey.Key, error)
+	Alias(ctx context.Context, keyARN string) (string, error)
+	KeysInStore(ctx context.Context, storeID string) ([]kmskey.Key, error)
+}
+
+// Radius finds a key's Aurora dependents; *blast.Finder fits.
+type Radius interface {
+	Find(ctx context.Context, keyARN string) (blast.Radius, error)
+}
+
+// Incidents stores incidents; *incident.Store fits.
+type Incidents interface {
+	Open(ctx context.Context, inc incident.Incident, delivery incident.Entry, fold func(*incident.Incident)) (incident.Incident, bool, error)
+	OpenFor(ctx context.Context, keyARN string) (incident.Incident, error)
+	Update(ctx context.Context, id string, mutate func(*incident.Incident) error) (incident.Incident, error)
+	RecordSighting(ctx context.Context, sg incident.Sighting) error
+}
+
+// Announcer tells people about an incident that changed (posts or updates its Slack message).
+// Its failures are logged, never returned: the incident is already stored, and the reconciler
+// repairs the message later.
+type Announcer interface {
+	Announce(ctx context.Context, inc incident.Incident) error
+}
+
+// Service decides what a signal means.
+type Service struct {
+	keys      Keys
+	radius    Radius
+	incidents Incidents
+	announcer Announcer
+	log       *slog.Logger
+	now       func() time.Time
+}
+
+// New builds a Service. announcer may be nil.
+func New(keys Keys, radius Radius, incidents Incidents, announcer Announcer, log *slog.Logger) *Service {
+	return &Service{keys: keys, radius: radius, incidents: incidents, announcer: announcer, log: log, now: time.Now}
+}
+
+// WithClock replaces the clock, for tests.
+func (s *Service) WithClock(now func() time.Time) *Service {
+	s.now = now
+	return s
+}
+
+// Action is what triage did with a signal, for one key.
+type Action string
+
+const (
+	ActionOpened     Action = "opened"  // a new incident
+	ActionFolded     Action = "folded"  // added to the key's open incident
+	ActionUpdated    Action = "updated" // a restore or access change recorded on the open incident
+	ActionNoImpact   Action = "no-aurora-impact"
+	ActionIgnored    Action = "ignored"
+	ActionKeyDeleted Action = "lost" // the key is gone: the incident is closed as lost
+)
+
+// Outcome is the decision for one key.
+type Outcome struct {
+	KeyARN     string `json:"key_arn,omitempty"`
+	Action     Action `json:"action"`
+	IncidentID string `json:"incident_id,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+// Signal is evidence that a key may have become unusable.
+type Signal struct {
+	KeyARN string
+	// Trigger names what told us: a CloudTrail event name, a KMS event's detail-type, an RDS event ID.
+	Trigger       string
+	TriggerDetail string
+	// At is when the key became unusable as far as the signal knows.
+	At      time.Time
+	Actor   incident.Actor
+	EventID string
+}
+
+// HandleKeyEvent applies one KMS event. It returns an error only when a retry could help
+// (AWS throttled or unavailable); everything else is an outcome with a reason.
+func (s *Service) HandleKeyEvent(ctx context.Context, ev keyevent.Event) ([]Outcome, error) {
+	if ev.Failed() {
+		return []Outcome{{Action: ActionIgnored, Reason: fmt.Sprintf("the %s call failed (%s): nothing changed", ev.Name, ev.ErrorCode)}}, nil
+	}
+	keyARNs, out, err := s.keysOf(ctx, ev)
+	if err != nil || out != nil {
+		return out, err
+	}
+	outcomes := make([]Outcome, 0, len(keyARNs))
+	for _, keyARN := range keyARNs {
+		var o Outcome
+		var err error
+		switch ev.Kind {
+		case keyevent.KindRestore:
+			o, err = s.restore(ctx, keyARN, ev)
+		case keyevent.KindAccess:
+			o, err = s.access(ctx, keyARN, ev)
+		default:
+			o, err = s.Ensure(ctx, Signal{
+				KeyARN: keyARN, Trigger: ev.Name, At: ev.Time, Actor: ev.Actor, EventID: ev.ID,
+				TriggerDetail: triggerDetail(ev),
+			})
+		}
+		if err != nil {
+			return outcomes, fmt.Errorf("%s for %s: %w", ev.Name, keyARN, err)
+		}
+		outcomes = append(outcomes, o)
+	}
+	return outcomes, nil
+}
+
+// keysOf finds the key ARNs an event is about. A non-nil outcome slice means there is nothing
+// to do, with the reason.
+func (s *Service) keysOf(ctx context.Context, ev keyevent.Event) ([]string, []Outcome, error) {
+	if ev.CustomKeyStoreID != "" && ev.KeyRef == "" {
+		// DisconnectCustomKeyStore names the store, not a key: every key in it is now Unavailable.
+		keys, err := s.keys.KeysInStore(ctx, ev.CustomKeyStoreID)
+		if err != nil {
+			return nil, nil, fmt.Errorf("list keys of custom key store %s: %w", ev.CustomKeyStoreID, err)
+		}
+		var arns []string
+		for _, k := range keys {
+			if k.CustomerManaged() {
+				arns = append(arns, k.ARN)
+			}
+		}
+		if len(arns) == 0 {
+			return nil, []Outcome{{Action: ActionIgnored, Reason: "custom key store " + ev.CustomKeyStoreID + " holds no customer-managed keys"}}, nil
+		}
+		return arns, nil, nil
+	}
+	keyARN, err := s.keys.ARN(ctx, ev.KeyRef)
+	switch {
+	case errors.Is(err, kmskey.ErrNotFound):
+		return nil, []Outcome{{Action: ActionIgnored, Reason: "key " + ev.KeyRef + " does not exist and the event names no key ARN"}}, nil
+	case err != nil:
+		return nil, nil, fmt.Errorf("resolve key %s: %w", ev.KeyRef, err)
+	}
+	return []string{keyARN}, nil, nil
+}
+
+// Ensure makes sure an unusable key with Aurora dependents has exactly one open incident and
+// that this signal is on its timeline.
+func (s *Service) Ensure(ctx context.Context, sig Signal) (Outcome, error) {
+	o := Outcome{KeyARN: sig.KeyARN}
+	key, err := s.describe(ctx, sig.KeyARN)
+	if err != nil {
+		return o, err
+	}
+	if key.State == incident.KeyStateDeleted && sig.Trigger != keyevent.DetailTypeCMKDeletion {
+		// DescribeKey does not know the key: deleted, or never in this account and Region
+		// (an event forwarded from elsewhere). Only KMS's own deletion event, or an incident
+		// that saw the key alive, tells which.
+		if _, err := s.incidents.OpenFor(ctx, sig.KeyARN); errors.Is(err, incident.ErrNotFound) {
+			o.Action, o.Reason = ActionIgnored, "key not found in this account and Region"
+			return o, nil
+		} else if err != nil {
+			return o, fmt.Errorf("find open incident for %s: %w", sig.KeyARN, err)
+		}
+	}
+	if key.Manager != "" && !key.CustomerManaged() {
+		o.Action, o.Reason = ActionIgnored, "AWS-managed key: it cannot be disabled or deleted"
+		return o, nil
+	}
+	if !incident.KeyUnusable(key.State) {
+		return s.stillUsable(ctx, sig, key)
+	}
+
+	radius, err := s.radius.Find(ctx, sig.KeyARN)
+	if err != nil {
+		return o, fmt.Errorf("blast radius of %s: %w", sig.KeyARN, err)
+	}
+	now := s.now().UTC()
+	delivery := incident.Entry{At: now, Kind: incident.KindDelivery, Actor: sig.Actor.Name(), Detail: describeSignal(sig, key)}
+	if radius.Empty() {
+		return s.noImpact(ctx, sig, key, delivery, radius)
+	}
+
+	alias, err := s.keys.Alias(ctx, sig.KeyARN)
+	if err != nil {
+		s.log.WarnContext(ctx, "key alias unavailable", "key_arn", sig.KeyARN, "error", err)
+	}
+	fresh := s.newIncident(sig, key, alias, radius, now)
+	got, opened, err := s.incidents.Open(ctx, fresh, delivery, func(inc *incident.Incident) {
+		mergeKey(inc, key)
+		mergeRadius(inc, radius, sig.At)
+		inc.RecomputeDeadlines()
+	})
+	if err != nil {
+		return o, fmt.Errorf("open incident for %s: %w", sig.KeyARN, err)
+	}
+	o.IncidentID = got.ID
+	o.Action = ActionFolded
+	if opened {
+		o.Action = ActionOpened
+	}
+	if key.State == incident.KeyStateDeleted {
+		got, err = s.incidents.Update(ctx, got.ID, func(inc *incident.Incident) error {
+			closeLost(inc, now, "the key was deleted: data encrypted under it cannot be recovered, and backups encrypted with it cannot be restored")
+			return nil
+		})
+		if err != nil {
+			return o, fmt.Errorf("close incident %s as lost: %w", o.IncidentID, err)
+		}
+		o.Action = ActionKeyDeleted
+	}
+	s.announce(ctx, got)
+	return o, nil
+}
+
+func (s *Service) newIncident(sig Signal, key kmskey.Key, alias string, radius blast.Radius, now time.Time) incident.Incident {
+	inc := incident.Incident{
+		State:         incident.StateOpen,
+		KeyARN:        sig.KeyARN,
+		KeyAlias:      alias,
+		Trigger:       sig.Trigger,
+		TriggerDetail: sig.TriggerDetail,
+		LostAt:        sig.At.UTC(),
+		OpenedAt:      now,
+		Actor:         sig.Actor,
+	}
+	mergeKey(&inc, key)
+	mergeRadius(&inc, radius, sig.At)
+	inc.RecomputeDeadlines()
+	inc.Timeline = []incident.Entry{{
+		At: now, Kind: incident.KindOpened, Actor: sig.Actor.Name(),
+		Detail: fmt.Sprintf("%s; %d Aurora cluster(s) depend on the key", describeSignal(sig, key), len(radius.Clusters)),
+	}}
+	return inc
+}
+
+// mergeKey records the key's live state.
+func mergeKey(inc *incident.Incident, key kmskey.Key) {
+	inc.KeyState = key.State
+	inc.KeyManager = key.Manager
+	inc.KeyDeletionDate = nil
+	if key.State == "PendingDeletion" {
+		inc.KeyDeletionDate = key.DeletionDate
+	}
+}
+
+// mergeRadius adds dependents not yet on the incident and refreshes the status of known ones.
+// A cluster's window start is never moved later: the earliest evidence of lost access wins.
+func mergeRadius(inc *incident.Incident, radius blast.Radius, lostAt time.Time) {
+	at := lostAt.UTC()
+	for _, c := range radius.Clusters {
+		i := slices.IndexFunc(inc.Clusters, func(k incident.Cluster) bool { return k.ARN == c.ARN })
+		if i < 0 {
+			if c.CanStop {
+				c.LostAccessAt = &at
+			}
+			inc.Clusters = append(inc.Clusters, c)
+			continue
+		}
+		known := &inc.Clusters[i]
+		known.Status, known.CanStop, known.CannotStopReason, known.Uses, known.Members =
+			c.Status, c.CanStop, c.CannotStopReason, c.Uses, c.Members
+		if known.CanStop && (known.LostAccessAt == nil || at.Before(*known.LostAccessAt)) {
+			known.LostAccessAt = &at
+		}
+	}
+	inc.Instances = mergeBy(inc.Instances, radius.Instances, func(i incident.Instance) string { return i.ARN })
+	inc.Snapshots = mergeBy(inc.Snapshots, radius.Snapshots, func(s incident.Snapshot) string { return s.ARN })
+	inc.OtherEngines = mergeBy(inc.OtherEngines, radius.OtherEngines, func(c incident.Cluster) string { return c.ARN })
+}
+
+// mergeBy appends the items of add whose key is not in have; known items keep their state.
+func mergeBy[T any](have, add []T, key func(T) string) []T {
+	for _, a := range add {
+		if !slices.ContainsFunc(have, func(h T) bool { return key(h) == key(a) }) {
+			have = append(have, a)
+		}
+	}
+	return have
+}
+
+func (s *Service) noImpact(ctx context.Context, sig Signal, key kmskey.Key, delivery incident.Entry, radius blast.Radius) (Outcome, error) {
+	o := Outcome{KeyARN: sig.KeyARN, Action: ActionNoImpact, Reason: "no Aurora cluster depends on the key"}
+	if len(radius.OtherEngines) > 0 {
+		o.Reason += fmt.Sprintf(" (%d Neptune/DocumentDB cluster(s) do)", len(radius.OtherEngines))
+	}
+	// The key may have had dependents when an incident opened (the clusters were since
+	// deleted); keep that incident's timeline complete rather than recording a sighting.
+	if open, err := s.incidents.OpenFor(ctx, sig.KeyARN); err == nil {
+		return s.record(ctx, open.ID, key, delivery, ActionFolded)
+	} else if !errors.Is(err, incident.ErrNotFound) {
+		return o, fmt.Errorf("find open incident for %s: %w", sig.KeyARN, err)
+	}
+	err := s.incidents.RecordSighting(ctx, incident.Sighting{
+		KeyARN: sig.KeyARN, EventName: sig.Trigger, At: sig.At.UTC(), Actor: sig.Actor, Note: o.Reason + "; key " + key.State,
+	})
+	if err != nil {
+		return o, fmt.Errorf("record sighting of %s: %w", sig.KeyARN, err)
+	}
+	return o, nil
+}
+
+// stillUsable handles a loss signal for a key that is usable again by the time we look: the
+// events arrived out of order, or someone already fixed it. An open incident records the
+// signal; otherwise nothing opens (the reconciler's backstop looks again later).
+func (s *Service) stillUsable(ctx context.Context, sig Signal, key kmskey.Key) (Outcome, error) {
+	now := s.now().UTC()
+	delivery := incident.Entry{At: now, Kind: incident.KindDelivery, Actor: sig.Actor.Name(), Detail: describeSignal(sig, key)}
+	open, err := s.incidents.OpenFor(ctx, sig.KeyARN)
+	switch {
+	case err == nil:
+		return s.record(ctx, open.ID, key, delivery, ActionFolded)
+	case !errors.Is(err, incident.ErrNotFound):
+		return Outcome{KeyARN: sig.KeyARN}, fmt.Errorf("find open incident for %s: %w", sig.KeyARN, err)
+	}
+	return Outcome{KeyARN: sig.KeyARN, Action: ActionIgnored, Reason: "key is " + key.State + " again: nothing to open"}, nil
+}
+
+// restore records EnableKey or CancelKeyDeletion on the key's open incident. It never opens
+// one: the clusters may still need a restart, which the incident goes on tracking.
+func (s *Service) restore(ctx context.Context, keyARN string, ev keyevent.Event) (Outcome, error) {
+	return s.onOpen(ctx, keyARN, ev, incident.KindKeyState, "no open incident for the key")
+}
+
+// access records a key-policy or grant change on the key's open incident. Such a change alone
+// does not stop a running Aurora cluster (Aurora holds its own grant for the cluster's life);
+// if it does cut Aurora off, RDS-EVENT-0418/0419 or the reconciler opens the incident. But a
+// key found unusable right now is a loss whose own event we missed: open for it.
+func (s *Service) access(ctx context.Context, keyARN string, ev keyevent.Event) (Outcome, error) {
+	o, err := s.onOpen(ctx, keyARN, ev, incident.KindNote, "")
+	if err != nil || o.Action != "" {
+		return o, err
+	}
+	key, err := s.describe(ctx, keyARN)
+	if err != nil {
+		return o, err
+	}
+	if !incident.KeyUnusable(key.State) {
+		return Outcome{KeyARN: keyARN, Action: ActionIgnored, Reason: ev.Name + " on a key that is " + key.State + ": Aurora keeps its grant"}, nil
+	}
+	return s.Ensure(ctx, Signal{
+		KeyARN: keyARN, Trigger: ev.Name, At: ev.Time, Actor: ev.Actor, EventID: ev.ID,
+		TriggerDetail: fmt.Sprintf("%s seen while the key was %s (the event that made it unusable was not received)", ev.Name, key.State),
+	})
+}
+
+// onOpen records ev on keyARN's open incident with the live key state. With no open incident
+// it returns an empty action, or ActionIgnored with noneReason when that is non-empty.
+func (s *Service) onOpen(ctx context.Context, keyARN string, ev keyevent.Event, kind, noneReason string) (Outcome, error) {
+	open, err := s.incidents.OpenFor(ctx, keyARN)
+	switch {
+	case errors.Is(err, incident.ErrNotFound):
+		if noneReason == "" {
+			return Outcome{}, nil
+		}
+		return Outcome{KeyARN: keyARN, Action: ActionIgnored, Reason: noneReason}, nil
+	case err != nil:
+		return Outcome{KeyARN: keyARN}, fmt.Errorf("find open incident for %s: %w", keyARN, err)
+	}
+	key, err := s.describe(ctx, keyARN)
+	if err != nil {
+		return Outcome{KeyARN: keyARN}, err
+	}
+	sig := Signal{KeyARN: keyARN, Trigger: ev.Name, At: ev.Time, Actor: ev.Actor}
+	entry := incident.Entry{At: s.now().UTC(), Kind: kind, Actor: ev.Actor.Name(), Detail: describeSignal(sig, key)}
+	return s.record(ctx, open.ID, key, entry, ActionUpdated)
+}
+
+// record folds one delivery into an incident with the key's live state.
+func (s *Service) record(ctx context.Context, id string, key kmskey.Key, e incident.Entry, action Action) (Outcome, error) {
+	got, err := s.incidents.Update(ctx, id, func(inc *incident.Incident) error {
+		if inc.KeyState != key.State {
+			e.Detail += fmt.Sprintf(" (key state %s → %s)", inc.KeyState, key.State)
+		}
+		mergeKey(inc, key)
+		inc.RecomputeDeadlines()
+		inc.Deliveries++
+		inc.Timeline = append(inc.Timeline, e)
+		return nil
+	})
+	if err != nil {
+		return Outcome{KeyARN: key.ARN}, fmt.Errorf("update incident %s: %w", id, err)
+	}
+	s.announce(ctx, got)
+	return Outcome{KeyARN: got.KeyARN, Action: action, IncidentID: got.ID}, nil
+}
+
+// describe reads the key's live state; a key KMS no longer knows is Deleted.
+func (s *Service) describe(ctx context.Context, keyARN string) (kmskey.Key, error) {
+	key, err := s.keys.Describe(ctx, keyARN)
+	if errors.Is(err, kmskey.ErrNotFound) {
+		return kmskey.Key{ARN: keyARN, State: incident.KeyStateDeleted}, nil
+	}
+	if err != nil {
+		return key, fmt.Errorf("describe key %s: %w", keyARN, err)
+	}
+	return key, nil
+}
+
+func (s *Service) announce(ctx context.Context, inc incident.Incident) {
+	if s.announcer == nil {
+		return
+	}
+	if err := s.announcer.Announce(ctx, inc); err != nil {
+		s.log.WarnContext(ctx, "slack message not updated; the reconciler will repair it",
+			"incident_id", inc.ID, "error", err)
+	}
+}
+
+// closeLost ends an incident whose key is gone for good.
+func closeLost(inc *incident.Incident, now time.Time, why string) {
+	if inc.State.Closed() {
+		return
+	}
+	inc.State = incident.StateLost
+	inc.ClosedAt = &now
+	inc.Timeline = append(inc.Timeline, incident.Entry{At: now, Kind: incident.KindClosed, Detail: "lost: " + why})
+}
+
+func triggerDetail(ev keyevent.Event) string {
+	switch {
+	case ev.Name == "ScheduleKeyDeletion" && ev.PendingWindowDays > 0:
+		return fmt.Sprintf("deletion scheduled with a %d-day waiting period", ev.PendingWindowDays)
+	case ev.CustomKeyStoreID != "":
+		return "custom key store " + ev.CustomKeyStoreID + " disconnected"
+	}
+	return ""
+}
+
+// describeSignal is the timeline's one-line account of a signal: who did what, from where.
+func describeSignal(sig Signal, key kmskey.Key) string {
+	var b strings.Builder
+	b.WriteString(sig.Trigger)
+	if sig.Actor.Name() != "unknown" {
+		b.WriteString(" by " + sig.Actor.Name())
+	}
+	if sig.Actor.SourceIP != "" {
+		b.WriteString(" from " + sig.Actor.SourceIP)
+	}
+	if sig.Actor.UserAgent != "" {
+		b.WriteString(" (" + sig.Actor.UserAgent + ")")
+	}
+	if !sig.At.IsZero() {
+		b.WriteString(" at " + sig.At.UTC().Format(time.RFC3339))
+	}
+	if sig.TriggerDetail != "" {
+		b.WriteString("; " + sig.TriggerDetail)
+	}
+	b.WriteString("; key is " + key.State)
+	return b.String()
+}

@@ -1,0 +1,375 @@
+package triage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keywarden/keywarden/internal/blast"
+	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/keyevent"
+	"github.com/keywarden/keywarden/internal/kmskey"
+)
+
+const (
+	keyARN   = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+	otherARN = "arn:aws:kms:us-east-1:123456789012:key/0000abcd-12ab-34cd-56ef-000000000000"
+)
+
+var (
+	eventTime = time.Date(2026, 11, 20, 9, 30, 0, 0, time.UTC)
+	now       = time.Date(2026, 11, 20, 9, 35, 0, 0, time.UTC)
+)
+
+// fakeKeys answers from a map of key ARN → key.
+type fakeKeys struct {
+	keys  map[string]kmskey.Key
+	store map[string][]kmskey.Key
+	err   error
+}
+
+func (f *fakeKeys) ARN(_ context.Context, ref string) (string, error) {
+	if f.err != nil {
+		return "", f.err
+	}
+	for arn, k := range f.keys {
+		if ref == arn || ref == k.ID {
+			return arn, nil
+		}
+	}
+	return "", kmskey.ErrNotFound
+}
+
+func (f *fakeKeys) Describe(ctx context.Context, ref string) (kmskey.Key, error) {
+	arn, err := f.ARN(ctx, ref)
+	if err != nil {
+		return kmskey.Key{}, err
+	}
+	return f.keys[arn], nil
+}
+
+func (f *fakeKeys) Alias(context.Context, string) (string, error) { return "alias/orders", nil }
+
+func (f *fakeKeys) KeysInStore(_ context.Context, id string) ([]kmskey.Key, error) {
+	return f.store[id], nil
+}
+
+type fakeRadius map[string]blast.Radius
+
+func (f fakeRadius) Find(_ context.Context, keyARN string) (blast.Radius, error) {
+	return f[keyARN], nil
+}
+
+// memStore keeps incidents in memory with the store's open-once semantics.
+type memStore struct {
+	mu        sync.Mutex
+	byID      map[string]incident.Incident
+	open      map[string]string
+	sightings []incident.Sighting
+	n         int
+}
+
+func newMemStore() *memStore {
+	return &memStore{byID: map[string]incident.Incident{}, open: map[string]string{}}
+}
+
+func (m *memStore) Open(_ context.Context, inc incident.Incident, delivery incident.Entry, fold func(*incident.Incident)) (incident.Incident, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if id, ok := m.open[inc.KeyARN]; ok {
+		got := m.byID[id]
+		got.Deliveries++
+		got.Timeline = append(got.Timeline, delivery)
+		if fold != nil {
+			fold(&got)
+		}
+		got.Version++
+		m.byID[id] = got
+		return got, false, nil
+	}
+	m.n++
+	inc.ID, inc.Version, inc.Deliveries = fmt.Sprintf("KW-%d", m.n), 1, 1
+	m.byID[inc.ID], m.open[inc.KeyARN] = inc, inc.ID
+	return inc, true, nil
+}
+
+func (m *memStore) OpenFor(_ context.Context, keyARN string) (incident.Incident, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	id, ok := m.open[keyARN]
+	if !ok {
+		return incident.Incident{}, incident.ErrNotFound
+	}
+	return m.byID[id], nil
+}
+
+func (m *memStore) Update(_ context.Context, id string, mutate func(*incident.Incident) error) (incident.Incident, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	got, ok := m.byID[id]
+	if !ok {
+		return got, incident.ErrNotFound
+	}
+	if err := mutate(&got); err != nil {
+		return got, err
+	}
+	got.Version++
+	m.byID[id] = got
+	if got.State.Closed() {
+		delete(m.open, got.KeyARN)
+	}
+	return got, nil
+}
+
+func (m *memStore) RecordSighting(_ context.Context, sg incident.Sighting) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.sightings = append(m.sightings, sg)
+	return nil
+}
+
+func cluster(id string, canStop bool) incident.Cluster {
+	c := incident.Cluster{Identifier: id, ARN: "arn:aws:rds:us-east-1:123456789012:cluster:" + id, Engine: "aurora-postgresql", Status: "available", CanStop: canStop, Uses: []string{"storage"}}
+	if !canStop {
+		c.CannotStopReason = "global database member"
+	}
+	return c
+}
+
+func newService(keys *fakeKeys, radius fakeRadius, store *memStore) *Service {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	return New(keys, radius, store, nil, log).WithClock(func() time.Time { return now })
+}
+
+func disabled() *fakeKeys {
+	return &fakeKeys{keys: map[string]kmskey.Key{keyARN: {ARN: keyARN, ID: "1234abcd-12ab-34cd-56ef-1234567890ab", State: "Disabled", Manager: "CUSTOMER"}}}
+}
+
+func event(name string, kind keyevent.Kind) keyevent.Event {
+	return keyevent.Event{ID: "evt-1", Name: name, Kind: kind, Time: eventTime, KeyRef: keyARN,
+		Actor: incident.Actor{ARN: "arn:aws:iam::123456789012:user/alice", SourceIP: "192.0.2.10"}}
+}
+
+func TestLossOpensOneIncidentWithDeadline(t *testing.T) {
+	store := newMemStore()
+	svc := newService(disabled(), fakeRadius{keyARN: {KeyARN: keyARN, Clusters: []incident.Cluster{cluster("orders", true), cluster("billing", true)}}}, store)
+
+	got, err := svc.HandleKeyEvent(context.Background(), event("DisableKey", keyevent.KindLoss))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Action != ActionOpened {
+		t.Fatalf("got %+v, want one opened outcome", got)
+	}
+	inc := store.byID[got[0].IncidentID]
+	want := eventTime.Add(incident.RecoverableWindow)
+	if inc.Deadline == nil || !inc.Deadline.Equal(want) {
+		t.Errorf("deadline: got %v, want %v", inc.Deadline, want)
+	}
+	if inc.Trigger != "DisableKey" || inc.KeyState != "Disabled" || inc.KeyAlias != "alias/orders" {
+		t.Errorf("got trigger %q state %q alias %q", inc.Trigger, inc.KeyState, inc.KeyAlias)
+	}
+	if len(inc.Clusters) != 2 || inc.Clusters[0].LostAccessAt == nil {
+		t.Errorf("clusters: got %+v", inc.Clusters)
+	}
+
+	// The same event again, and a second loss event: folded, never a second incident.
+	for _, name := range []string{"DisableKey", "ScheduleKeyDeletion"} {
+		got, err = svc.HandleKeyEvent(context.Background(), event(name, keyevent.KindLoss))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[0].Action != ActionFolded || got[0].IncidentID != inc.ID {
+			t.Fatalf("%s: got %+v, want folded into %s", name, got, inc.ID)
+		}
+	}
+	if n := len(store.byID); n != 1 {
+		t.Errorf("incidents: got %d, want 1", n)
+	}
+	if d := store.byID[inc.ID].Deliveries; d != 3 {
+		t.Errorf("deliveries: got %d, want 3", d)
+	}
+}
+
+func TestDeletionDateEarlierThanWindowIsTheDeadline(t *testing.T) {
+	keys := disabled()
+	deletion := eventTime.Add(7*24*time.Hour - 3*time.Hour)
+	k := keys.keys[keyARN]
+	k.State, k.DeletionDate = "PendingDeletion", &deletion
+	keys.keys[keyARN] = k
+	store := newMemStore()
+	svc := newService(keys, fakeRadius{keyARN: {Clusters: []incident.Cluster{cluster("orders", true)}}}, store)
+
+	// The window starts an hour after the deletion was scheduled (RDS noticed later), so
+	// the deletion date comes first.
+	ev := event("ScheduleKeyDeletion", keyevent.KindLoss)
+	ev.Time = eventTime.Add(time.Hour)
+	got, err := svc.HandleKeyEvent(context.Background(), ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc := store.byID[got[0].IncidentID]
+	if inc.Deadline == nil || !inc.Deadline.Equal(deletion) {
+		t.Errorf("deadline: got %v, want the deletion date %v", inc.Deadline, deletion)
+	}
+}
+
+func TestOutcomes(t *testing.T) {
+	radius := fakeRadius{keyARN: {Clusters: []incident.Cluster{cluster("orders", true)}}}
+	tests := []struct {
+		name   string
+		keys   func() *fakeKeys
+		radius fakeRadius
+		ev     keyevent.Event
+		want   Action
+	}{
+		{"failed call", disabled, radius, func() keyevent.Event {
+			e := event("DisableKey", keyevent.KindLoss)
+			e.ErrorCode = "AccessDeniedException"
+			return e
+		}(), ActionIgnored},
+		{"aws-managed key", func() *fakeKeys {
+			k := disabled()
+			key := k.keys[keyARN]
+			key.Manager = "AWS"
+			k.keys[keyARN] = key
+			return k
+		}, radius, event("DisableKey", keyevent.KindLoss), ActionIgnored},
+		{"no aurora dependents", disabled, fakeRadius{}, event("DisableKey", keyevent.KindLoss), ActionNoImpact},
+		{"key enabled again by the time we look", func() *fakeKeys {
+			k := disabled()
+			key := k.keys[keyARN]
+			key.State = "Enabled"
+			k.keys[keyARN] = key
+			return k
+		}, radius, event("DisableKey", keyevent.KindLoss), ActionIgnored},
+		{"unknown key id", disabled, radius, func() keyevent.Event {
+			e := event("DisableKey", keyevent.KindLoss)
+			e.KeyRef = "ffffffff-0000-0000-0000-000000000000"
+			return e
+		}(), ActionIgnored},
+		{"enable without an incident", disabled, radius, event("EnableKey", keyevent.KindRestore), ActionIgnored},
+		{"policy change on an enabled key", func() *fakeKeys {
+			k := disabled()
+			key := k.keys[keyARN]
+			key.State = "Enabled"
+			k.keys[keyARN] = key
+			return k
+		}, radius, event("PutKeyPolicy", keyevent.KindAccess), ActionIgnored},
+		{"grant revoked on a disabled key with no incident", disabled, radius, event("RevokeGrant", keyevent.KindAccess), ActionOpened},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			store := newMemStore()
+			got, err := newService(tt.keys(), tt.radius, store).HandleKeyEvent(context.Background(), tt.ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 1 || got[0].Action != tt.want {
+				t.Fatalf("got %+v, want action %s", got, tt.want)
+			}
+			if tt.want != ActionOpened && len(store.byID) != 0 {
+				t.Errorf("got %d incidents, want none", len(store.byID))
+			}
+			if tt.want == ActionNoImpact && len(store.sightings) != 1 {
+				t.Errorf("got %d sightings, want 1", len(store.sightings))
+			}
+		})
+	}
+}
+
+func TestRestoreUpdatesOpenIncident(t *testing.T) {
+	keys := disabled()
+	store := newMemStore()
+	svc := newService(keys, fakeRadius{keyARN: {Clusters: []incident.Cluster{cluster("orders", true)}}}, store)
+	opened, err := svc.HandleKeyEvent(context.Background(), event("DisableKey", keyevent.KindLoss))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := keys.keys[keyARN]
+	k.State = "Enabled"
+	keys.keys[keyARN] = k
+
+	got, err := svc.HandleKeyEvent(context.Background(), event("EnableKey", keyevent.KindRestore))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].Action != ActionUpdated || got[0].IncidentID != opened[0].IncidentID {
+		t.Fatalf("got %+v, want updated %s", got, opened[0].IncidentID)
+	}
+	inc := store.byID[opened[0].IncidentID]
+	if inc.KeyState != "Enabled" || inc.State != incident.StateOpen {
+		t.Errorf("got key %s incident %s, want Enabled and still open (clusters may need a restart)", inc.KeyState, inc.State)
+	}
+	last := inc.Timeline[len(inc.Timeline)-1]
+	if last.Kind != incident.KindKeyState {
+		t.Errorf("last entry: got %+v, want a key-state entry", last)
+	}
+}
+
+func TestCustomKeyStoreDisconnectOpensPerKey(t *testing.T) {
+	keys := disabled()
+	k := keys.keys[keyARN]
+	k.State, k.CustomKeyStoreID = "Unavailable", "cks-1234567890abcdef0"
+	keys.keys[keyARN] = k
+	keys.keys[otherARN] = kmskey.Key{ARN: otherARN, State: "Unavailable", Manager: "CUSTOMER", CustomKeyStoreID: "cks-1234567890abcdef0"}
+	keys.store = map[string][]kmskey.Key{"cks-1234567890abcdef0": {keys.keys[keyARN], keys.keys[otherARN]}}
+	store := newMemStore()
+	svc := newService(keys, fakeRadius{keyARN: {Clusters: []incident.Cluster{cluster("orders", true)}}}, store)
+
+	ev := event("DisconnectCustomKeyStore", keyevent.KindLoss)
+	ev.KeyRef, ev.CustomKeyStoreID = "", "cks-1234567890abcdef0"
+	got, err := svc.HandleKeyEvent(context.Background(), ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	actions := map[string]Action{}
+	for _, o := range got {
+		actions[o.KeyARN] = o.Action
+	}
+	if actions[keyARN] != ActionOpened || actions[otherARN] != ActionNoImpact {
+		t.Errorf("got %v, want the key with clusters opened and the other recorded as no impact", actions)
+	}
+}
+
+func TestDeletedKeyClosesAsLost(t *testing.T) {
+	keys := &fakeKeys{keys: map[string]kmskey.Key{}}
+	store := newMemStore()
+	svc := newService(keys, fakeRadius{keyARN: {Clusters: []incident.Cluster{cluster("orders", true)}}}, store)
+	// Describe answers NotFound for the deleted key, but the KMS event carries its ARN.
+	svc.keys = &arnPassthrough{keys}
+
+	got, err := svc.HandleKeyEvent(context.Background(), event("KMS CMK Deletion", keyevent.KindLoss))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].Action != ActionKeyDeleted {
+		t.Fatalf("got %+v, want lost", got)
+	}
+	inc := store.byID[got[0].IncidentID]
+	if inc.State != incident.StateLost || inc.KeyState != incident.KeyStateDeleted {
+		t.Errorf("got state %s key %s, want lost and Deleted", inc.State, inc.KeyState)
+	}
+	if _, err := store.OpenFor(context.Background(), keyARN); !errors.Is(err, incident.ErrNotFound) {
+		t.Errorf("a lost incident must not stay open: %v", err)
+	}
+}
+
+func TestAWSFailureIsReturnedForRetry(t *testing.T) {
+	keys := disabled()
+	keys.err = errors.New("ThrottlingException: Rate exceeded")
+	_, err := newService(keys, fakeRadius{}, newMemStore()).HandleKeyEvent(context.Background(), event("DisableKey", keyevent.KindLoss))
+	if err == nil {
+		t.Fatal("got nil error, want the throttling error so Lambda retries")
+	}
+}
+
+// arnPassthrough resolves full key ARNs without KMS, as the real resolver does.
+type arnPassthrough struct{ *fakeKeys }
+
+func (a *arnPassthrough) ARN(_ context.Context, ref string) (string, error) { return ref, nil }
