@@ -8,6 +8,9 @@
 //
 //	INCIDENTS_TABLE  DynamoDB table of incidents (required)
 //	LOG_LEVEL        debug, info (default), warn or error
+//	SKIP_CLUSTER_AUTOMATED_BACKUPS
+//	                 "true" skips DescribeDBClusterAutomatedBackups; only for the local stack,
+//	                 whose moto does not implement it
 package main
 
 import (
@@ -28,12 +31,17 @@ import (
 )
 
 type settings struct {
-	Table    string
-	LogLevel string
+	Table       string
+	LogLevel    string
+	SkipBackups bool
 }
 
 func loadSettings(r *env.Reader) (settings, error) {
-	c := settings{Table: r.Required("INCIDENTS_TABLE"), LogLevel: r.String("LOG_LEVEL", "info")}
+	c := settings{
+		Table:       r.Required("INCIDENTS_TABLE"),
+		LogLevel:    r.String("LOG_LEVEL", "info"),
+		SkipBackups: r.Bool("SKIP_CLUSTER_AUTOMATED_BACKUPS", false),
+	}
 	return c, r.Err()
 }
 
@@ -52,6 +60,10 @@ func main() {
 	}
 	keys := kmskey.NewResolver(kms.NewFromConfig(awsCfg))
 	store := incident.NewStore(dynamodb.NewFromConfig(awsCfg), cfg.Table)
-	svc := triage.New(keys, blast.New(rds.NewFromConfig(awsCfg), keys), store, nil, log)
+	var blastOpts []blast.Option
+	if cfg.SkipBackups {
+		blastOpts = append(blastOpts, blast.WithoutClusterAutomatedBackups())
+	}
+	svc := triage.New(keys, blast.New(rds.NewFromConfig(awsCfg), keys, blastOpts...), store, nil, log)
 	lambda.Start(newHandler(svc, log).Handle)
 }

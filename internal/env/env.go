@@ -59,6 +59,20 @@ func (r *Reader) Int(name string, def, min, max int) int {
 	return n
 }
 
+// Bool returns a true/false variable ("true", "false", "1", "0"), or def when unset.
+func (r *Reader) Bool(name string, def bool) bool {
+	s := r.String(name, "")
+	if s == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		r.errs = append(r.errs, fmt.Errorf("%s=%q: want true or false", name, s))
+		return def
+	}
+	return b
+}
+
 // Duration returns a Go duration ("90s", "5m"), or def when unset.
 func (r *Reader) Duration(name string, def time.Duration) time.Duration {
 	s := r.String(name, "")

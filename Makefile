@@ -1,0 +1,102 @@
+# keywarden — build, test and run locally.
+#
+#   make test                      every test, then lint (what .ci/run runs)
+#   make lint                      gofmt, go vet, staticcheck, cfn-lint
+#   make build                     every function's Lambda bootstrap, into bin/<LogicalId>/
+#   make local-up / local-down     the embedded local stack (moto + the Lambda emulator)
+#   make invoke FN=<LogicalId> EVENT=<file>
+#   make demo                      the story so far, on the local stack
+#   make bench / make fuzz
+#
+# `sam build` calls build-<LogicalId> (BuildMethod: makefile) with ARTIFACTS_DIR set.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# FUNCTIONS maps each template.yaml logical ID to its folder under functions/.
+FUNCTIONS := \
+	KeyEventFunction:key-event \
+	RdsEventFunction:rds-event \
+	SlackActionFunction:slack-action \
+	RemediateFunction:remediate \
+	ReconcileFunction:reconcile
+
+function_ids = $(foreach f,$(FUNCTIONS),$(word 1,$(subst :, ,$(f))))
+function_dir = $(word 2,$(subst :, ,$(filter $(1):%,$(FUNCTIONS))))
+# Functions whose folder exists: the others are still being written.
+built_ids = $(foreach id,$(function_ids),$(if $(wildcard functions/$(call function_dir,$(id))/*.go),$(id)))
+
+# Lambda's build: Linux on Graviton, static, the RPC-free runtime, and one -ldflags only (a
+# second would replace the first).
+LAMBDA_GOENV := GOOS=linux GOARCH=arm64 CGO_ENABLED=0
+LAMBDA_FLAGS := -tags lambda.norpc -trimpath -ldflags='-s -w'
+
+GO_TEST_TIMEOUT ?= 15m
+# -race doubles compile time but the tests are I/O bound on moto and the emulator; turn it off
+# with RACE= when iterating.
+RACE ?= -race
+FUZZTIME ?= 15s
+
+define build_function
+.PHONY: build-$(1)
+build-$(1):
+	@test -n "$$(ARTIFACTS_DIR)" || { echo "build-$(1): ARTIFACTS_DIR is not set (sam build sets it; or use make build)" >&2; exit 2; }
+	$(LAMBDA_GOENV) go build $(LAMBDA_FLAGS) -o $$(ARTIFACTS_DIR)/bootstrap ./functions/$(2)
+endef
+$(foreach id,$(function_ids),$(eval $(call build_function,$(id),$(call function_dir,$(id)))))
+
+.PHONY: help
+help:
+	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
+
+.PHONY: build
+build:
+	@$(if $(built_ids),,echo "no function folders yet" >&2;)
+	@$(foreach id,$(built_ids),$(MAKE) --no-print-directory build-$(id) ARTIFACTS_DIR=$(CURDIR)/bin/$(id) &&) true
+
+# The Go tests start what they need themselves: moto through internal/awstest, the emulator
+# through internal/localstack. Nothing is started by hand here.
+.PHONY: test
+test:
+	go test $(RACE) -count=1 -timeout $(GO_TEST_TIMEOUT) ./...
+	$(MAKE) --no-print-directory lint
+
+.PHONY: lint
+lint:
+	@unformatted="$$(gofmt -l .)"; \
+	if [ -n "$$unformatted" ]; then echo "gofmt -l: not formatted:" >&2; echo "$$unformatted" >&2; exit 1; fi
+	go vet ./...
+	go tool staticcheck ./...
+	cfn-lint template.yaml
+
+.PHONY: local-up
+local-up:
+	go run ./cmd/keywarden local up
+
+.PHONY: local-down
+local-down:
+	go run ./cmd/keywarden local down
+
+.PHONY: invoke
+invoke:
+	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=<LogicalId> EVENT=<event file>" >&2; exit 2; }
+	go run ./cmd/keywarden local invoke "$(FN)" "$(EVENT)"
+
+.PHONY: demo
+demo:
+	go run ./cmd/keywarden local demo
+
+.PHONY: bench
+bench:
+	go test -run '^$$' -bench . -benchmem -timeout $(GO_TEST_TIMEOUT) ./...
+
+# Each Fuzz target for FUZZTIME: go test -fuzz takes one target of one package at a time.
+.PHONY: fuzz
+fuzz:
+	@for pkg in $$(go list ./...); do \
+		for target in $$(go test -list '^Fuzz' "$$pkg" | grep '^Fuzz' || true); do \
+			echo "fuzz $$pkg $$target ($(FUZZTIME))"; \
+			go test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) "$$pkg"; \
+		done; \
+	done

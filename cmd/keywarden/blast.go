@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/rds"
+
+	"github.com/keywarden/keywarden/internal/blast"
+	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/kmskey"
+)
+
+// loadAWS loads the SDK's usual configuration. Pointed at a local endpoint with nothing else
+// set, it fills in the local stack's region and credentials so `keywarden` works there as is.
+func loadAWS(ctx context.Context) (aws.Config, error) {
+	var opts []func(*config.LoadOptions) error
+	if ep := os.Getenv("AWS_ENDPOINT_URL"); strings.HasPrefix(ep, "http://127.0.0.1") || strings.HasPrefix(ep, "http://localhost") {
+		if os.Getenv("AWS_REGION") == "" && os.Getenv("AWS_DEFAULT_REGION") == "" {
+			opts = append(opts, config.WithRegion("us-east-1"))
+		}
+		if os.Getenv("AWS_ACCESS_KEY_ID") == "" && os.Getenv("AWS_PROFILE") == "" {
+			opts = append(opts, config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("test", "test", "")))
+		}
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return cfg, fmt.Errorf("load AWS configuration: %w", err)
+	}
+	return cfg, nil
+}
+
+// blastReport is `keywarden blast-radius --json`.
+type blastReport struct {
+	KeyARN   string `json:"key_arn"`
+	KeyAlias string `json:"key_alias,omitempty"`
+	KeyState string `json:"key_state"`
+	blast.Radius
+}
+
+func runBlastRadius(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("blast-radius", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("blast-radius takes one key ID, key ARN, alias name or alias ARN")
+	}
+	cfg, err := loadAWS(ctx)
+	if err != nil {
+		return err
+	}
+	keys := kmskey.NewResolver(kms.NewFromConfig(cfg))
+	key, err := keys.Describe(ctx, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	radius, err := blast.New(rds.NewFromConfig(cfg), keys).Find(ctx, key.ARN)
+	if err != nil {
+		return err
+	}
+	alias, _ := keys.Alias(ctx, key.ARN) // display only
+	report := blastReport{KeyARN: key.ARN, KeyAlias: alias, KeyState: key.State, Radius: radius}
+	if *asJSON {
+		return writeJSON(stdout, report)
+	}
+	return printBlast(stdout, report)
+}
+
+func printBlast(w io.Writer, r blastReport) error {
+	name := r.KeyARN
+	if r.KeyAlias != "" {
+		name += " (" + r.KeyAlias + ")"
+	}
+	fmt.Fprintf(w, "Key %s — %s\n", name, r.KeyState)
+	if r.Empty() {
+		fmt.Fprintln(w, "No Aurora cluster depends on this key.")
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if len(r.Clusters) > 0 {
+		fmt.Fprintf(tw, "\nAURORA CLUSTERS (%d)\nIDENTIFIER\tENGINE\tSTATUS\tRECOVERABLE WINDOW\tKEY PROTECTS\n", len(r.Clusters))
+		for _, c := range r.Clusters {
+			window := "7 days"
+			if !c.CanStop {
+				window = "none: " + c.CannotStopReason
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Identifier, c.Engine, c.Status, window, strings.Join(c.Uses, ", "))
+		}
+	}
+	if len(r.Instances) > 0 {
+		fmt.Fprintf(tw, "\nINSTANCES (%d)\nIDENTIFIER\tCLUSTER\tSTATUS\t\t\n", len(r.Instances))
+		for _, i := range r.Instances {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t\t\n", i.Identifier, i.ClusterIdentifier, i.Status)
+		}
+	}
+	if len(r.Snapshots) > 0 {
+		fmt.Fprintf(tw, "\nSNAPSHOTS AND BACKUPS (%d) — restoring any of them needs this key\nIDENTIFIER\tCLUSTER\tTYPE\t\t\n", len(r.Snapshots))
+		for _, s := range r.Snapshots {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t\t\n", s.Identifier, s.ClusterIdentifier, s.Type)
+		}
+	}
+	if len(r.OtherEngines) > 0 {
+		fmt.Fprintf(tw, "\nOTHER ENGINES ON THIS KEY (%d) — not Aurora, not handled by keywarden\nIDENTIFIER\tENGINE\tSTATUS\t\t\n", len(r.OtherEngines))
+		for _, c := range r.OtherEngines {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t\t\n", c.Identifier, c.Engine, c.Status)
+		}
+	}
+	return tw.Flush()
+}
+
+func runIncidents(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("incidents", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print JSON")
+	table := fs.String("table", envOr("INCIDENTS_TABLE", "keywarden-incidents"), "incidents table")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadAWS(ctx)
+	if err != nil {
+		return err
+	}
+	list, err := incident.NewStore(dynamodb.NewFromConfig(cfg), *table).List(ctx)
+	if err != nil {
+		return err
+	}
+	if list == nil {
+		list = []incident.Incident{}
+	}
+	if *asJSON {
+		return writeJSON(stdout, list)
+	}
+	return printIncidents(stdout, list, time.Now())
+}
+
+func printIncidents(w io.Writer, list []incident.Incident, now time.Time) error {
+	if len(list) == 0 {
+		fmt.Fprintln(w, "No incidents.")
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tKEY\tTRIGGER\tOPENED (UTC)\tDEADLINE (UTC)\tTIME LEFT\tCLUSTERS\tDELIVERIES")
+	for _, inc := range list {
+		key := inc.KeyAlias
+		if key == "" {
+			key = kmskey.IDFromARN(inc.KeyARN)
+		}
+		deadline, left := "—", "no window"
+		if inc.Deadline != nil {
+			deadline = inc.Deadline.UTC().Format("2006-01-02 15:04")
+			left = Countdown(inc.Deadline.Sub(now))
+		}
+		if inc.State.Closed() {
+			left = "—"
+		}
+		if inc.Critical && !inc.State.Closed() {
+			left += " (critical)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", inc.ID, inc.State, key, inc.Trigger,
+			inc.OpenedAt.UTC().Format("2006-01-02 15:04"), deadline, left, len(inc.Clusters), inc.Deliveries)
+	}
+	return tw.Flush()
+}
+
+// Countdown renders time left as days, hours and minutes: "6d 23h", "5h 12m", "overdue".
+func Countdown(d time.Duration) string {
+	if d <= 0 {
+		return "overdue"
+	}
+	d = d.Round(time.Minute)
+	days, hours, mins := int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour), int(d%time.Hour/time.Minute)
+	switch {
+	case days > 0:
+		return fmt.Sprintf("%dd %dh", days, hours)
+	case hours > 0:
+		return fmt.Sprintf("%dh %dm", hours, mins)
+	}
+	return fmt.Sprintf("%dm", mins)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}

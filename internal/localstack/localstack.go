@@ -1,0 +1,221 @@
+// Package localstack runs keywarden on one machine with no AWS account and no Docker: the
+// embedded local stack of DESIGN.md ("Running without AWS").
+//
+// It is made of real components, not mocks. moto_server serves the AWS APIs on
+// 127.0.0.1:<port> and keeps running in the background between commands, its lifetime bounded
+// by timeout(1); the AWS Lambda Runtime Interface Emulator (the Go module named by go.mod's tool
+// line) runs each function's real bootstrap binary, built for the host, for one invocation at a
+// time — what `sam local invoke` does inside its container. Everything it starts or writes lives
+// under the repository's .local/ folder: the moto pid file and log, the emulator binary, the
+// function builds, and the caller's Slack settings recorded by Up.
+//
+// Environment of an invocation, later entries win:
+//
+//  1. events/env.json "Parameters" (the `sam local invoke --env-vars` format);
+//  2. events/env.json "<LogicalId>";
+//  3. the local runtime: AWS_ENDPOINT_URL (the local moto), region us-east-1, test credentials,
+//     AWS_LAMBDA_LOG_FORMAT=JSON, AWS_LAMBDA_FUNCTION_NAME, AWS_LAMBDA_FUNCTION_TIMEOUT;
+//  4. SLACK_API_URL, SLACK_SIGNING_SECRET, SLACK_CHANNEL and APPROVERS as the caller of Up had
+//     them (Options.CallerEnv);
+//  5. the env argument of Invoke.
+//
+// Unlike sam local, variables from env.json are passed whether or not template.yaml declares
+// them: this stack does not read the template.
+package localstack
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+)
+
+// Region is the region of every local resource and function.
+const Region = "us-east-1"
+
+// DefaultPort is where moto listens unless LOCAL_AWS_PORT says otherwise; it is the port
+// LocalStack made customary, so tools that assume it work unchanged.
+const DefaultPort = 4566
+
+// DefaultTTL bounds a background moto's life, so a forgotten `local up` cannot run for ever.
+const DefaultTTL = 4 * time.Hour
+
+// DefaultFunctionTimeout matches Globals.Function.Timeout in template.yaml.
+const DefaultFunctionTimeout = 30 * time.Second
+
+// CallerEnvNames are the variables whose values in the caller's environment win over
+// events/env.json: the Slack endpoint, secret and channel and the approvers differ per person
+// running the stack and must never be committed.
+var CallerEnvNames = []string{"SLACK_API_URL", "SLACK_SIGNING_SECRET", "SLACK_CHANNEL", "APPROVERS"}
+
+// Functions returns the functions the stack can run: template.yaml logical ID → source folder,
+// relative to the repository root. These names are a contract (issue 2).
+func Functions() map[string]string {
+	return map[string]string{
+		"KeyEventFunction":    "functions/key-event",
+		"RdsEventFunction":    "functions/rds-event",
+		"SlackActionFunction": "functions/slack-action",
+		"RemediateFunction":   "functions/remediate",
+		"ReconcileFunction":   "functions/reconcile",
+	}
+}
+
+// Options configures a Stack. Zero fields take the defaults documented on each.
+type Options struct {
+	// Dir is the repository root: where go.mod, events/ and functions/ are. Default: the nearest
+	// folder holding go.mod, from the working directory up.
+	Dir string
+	// StateDir holds pid files, logs and builds. Default: Dir/.local.
+	StateDir string
+	// Port is moto's port on 127.0.0.1. Default: DefaultPort.
+	Port int
+	// TTL bounds the background moto's lifetime. Default: DefaultTTL.
+	TTL time.Duration
+	// EnvFile is the SAM env-vars file. Default: Dir/events/env.json; a missing file is an
+	// empty one.
+	EnvFile string
+	// Functions maps logical IDs to source folders relative to Dir. Default: Functions().
+	Functions map[string]string
+	// Resources are created by Up, in order, every time it runs. Nil means DefaultResources
+	// for the env file; pass an empty slice for none.
+	Resources []Resource
+	// CallerEnv holds the caller's values of CallerEnvNames. Up records them so that later
+	// invocations, from other processes, still see them.
+	CallerEnv map[string]string
+	// FunctionTimeout is the emulator's per-invocation limit. Default: DefaultFunctionTimeout.
+	FunctionTimeout time.Duration
+	// MotoServer is the moto_server executable. Default: moto_server on PATH.
+	MotoServer string
+	// Log receives the stack's progress, moto's start-up failures and the emulator's and the
+	// functions' logs. Default: os.Stderr.
+	Log io.Writer
+}
+
+// OptionsFromEnv reads the stack's settings from the environment: LOCAL_AWS_PORT,
+// KEYWARDEN_LOCAL_TTL (a Go duration such as 4h or 30m) and CallerEnvNames. Every malformed
+// value is reported in the one error.
+func OptionsFromEnv(lookup func(string) (string, bool)) (Options, error) {
+	var opts Options
+	var errs []error
+	if v, ok := lookup("LOCAL_AWS_PORT"); ok && v != "" {
+		p, err := strconv.Atoi(v)
+		if err != nil || p < 1 || p > 65535 {
+			errs = append(errs, fmt.Errorf("LOCAL_AWS_PORT=%q: want a TCP port number", v))
+		}
+		opts.Port = p
+	}
+	if v, ok := lookup("KEYWARDEN_LOCAL_TTL"); ok && v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Second {
+			errs = append(errs, fmt.Errorf("KEYWARDEN_LOCAL_TTL=%q: want a duration of at least 1s, such as 4h", v))
+		}
+		opts.TTL = d
+	}
+	opts.CallerEnv = CallerEnv(lookup)
+	return opts, errors.Join(errs...)
+}
+
+// CallerEnv returns the values of CallerEnvNames that are set in the caller's environment. A
+// variable set to the empty string counts: it is how a caller turns a setting off.
+func CallerEnv(lookup func(string) (string, bool)) map[string]string {
+	env := map[string]string{}
+	for _, name := range CallerEnvNames {
+		if v, ok := lookup(name); ok {
+			env[name] = v
+		}
+	}
+	return env
+}
+
+// Stack is the local stack of one repository checkout. Its methods are safe for concurrent use;
+// several processes may share one StateDir, but only one should run Up or Down at a time.
+type Stack struct {
+	opts Options
+
+	// buildMu serialises builds, so two concurrent invocations of one function do not write
+	// the same bootstrap at once.
+	buildMu  sync.Mutex
+	rieBuilt bool
+}
+
+// New returns the stack described by opts, with defaults filled in. It starts nothing.
+func New(opts Options) (*Stack, error) {
+	if opts.Dir == "" {
+		dir, err := findModuleRoot()
+		if err != nil {
+			return nil, err
+		}
+		opts.Dir = dir
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("repository root %s: %w", opts.Dir, err)
+	}
+	opts.Dir = dir
+	if opts.StateDir == "" {
+		opts.StateDir = filepath.Join(opts.Dir, ".local")
+	}
+	if opts.StateDir, err = filepath.Abs(opts.StateDir); err != nil {
+		return nil, fmt.Errorf("state folder: %w", err)
+	}
+	if opts.Port == 0 {
+		opts.Port = DefaultPort
+	}
+	if opts.TTL == 0 {
+		opts.TTL = DefaultTTL
+	}
+	if opts.EnvFile == "" {
+		opts.EnvFile = filepath.Join(opts.Dir, "events", "env.json")
+	}
+	if opts.Functions == nil {
+		opts.Functions = Functions()
+	}
+	if opts.FunctionTimeout == 0 {
+		opts.FunctionTimeout = DefaultFunctionTimeout
+	}
+	if opts.Log == nil {
+		opts.Log = os.Stderr
+	}
+	return &Stack{opts: opts}, nil
+}
+
+// Endpoint is the URL of the local AWS APIs.
+func (s *Stack) Endpoint() string {
+	return fmt.Sprintf("http://127.0.0.1:%d", s.opts.Port)
+}
+
+// AWSConfig returns an SDK configuration that reaches the local AWS APIs with moto's test
+// credentials. It reads no shared config or credentials files, so a developer's real AWS
+// profile can never be used by mistake.
+func (s *Stack) AWSConfig() aws.Config {
+	return aws.Config{
+		Region:       Region,
+		Credentials:  credentials.NewStaticCredentialsProvider("test", "test", ""),
+		BaseEndpoint: aws.String(s.Endpoint()),
+	}
+}
+
+// findModuleRoot returns the nearest folder holding go.mod, from the working directory up.
+func findModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("find repository root: %w", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("find repository root: no go.mod in the working directory or above it")
+		}
+		dir = parent
+	}
+}
