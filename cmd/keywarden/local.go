@@ -77,7 +77,11 @@ func runLocal(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return runDemo(ctx, stack, stdout)
 	case "emit":
-		return errors.New("local emit: not yet available: it needs the EventBridge rules of template.yaml loaded into moto; use local invoke <LogicalId> <event> meanwhile")
+		return runLocalEmit(ctx, opts, rest, stdout)
+	case "serve":
+		return runLocalServe(ctx, opts, rest, stdout)
+	case "slack":
+		return runLocalSlack(ctx, opts, rest, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, localUsage)
 		return nil
