@@ -23,11 +23,27 @@ import (
 	"github.com/keywarden/keywarden/internal/kmskey"
 )
 
+// localEndpoint reports whether AWS_ENDPOINT_URL points at this machine: the local stack.
+func localEndpoint() bool {
+	ep := os.Getenv("AWS_ENDPOINT_URL")
+	return strings.HasPrefix(ep, "http://127.0.0.1") || strings.HasPrefix(ep, "http://localhost")
+}
+
+// blastOptions skips the listing moto lacks (DescribeDBClusterAutomatedBackups) when
+// SKIP_CLUSTER_AUTOMATED_BACKUPS says so, which it does by default on the local stack.
+func blastOptions() []blast.Option {
+	skip := os.Getenv("SKIP_CLUSTER_AUTOMATED_BACKUPS")
+	if skip == "true" || (skip == "" && localEndpoint()) {
+		return []blast.Option{blast.WithoutClusterAutomatedBackups()}
+	}
+	return nil
+}
+
 // loadAWS loads the SDK's usual configuration. Pointed at a local endpoint with nothing else
 // set, it fills in the local stack's region and credentials so `keywarden` works there as is.
 func loadAWS(ctx context.Context) (aws.Config, error) {
 	var opts []func(*config.LoadOptions) error
-	if ep := os.Getenv("AWS_ENDPOINT_URL"); strings.HasPrefix(ep, "http://127.0.0.1") || strings.HasPrefix(ep, "http://localhost") {
+	if localEndpoint() {
 		if os.Getenv("AWS_REGION") == "" && os.Getenv("AWS_DEFAULT_REGION") == "" {
 			opts = append(opts, config.WithRegion("us-east-1"))
 		}
@@ -68,7 +84,7 @@ func runBlastRadius(ctx context.Context, args []string, stdout io.Writer) error 
 	if err != nil {
 		return err
 	}
-	radius, err := blast.New(rds.NewFromConfig(cfg), keys).Find(ctx, key.ARN)
+	radius, err := blast.New(rds.NewFromConfig(cfg), keys, blastOptions()...).Find(ctx, key.ARN)
 	if err != nil {
 		return err
 	}
