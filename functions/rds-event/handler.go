@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+
+	"github.com/keywarden/keywarden/internal/lifecycle"
+	"github.com/keywarden/keywarden/internal/rdsevent"
+)
+
+type rdsEvents interface {
+	HandleRDSEvent(ctx context.Context, ev rdsevent.Event) (lifecycle.Outcome, error)
+}
+
+type handler struct {
+	svc rdsEvents
+	log *slog.Logger
+}
+
+func newHandler(svc rdsEvents, log *slog.Logger) *handler { return &handler{svc: svc, log: log} }
+
+// Result is what the function returns.
+type Result struct {
+	EventID    string             `json:"event_id,omitempty"`
+	RDSEventID string             `json:"rds_event_id,omitempty"`
+	Outcome    *lifecycle.Outcome `json:"outcome,omitempty"`
+	// Rejected explains an event that can never be handled; it is acknowledged, not retried.
+	Rejected string `json:"rejected,omitempty"`
+}
+
+// Handle takes the raw EventBridge event, so that a malformed or unsupported one is logged
+// with the reason and acknowledged instead of failing the invocation and being retried.
+func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, error) {
+	ev, err := rdsevent.Parse(raw)
+	if errors.Is(err, rdsevent.ErrMalformed) || errors.Is(err, rdsevent.ErrUnsupported) {
+		h.log.WarnContext(ctx, "event rejected", "action", "rejected", "reason", err.Error(), "bytes", len(raw))
+		return Result{Rejected: err.Error()}, nil
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{EventID: ev.ID, RDSEventID: ev.EventID}
+	o, err := h.svc.HandleRDSEvent(ctx, ev)
+	if err != nil {
+		// Only AWS or DynamoDB failures reach here: Lambda retries the event.
+		h.log.ErrorContext(ctx, "rds event failed; will be retried", "event_id", ev.ID, "rds_event_id", ev.EventID,
+			"source_arn", ev.SourceARN, "error", err)
+		return res, err
+	}
+	res.Outcome = &o
+	h.log.InfoContext(ctx, "rds event", "event_id", ev.ID, "rds_event_id", ev.EventID, "source_arn", ev.SourceARN,
+		"cluster", o.Cluster, "instance", o.Instance, "key_arn", o.KeyARN, "incident_id", o.IncidentID,
+		"action", o.Action, "reason", o.Reason)
+	return res, nil
+}

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/keywarden/keywarden/internal/env"
+	"github.com/keywarden/keywarden/internal/reconcile"
+)
+
+type fakeRunner struct {
+	rep reconcile.Report
+	err error
+}
+
+func (f fakeRunner) Run(context.Context) (reconcile.Report, error) { return f.rep, f.err }
+
+func TestHandleLogsEveryDecision(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		runner  fakeRunner
+		wantErr bool
+		want    []string
+	}{
+		{"run", fakeRunner{rep: reconcile.Report{Incidents: 1, Reminders: 1, Outcomes: []reconcile.Outcome{
+			{IncidentID: "KW-1", Action: reconcile.ActionReminded, Reason: "reminder: less than 6h0m0s left"},
+			{KeyARN: "arn:k", Action: reconcile.ActionFailed, Reason: "backstop: throttled"},
+		}}}, false, []string{`"action":"reminded"`, `"incident_id":"KW-1"`, `"level":"WARN"`, `"action":"run"`, `"reminders":1`}},
+		{"nothing readable", fakeRunner{err: errors.New("scan: unavailable")}, true, []string{`"reconcile run failed"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			h := newHandler(tc.runner, slog.New(slog.NewJSONHandler(&logs, nil)))
+			_, err := h.Handle(context.Background(), []byte(`{"source":"aws.scheduler"}`))
+			if (err != nil) != tc.wantErr {
+				t.Errorf("got error %v, want error %v", err, tc.wantErr)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(logs.String(), w) {
+					t.Errorf("got logs %s, want %s", logs.String(), w)
+				}
+			}
+		})
+	}
+}
+
+func TestSettings(t *testing.T) {
+	got, err := loadSettings(env.FromMap(map[string]string{"INCIDENTS_TABLE": "t"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := settings{Table: "t", LogLevel: "info", Thresholds: reconcile.DefaultThresholds, RunBudget: reconcile.DefaultRunBudget,
+		MaxCalls: reconcile.DefaultMaxCalls, CloudTrailLookup: true}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("defaults (-want +got):\n%s", diff)
+	}
+
+	got, err = loadSettings(env.FromMap(map[string]string{
+		"INCIDENTS_TABLE": "t", "REMINDER_THRESHOLDS": "48h,2h", "ESCALATION_MENTION": "<!subteam^S1>", "RUN_BUDGET": "50s",
+		"MAX_API_CALLS": "100", "SKIP_CLUSTER_AUTOMATED_BACKUPS": "true", "CLOUDTRAIL_LOOKUP": "off",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = settings{Table: "t", LogLevel: "info", Thresholds: []time.Duration{48 * time.Hour, 2 * time.Hour}, Mention: "<!subteam^S1>",
+		RunBudget: 50 * time.Second, MaxCalls: 100, SkipClusterAutomatedBackups: true}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("local stack (-want +got):\n%s", diff)
+	}
+
+	_, err = loadSettings(env.FromMap(map[string]string{"REMINDER_THRESHOLDS": "soon", "CLOUDTRAIL_LOOKUP": "maybe", "RUN_BUDGET": "-1s"}))
+	for _, name := range []string{"INCIDENTS_TABLE", "REMINDER_THRESHOLDS", "CLOUDTRAIL_LOOKUP", "RUN_BUDGET"} {
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("got error %v, want it to name %s", err, name)
+		}
+	}
+}

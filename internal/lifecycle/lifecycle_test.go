@@ -1,0 +1,233 @@
+package lifecycle
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/kmskey"
+)
+
+const keyARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+var (
+	lostAt = time.Date(2026, 3, 10, 14, 0, 0, 0, time.UTC)
+	now    = time.Date(2026, 3, 10, 15, 0, 0, 0, time.UTC)
+)
+
+func ptr[T any](v T) *T { return &v }
+
+// twoClusters is an incident as triage opens it from a DisableKey at lostAt.
+func twoClusters() incident.Incident {
+	inc := incident.Incident{
+		ID: "KW-1", State: incident.StateOpen, KeyARN: keyARN, KeyState: "Disabled", Trigger: "DisableKey", LostAt: lostAt,
+		Clusters: []incident.Cluster{
+			{Identifier: "orders", Status: "available", CanStop: true, LostAccessAt: ptr(lostAt)},
+			{Identifier: "billing", Status: "available", CanStop: true, LostAccessAt: ptr(lostAt)},
+		},
+		Instances: []incident.Instance{
+			{Identifier: "orders-1", ClusterIdentifier: "orders", Status: "available"},
+			{Identifier: "orders-2", ClusterIdentifier: "orders", Status: "available"},
+		},
+	}
+	inc.RecomputeDeadlines()
+	return inc
+}
+
+func TestKeyAccessLostRefinesWindowInAnyOrder(t *testing.T) {
+	t0418 := lostAt.Add(20 * time.Minute)
+	t0419 := lostAt.Add(50 * time.Minute)
+	type ev struct {
+		instance string
+		at       time.Time
+	}
+	for _, tc := range []struct {
+		name    string
+		trigger string
+		events  []ev
+		want    time.Time
+	}{
+		{"0418 then 0419", "DisableKey", []ev{{"orders-1", t0418}, {"orders-1", t0419}}, t0418},
+		{"0419 then 0418", "DisableKey", []ev{{"orders-1", t0419}, {"orders-1", t0418}}, t0418},
+		{"duplicate", "DisableKey", []ev{{"orders-1", t0419}, {"orders-1", t0419}}, t0419},
+		{"two instances", "DisableKey", []ev{{"orders-2", t0419}, {"orders-1", t0418}}, t0418},
+		// Opened by the RDS event itself: its time is RDS's word already, so a later one
+		// never moves the start.
+		{"rds-opened, later event", "RDS-EVENT-0418", []ev{{"orders-1", lostAt}, {"orders-2", t0419}}, lostAt},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inc := twoClusters()
+			inc.Trigger = tc.trigger
+			for _, e := range tc.events {
+				KeyAccessLost(&inc, "orders", e.instance, "RDS-EVENT-0418", e.at, now)
+			}
+			if got := *inc.Clusters[0].LostAccessAt; !got.Equal(tc.want) {
+				t.Errorf("got window start %v, want %v", got, tc.want)
+			}
+			if got, want := *inc.Clusters[0].Deadline, tc.want.Add(incident.RecoverableWindow); !got.Equal(want) {
+				t.Errorf("got cluster deadline %v, want %v", got, want)
+			}
+			// billing has heard nothing from RDS: it keeps the key event's estimate, and
+			// it is the earlier deadline.
+			if got, want := *inc.Deadline, lostAt.Add(incident.RecoverableWindow); !got.Equal(want) {
+				t.Errorf("got incident deadline %v, want %v", got, want)
+			}
+			if !inc.Instances[0].LostKeyAccess && tc.events[0].instance == "orders-1" {
+				t.Errorf("got orders-1 LostKeyAccess false, want true")
+			}
+		})
+	}
+}
+
+func TestKeyAccessLostDuplicateChangesNothing(t *testing.T) {
+	inc := twoClusters()
+	KeyAccessLost(&inc, "orders", "orders-1", "RDS-EVENT-0418", lostAt.Add(time.Minute), now)
+	before := len(inc.Timeline)
+	snapshot := inc
+	snapshot.Timeline = append([]incident.Entry(nil), inc.Timeline...)
+	KeyAccessLost(&inc, "orders", "orders-1", "RDS-EVENT-0418", lostAt.Add(time.Minute), now)
+	if len(inc.Timeline) != before {
+		t.Errorf("got %d timeline entries after a duplicate, want %d", len(inc.Timeline), before)
+	}
+	if diff := cmp.Diff(snapshot, inc); diff != "" {
+		t.Errorf("duplicate changed the incident (-before +after):\n%s", diff)
+	}
+}
+
+func TestKeyAccessRestored(t *testing.T) {
+	inc := twoClusters()
+	KeyAccessLost(&inc, "orders", "orders-1", "RDS-EVENT-0418", lostAt, now)
+	KeyAccessLost(&inc, "orders", "orders-2", "RDS-EVENT-0418", lostAt, now)
+	KeyAccessRestored(&inc, "orders", "orders-1", "RDS-EVENT-0420", now, now)
+	if inc.Instances[0].LostKeyAccess || !inc.Instances[1].LostKeyAccess {
+		t.Errorf("got LostKeyAccess %v/%v, want false/true", inc.Instances[0].LostKeyAccess, inc.Instances[1].LostKeyAccess)
+	}
+	KeyAccessRestored(&inc, "orders", "", "RDS-EVENT-0420", now, now) // about the cluster
+	if inc.Instances[1].LostKeyAccess {
+		t.Error("got orders-2 LostKeyAccess true after a cluster-level 0420, want false")
+	}
+}
+
+func TestSettle(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		keyState  string
+		statuses  []string
+		wantState incident.State
+		wantClose string // substring of the closing entry
+	}{
+		{"still disabled", "Disabled", []string{StatusRecoverable, "available"}, "", ""},
+		{"enabled, one still stopped", "Enabled", []string{"stopped", "available"}, "", ""},
+		{"enabled, one recoverable", "Enabled", []string{StatusRecoverable, "available"}, "", ""},
+		{"fixed by hand", "Enabled", []string{"available", "available"}, incident.StateResolved, "every dependent cluster is available"},
+		{"key deleted", incident.KeyStateDeleted, []string{StatusRecoverable, "available"}, incident.StateLost, "the key was deleted"},
+		{"every cluster terminal", "Disabled", []string{StatusTerminal, StatusTerminal}, incident.StateLost, "restore from a snapshot"},
+		{"terminal and deleted", "PendingDeletion", []string{StatusTerminal, StatusDeleted}, incident.StateLost, "cancel its deletion"},
+		{"one back, one terminal", "Enabled", []string{"available", StatusTerminal}, incident.StateLost, "billing lost"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inc := twoClusters()
+			inc.Snapshots = []incident.Snapshot{{Identifier: "orders-snap"}}
+			SetKey(&inc, kmskey.Key{ARN: keyARN, State: tc.keyState, Manager: "CUSTOMER"}, "test", now)
+			SetClusterStatus(&inc, "orders", tc.statuses[0], "test", now)
+			SetClusterStatus(&inc, "billing", tc.statuses[1], "test", now)
+			got := Settle(&inc, now)
+			if got != tc.wantState {
+				t.Fatalf("got %q, want %q", got, tc.wantState)
+			}
+			if tc.wantState == "" {
+				if inc.State != incident.StateOpen {
+					t.Errorf("got state %s, want open", inc.State)
+				}
+				return
+			}
+			last := inc.Timeline[len(inc.Timeline)-1]
+			if last.Kind != incident.KindClosed || !strings.Contains(last.Detail, tc.wantClose) {
+				t.Errorf("got last entry %+v, want a closed entry containing %q", last, tc.wantClose)
+			}
+			if inc.ClosedAt == nil {
+				t.Error("got no ClosedAt")
+			}
+			if Settle(&inc, now) != "" {
+				t.Error("settling a closed incident again changed it")
+			}
+		})
+	}
+}
+
+func TestSettleMarksTerminalLostAndRecovered(t *testing.T) {
+	inc := twoClusters()
+	SetClusterStatus(&inc, "orders", StatusTerminal, "test", now)
+	Settle(&inc, now)
+	if !inc.Clusters[0].Lost {
+		t.Error("got orders not lost in the terminal state")
+	}
+	// The lost cluster no longer counts: the deadline is billing's.
+	if got, want := *inc.Deadline, lostAt.Add(incident.RecoverableWindow); !got.Equal(want) {
+		t.Errorf("got deadline %v, want %v", got, want)
+	}
+	SetKey(&inc, kmskey.Key{ARN: keyARN, State: "Enabled"}, "test", now)
+	SetClusterStatus(&inc, "billing", StatusStopped, "test", now)
+	Settle(&inc, now)
+	if inc.Clusters[1].Recovered || inc.State.Closed() {
+		t.Errorf("got billing recovered=%v state=%s while stopped, want not recovered, open", inc.Clusters[1].Recovered, inc.State)
+	}
+}
+
+func TestSetKeyRecordsChangesOnly(t *testing.T) {
+	inc := twoClusters()
+	del := time.Date(2026, 3, 17, 14, 0, 0, 0, time.UTC)
+	SetKey(&inc, kmskey.Key{State: "Disabled"}, "test", now)
+	if len(inc.Timeline) != 0 {
+		t.Fatalf("got %d entries for an unchanged key, want 0", len(inc.Timeline))
+	}
+	SetKey(&inc, kmskey.Key{State: "PendingDeletion", DeletionDate: &del}, "test", now)
+	if len(inc.Timeline) != 1 || inc.KeyDeletionDate == nil || !inc.KeyDeletionDate.Equal(del) {
+		t.Fatalf("got %+v / %v, want one entry and the deletion date", inc.Timeline, inc.KeyDeletionDate)
+	}
+	SetKey(&inc, kmskey.Key{State: "Disabled"}, "test", now) // cancelled
+	if inc.KeyDeletionDate != nil {
+		t.Errorf("got deletion date %v after cancel, want none", inc.KeyDeletionDate)
+	}
+}
+
+func TestApplyLoss(t *testing.T) {
+	found := lostAt.Add(-36 * time.Hour)
+	inc := twoClusters()
+	inc.Trigger, inc.TriggerDetail = "Reconciliation", "found by reconciliation"
+	// orders was refined by RDS to a time of its own; billing is still at the estimate.
+	inc.Clusters[0].LostAccessAt = ptr(lostAt.Add(time.Hour))
+	alice := incident.Actor{ARN: "arn:aws:iam::123456789012:user/alice", SourceIP: "192.0.2.1"}
+	ApplyLoss(&inc, "DisableKey", "ev-1", alice, found, now)
+	if inc.Actor != alice {
+		t.Errorf("got actor %+v, want %+v", inc.Actor, alice)
+	}
+	if !inc.LostAt.Equal(found) || !inc.Clusters[1].LostAccessAt.Equal(found) {
+		t.Errorf("got LostAt %v, billing start %v, want both %v", inc.LostAt, inc.Clusters[1].LostAccessAt, found)
+	}
+	if !inc.Clusters[0].LostAccessAt.Equal(lostAt.Add(time.Hour)) {
+		t.Errorf("got orders start %v, want its RDS time kept", inc.Clusters[0].LostAccessAt)
+	}
+	if !LossLookedUp(inc) || !strings.Contains(inc.TriggerDetail, "DisableKey by arn:aws:iam::123456789012:user/alice") {
+		t.Errorf("got trigger detail %q", inc.TriggerDetail)
+	}
+
+	none := twoClusters()
+	ApplyNoLoss(&none, now)
+	ApplyNoLoss(&none, now)
+	if !LossLookedUp(none) || len(none.Timeline) != 1 || !none.LostAt.Equal(lostAt) {
+		t.Errorf("got %q, %d entries, LostAt %v; want the note once and LostAt kept", none.TriggerDetail, len(none.Timeline), none.LostAt)
+	}
+}
+
+func TestClose(t *testing.T) {
+	inc := twoClusters()
+	Close(&inc, incident.StateIntentional, "U123", "an approver says the key loss is wanted", now)
+	Close(&inc, incident.StateResolved, "keywarden", "again", now)
+	if inc.State != incident.StateIntentional || len(inc.Timeline) != 1 || inc.Timeline[0].Actor != "U123" {
+		t.Errorf("got state %s, timeline %+v; want intentional with one entry by U123", inc.State, inc.Timeline)
+	}
+}

@@ -1,0 +1,312 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/rds"
+	rdstypes "github.com/aws/aws-sdk-go-v2/service/rds/types"
+
+	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/kmskey"
+	"github.com/keywarden/keywarden/internal/rdsevent"
+	"github.com/keywarden/keywarden/internal/triage"
+)
+
+// RDSAPI is the part of the RDS client the tracker uses; *rds.Client fits.
+type RDSAPI interface {
+	DescribeDBClusters(context.Context, *rds.DescribeDBClustersInput, ...func(*rds.Options)) (*rds.DescribeDBClustersOutput, error)
+	DescribeDBInstances(context.Context, *rds.DescribeDBInstancesInput, ...func(*rds.Options)) (*rds.DescribeDBInstancesOutput, error)
+}
+
+// Keys resolves key references and reads a key's live state; *kmskey.Resolver fits.
+type Keys interface {
+	ARN(ctx context.Context, ref string) (string, error)
+	Describe(ctx context.Context, ref string) (kmskey.Key, error)
+}
+
+// Incidents reads and updates incidents; *incident.Store fits.
+type Incidents interface {
+	Get(ctx context.Context, id string) (incident.Incident, error)
+	OpenFor(ctx context.Context, keyARN string) (incident.Incident, error)
+	Update(ctx context.Context, id string, mutate func(*incident.Incident) error) (incident.Incident, error)
+}
+
+// Opener opens or folds an incident for an unusable key; *triage.Service fits. It keeps the
+// rules for when an incident opens in one place.
+type Opener interface {
+	Ensure(ctx context.Context, sig triage.Signal) (triage.Outcome, error)
+}
+
+// Action is what the tracker did with an RDS event.
+type Action string
+
+const (
+	ActionUpdated   Action = "updated"   // the incident changed
+	ActionUnchanged Action = "unchanged" // a duplicate, or nothing new
+	ActionOpened    Action = "opened"    // no incident was open: the CloudTrail event was lost
+	ActionResolved  Action = "resolved"
+	ActionLost      Action = "lost"
+	ActionIgnored   Action = "ignored" // not about a cluster keywarden tracks
+)
+
+// Outcome is the decision for one RDS event.
+type Outcome struct {
+	Action     Action `json:"action"`
+	IncidentID string `json:"incident_id,omitempty"`
+	KeyARN     string `json:"key_arn,omitempty"`
+	Cluster    string `json:"cluster,omitempty"`
+	Instance   string `json:"instance,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+// Tracker applies RDS events to the incidents of the clusters they are about.
+type Tracker struct {
+	rds       RDSAPI
+	keys      Keys
+	incidents Incidents
+	opener    Opener
+	announcer triage.Announcer
+	log       *slog.Logger
+	now       func() time.Time
+}
+
+// NewTracker builds a Tracker. announcer may be nil (no Slack).
+func NewTracker(rdsAPI RDSAPI, keys Keys, incidents Incidents, opener Opener, announcer triage.Announcer, log *slog.Logger) *Tracker {
+	return &Tracker{rds: rdsAPI, keys: keys, incidents: incidents, opener: opener, announcer: announcer, log: log, now: time.Now}
+}
+
+// WithClock replaces the clock, for tests.
+func (t *Tracker) WithClock(now func() time.Time) *Tracker {
+	t.now = now
+	return t
+}
+
+// target is what an event is about, read live from RDS.
+type target struct {
+	cluster, instance             string
+	clusterStatus, instanceStatus string
+	keyARN                        string
+}
+
+// HandleRDSEvent applies one RDS event. RDS delivers events best effort, possibly twice and out
+// of order, so the event says only what happened and when; statuses are always read live
+// (DescribeDBClusters, DescribeDBInstances), and a 0150 arriving after 0151 cannot mark a
+// running cluster stopped. It returns an error only when a retry could help (AWS or DynamoDB
+// failing); an event about something keywarden does not track is an ActionIgnored outcome.
+func (t *Tracker) HandleRDSEvent(ctx context.Context, ev rdsevent.Event) (Outcome, error) {
+	tg, ignored, err := t.locate(ctx, ev)
+	if err != nil || ignored != "" {
+		return Outcome{Action: ActionIgnored, Cluster: tg.cluster, Instance: tg.instance, KeyARN: tg.keyARN, Reason: ignored}, err
+	}
+	o := Outcome{Cluster: tg.cluster, Instance: tg.instance, KeyARN: tg.keyARN}
+
+	id, opened, reason, err := t.incidentFor(ctx, ev, tg)
+	if err != nil || reason != "" {
+		o.Action, o.Reason = ActionIgnored, reason
+		return o, err
+	}
+	o.IncidentID = id
+
+	key, err := t.keys.Describe(ctx, tg.keyARN)
+	if errors.Is(err, kmskey.ErrNotFound) {
+		key, err = KeyDeleted(tg.keyARN), nil
+	}
+	if err != nil {
+		return o, fmt.Errorf("describe key %s: %w", tg.keyARN, err)
+	}
+	others, err := t.otherStatuses(ctx, id, tg.cluster, key)
+	if err != nil {
+		return o, err
+	}
+
+	now := t.now().UTC()
+	var version int64
+	got, err := t.incidents.Update(ctx, id, func(inc *incident.Incident) error {
+		version = inc.Version
+		if inc.State.Closed() {
+			return nil // closed meanwhile: nothing left to follow
+		}
+		SetKey(inc, key, ev.EventID, now)
+		SetClusterStatus(inc, tg.cluster, tg.clusterStatus, ev.EventID, now)
+		for c, status := range others {
+			SetClusterStatus(inc, c, status, ev.EventID, now)
+		}
+		if tg.instance != "" {
+			SetInstanceStatus(inc, tg.instance, tg.instanceStatus)
+		}
+		switch ev.Meaning {
+		case rdsevent.KeyAccessLost:
+			KeyAccessLost(inc, tg.cluster, tg.instance, ev.EventID, ev.Time, now)
+		case rdsevent.KeyAccessRestored:
+			KeyAccessRestored(inc, tg.cluster, tg.instance, ev.EventID, ev.Time, now)
+		}
+		Settle(inc, now)
+		return nil
+	})
+	if err != nil {
+		return o, fmt.Errorf("apply %s to incident %s: %w", ev.EventID, id, err)
+	}
+	switch {
+	case got.State == incident.StateResolved && got.Version != version:
+		o.Action = ActionResolved
+	case got.State == incident.StateLost && got.Version != version:
+		o.Action = ActionLost
+	case opened:
+		o.Action = ActionOpened
+	case got.Version != version:
+		o.Action = ActionUpdated
+	default:
+		o.Action, o.Reason = ActionUnchanged, "nothing new: a duplicate or out-of-order delivery"
+		if got.State.Closed() {
+			o.Reason = "the incident is " + string(got.State)
+		}
+	}
+	if got.Version != version || opened {
+		t.announce(ctx, got)
+	}
+	return o, nil
+}
+
+// locate maps the event's resource to its Aurora cluster and the cluster to its storage key.
+// A non-empty ignored says why the event is not keywarden's business.
+func (t *Tracker) locate(ctx context.Context, ev rdsevent.Event) (tg target, ignored string, err error) {
+	tg.cluster = ev.Identifier
+	if !ev.IsCluster {
+		tg.instance = ev.Identifier
+		tg.cluster = ""
+		out, err := t.rds.DescribeDBInstances(ctx, &rds.DescribeDBInstancesInput{DBInstanceIdentifier: aws.String(ev.Identifier)})
+		var nf *rdstypes.DBInstanceNotFoundFault
+		if errors.As(err, &nf) || (err == nil && len(out.DBInstances) == 0) {
+			return tg, "instance " + ev.Identifier + " is unknown to RDS", nil
+		}
+		if err != nil {
+			return tg, "", fmt.Errorf("describe db instance %s: %w", ev.Identifier, err)
+		}
+		in := out.DBInstances[0]
+		tg.instanceStatus = aws.ToString(in.DBInstanceStatus)
+		tg.cluster = aws.ToString(in.DBClusterIdentifier)
+		if tg.cluster == "" {
+			return tg, "instance " + ev.Identifier + " is not a member of a DB cluster", nil
+		}
+	}
+	c, found, err := describeCluster(ctx, t.rds, tg.cluster)
+	if err != nil {
+		return tg, "", err
+	}
+	if !found {
+		return tg, "cluster " + tg.cluster + " is unknown to RDS", nil
+	}
+	tg.clusterStatus = aws.ToString(c.Status)
+	if !strings.HasPrefix(aws.ToString(c.Engine), "aurora") {
+		return tg, "cluster " + tg.cluster + " is not Aurora (engine " + aws.ToString(c.Engine) + ")", nil
+	}
+	ref := aws.ToString(c.KmsKeyId)
+	if ref == "" {
+		return tg, "cluster " + tg.cluster + " is not encrypted with a KMS key", nil
+	}
+	tg.keyARN, err = t.keys.ARN(ctx, ref)
+	if errors.Is(err, kmskey.ErrNotFound) {
+		return tg, "the key " + ref + " of cluster " + tg.cluster + " does not resolve (deleted?) and no incident names it", nil
+	}
+	if err != nil {
+		return tg, "", fmt.Errorf("resolve key %s of cluster %s: %w", ref, tg.cluster, err)
+	}
+	return tg, "", nil
+}
+
+// incidentFor finds the open incident the event belongs to. A key-access event for a key with
+// no open incident opens one through triage: the CloudTrail event that made the key unusable
+// was lost (EventBridge delivers it best effort) or never existed. Any other event for a key
+// without an incident is not keywarden's business. reason is non-empty when there is nothing
+// to do.
+func (t *Tracker) incidentFor(ctx context.Context, ev rdsevent.Event, tg target) (id string, opened bool, reason string, err error) {
+	open, err := t.incidents.OpenFor(ctx, tg.keyARN)
+	switch {
+	case errors.Is(err, incident.ErrNotFound):
+		if ev.Meaning != rdsevent.KeyAccessLost {
+			return "", false, "no open incident for key " + tg.keyARN + ": cluster " + tg.cluster + " is not tracked", nil
+		}
+	case err != nil:
+		return "", false, "", fmt.Errorf("find open incident for %s: %w", tg.keyARN, err)
+	case slices.ContainsFunc(open.Clusters, func(c incident.Cluster) bool { return c.Identifier == tg.cluster }):
+		return open.ID, false, "", nil
+	case ev.Meaning != rdsevent.KeyAccessLost:
+		return "", false, "cluster " + tg.cluster + " is not a dependent of incident " + open.ID, nil
+	}
+
+	// Lost access with no incident, or on a cluster the open incident does not list yet:
+	// triage opens, or folds and adds the cluster, by the same rules as a key event.
+	who := "cluster " + tg.cluster
+	if tg.instance != "" {
+		who = "instance " + tg.instance + " of cluster " + tg.cluster
+	}
+	detail := fmt.Sprintf("RDS reported that %s cannot reach the key; the CloudTrail event that made the key unusable was not received", who)
+	o, err := t.opener.Ensure(ctx, triage.Signal{KeyARN: tg.keyARN, Trigger: ev.EventID, TriggerDetail: detail, At: ev.Time, EventID: ev.ID})
+	if err != nil {
+		return "", false, "", fmt.Errorf("open incident for %s from %s: %w", tg.keyARN, ev.EventID, err)
+	}
+	switch o.Action {
+	case triage.ActionOpened:
+		return o.IncidentID, true, "", nil
+	case triage.ActionFolded, triage.ActionUpdated:
+		return o.IncidentID, false, "", nil
+	}
+	return "", false, fmt.Sprintf("triage: %s (%s)", o.Action, o.Reason), nil
+}
+
+// otherStatuses reads the live status of the incident's other clusters when the key is
+// Enabled, because resolving needs every dependent available, not only the one the event is
+// about. Lost clusters stay lost and are not asked about.
+func (t *Tracker) otherStatuses(ctx context.Context, id, except string, key kmskey.Key) (map[string]string, error) {
+	if key.State != keyEnabled {
+		return nil, nil
+	}
+	inc, err := t.incidents.Get(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("read incident %s: %w", id, err)
+	}
+	out := map[string]string{}
+	for _, c := range inc.Clusters {
+		if c.Identifier == except || c.Lost {
+			continue
+		}
+		live, found, err := describeCluster(ctx, t.rds, c.Identifier)
+		if err != nil {
+			return nil, err
+		}
+		out[c.Identifier] = StatusDeleted
+		if found {
+			out[c.Identifier] = aws.ToString(live.Status)
+		}
+	}
+	return out, nil
+}
+
+func (t *Tracker) announce(ctx context.Context, inc incident.Incident) {
+	if t.announcer == nil {
+		return
+	}
+	if err := t.announcer.Announce(ctx, inc); err != nil {
+		t.log.WarnContext(ctx, "slack message not updated; the reconciler will repair it", "incident_id", inc.ID, "error", err)
+	}
+}
+
+// describeCluster reads one cluster; found is false when RDS does not know it.
+func describeCluster(ctx context.Context, api RDSAPI, id string) (rdstypes.DBCluster, bool, error) {
+	out, err := api.DescribeDBClusters(ctx, &rds.DescribeDBClustersInput{DBClusterIdentifier: aws.String(id)})
+	var nf *rdstypes.DBClusterNotFoundFault
+	if errors.As(err, &nf) || (err == nil && len(out.DBClusters) == 0) {
+		return rdstypes.DBCluster{}, false, nil
+	}
+	if err != nil {
+		return rdstypes.DBCluster{}, false, fmt.Errorf("describe db cluster %s: %w", id, err)
+	}
+	return out.DBClusters[0], true, nil
+}

@@ -1,0 +1,669 @@
+// Package reconcile is keywarden's scheduled pass over everything the events may have missed.
+// EventBridge delivers CloudTrail and RDS events best effort, and an incident's countdown moves
+// whether or not anything happens, so every few minutes a Reconciler:
+//
+//   - re-reads the key and every dependent cluster and instance of each open or remediating
+//     incident and applies the lifecycle rules: clusters recovered or lost, the incident
+//     resolved when someone fixed it by hand, lost when the key is deleted or every cluster is
+//     terminal;
+//   - re-renders the Slack message so its countdown stays true, and posts a reminder in the
+//     thread when the time left crosses each threshold — each threshold once, even when two runs
+//     overlap (a DynamoDB claim per incident and threshold);
+//   - asks CloudTrail event history who made the key unusable when the incident does not say
+//     (backstop finds, RDS-side opens, KMS's own deletion event);
+//   - runs the backstop: customer-managed keys that are unusable and Aurora clusters in an
+//     inaccessible-encryption-credentials state, with no open incident, get one.
+//
+// A run is bounded by wall-clock time and by a number of AWS calls; what it does not reach it
+// leaves for the next run, most urgent incidents first.
+package reconcile
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/rds"
+	rdstypes "github.com/aws/aws-sdk-go-v2/service/rds/types"
+
+	"github.com/keywarden/keywarden/internal/blast"
+	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/kmskey"
+	"github.com/keywarden/keywarden/internal/lifecycle"
+	"github.com/keywarden/keywarden/internal/trail"
+	"github.com/keywarden/keywarden/internal/triage"
+)
+
+// RDSAPI lists clusters and instances; *rds.Client fits.
+type RDSAPI interface {
+	DescribeDBClusters(context.Context, *rds.DescribeDBClustersInput, ...func(*rds.Options)) (*rds.DescribeDBClustersOutput, error)
+	DescribeDBInstances(context.Context, *rds.DescribeDBInstancesInput, ...func(*rds.Options)) (*rds.DescribeDBInstancesOutput, error)
+}
+
+// KeyLister lists the account's keys for the backstop; *kms.Client fits.
+type KeyLister interface {
+	ListKeys(context.Context, *kms.ListKeysInput, ...func(*kms.Options)) (*kms.ListKeysOutput, error)
+}
+
+// Keys resolves key references and reads key state; *kmskey.Resolver fits.
+type Keys interface {
+	ARN(ctx context.Context, ref string) (string, error)
+	Describe(ctx context.Context, ref string) (kmskey.Key, error)
+}
+
+// Radius finds many keys' Aurora dependents in one listing pass; *blast.Finder fits.
+type Radius interface {
+	FindMany(ctx context.Context, keyARNs []string) (map[string]blast.Radius, error)
+}
+
+// Incidents lists, updates and claims; *incident.Store fits.
+type Incidents interface {
+	List(ctx context.Context) ([]incident.Incident, error)
+	Update(ctx context.Context, id string, mutate func(*incident.Incident) error) (incident.Incident, error)
+	Claim(ctx context.Context, name string, ttl time.Duration) (bool, error)
+}
+
+// LossFinder asks CloudTrail event history for the call that made a key unusable;
+// *trail.Finder fits.
+type LossFinder interface {
+	LastLoss(ctx context.Context, keyARN string, since, now time.Time) (trail.Finding, bool, error)
+}
+
+// Replier posts a reply in the incident's Slack thread (reminders).
+type Replier interface {
+	Reply(ctx context.Context, inc incident.Incident, text string) error
+}
+
+// Deps are the Reconciler's collaborators. Trail, Announcer and Replier may be nil: no
+// CloudTrail look-ups (moto has no LookupEvents), no Slack. The Reconciler logs nothing itself:
+// every decision is an Outcome in the Report, which the handler logs.
+type Deps struct {
+	RDS       RDSAPI
+	KMS       KeyLister
+	Keys      Keys
+	Radius    Radius
+	Incidents Incidents
+	Opener    lifecycle.Opener
+	Trail     LossFinder
+	Announcer triage.Announcer
+	Replier   Replier
+}
+
+// Options tune a Reconciler; zero values take the defaults.
+type Options struct {
+	// Thresholds are the time-left marks that each post one reminder; default 72h, 24h, 6h, 1h.
+	Thresholds []time.Duration
+	// Mention is inserted in reminders from EscalateWithin on (a Slack user-group mention such
+	// as "<!subteam^S0123>"); empty means none.
+	Mention string
+	// RunBudget bounds one run's wall-clock time; default DefaultRunBudget. The context's own
+	// deadline, less a margin, bounds it too.
+	RunBudget time.Duration
+	// MaxCalls bounds the AWS calls of one run; default DefaultMaxCalls.
+	MaxCalls int
+}
+
+// Defaults.
+var DefaultThresholds = []time.Duration{72 * time.Hour, 24 * time.Hour, 6 * time.Hour, time.Hour}
+
+const (
+	// DefaultRunBudget fits a run in the template's 30-second Lambda timeout with 10 s to spare.
+	DefaultRunBudget = 20 * time.Second
+	// DefaultMaxCalls keeps a run well inside RDS's and KMS's shared per-account request rates.
+	DefaultMaxCalls = 400
+	// EscalateWithin is from when on reminders mention the escalation target.
+	EscalateWithin = 24 * time.Hour
+)
+
+const (
+	// stopMargin is kept free before the invocation's deadline: a run stops starting new work
+	// then, so it returns before Lambda kills it.
+	stopMargin = 3 * time.Second
+	// reminderClaimTTL outlives any deadline (a key's deletion window is at most 30 days, plus
+	// up to a day), so a claimed reminder is never posted again, and DynamoDB still deletes
+	// the claim eventually.
+	reminderClaimTTL = 60 * 24 * time.Hour
+	// lookupClaimTTL spaces CloudTrail look-ups for one incident, across overlapping runs.
+	lookupClaimTTL = 10 * time.Minute
+	// historyDelay is how long CloudTrail may take to show a call in event history; before
+	// that, finding nothing does not mean there is nothing.
+	historyDelay = 15 * time.Minute
+	// lookupCost is what one look-up may spend: the trail Finder reads at most 10 pages.
+	lookupCost = 10
+	// ensureCost is what opening one incident may spend (DescribeKey, the blast radius
+	// listings, aliases).
+	ensureCost = 10
+	// listKeyPages bounds the ListKeys pages of one run's backstop; the next run continues.
+	listKeyPages = 2
+	// closedLookupWithin is how recently a closed incident may have closed and still get its
+	// actor looked up (a "KMS CMK Deletion" incident closes as lost at once).
+	closedLookupWithin = 24 * time.Hour
+)
+
+// TriggerBackstop is the Trigger of incidents the backstop opens.
+const TriggerBackstop = "Reconciliation"
+
+// Reconciler runs reconcile passes. One Reconciler serves a whole process; Run may be called
+// concurrently with runs in other processes (overlapping schedules): every write is a
+// version-guarded update or a claim.
+type Reconciler struct {
+	d    Deps
+	o    Options
+	now  func() time.Time
+	wall func() time.Time
+
+	mu sync.Mutex
+	// listMarker is where the backstop's ListKeys walk continues; it lives as long as the
+	// process (a warm Lambda), and a cold start begins the walk again.
+	listMarker string
+}
+
+// New builds a Reconciler.
+func New(d Deps, o Options) *Reconciler {
+	if len(o.Thresholds) == 0 {
+		o.Thresholds = DefaultThresholds
+	}
+	o.Thresholds = slices.Clone(o.Thresholds)
+	slices.Sort(o.Thresholds)
+	o.Thresholds = slices.Compact(o.Thresholds)
+	if o.RunBudget <= 0 {
+		o.RunBudget = DefaultRunBudget
+	}
+	if o.MaxCalls <= 0 {
+		o.MaxCalls = DefaultMaxCalls
+	}
+	return &Reconciler{d: d, o: o, now: time.Now, wall: time.Now}
+}
+
+// WithClock makes the reconciler read the incidents' time — countdowns, reminders, timeline
+// entries — from now, and returns it. The run's own time budget stays on the wall clock. A
+// demo uses it to run one pass as if days had passed: New(...).WithClock(func() time.Time {
+// return time.Now().Add(6*24*time.Hour + 21*time.Hour) }).Run(ctx).
+func (r *Reconciler) WithClock(now func() time.Time) *Reconciler {
+	r.now = now
+	return r
+}
+
+// Action is what a run did with one incident or key.
+type Action string
+
+const (
+	ActionChecked        Action = "checked"  // nothing changed
+	ActionUpdated        Action = "updated"  // the incident changed
+	ActionResolved       Action = "resolved" // fixed outside keywarden
+	ActionLost           Action = "lost"
+	ActionReminded       Action = "reminded"
+	ActionLookedUp       Action = "looked-up" // CloudTrail event history answered
+	ActionOpened         Action = "opened"    // by the backstop
+	ActionFolded         Action = "folded"
+	ActionSkipped        Action = "skipped" // the backstop found a key it will not open for
+	ActionFailed         Action = "failed"
+	ActionDeferred       Action = "deferred" // the run's budget ran out before this
+	ActionAnnounceFailed Action = "announce-failed"
+)
+
+// Outcome is one decision of a run.
+type Outcome struct {
+	IncidentID string `json:"incident_id,omitempty"`
+	KeyARN     string `json:"key_arn,omitempty"`
+	Action     Action `json:"action"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+// Report sums up a run.
+type Report struct {
+	Incidents int `json:"incidents"`
+	Updated   int `json:"updated"`
+	Resolved  int `json:"resolved"`
+	Lost      int `json:"lost"`
+	Reminders int `json:"reminders"`
+	LookedUp  int `json:"looked_up"`
+	Opened    int `json:"opened"`
+	KeysSeen  int `json:"keys_seen"`
+	Calls     int `json:"calls"`
+	Failures  int `json:"failures"`
+	// Incomplete says why the run stopped before the end ("" when it covered everything);
+	// the next run continues.
+	Incomplete string    `json:"incomplete,omitempty"`
+	Outcomes   []Outcome `json:"outcomes,omitempty"`
+}
+
+func (rep *Report) add(o Outcome) {
+	rep.Outcomes = append(rep.Outcomes, o)
+	switch o.Action {
+	case ActionUpdated:
+		rep.Updated++
+	case ActionResolved:
+		rep.Resolved++
+	case ActionLost:
+		rep.Lost++
+	case ActionReminded:
+		rep.Reminders++
+	case ActionLookedUp:
+		rep.LookedUp++
+	case ActionOpened:
+		rep.Opened++
+	case ActionFailed:
+		rep.Failures++
+	}
+}
+
+// errBudget ends a run's remaining work once its time or calls are spent.
+var errBudget = errors.New("run budget spent")
+
+// budget counts a run's AWS calls and watches its deadline.
+type budget struct {
+	wall     func() time.Time
+	deadline time.Time
+	calls    int
+	max      int
+	why      string
+}
+
+// spend reserves n calls, or reports that the run must stop.
+func (b *budget) spend(n int) bool {
+	switch {
+	case b.why != "":
+		return false
+	case !b.wall().Before(b.deadline):
+		b.why = "time budget spent"
+		return false
+	case b.calls+n > b.max:
+		b.why = fmt.Sprintf("call budget spent (%d of %d)", b.calls, b.max)
+		return false
+	}
+	b.calls += n
+	return true
+}
+
+// Run makes one reconcile pass. It returns an error only when nothing could be checked (the
+// incidents or the RDS inventory could not be read); failures on single incidents or keys are
+// outcomes, logged by the caller, and the next run tries again.
+func (r *Reconciler) Run(ctx context.Context) (Report, error) {
+	start := r.wall()
+	b := &budget{wall: r.wall, deadline: start.Add(r.o.RunBudget), max: r.o.MaxCalls}
+	if d, ok := ctx.Deadline(); ok && d.Add(-stopMargin).Before(b.deadline) {
+		b.deadline = d.Add(-stopMargin)
+	}
+	var rep Report
+	defer func() { rep.Calls = b.calls }()
+
+	all, err := r.d.Incidents.List(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("reconcile: %w", err)
+	}
+	inv, err := r.inventory(ctx, b)
+	if errors.Is(err, errBudget) {
+		rep.Incomplete = "budget spent listing RDS: " + b.why
+		return rep, nil
+	}
+	if err != nil {
+		return rep, fmt.Errorf("reconcile: %w", err)
+	}
+
+	now := r.now().UTC()
+	active, closed := split(all, now)
+	rep.Incidents = len(active)
+	openKeys := map[string]bool{}
+	for _, inc := range active {
+		openKeys[inc.KeyARN] = true
+	}
+	for i, inc := range active {
+		if !b.spend(1) {
+			for _, rest := range active[i:] {
+				rep.add(Outcome{IncidentID: rest.ID, KeyARN: rest.KeyARN, Action: ActionDeferred, Reason: b.why})
+			}
+			rep.Incomplete = b.why
+			return rep, nil
+		}
+		got := r.refresh(ctx, inc, inv, b, &rep)
+		if got.State.Closed() {
+			delete(openKeys, got.KeyARN)
+		}
+	}
+	for _, inc := range closed {
+		if !b.spend(0) {
+			break
+		}
+		r.lookUpClosed(ctx, inc, b, &rep)
+	}
+	if err := r.backstop(ctx, inv, openKeys, b, &rep); err != nil && !errors.Is(err, errBudget) {
+		rep.add(Outcome{Action: ActionFailed, Reason: "backstop: " + err.Error()})
+	}
+	rep.Incomplete = b.why
+	return rep, nil
+}
+
+// split picks the incidents a run works on: active ones, the nearest deadline first (critical
+// ones, with no window at all, before everything), and recently closed ones whose actor is
+// still unknown.
+func split(all []incident.Incident, now time.Time) (active, closed []incident.Incident) {
+	for _, inc := range all {
+		switch {
+		case !inc.State.Closed():
+			active = append(active, inc)
+		case inc.ClosedAt != nil && now.Sub(*inc.ClosedAt) < closedLookupWithin && needsLookup(inc):
+			closed = append(closed, inc)
+		}
+	}
+	slices.SortStableFunc(active, func(a, b incident.Incident) int {
+		if a.Critical != b.Critical {
+			if a.Critical {
+				return -1
+			}
+			return 1
+		}
+		switch {
+		case a.Deadline == nil && b.Deadline == nil:
+			return 0
+		case a.Deadline == nil:
+			return 1
+		case b.Deadline == nil:
+			return -1
+		}
+		return a.Deadline.Compare(*b.Deadline)
+	})
+	return active, closed
+}
+
+// inventory is one run's view of the account's clusters and instances, read once and shared by
+// every incident and the backstop.
+type inventory struct {
+	clusters  map[string]rdstypes.DBCluster
+	order     []string
+	instances map[string]string
+}
+
+// maxRecords is RDS's largest page.
+var maxRecords = aws.Int32(100)
+
+func (r *Reconciler) inventory(ctx context.Context, b *budget) (*inventory, error) {
+	inv := &inventory{clusters: map[string]rdstypes.DBCluster{}, instances: map[string]string{}}
+	cp := rds.NewDescribeDBClustersPaginator(r.d.RDS, &rds.DescribeDBClustersInput{MaxRecords: maxRecords})
+	for cp.HasMorePages() {
+		if !b.spend(1) {
+			return nil, errBudget
+		}
+		page, err := cp.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("describe db clusters: %w", err)
+		}
+		for _, c := range page.DBClusters {
+			id := aws.ToString(c.DBClusterIdentifier)
+			inv.clusters[id] = c
+			inv.order = append(inv.order, id)
+		}
+	}
+	ip := rds.NewDescribeDBInstancesPaginator(r.d.RDS, &rds.DescribeDBInstancesInput{MaxRecords: maxRecords})
+	for ip.HasMorePages() {
+		if !b.spend(1) {
+			return nil, errBudget
+		}
+		page, err := ip.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("describe db instances: %w", err)
+		}
+		for _, in := range page.DBInstances {
+			inv.instances[aws.ToString(in.DBInstanceIdentifier)] = aws.ToString(in.DBInstanceStatus)
+		}
+	}
+	return inv, nil
+}
+
+// status is a cluster's live status; a cluster RDS no longer lists is deleted.
+func (inv *inventory) status(id string) string {
+	c, ok := inv.clusters[id]
+	if !ok {
+		return lifecycle.StatusDeleted
+	}
+	return aws.ToString(c.Status)
+}
+
+// refresh applies the live state to one active incident, keeps its Slack message current and
+// posts any reminder due. It returns the incident as stored.
+func (r *Reconciler) refresh(ctx context.Context, inc incident.Incident, inv *inventory, b *budget, rep *Report) incident.Incident {
+	o := Outcome{IncidentID: inc.ID, KeyARN: inc.KeyARN}
+	fail := func(err error) incident.Incident {
+		o.Action, o.Reason = ActionFailed, err.Error()
+		rep.add(o)
+		return inc
+	}
+	key, err := r.d.Keys.Describe(ctx, inc.KeyARN)
+	if errors.Is(err, kmskey.ErrNotFound) {
+		key, err = lifecycle.KeyDeleted(inc.KeyARN), nil
+	}
+	if err != nil {
+		return fail(fmt.Errorf("describe key: %w", err))
+	}
+	loss := r.lookUp(ctx, inc, b, rep)
+
+	now := r.now().UTC()
+	got, err := r.d.Incidents.Update(ctx, inc.ID, func(i *incident.Incident) error {
+		loss.apply(i, now)
+		if i.State.Closed() {
+			return nil
+		}
+		lifecycle.SetKey(i, key, "reconciliation", now)
+		for _, c := range i.Clusters {
+			if !c.Lost {
+				lifecycle.SetClusterStatus(i, c.Identifier, inv.status(c.Identifier), "reconciliation", now)
+			}
+		}
+		for _, in := range i.Instances {
+			if status, ok := inv.instances[in.Identifier]; ok {
+				lifecycle.SetInstanceStatus(i, in.Identifier, status)
+			}
+		}
+		lifecycle.Settle(i, now)
+		return nil
+	})
+	if err != nil {
+		return fail(fmt.Errorf("update: %w", err))
+	}
+	switch {
+	case got.Version == inc.Version:
+		o.Action = ActionChecked
+	case got.State == incident.StateResolved:
+		o.Action = ActionResolved
+	case got.State == incident.StateLost:
+		o.Action = ActionLost
+	default:
+		o.Action = ActionUpdated
+	}
+	if got.State.Closed() {
+		o.Reason = closingDetail(got)
+	}
+	rep.add(o)
+	if !got.State.Closed() {
+		got = r.remind(ctx, got, now, rep)
+	}
+	// The message is re-rendered on every run, changed or not: its countdown is relative to
+	// the time it is rendered. It comes last so that it shows the reminder entry too.
+	r.announce(ctx, got, rep)
+	return got
+}
+
+func closingDetail(inc incident.Incident) string {
+	for i := len(inc.Timeline) - 1; i >= 0; i-- {
+		if inc.Timeline[i].Kind == incident.KindClosed {
+			return inc.Timeline[i].Detail
+		}
+	}
+	return string(inc.State)
+}
+
+func (r *Reconciler) announce(ctx context.Context, inc incident.Incident, rep *Report) {
+	if r.d.Announcer == nil {
+		return
+	}
+	if err := r.d.Announcer.Announce(ctx, inc); err != nil {
+		rep.add(Outcome{IncidentID: inc.ID, KeyARN: inc.KeyARN, Action: ActionAnnounceFailed, Reason: err.Error()})
+	}
+}
+
+// keyStates are the states the backstop opens for: every unusable state KMS reports
+// (Disabled, PendingDeletion, PendingReplicaDeletion, PendingImport, Unavailable).
+func backstopState(state string) bool {
+	return state != incident.KeyStateDeleted && incident.KeyUnusable(state)
+}
+
+// backstop opens incidents the events missed: for unusable customer-managed keys with Aurora
+// dependents and no open incident, and for the keys of Aurora clusters already in an
+// inaccessible-encryption-credentials state. The storage keys of the account's Aurora clusters
+// are checked on every run; the rest of the account's keys (whose loss can still hurt a
+// cluster through its master-user secret, Performance Insights or activity stream) are walked
+// with ListKeys a few pages per run.
+func (r *Reconciler) backstop(ctx context.Context, inv *inventory, openKeys map[string]bool, b *budget, rep *Report) error {
+	var candidates []string
+	seen := map[string]bool{}
+	inaccessible := map[string][]string{} // key ARN → clusters in a lost-key state
+	for _, id := range inv.order {
+		c := inv.clusters[id]
+		ref := aws.ToString(c.KmsKeyId)
+		if ref == "" || !strings.HasPrefix(aws.ToString(c.Engine), "aurora") {
+			continue
+		}
+		if !strings.HasPrefix(ref, "arn:") && !b.spend(1) { // a key ID or alias costs a DescribeKey once
+			return errBudget
+		}
+		keyARN, err := r.d.Keys.ARN(ctx, ref)
+		if errors.Is(err, kmskey.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("resolve key %s of cluster %s: %w", ref, id, err)
+		}
+		if openKeys[keyARN] {
+			continue
+		}
+		if lifecycle.Inaccessible(aws.ToString(c.Status)) {
+			inaccessible[keyARN] = append(inaccessible[keyARN], id+" ("+aws.ToString(c.Status)+")")
+		}
+		if !seen[keyARN] {
+			seen[keyARN] = true
+			candidates = append(candidates, keyARN)
+		}
+	}
+	listed, err := r.listKeys(ctx, b)
+	if err != nil && !errors.Is(err, errBudget) {
+		return err
+	}
+	for _, k := range listed {
+		if !seen[k] && !openKeys[k] {
+			seen[k] = true
+			candidates = append(candidates, k)
+		}
+	}
+
+	var unusable []string
+	states := map[string]string{}
+	for _, k := range candidates {
+		if !b.spend(1) {
+			break
+		}
+		rep.KeysSeen++
+		key, err := r.d.Keys.Describe(ctx, k)
+		if errors.Is(err, kmskey.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			rep.add(Outcome{KeyARN: k, Action: ActionFailed, Reason: "backstop: describe key: " + err.Error()})
+			continue
+		}
+		k = cmp.Or(key.ARN, k)
+		if openKeys[k] || states[k] != "" {
+			continue
+		}
+		states[k] = key.State
+		if (key.CustomerManaged() && backstopState(key.State)) || len(inaccessible[k]) > 0 {
+			unusable = append(unusable, k)
+		}
+	}
+	if len(unusable) == 0 {
+		return nil
+	}
+	if !b.spend(ensureCost) {
+		return errBudget
+	}
+	radii, err := r.d.Radius.FindMany(ctx, unusable)
+	if err != nil {
+		return fmt.Errorf("blast radius of %d unusable key(s): %w", len(unusable), err)
+	}
+	for _, k := range unusable {
+		if radii[k].Empty() && len(inaccessible[k]) == 0 {
+			continue // an unusable key nothing Aurora uses: not an incident
+		}
+		if !b.spend(ensureCost) {
+			return errBudget
+		}
+		detail := "found by reconciliation: the key is " + states[k] + " and no event about it was received"
+		if cl := inaccessible[k]; len(cl) > 0 {
+			detail = "found by reconciliation: cluster(s) " + strings.Join(cl, ", ") + " lost access to the key (key is " + states[k] + ") and no event about it was received"
+		}
+		out, err := r.d.Opener.Ensure(ctx, triage.Signal{KeyARN: k, Trigger: TriggerBackstop, TriggerDetail: detail, At: r.now().UTC()})
+		o := Outcome{KeyARN: k, IncidentID: out.IncidentID}
+		switch {
+		case err != nil:
+			o.Action, o.Reason = ActionFailed, "backstop: "+err.Error()
+		case out.Action == triage.ActionOpened:
+			o.Action, o.Reason = ActionOpened, detail
+		case out.Action == triage.ActionFolded || out.Action == triage.ActionUpdated:
+			o.Action, o.Reason = ActionFolded, detail
+		case out.Action == triage.ActionKeyDeleted:
+			o.Action, o.Reason = ActionLost, detail+"; the key is deleted"
+		default:
+			o.Action, o.Reason = ActionSkipped, fmt.Sprintf("triage %s: %s", out.Action, out.Reason)
+			if cl := inaccessible[k]; len(cl) > 0 && !incident.KeyUnusable(states[k]) {
+				o.Reason += "; cluster(s) " + strings.Join(cl, ", ") + " still need StartDBCluster before their window ends"
+			}
+		}
+		rep.add(o)
+	}
+	return nil
+}
+
+// listKeys reads up to listKeyPages pages of ListKeys from where the last run stopped,
+// starting over after the last page.
+func (r *Reconciler) listKeys(ctx context.Context, b *budget) ([]string, error) {
+	if r.d.KMS == nil {
+		return nil, nil
+	}
+	r.mu.Lock()
+	marker := r.listMarker
+	r.mu.Unlock()
+	var out []string
+	for range listKeyPages {
+		if !b.spend(1) {
+			return out, errBudget
+		}
+		in := &kms.ListKeysInput{}
+		if marker != "" {
+			in.Marker = aws.String(marker)
+		}
+		page, err := r.d.KMS.ListKeys(ctx, in)
+		if err != nil {
+			return out, fmt.Errorf("list keys: %w", err)
+		}
+		for _, k := range page.Keys {
+			out = append(out, cmp.Or(aws.ToString(k.KeyArn), aws.ToString(k.KeyId)))
+		}
+		marker = ""
+		if page.Truncated && aws.ToString(page.NextMarker) != "" {
+			marker = aws.ToString(page.NextMarker)
+		}
+		if marker == "" {
+			break
+		}
+	}
+	r.mu.Lock()
+	r.listMarker = marker
+	r.mu.Unlock()
+	return out, nil
+}

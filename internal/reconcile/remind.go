@@ -1,0 +1,177 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/keyevent"
+	"github.com/keywarden/keywarden/internal/lifecycle"
+	"github.com/keywarden/keywarden/internal/slackui"
+	"github.com/keywarden/keywarden/internal/trail"
+)
+
+// ReminderClaim names the claim that makes the reminder for threshold th of incident id post
+// once, however many runs overlap. A passed deadline is threshold 0.
+func ReminderClaim(id string, th time.Duration) string {
+	return fmt.Sprintf("reminder#%s#%s", id, th)
+}
+
+// remind posts the reminder for the most urgent threshold the time left has crossed, if no run
+// posted it before. Only the most urgent one counts: a run that comes after two thresholds were
+// crossed (a paused schedule, a deadline brought forward) posts one reminder, not two, and the
+// larger threshold is never the most urgent again.
+func (r *Reconciler) remind(ctx context.Context, inc incident.Incident, now time.Time, rep *Report) incident.Incident {
+	left, ok := inc.TimeLeft(now)
+	if !ok {
+		return inc
+	}
+	mark := time.Duration(-1)
+	for _, th := range r.o.Thresholds { // ascending
+		if left <= th {
+			mark = th
+			break
+		}
+	}
+	switch {
+	case left <= 0:
+		mark = 0
+	case mark < 0:
+		return inc
+	}
+	o := Outcome{IncidentID: inc.ID, KeyARN: inc.KeyARN}
+	won, err := r.d.Incidents.Claim(ctx, ReminderClaim(inc.ID, mark), reminderClaimTTL)
+	if err != nil {
+		o.Action, o.Reason = ActionFailed, "reminder: "+err.Error()
+		rep.add(o)
+		return inc
+	}
+	if !won {
+		return inc
+	}
+	mention := ""
+	if mark <= EscalateWithin {
+		mention = r.o.Mention
+	}
+	text := slackui.Reminder(inc, mark, mention, now)
+	o.Action, o.Reason = ActionReminded, reminderDetail(mark)
+	if r.d.Replier != nil {
+		if err := r.d.Replier.Reply(ctx, inc, text); err != nil {
+			// The claim is taken, so the reminder is not retried: a second copy in the
+			// thread is worse than a timeline entry saying it could not be posted.
+			o.Reason += "; Slack reply failed: " + err.Error()
+		}
+	}
+	got, err := r.d.Incidents.Update(ctx, inc.ID, func(i *incident.Incident) error {
+		if i.State.Closed() {
+			return nil
+		}
+		detail := reminderDetail(mark)
+		if i.Deadline != nil {
+			detail += "; deadline " + i.Deadline.UTC().Format(time.RFC3339)
+		}
+		if mention != "" {
+			detail += "; escalated to " + mention
+		}
+		i.Timeline = append(i.Timeline, incident.Entry{At: now, Kind: incident.KindReminder, Actor: "keywarden", Detail: detail})
+		return nil
+	})
+	if err != nil {
+		o.Reason += "; not recorded on the timeline: " + err.Error()
+		got = inc
+	}
+	rep.add(o)
+	return got
+}
+
+func reminderDetail(mark time.Duration) string {
+	if mark <= 0 {
+		return "reminder: the deadline has passed"
+	}
+	return "reminder: less than " + mark.String() + " left"
+}
+
+// needsLookup reports whether an incident does not say who made its key unusable and event
+// history was not asked yet. Expired imported key material is nobody's call.
+func needsLookup(inc incident.Incident) bool {
+	return inc.Actor == (incident.Actor{}) &&
+		inc.Trigger != keyevent.DetailTypeKeyMaterialExpiration &&
+		!lifecycle.LossLookedUp(inc)
+}
+
+// loss is what a look-up in event history concluded: a finding, nothing, or (zero value) no
+// answer yet.
+type loss struct {
+	found *trail.Finding
+	none  bool
+}
+
+func (l loss) apply(i *incident.Incident, now time.Time) {
+	if !needsLookup(*i) {
+		return
+	}
+	switch {
+	case l.found != nil:
+		lifecycle.ApplyLoss(i, l.found.EventName, l.found.EventID, l.found.Actor, l.found.At, now)
+	case l.none:
+		lifecycle.ApplyNoLoss(i, now)
+	}
+}
+
+// lookUp asks event history for the call that made the incident's key unusable, at most once
+// per lookupClaimTTL across overlapping runs. The call happened before the incident opened, so
+// the search ends a few minutes after OpenedAt. "Nothing found" is only concluded once
+// historyDelay has passed since the incident opened, since event history shows a call some
+// minutes after it was made.
+func (r *Reconciler) lookUp(ctx context.Context, inc incident.Incident, b *budget, rep *Report) loss {
+	if r.d.Trail == nil || !needsLookup(inc) || !b.spend(lookupCost) {
+		return loss{}
+	}
+	o := Outcome{IncidentID: inc.ID, KeyARN: inc.KeyARN, Action: ActionLookedUp}
+	won, err := r.d.Incidents.Claim(ctx, "trail#"+inc.ID, lookupClaimTTL)
+	if err != nil {
+		o.Action, o.Reason = ActionFailed, "CloudTrail look-up: "+err.Error()
+		rep.add(o)
+		return loss{}
+	}
+	if !won {
+		return loss{}
+	}
+	fd, found, err := r.d.Trail.LastLoss(ctx, inc.KeyARN, time.Time{}, inc.OpenedAt.Add(5*time.Minute))
+	switch {
+	case err != nil && !errors.Is(err, trail.ErrPageLimit):
+		o.Action, o.Reason = ActionFailed, "CloudTrail look-up (retried in "+lookupClaimTTL.String()+"): "+err.Error()
+		rep.add(o)
+		return loss{}
+	case found:
+		o.Reason = fmt.Sprintf("%s by %s at %s", fd.EventName, fd.Actor.Name(), fd.At.Format(time.RFC3339))
+		rep.add(o)
+		return loss{found: &fd}
+	case r.wall().Sub(inc.OpenedAt) < historyDelay:
+		return loss{}
+	}
+	o.Reason = "event history has no key-loss call"
+	rep.add(o)
+	return loss{none: true}
+}
+
+// lookUpClosed fills in the actor of a recently closed incident (a key deleted by KMS closes
+// its incident as lost at once, before any run saw it open).
+func (r *Reconciler) lookUpClosed(ctx context.Context, inc incident.Incident, b *budget, rep *Report) {
+	l := r.lookUp(ctx, inc, b, rep)
+	if l.found == nil && !l.none {
+		return
+	}
+	now := r.now().UTC()
+	got, err := r.d.Incidents.Update(ctx, inc.ID, func(i *incident.Incident) error {
+		l.apply(i, now)
+		return nil
+	})
+	if err != nil {
+		rep.add(Outcome{IncidentID: inc.ID, KeyARN: inc.KeyARN, Action: ActionFailed, Reason: "record CloudTrail look-up: " + err.Error()})
+		return
+	}
+	r.announce(ctx, got, rep)
+}
