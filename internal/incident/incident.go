@@ -65,8 +65,12 @@ type Incident struct {
 	Snapshots    []Snapshot `json:"snapshots"`
 	OtherEngines []Cluster  `json:"other_engines"`
 
-	Slack    *SlackRef `json:"slack,omitempty"`
-	Timeline []Entry   `json:"timeline"`
+	Slack *SlackRef `json:"slack,omitempty"`
+	// SlackPosted counts the timeline entries already posted as replies in the message's
+	// thread, over the whole timeline, elided entries included (see Store.SetSlack). Like Slack,
+	// it is Slack bookkeeping, not incident state: recording it does not change Version.
+	SlackPosted int     `json:"slack_posted,omitempty"`
+	Timeline    []Entry `json:"timeline"`
 	// TimelineElided counts the timeline entries the store dropped to keep the incident within
 	// DynamoDB's item size limit; a KindElided entry marks where they were.
 	TimelineElided int `json:"timeline_elided,omitempty"`

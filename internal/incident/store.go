@@ -21,7 +21,8 @@ import (
 
 // The table has one string partition key, pk, and holds four kinds of item:
 //
-//	incident#<id>   kind=incident  version (N), state, key_arn, opened_at, doc (the Incident's JSON)
+//	incident#<id>   kind=incident  version (N), state, key_arn, opened_at, doc (the Incident's JSON),
+//	                               slack_channel, slack_ts, slack_posted (N) (see SetSlack)
 //	open#<keyARN>   kind=open-lock incident_id, key_arn: present exactly while <id> is not closed
 //	seen#<keyARN>   kind=sighting  event_name, at, actor (JSON), note, count (N)
 //	claim#<name>    kind=claim     claimed_at, expires_at (N, epoch seconds; the table's TTL attribute)
@@ -30,6 +31,10 @@ import (
 // Incident type stays the single definition of what an incident holds. The open-lock item is
 // what makes "one open incident per key" hold: it is created in the same transaction as the
 // incident and deleted in the same transaction that closes it.
+//
+// The Slack attributes live beside doc: SetSlack writes them without a new version, and a write
+// of the incident is conditioned on them as well as on the version, so neither can undo the
+// other. On read they win over the copy in doc.
 const (
 	attrPK         = "pk"
 	attrKind       = "kind"
@@ -45,6 +50,9 @@ const (
 	attrNote       = "note"
 	attrCount      = "count"
 	attrClaimedAt  = "claimed_at"
+	attrSlackChan  = "slack_channel"
+	attrSlackTS    = "slack_ts"
+	attrSlackCount = "slack_posted"
 	// AttrExpiresAt is the table's TimeToLive attribute: claim items carry it so DynamoDB
 	// removes them eventually. template.yaml must name the same attribute.
 	AttrExpiresAt = "expires_at"
@@ -421,23 +429,34 @@ func (s *Store) Update(ctx context.Context, id string, mutate func(*Incident) er
 }
 
 // UpdateAt is Update for a caller that acted on a given version (a click on a Slack message):
-// no retry, and ErrStale when the incident is no longer at that version.
+// ErrStale when the incident is no longer at that version. It retries only when the write lost
+// to SetSlack, which records Slack bookkeeping without a new version.
 func (s *Store) UpdateAt(ctx context.Context, id string, version int64, mutate func(*Incident) error) (Incident, error) {
-	cur, err := s.Get(ctx, id)
-	if err != nil {
-		return Incident{}, fmt.Errorf("update: %w", err)
+	for attempt := 0; ; attempt++ {
+		cur, err := s.Get(ctx, id)
+		if err != nil {
+			return Incident{}, fmt.Errorf("update: %w", err)
+		}
+		if cur.Version != version {
+			return Incident{}, fmt.Errorf("update incident %s: at version %d, not %d: %w", id, cur.Version, version, ErrStale)
+		}
+		next, err := s.apply(ctx, cur, mutate)
+		if errors.Is(err, errRetry) && attempt+1 < s.maxAttempts {
+			// Lost to a write: if it was only SetSlack's bookkeeping, the version is still
+			// ours and the read above sees that; otherwise the next read says ErrStale.
+			if err := s.backoff(ctx, attempt); err != nil {
+				return Incident{}, fmt.Errorf("update incident %s: %w", id, err)
+			}
+			continue
+		}
+		if errors.Is(err, errRetry) {
+			return Incident{}, fmt.Errorf("update incident %s: changed since version %d: %w", id, version, ErrStale)
+		}
+		if err != nil {
+			return Incident{}, fmt.Errorf("update incident %s: %w", id, err)
+		}
+		return next, nil
 	}
-	if cur.Version != version {
-		return Incident{}, fmt.Errorf("update incident %s: at version %d, not %d: %w", id, cur.Version, version, ErrStale)
-	}
-	next, err := s.apply(ctx, cur, mutate)
-	if errors.Is(err, errRetry) {
-		return Incident{}, fmt.Errorf("update incident %s: changed since version %d: %w", id, version, ErrStale)
-	}
-	if err != nil {
-		return Incident{}, fmt.Errorf("update incident %s: %w", id, err)
-	}
-	return next, nil
 }
 
 // apply runs mutate on cur and writes the result conditioned on cur's version.
@@ -497,16 +516,9 @@ func (s *Store) stamp(prev, next *Incident) {
 // lock and reopening takes it again, each in the same transaction as the incident. It returns
 // errRetry when the version moved on.
 func (s *Store) write(ctx context.Context, prev, next *Incident) error {
-	item, err := s.incidentItem(next)
+	put, err := s.incidentPut(prev, next)
 	if err != nil {
 		return err
-	}
-	put := types.Put{
-		TableName:                 aws.String(s.table),
-		Item:                      item,
-		ConditionExpression:       aws.String("#v = :v"),
-		ExpressionAttributeNames:  map[string]string{"#v": attrVersion},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":v": num(prev.Version)},
 	}
 	var lock types.TransactWriteItem
 	switch {
@@ -770,7 +782,7 @@ func (s *Store) incidentItem(inc *Incident) (map[string]types.AttributeValue, er
 	if err != nil {
 		return nil, fmt.Errorf("encode incident %s: %w", inc.ID, err)
 	}
-	return map[string]types.AttributeValue{
+	item := map[string]types.AttributeValue{
 		attrPK:       str(incidentPK(inc.ID)),
 		attrKind:     str(kindIncident),
 		attrVersion:  num(inc.Version),
@@ -778,7 +790,83 @@ func (s *Store) incidentItem(inc *Incident) (map[string]types.AttributeValue, er
 		attrKeyARN:   str(inc.KeyARN),
 		attrOpenedAt: str(inc.OpenedAt.UTC().Format(time.RFC3339Nano)),
 		attrDoc:      str(string(doc)),
+	}
+	if inc.Slack != nil {
+		item[attrSlackChan] = str(inc.Slack.Channel)
+		item[attrSlackTS] = str(inc.Slack.TS)
+		item[attrSlackCount] = num(int64(inc.SlackPosted))
+	}
+	return item, nil
+}
+
+// incidentPut is the conditional PutItem that writes next over prev. The put replaces the whole
+// item, Slack attributes included, so it carries next's and is conditioned on the Slack
+// attributes being what prev read as well as on the version: a SetSlack that landed between
+// the read and this write (it does not change the version) makes the write retry rather than
+// be undone. (UpdateItem would leave those attributes alone without the extra condition, but
+// moto 5.2.1 adds the old and the new size of an attribute when it checks an UpdateItem against
+// the 400 KB item limit, so a large incident could never be rewritten there.)
+func (s *Store) incidentPut(prev, next *Incident) (types.Put, error) {
+	item, err := s.incidentItem(next)
+	if err != nil {
+		return types.Put{}, err
+	}
+	names := map[string]string{"#v": attrVersion, "#sts": attrSlackTS, "#sp": attrSlackCount}
+	values := map[string]types.AttributeValue{":v": num(prev.Version)}
+	cond := "#v = :v AND "
+	if prev.Slack == nil {
+		cond += "attribute_not_exists(#sts)"
+		delete(names, "#sp")
+	} else {
+		// Or none at all: a reference only in doc, written before these attributes existed.
+		cond += "((#sts = :sts AND #sp = :sp) OR attribute_not_exists(#sts))"
+		values[":sts"] = str(prev.Slack.TS)
+		values[":sp"] = num(int64(prev.SlackPosted))
+	}
+	return types.Put{
+		TableName:                 aws.String(s.table),
+		Item:                      item,
+		ConditionExpression:       aws.String(cond),
+		ExpressionAttributeNames:  names,
+		ExpressionAttributeValues: values,
 	}, nil
+}
+
+// SetSlack records where incident id's Slack message is and how many of its timeline entries
+// (counted over the whole timeline, elided ones included) have been posted in the message's
+// thread. It does not change the incident's Version: the message is a view of the incident,
+// not part of it, and a new version would make every button on the message just rendered
+// stale. The count only goes forward: when two invocations synced concurrently, the one that
+// posted more wins and the other's call is a no-op. ErrNotFound when there is no such incident.
+func (s *Store) SetSlack(ctx context.Context, id string, ref SlackRef, posted int) error {
+	if ref.Channel == "" || ref.TS == "" || posted < 0 {
+		return fmt.Errorf("set slack message of incident %s: incomplete reference %+v, posted %d", id, ref, posted)
+	}
+	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:        aws.String(s.table),
+		Key:              pkKey(incidentPK(id)),
+		UpdateExpression: aws.String("SET #ch = :ch, #ts = :ts, #n = :n"),
+		ConditionExpression: aws.String("attribute_exists(#pk) AND #kind = :kind AND " +
+			"(attribute_not_exists(#n) OR #n <= :n)"),
+		ExpressionAttributeNames: map[string]string{
+			"#pk": attrPK, "#kind": attrKind, "#ch": attrSlackChan, "#ts": attrSlackTS, "#n": attrSlackCount,
+		},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":ch": str(ref.Channel), ":ts": str(ref.TS), ":n": num(int64(posted)), ":kind": str(kindIncident),
+		},
+	})
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		// Either no such incident, or another sync already recorded more: tell them apart.
+		if _, gerr := s.Get(ctx, id); gerr != nil {
+			return fmt.Errorf("set slack message: %w", gerr)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("set slack message of incident %s: %w", id, err)
+	}
+	return nil
 }
 
 func (s *Store) lockItem(keyARN, id string, at time.Time) map[string]types.AttributeValue {
@@ -870,6 +958,12 @@ func decodeIncident(item map[string]types.AttributeValue) (Incident, error) {
 		return Incident{}, err
 	}
 	inc.Version = v // the attribute the conditions test is the authority
+	if ts := stringAttr(item, attrSlackTS); ts != "" {
+		inc.Slack = &SlackRef{Channel: stringAttr(item, attrSlackChan), TS: ts}
+		if n, err := numAttr(item, attrSlackCount); err == nil {
+			inc.SlackPosted = int(n)
+		}
+	}
 	return inc, nil
 }
 

@@ -715,6 +715,128 @@ func TestClaim(t *testing.T) {
 	}
 }
 
+// TestSetSlack: the message reference and the posted count are recorded without a new
+// version, merged into the incident on read, only go forward, and survive later writes of the
+// incident by writers that read them before (or after) they were set.
+func TestSetSlack(t *testing.T) {
+	s, _ := newTestStore(t)
+	ctx := context.Background()
+	inc := mustOpen(t, s, newIncident(keyA, "DisableKey", t0))
+	ref := SlackRef{Channel: "C0KEYWARDEN", TS: "1795860000.000001"}
+
+	// A writer that read the incident before the message was posted.
+	stale := mustGet(t, s, inc.ID)
+
+	if err := s.SetSlack(ctx, inc.ID, ref, 2); err != nil {
+		t.Fatalf("SetSlack: %v", err)
+	}
+	got := mustGet(t, s, inc.ID)
+	if got.Version != inc.Version {
+		t.Errorf("Version after SetSlack: got %d, want %d (unchanged)", got.Version, inc.Version)
+	}
+	if got.Slack == nil || *got.Slack != ref || got.SlackPosted != 2 {
+		t.Fatalf("after SetSlack: got %+v, %d, want %+v, 2", got.Slack, got.SlackPosted, ref)
+	}
+
+	t.Run("count only goes forward", func(t *testing.T) {
+		if err := s.SetSlack(ctx, inc.ID, ref, 1); err != nil {
+			t.Fatalf("SetSlack(1): %v", err)
+		}
+		if got := mustGet(t, s, inc.ID); got.SlackPosted != 2 {
+			t.Errorf("SlackPosted: got %d, want 2 kept", got.SlackPosted)
+		}
+	})
+
+	t.Run("a write from an older read keeps it", func(t *testing.T) {
+		// UpdateAt on the version read before SetSlack: the version did not move, so it lands.
+		_, err := s.UpdateAt(ctx, inc.ID, stale.Version, func(i *Incident) error {
+			if i.Slack == nil {
+				t.Errorf("UpdateAt's read does not carry the Slack reference")
+			}
+			i.Timeline = append(i.Timeline, Entry{At: t0, Kind: KindClick, Actor: "U0APPROVR1", Detail: "acknowledge"})
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("UpdateAt: %v", err)
+		}
+		got := mustGet(t, s, inc.ID)
+		if got.Slack == nil || *got.Slack != ref || got.SlackPosted != 2 || got.Version != inc.Version+1 {
+			t.Errorf("after UpdateAt: got %+v, %d, version %d, want %+v, 2, version %d", got.Slack, got.SlackPosted, got.Version, ref, inc.Version+1)
+		}
+	})
+
+	t.Run("a SetSlack racing a click does not make the click stale", func(t *testing.T) {
+		cur := mustGet(t, s, inc.ID)
+		calls := 0
+		_, err := s.UpdateAt(ctx, inc.ID, cur.Version, func(i *Incident) error {
+			calls++
+			if calls == 1 {
+				// The message refresh of an earlier change lands between this read and write.
+				if err := s.SetSlack(ctx, inc.ID, ref, 3); err != nil {
+					t.Fatalf("SetSlack: %v", err)
+				}
+			}
+			i.Timeline = append(i.Timeline, Entry{At: t0, Kind: KindClick, Actor: "U0APPROVR2", Detail: "acknowledge"})
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("UpdateAt: %v", err)
+		}
+		got := mustGet(t, s, inc.ID)
+		if calls != 2 || got.Version != cur.Version+1 || got.SlackPosted != 3 {
+			t.Errorf("got %d mutate calls, version %d, posted %d, want 2, %d, 3", calls, got.Version, got.SlackPosted, cur.Version+1)
+		}
+		if n := len(got.Timeline) - len(cur.Timeline); n != 1 {
+			t.Errorf("timeline grew by %d, want 1", n)
+		}
+	})
+
+	t.Run("closing keeps it", func(t *testing.T) {
+		_, err := s.Update(ctx, inc.ID, func(i *Incident) error { i.State = StateIntentional; return nil })
+		if err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+		got := mustGet(t, s, inc.ID)
+		if got.Slack == nil || *got.Slack != ref || got.SlackPosted != 3 {
+			t.Errorf("after closing: got %+v, %d, want %+v, 3", got.Slack, got.SlackPosted, ref)
+		}
+		if err := s.SetSlack(ctx, inc.ID, ref, 5); err != nil {
+			t.Fatalf("SetSlack on a closed incident: %v", err)
+		}
+		if got := mustGet(t, s, inc.ID); got.SlackPosted != 5 {
+			t.Errorf("SlackPosted: got %d, want 5", got.SlackPosted)
+		}
+	})
+
+	t.Run("set by an Update", func(t *testing.T) {
+		other := mustOpen(t, s, newIncident(keyB, "DisableKey", t0))
+		moved := SlackRef{Channel: "C0OTHER", TS: "1795860000.000009"}
+		_, err := s.Update(ctx, other.ID, func(i *Incident) error { i.Slack, i.SlackPosted = &moved, 1; return nil })
+		if err != nil {
+			t.Fatalf("Update: %v", err)
+		}
+		if got := mustGet(t, s, other.ID); got.Slack == nil || *got.Slack != moved || got.SlackPosted != 1 {
+			t.Errorf("after Update: got %+v, %d, want %+v, 1", got.Slack, got.SlackPosted, moved)
+		}
+	})
+
+	t.Run("unknown incident", func(t *testing.T) {
+		err := s.SetSlack(ctx, "KW-20261128-000000", ref, 1)
+		if !errors.Is(err, ErrNotFound) {
+			t.Errorf("SetSlack: got %v, want ErrNotFound", err)
+		}
+		if _, err := s.Get(ctx, "KW-20261128-000000"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("SetSlack created an item for an unknown incident: Get = %v", err)
+		}
+	})
+
+	t.Run("incomplete reference", func(t *testing.T) {
+		if err := s.SetSlack(ctx, inc.ID, SlackRef{Channel: "C0KEYWARDEN"}, 1); err == nil {
+			t.Errorf("SetSlack without ts: got nil error")
+		}
+	})
+}
+
 // The store keeps an incident under DynamoDB's 400 KB item size limit however long its
 // timeline grows. moto 5.2.1 enforces that limit only on UpdateItem, not on PutItem or a
 // transaction's Put, so the test measures the stored item itself.

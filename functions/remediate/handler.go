@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/remedy"
+)
+
+// runner plans and runs one incident's remediation; *remedy.Runner fits.
+type runner interface {
+	Run(ctx context.Context, id string, by string) (incident.Incident, []remedy.Step, error)
+}
+
+// incidents is the part of the incident store the handler uses; *incident.Store fits.
+type incidents interface {
+	Update(ctx context.Context, id string, mutate func(*incident.Incident) error) (incident.Incident, error)
+}
+
+// announcer refreshes an incident's Slack message; *announce.Announcer fits.
+type announcer interface {
+	Announce(ctx context.Context, inc incident.Incident) error
+}
+
+// Request is the function's input, as SlackActionFunction sends it.
+type Request struct {
+	IncidentID string    `json:"incident_id"`
+	ApprovedBy approvers `json:"approved_by"`
+}
+
+// approvers is the approved_by list. It also accepts one string ("U0A" or "U0A,U0B"), so an
+// operator can invoke the function by hand with a simpler payload.
+type approvers []string
+
+func (a *approvers) UnmarshalJSON(b []byte) error {
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*a = strings.FieldsFunc(one, func(r rune) bool { return r == ',' || r == ' ' })
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return fmt.Errorf("approved_by: want a list of Slack user IDs: %w", err)
+	}
+	*a = many
+	return nil
+}
+
+// Result is what the function returns: the incident's state after the run and every step with
+// its result, as also recorded on the timeline.
+type Result struct {
+	IncidentID string        `json:"incident_id,omitempty"`
+	State      string        `json:"state,omitempty"`
+	Steps      []remedy.Step `json:"steps,omitempty"`
+	// Error is why the run stopped, when it did; the invocation still succeeds unless a retry
+	// could help.
+	Error string `json:"error,omitempty"`
+	// Rejected explains an input that can never be handled.
+	Rejected string `json:"rejected,omitempty"`
+}
+
+type handler struct {
+	runner    runner
+	store     incidents
+	announcer announcer
+	log       *slog.Logger
+	// announceTimeout bounds the message refresh after a run; a failure is repaired later.
+	announceTimeout time.Duration
+}
+
+// Handle runs one remediation. It returns an error only when remedy.Retryable says running
+// again could help (throttling, an AWS fault, a key not yet reading Enabled), so that Lambda's
+// asynchronous retries run it again; every run re-plans from live state, so a retry repeats
+// nothing that is done. Anything else is logged, recorded on the timeline and acknowledged, and
+// an incident left remediating is opened again so an approver can act on it.
+func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, error) {
+	var req Request
+	if err := json.Unmarshal(raw, &req); err != nil || req.IncidentID == "" || len(req.ApprovedBy) == 0 {
+		reason := "want {\"incident_id\": \"…\", \"approved_by\": [\"U…\"]}"
+		if err != nil {
+			reason = err.Error()
+		}
+		h.log.WarnContext(ctx, "remediation rejected", "action", "rejected", "reason", reason, "bytes", len(raw))
+		return Result{Rejected: reason}, nil
+	}
+	by := strings.Join(req.ApprovedBy, ",")
+	inc, steps, err := h.runner.Run(ctx, req.IncidentID, by)
+	res := Result{IncidentID: req.IncidentID, State: string(inc.State), Steps: steps}
+	for _, s := range steps {
+		h.log.InfoContext(ctx, "remediation step", "incident_id", req.IncidentID, "action", s.Name, "target", s.Target, "result", s.Result)
+	}
+
+	retry := err != nil && !errors.Is(err, incident.ErrNotFound) && remedy.Retryable(err)
+	if err != nil && !retry && inc.State == incident.StateRemediating {
+		if back, uerr := h.reopen(ctx, req.IncidentID, err); uerr != nil {
+			h.log.ErrorContext(ctx, "could not reopen incident after a failed remediation", "incident_id", req.IncidentID, "error", uerr)
+		} else {
+			inc = back
+			res.State = string(back.State)
+		}
+	}
+	if inc.ID != "" {
+		actx, cancel := context.WithTimeout(ctx, h.announceTimeout)
+		if aerr := h.announcer.Announce(actx, inc); aerr != nil {
+			h.log.WarnContext(ctx, "slack message not updated; the reconciler will repair it", "incident_id", inc.ID, "error", aerr)
+		}
+		cancel()
+	}
+
+	switch {
+	case err == nil:
+		h.log.InfoContext(ctx, "remediation done", "incident_id", req.IncidentID, "action", "remediated", "approved_by", by, "state", res.State)
+		return res, nil
+	case retry:
+		h.log.ErrorContext(ctx, "remediation failed; will be retried", "incident_id", req.IncidentID, "action", "retry", "error", err)
+		return res, err
+	default:
+		res.Error = err.Error()
+		h.log.WarnContext(ctx, "remediation stopped", "incident_id", req.IncidentID, "action", "stopped", "error", err)
+		return res, nil
+	}
+}
+
+// reopen puts an incident that a failed run left remediating back to open, saying why, so the
+// message shows the remediate button again once the cause is fixed.
+func (h *handler) reopen(ctx context.Context, id string, cause error) (incident.Incident, error) {
+	return h.store.Update(ctx, id, func(i *incident.Incident) error {
+		if i.State != incident.StateRemediating {
+			return nil
+		}
+		i.State = incident.StateOpen
+		i.Timeline = append(i.Timeline, incident.Entry{
+			At: time.Now().UTC(), Kind: incident.KindRemediation, Actor: "keywarden",
+			Detail: "remediation stopped: " + cause.Error() + "; the incident is open again",
+		})
+		return nil
+	})
+}

@@ -1,0 +1,404 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
+	"github.com/aws/aws-sdk-go-v2/service/rds"
+	"github.com/slack-go/slack"
+
+	"github.com/keywarden/keywarden/internal/announce"
+	"github.com/keywarden/keywarden/internal/announce/announcetest"
+	"github.com/keywarden/keywarden/internal/awstest"
+	"github.com/keywarden/keywarden/internal/env"
+	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/notify"
+	"github.com/keywarden/keywarden/internal/remedy"
+)
+
+func TestMain(m *testing.M) { awstest.Main(m) }
+
+var (
+	_ runner    = (*remedy.Runner)(nil)
+	_ incidents = (*incident.Store)(nil)
+	_ announcer = (*announce.Announcer)(nil)
+)
+
+const botToken = "xoxb-test-bot-token"
+
+// crashingRDS passes calls to moto and counts the writes; crashAfter, when set, makes the
+// StartDBCluster of that cluster succeed at RDS and then fail as if the function died before it
+// could record the result (the invocation timing out).
+type crashingRDS struct {
+	remedy.RDSAPI
+	mu         sync.Mutex
+	starts     map[string]int
+	crashAfter string
+}
+
+func (c *crashingRDS) StartDBCluster(ctx context.Context, in *rds.StartDBClusterInput, o ...func(*rds.Options)) (*rds.StartDBClusterOutput, error) {
+	out, err := c.RDSAPI.StartDBCluster(ctx, in, o...)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	id := aws.ToString(in.DBClusterIdentifier)
+	c.starts[id]++
+	if err == nil && id == c.crashAfter {
+		c.crashAfter = ""
+		return nil, fmt.Errorf("simulated crash after StartDBCluster %s: %w", id, context.DeadlineExceeded)
+	}
+	return out, err
+}
+
+type countingKMS struct {
+	remedy.KMSAPI
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (c *countingKMS) CancelKeyDeletion(ctx context.Context, in *kms.CancelKeyDeletionInput, o ...func(*kms.Options)) (*kms.CancelKeyDeletionOutput, error) {
+	c.mu.Lock()
+	c.calls["CancelKeyDeletion"]++
+	c.mu.Unlock()
+	return c.KMSAPI.CancelKeyDeletion(ctx, in, o...)
+}
+
+func (c *countingKMS) EnableKey(ctx context.Context, in *kms.EnableKeyInput, o ...func(*kms.Options)) (*kms.EnableKeyOutput, error) {
+	c.mu.Lock()
+	c.calls["EnableKey"]++
+	c.mu.Unlock()
+	return c.KMSAPI.EnableKey(ctx, in, o...)
+}
+
+type rig struct {
+	kms   *kms.Client
+	rds   *rds.Client
+	store *incident.Store
+	slack *announcetest.Slack
+	ckms  *countingKMS
+	crds  *crashingRDS
+	h     *handler
+}
+
+func newRig(t *testing.T, allowed []string) *rig {
+	t.Helper()
+	cfg := awstest.Serial(awstest.Config(t, awstest.Moto(t)))
+	db := dynamodb.NewFromConfig(cfg)
+	table := fmt.Sprintf("remediate-%d", rand.Int64())
+	if err := incident.CreateTable(context.Background(), db, table); err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{kms: kms.NewFromConfig(cfg), rds: rds.NewFromConfig(cfg), store: incident.NewStore(db, table)}
+	r.slack = announcetest.Start(t, &announcetest.Slack{Token: botToken})
+	r.ckms = &countingKMS{KMSAPI: r.kms, calls: map[string]int{}}
+	r.crds = &crashingRDS{RDSAPI: r.rds, starts: map[string]int{}}
+	client := slack.New(botToken, slack.OptionAPIURL(r.slack.APIURL()))
+	r.h = &handler{
+		runner:          remedy.New(r.ckms, r.crds, r.store, remedy.Options{WaitTimeout: 10 * time.Second, AllowedKeys: allowedKeys(allowed)}),
+		store:           r.store,
+		announcer:       announce.New(r.store, notify.New(client, "#keywarden")),
+		log:             slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		announceTimeout: 5 * time.Second,
+	}
+	return r
+}
+
+// incident is a key made unusable by breakKey, two stopped clusters and one running, and the
+// incident as SlackActionFunction leaves it after an approved click: remediating.
+func (r *rig) incident(t *testing.T, breakKey func(keyID string) error) (inc incident.Incident, keyID string, stopped []string) {
+	t.Helper()
+	ctx := context.Background()
+	key, err := r.kms.CreateKey(ctx, &kms.CreateKeyInput{Description: aws.String(t.Name())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyID, keyARN := aws.ToString(key.KeyMetadata.KeyId), aws.ToString(key.KeyMetadata.Arn)
+	n := rand.Int32()
+	stopped = []string{fmt.Sprintf("orders-%d", n), fmt.Sprintf("billing-%d", n)}
+	running := fmt.Sprintf("reports-%d", n)
+	var clusters []incident.Cluster
+	for _, id := range append(clone(stopped), running) {
+		_, err := r.rds.CreateDBCluster(ctx, &rds.CreateDBClusterInput{
+			DBClusterIdentifier: aws.String(id), Engine: aws.String("aurora-mysql"), StorageEncrypted: aws.Bool(true),
+			KmsKeyId: aws.String(keyARN), MasterUsername: aws.String("admin"), MasterUserPassword: aws.String("not-a-secret-1"),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		status := "available"
+		if id != running {
+			if _, err := r.rds.StopDBCluster(ctx, &rds.StopDBClusterInput{DBClusterIdentifier: aws.String(id)}); err != nil {
+				t.Fatal(err)
+			}
+			status = "stopped"
+		}
+		clusters = append(clusters, incident.Cluster{Identifier: id, Engine: "aurora-mysql", Status: status, CanStop: true})
+	}
+	if err := breakKey(keyID); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	inc, _, err = r.store.Open(ctx, incident.Incident{
+		KeyARN: keyARN, KeyState: "Disabled", Trigger: "DisableKey", LostAt: now, State: incident.StateRemediating,
+		Clusters: clusters,
+		Timeline: []incident.Entry{
+			{At: now, Kind: incident.KindOpened, Detail: "DisableKey"},
+			{At: now, Kind: incident.KindClick, Actor: "U0APPROVR1", Detail: "remediate: approval 1 of 1; remediation started"},
+		},
+	}, incident.Entry{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return inc, keyID, stopped
+}
+
+func clone(s []string) []string { return append([]string(nil), s...) }
+
+func (r *rig) disable(keyID string) error {
+	_, err := r.kms.DisableKey(context.Background(), &kms.DisableKeyInput{KeyId: aws.String(keyID)})
+	return err
+}
+
+func (r *rig) schedule(keyID string) error {
+	_, err := r.kms.ScheduleKeyDeletion(context.Background(), &kms.ScheduleKeyDeletionInput{KeyId: aws.String(keyID), PendingWindowInDays: aws.Int32(7)})
+	return err
+}
+
+func (r *rig) invoke(t *testing.T, payload string) (Result, error) {
+	t.Helper()
+	return r.h.Handle(context.Background(), json.RawMessage(payload))
+}
+
+func (r *rig) keyState(t *testing.T, keyID string) kmstypes.KeyState {
+	t.Helper()
+	out, err := r.kms.DescribeKey(context.Background(), &kms.DescribeKeyInput{KeyId: aws.String(keyID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.KeyMetadata.KeyState
+}
+
+func (r *rig) clusterStatus(t *testing.T, id string) string {
+	t.Helper()
+	out, err := r.rds.DescribeDBClusters(context.Background(), &rds.DescribeDBClustersInput{DBClusterIdentifier: aws.String(id)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return aws.ToString(out.DBClusters[0].Status)
+}
+
+func payload(id string, approvedBy ...string) string {
+	b, _ := json.Marshal(map[string]any{"incident_id": id, "approved_by": approvedBy})
+	return string(b)
+}
+
+func TestRemediates(t *testing.T) {
+	r := newRig(t, nil)
+	inc, keyID, stopped := r.incident(t, r.schedule)
+	res, err := r.invoke(t, payload(inc.ID, "U0APPROVR1", "U0APPROVR2"))
+	if err != nil {
+		t.Fatalf("Handle: %v", err)
+	}
+	if st := r.keyState(t, keyID); st != kmstypes.KeyStateEnabled {
+		t.Errorf("key: got %s, want Enabled", st)
+	}
+	for _, id := range stopped {
+		if st := r.clusterStatus(t, id); st != "available" && st != "starting" {
+			t.Errorf("cluster %s: got %s, want started", id, st)
+		}
+	}
+	var results []string
+	for _, s := range res.Steps {
+		results = append(results, s.Name+" "+s.Result)
+	}
+	want := []string{"CancelKeyDeletion ok", "EnableKey ok", "WaitEnabled ok", "StartDBCluster ok", "StartDBCluster ok"}
+	if !equalPrefix(results, want) {
+		t.Errorf("steps: got %q, want %q first", results, want)
+	}
+	if res.Error != "" || res.State != string(incident.StateRemediating) {
+		t.Errorf("result: state %q, error %q", res.State, res.Error)
+	}
+	got, _ := r.store.Get(context.Background(), inc.ID)
+	if last := got.Timeline[len(got.Timeline)-1]; last.Kind != incident.KindRemediation || last.Actor != "U0APPROVR1,U0APPROVR2" {
+		t.Errorf("last entry: got %+v, want a remediation step by both approvers", last)
+	}
+	// The message was posted, with the steps in its thread.
+	if got.Slack == nil || got.SlackPosted != len(got.Timeline) {
+		t.Errorf("message %+v, %d of %d entries posted", got.Slack, got.SlackPosted, len(got.Timeline))
+	}
+	// The JSON answer is what `make invoke` shows.
+	js, _ := json.Marshal(res)
+	if !strings.Contains(string(js), `"name":"EnableKey"`) {
+		t.Errorf("result JSON: %s", js)
+	}
+}
+
+func equalPrefix(got, want []string) bool {
+	if len(got) < len(want) {
+		return false
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestResumesAfterCrash: the first run dies just after StartDBCluster of one cluster succeeded,
+// before recording it (the invocation timing out); Lambda's retry runs again and finishes
+// without repeating the key steps or that cluster's start.
+func TestResumesAfterCrash(t *testing.T) {
+	r := newRig(t, nil)
+	inc, keyID, stopped := r.incident(t, r.disable)
+	r.crds.crashAfter = stopped[0]
+
+	_, err := r.invoke(t, payload(inc.ID, "U0APPROVR1"))
+	if err == nil || !remedy.Retryable(err) {
+		t.Fatalf("first run: got %v, want a retryable error so Lambda retries", err)
+	}
+	if _, err := r.invoke(t, payload(inc.ID, "U0APPROVR1")); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if st := r.keyState(t, keyID); st != kmstypes.KeyStateEnabled {
+		t.Errorf("key: got %s, want Enabled", st)
+	}
+	for _, id := range stopped {
+		if st := r.clusterStatus(t, id); st != "available" && st != "starting" {
+			t.Errorf("cluster %s: got %s, want started", id, st)
+		}
+		if n := r.crds.starts[id]; n != 1 {
+			t.Errorf("StartDBCluster %s: called %d times, want 1", id, n)
+		}
+	}
+	if n := r.ckms.calls["EnableKey"]; n != 1 {
+		t.Errorf("EnableKey: called %d times, want 1", n)
+	}
+	if n := r.ckms.calls["CancelKeyDeletion"]; n != 0 {
+		t.Errorf("CancelKeyDeletion: called %d times, want 0 for a disabled key", n)
+	}
+	got, _ := r.store.Get(context.Background(), inc.ID)
+	var second []string
+	for _, e := range got.Timeline {
+		if e.Kind == incident.KindRemediation {
+			second = append(second, e.Detail)
+		}
+	}
+	joined := strings.Join(second, "\n")
+	for _, want := range []string{
+		"EnableKey " + inc.KeyARN + " → ok",
+		"StartDBCluster " + stopped[0] + " → simulated crash",
+		"EnableKey " + inc.KeyARN + " → skipped: key already Enabled",
+		"StartDBCluster " + stopped[0] + " → skipped",
+		"StartDBCluster " + stopped[1] + " → ok",
+	} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("timeline lacks %q:\n%s", want, joined)
+		}
+	}
+}
+
+func TestStopsAndReopens(t *testing.T) {
+	r := newRig(t, []string{"arn:aws:kms:us-east-1:123456789012:key/some-other-key"})
+	inc, keyID, _ := r.incident(t, r.disable)
+	res, err := r.invoke(t, payload(inc.ID, "U0APPROVR1"))
+	if err != nil {
+		t.Fatalf("a key outside REMEDIATION_KEYS: got error %v, want it acknowledged", err)
+	}
+	if !strings.Contains(res.Error, "not allowed") || res.State != string(incident.StateOpen) {
+		t.Errorf("result: state %q, error %q, want open and not allowed", res.State, res.Error)
+	}
+	if st := r.keyState(t, keyID); st != kmstypes.KeyStateDisabled {
+		t.Errorf("key: got %s, want Disabled", st)
+	}
+	got, _ := r.store.Get(context.Background(), inc.ID)
+	if got.State != incident.StateOpen || !strings.Contains(got.Timeline[len(got.Timeline)-1].Detail, "open again") {
+		t.Errorf("incident: state %s, last %+v, want open again and why", got.State, got.Timeline[len(got.Timeline)-1])
+	}
+}
+
+func TestRejectsAndAcknowledges(t *testing.T) {
+	r := newRig(t, nil)
+	for name, p := range map[string]string{
+		"not JSON":         `{`,
+		"no incident":      `{"approved_by":["U0APPROVR1"]}`,
+		"no approver":      `{"incident_id":"KW-1"}`,
+		"approvers object": `{"incident_id":"KW-1","approved_by":{"a":1}}`,
+	} {
+		res, err := r.invoke(t, p)
+		if err != nil || res.Rejected == "" {
+			t.Errorf("%s: got %+v, %v, want rejected and no error", name, res, err)
+		}
+	}
+	res, err := r.invoke(t, `{"incident_id":"KW-20261128-000000","approved_by":"U0APPROVR1"}`)
+	if err != nil || res.Error == "" {
+		t.Errorf("unknown incident: got %+v, %v, want acknowledged with the error", res, err)
+	}
+
+	inc, _, _ := r.incident(t, r.disable)
+	if _, err := r.store.Update(context.Background(), inc.ID, func(i *incident.Incident) error {
+		i.State = incident.StateIntentional
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	res, err = r.invoke(t, payload(inc.ID, "U0APPROVR1"))
+	if err != nil || !strings.Contains(res.Error, "closed") {
+		t.Errorf("closed incident: got %+v, %v, want acknowledged as closed", res, err)
+	}
+	if n := r.ckms.calls["EnableKey"]; n != 0 {
+		t.Errorf("EnableKey called %d times for a closed incident", n)
+	}
+}
+
+func TestApproversInput(t *testing.T) {
+	for in, want := range map[string]string{
+		`"U0A"`:            "U0A",
+		`"U0A,U0B"`:        "U0A|U0B",
+		`["U0A","U0B"]`:    "U0A|U0B",
+		`"U0A, U0B "`:      "U0A|U0B",
+		`[]`:               "",
+		`"" `:              "",
+		`["U0A", "U0A"]  `: "U0A|U0A",
+	} {
+		var a approvers
+		if err := json.Unmarshal([]byte(in), &a); err != nil {
+			t.Errorf("%s: %v", in, err)
+			continue
+		}
+		if got := strings.Join(a, "|"); got != want {
+			t.Errorf("%s: got %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestLoadSettings(t *testing.T) {
+	c, err := loadSettings(env.FromMap(map[string]string{
+		"INCIDENTS_TABLE": "t", "SLACK_BOT_TOKEN": botToken, "SLACK_CHANNEL": "#k", "WAIT_TIMEOUT": "20s",
+		"REMEDIATION_KEYS": "arn:aws:kms:us-east-1:123456789012:key/a, arn:aws:kms:us-east-1:123456789012:key/b",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := allowedKeys(c.AllowedKeys)
+	if c.WaitTimeout != 20*time.Second || !allowed("arn:aws:kms:us-east-1:123456789012:key/b") || allowed("arn:aws:kms:us-east-1:123456789012:key/c") {
+		t.Errorf("settings: %+v", c)
+	}
+	_, err = loadSettings(env.FromMap(map[string]string{"REMEDIATION_KEYS": "alias/orders", "WAIT_TIMEOUT": "soon"}))
+	for _, want := range []string{"INCIDENTS_TABLE", "SLACK_BOT_TOKEN", "SLACK_CHANNEL", "REMEDIATION_KEYS", "WAIT_TIMEOUT"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("configuration error %v does not name %s", err, want)
+		}
+	}
+}
