@@ -1,6 +1,9 @@
 package main
 
 import (
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/keywarden/keywarden/internal/wire"
+
 	"bytes"
 	"context"
 	"errors"
@@ -56,9 +59,9 @@ func TestSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := settings{Table: "t", LogLevel: "info", Thresholds: reconcile.DefaultThresholds, RunBudget: reconcile.DefaultRunBudget,
+	want := settings{Shared: wire.Settings{Table: "t", LogLevel: "info"}, Thresholds: reconcile.DefaultThresholds, RunBudget: reconcile.DefaultRunBudget,
 		MaxCalls: reconcile.DefaultMaxCalls, CloudTrailLookup: true}
-	if diff := cmp.Diff(want, got); diff != "" {
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(wire.Settings{}, "BotToken")); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
 	}
 
@@ -69,9 +72,9 @@ func TestSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want = settings{Table: "t", LogLevel: "info", Thresholds: []time.Duration{48 * time.Hour, 2 * time.Hour}, Mention: "<!subteam^S1>",
-		RunBudget: 50 * time.Second, MaxCalls: 100, SkipClusterAutomatedBackups: true}
-	if diff := cmp.Diff(want, got); diff != "" {
+	want = settings{Shared: wire.Settings{Table: "t", LogLevel: "info", SkipClusterAutomatedBackups: true},
+		Thresholds: []time.Duration{48 * time.Hour, 2 * time.Hour}, Mention: "<!subteam^S1>", RunBudget: 50 * time.Second, MaxCalls: 100}
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(wire.Settings{}, "BotToken")); diff != "" {
 		t.Errorf("local stack (-want +got):\n%s", diff)
 	}
 

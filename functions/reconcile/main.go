@@ -9,15 +9,14 @@
 //
 // Environment:
 //
-//	INCIDENTS_TABLE                  DynamoDB table of incidents (required)
-//	LOG_LEVEL                        debug, info (default), warn or error
+//	(shared)                         the settings of internal/wire: INCIDENTS_TABLE, LOG_LEVEL,
+//	                                 SKIP_CLUSTER_AUTOMATED_BACKUPS, SLACK_BOT_TOKEN_SECRET_ARN or
+//	                                 SLACK_BOT_TOKEN, SLACK_CHANNEL, SLACK_API_URL (Slack optional)
 //	REMINDER_THRESHOLDS              time-left marks that each post one reminder (default 72h,24h,6h,1h)
 //	ESCALATION_MENTION               mention added to reminders from 24 h left on, e.g. <!subteam^S0123>
 //	RUN_BUDGET                       wall-clock bound of one run (default 20s; keep it below the
 //	                                 function's timeout — the invocation deadline bounds it too)
 //	MAX_API_CALLS                    AWS calls one run may make (default 400)
-//	SKIP_CLUSTER_AUTOMATED_BACKUPS   "true" skips DescribeDBClusterAutomatedBackups (the local
-//	                                 stack: moto lacks it); default false
 //	CLOUDTRAIL_LOOKUP                "on" (default) or "off" (the local stack: moto lacks LookupEvents)
 package main
 
@@ -28,42 +27,31 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
-	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/cloudtrail"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	"github.com/aws/aws-sdk-go-v2/service/kms"
-	"github.com/aws/aws-sdk-go-v2/service/rds"
 
-	"github.com/keywarden/keywarden/internal/blast"
 	"github.com/keywarden/keywarden/internal/env"
-	"github.com/keywarden/keywarden/internal/incident"
-	"github.com/keywarden/keywarden/internal/kmskey"
 	"github.com/keywarden/keywarden/internal/reconcile"
 	"github.com/keywarden/keywarden/internal/trail"
-	"github.com/keywarden/keywarden/internal/triage"
+	"github.com/keywarden/keywarden/internal/wire"
 )
 
 type settings struct {
-	Table                       string
-	LogLevel                    string
-	Thresholds                  []time.Duration
-	Mention                     string
-	RunBudget                   time.Duration
-	MaxCalls                    int
-	SkipClusterAutomatedBackups bool
-	CloudTrailLookup            bool
+	Shared           wire.Settings
+	Thresholds       []time.Duration
+	Mention          string
+	RunBudget        time.Duration
+	MaxCalls         int
+	CloudTrailLookup bool
 }
 
 func loadSettings(r *env.Reader) (settings, error) {
 	c := settings{
-		Table:                       r.Required("INCIDENTS_TABLE"),
-		LogLevel:                    r.String("LOG_LEVEL", "info"),
-		Thresholds:                  r.Durations("REMINDER_THRESHOLDS", reconcile.DefaultThresholds),
-		Mention:                     r.String("ESCALATION_MENTION", ""),
-		RunBudget:                   r.Duration("RUN_BUDGET", reconcile.DefaultRunBudget),
-		MaxCalls:                    r.Int("MAX_API_CALLS", reconcile.DefaultMaxCalls, 20, 100000),
-		SkipClusterAutomatedBackups: choice(r, "SKIP_CLUSTER_AUTOMATED_BACKUPS", "true", "false", false),
-		CloudTrailLookup:            choice(r, "CLOUDTRAIL_LOOKUP", "on", "off", true),
+		Shared:           wire.ReadSettings(r, false),
+		Thresholds:       r.Durations("REMINDER_THRESHOLDS", reconcile.DefaultThresholds),
+		Mention:          r.String("ESCALATION_MENTION", ""),
+		RunBudget:        r.Duration("RUN_BUDGET", reconcile.DefaultRunBudget),
+		MaxCalls:         r.Int("MAX_API_CALLS", reconcile.DefaultMaxCalls, 20, 100000),
+		CloudTrailLookup: choice(r, "CLOUDTRAIL_LOOKUP", "on", "off", true),
 	}
 	return c, r.Err()
 }
@@ -85,35 +73,25 @@ func choice(r *env.Reader, name, yes, no string, def bool) bool {
 
 func main() {
 	cfg, err := loadSettings(env.New())
-	log := env.Logger(cfg.LogLevel)
+	log := env.Logger(cfg.Shared.LogLevel)
 	if err != nil {
 		log.Error("configuration", "error", err)
 		os.Exit(1)
 	}
-	ctx := context.Background()
-	awsCfg, err := config.LoadDefaultConfig(ctx)
+	svc, err := wire.Build(context.Background(), cfg.Shared, log)
 	if err != nil {
-		log.Error("aws configuration", "error", err)
+		log.Error("start-up", "error", err)
 		os.Exit(1)
 	}
-	rdsClient := rds.NewFromConfig(awsCfg)
-	kmsClient := kms.NewFromConfig(awsCfg)
-	keys := kmskey.NewResolver(kmsClient)
-	store := incident.NewStore(dynamodb.NewFromConfig(awsCfg), cfg.Table)
-	var opts []blast.Option
-	if cfg.SkipClusterAutomatedBackups {
-		opts = append(opts, blast.WithoutClusterAutomatedBackups())
-	}
-	radius := blast.New(rdsClient, keys, opts...)
-	// Slack is wired where the announcer and replier are built; nil means no Slack.
-	var announcer triage.Announcer
 	d := reconcile.Deps{
-		RDS: rdsClient, KMS: kmsClient, Keys: keys, Radius: radius, Incidents: store,
-		Opener:    triage.New(keys, radius, store, announcer, log),
-		Announcer: announcer,
+		RDS: svc.RDS, KMS: svc.KMS, Keys: svc.Keys, Radius: svc.Radius, Incidents: svc.Store,
+		Opener: svc.Triage,
+	}
+	if svc.Announcer != nil {
+		d.Announcer, d.Replier = svc.Announcer, svc.Announcer
 	}
 	if cfg.CloudTrailLookup {
-		d.Trail = trail.New(cloudtrail.NewFromConfig(awsCfg))
+		d.Trail = trail.New(cloudtrail.NewFromConfig(svc.AWS))
 	}
 	r := reconcile.New(d, reconcile.Options{
 		Thresholds: cfg.Thresholds, Mention: cfg.Mention, RunBudget: cfg.RunBudget, MaxCalls: cfg.MaxCalls,

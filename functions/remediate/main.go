@@ -7,14 +7,10 @@
 //
 // Environment:
 //
-//	INCIDENTS_TABLE             DynamoDB table of incidents (required)
+//	(shared)                    the settings of internal/wire; SLACK_BOT_TOKEN_SECRET_ARN or
+//	                            SLACK_BOT_TOKEN and SLACK_CHANNEL are required here
 //	REMEDIATION_KEYS            key ARNs remediation is limited to, comma-separated (optional; default any key)
 //	WAIT_TIMEOUT                how long to wait for the key to read Enabled (default 60s; keep it under the function timeout)
-//	SLACK_BOT_TOKEN_SECRET_ARN  Secrets Manager secret holding the bot token, or
-//	SLACK_BOT_TOKEN             the token itself (local stack); one is required
-//	SLACK_CHANNEL               channel for an incident's first message, if it has none yet (required)
-//	SLACK_API_URL               Slack Web API base URL (optional; the local Slack stand-in)
-//	LOG_LEVEL                   debug, info (default), warn or error
 package main
 
 import (
@@ -25,40 +21,23 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
-	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	"github.com/aws/aws-sdk-go-v2/service/kms"
-	"github.com/aws/aws-sdk-go-v2/service/rds"
-	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
-	"github.com/slack-go/slack"
 
-	"github.com/keywarden/keywarden/internal/announce"
 	"github.com/keywarden/keywarden/internal/env"
-	"github.com/keywarden/keywarden/internal/incident"
-	"github.com/keywarden/keywarden/internal/notify"
 	"github.com/keywarden/keywarden/internal/remedy"
-	"github.com/keywarden/keywarden/internal/secrets"
+	"github.com/keywarden/keywarden/internal/wire"
 )
 
 type settings struct {
-	Table       string
+	Shared      wire.Settings
 	AllowedKeys []string
 	WaitTimeout time.Duration
-	BotToken    secrets.Source
-	Channel     string
-	SlackAPIURL string
-	LogLevel    string
 }
 
 func loadSettings(r *env.Reader) (settings, error) {
 	c := settings{
-		Table:       r.Required("INCIDENTS_TABLE"),
+		Shared:      wire.ReadSettings(r, true),
 		AllowedKeys: r.List("REMEDIATION_KEYS"),
 		WaitTimeout: r.Duration("WAIT_TIMEOUT", remedy.DefaultWaitTimeout),
-		BotToken:    secrets.FromEnv(r, "SLACK_BOT_TOKEN", true),
-		Channel:     r.Required("SLACK_CHANNEL"),
-		SlackAPIURL: r.String("SLACK_API_URL", ""),
-		LogLevel:    r.String("LOG_LEVEL", "info"),
 	}
 	for _, k := range c.AllowedKeys {
 		if !strings.HasPrefix(k, "arn:") || !strings.Contains(k, ":key/") {
@@ -82,42 +61,27 @@ func allowedKeys(arns []string) func(string) bool {
 
 func main() {
 	cfg, err := loadSettings(env.New())
-	log := env.Logger(cfg.LogLevel)
+	log := env.Logger(cfg.Shared.LogLevel)
 	if err != nil {
 		log.Error("configuration", "error", err)
 		os.Exit(1)
 	}
-	ctx := context.Background()
-	awsCfg, err := config.LoadDefaultConfig(ctx)
+	svc, err := wire.Build(context.Background(), cfg.Shared, log)
 	if err != nil {
-		log.Error("aws configuration", "error", err)
+		log.Error("start-up", "error", err)
 		os.Exit(1)
 	}
-	var sm secrets.API
-	if secrets.NeedsAPI(cfg.BotToken) {
-		sm = secretsmanager.NewFromConfig(awsCfg)
-	}
-	token, err := secrets.NewLoader(sm).Get(ctx, cfg.BotToken)
-	if err != nil {
-		log.Error("slack bot token", "error", err)
-		os.Exit(1)
-	}
-	var opts []slack.Option
-	if cfg.SlackAPIURL != "" {
-		opts = append(opts, slack.OptionAPIURL(cfg.SlackAPIURL))
-	}
-	store := incident.NewStore(dynamodb.NewFromConfig(awsCfg), cfg.Table)
-	run := remedy.New(kms.NewFromConfig(awsCfg), rds.NewFromConfig(awsCfg), store, remedy.Options{
+	run := remedy.New(svc.KMS, svc.RDS, svc.Store, remedy.Options{
 		WaitTimeout: cfg.WaitTimeout,
 		AllowedKeys: allowedKeys(cfg.AllowedKeys),
 	})
 	h := &handler{
 		runner:          run,
-		store:           store,
-		announcer:       announce.New(store, notify.New(slack.New(token, opts...), cfg.Channel)),
+		store:           svc.Store,
+		announcer:       svc.Announcer,
 		log:             log,
 		announceTimeout: 10 * time.Second,
 	}
-	log.Info("ready", "remediation_keys", len(cfg.AllowedKeys), "wait_timeout", cfg.WaitTimeout.String(), "bot_token", cfg.BotToken)
+	log.Info("ready", "remediation_keys", len(cfg.AllowedKeys), "wait_timeout", cfg.WaitTimeout.String(), "bot_token", cfg.Shared.BotToken)
 	lambda.Start(h.Handle)
 }

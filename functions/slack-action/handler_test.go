@@ -134,7 +134,7 @@ func newRig(tb testing.TB, required int) *rig {
 		tb.Fatal(err)
 	}
 	client := slack.New(botToken, slack.OptionAPIURL(r.slack.APIURL()))
-	r.ann = announce.New(r.store, notify.New(client, settings.Channel))
+	r.ann = announce.New(r.store, notify.New(client, settings.Shared.Channel))
 	r.h = &handler{
 		signingSecret: signingSecret,
 		approvers:     settings.Approvers,

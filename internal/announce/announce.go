@@ -30,10 +30,11 @@ type Store interface {
 	SetSlack(ctx context.Context, id string, ref incident.SlackRef, posted int) error
 }
 
-// Syncer posts or updates an incident's message and replies its timeline from index from on;
-// *notify.Notifier fits.
+// Syncer posts or updates an incident's message and replies its timeline from index from on,
+// and posts other replies in its thread; *notify.Notifier fits.
 type Syncer interface {
 	Sync(ctx context.Context, inc incident.Incident, from int, now time.Time) (incident.SlackRef, int, error)
+	Reply(ctx context.Context, ref incident.SlackRef, text string) error
 }
 
 // Announcer posts and refreshes incident messages.
@@ -87,6 +88,28 @@ func (a *Announcer) Announce(ctx context.Context, inc incident.Incident) error {
 	}
 	if err != nil {
 		return fmt.Errorf("announce: %w", err)
+	}
+	return nil
+}
+
+// Reply posts text in the incident's thread — the reconciler's reminders — posting the incident's
+// message first when it has none yet.
+func (a *Announcer) Reply(ctx context.Context, inc incident.Incident, text string) error {
+	if inc.Slack == nil {
+		if err := a.Announce(ctx, inc); err != nil {
+			return err
+		}
+		latest, err := a.store.Get(ctx, inc.ID)
+		if err != nil {
+			return fmt.Errorf("reply to incident %s: %w", inc.ID, err)
+		}
+		if latest.Slack == nil {
+			return fmt.Errorf("reply to incident %s: its message is not posted yet", inc.ID)
+		}
+		inc = latest
+	}
+	if err := a.notifier.Reply(ctx, *inc.Slack, text); err != nil {
+		return fmt.Errorf("reply to incident %s: %w", inc.ID, err)
 	}
 	return nil
 }

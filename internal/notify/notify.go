@@ -87,9 +87,13 @@ func (n *Notifier) Sync(ctx context.Context, inc incident.Incident, from int, no
 
 	// posted counts only entries at or after from, so from+posted stays the caller's next
 	// from even when a reposted thread replays older entries.
+	// Reminders are the exception: the reconciler posts each one itself, with the escalation
+	// mention that must ping, so mirroring its timeline entry would say it twice.
 	for i := start; i < len(inc.Timeline); i++ {
-		if err := n.Reply(ctx, ref, slackui.ThreadText(inc.Timeline[i])); err != nil {
-			return ref, posted, fmt.Errorf("post timeline entry %d of incident %s: %w", i, inc.ID, err)
+		if inc.Timeline[i].Kind != incident.KindReminder {
+			if err := n.Reply(ctx, ref, slackui.ThreadText(inc.Timeline[i])); err != nil {
+				return ref, posted, fmt.Errorf("post timeline entry %d of incident %s: %w", i, inc.ID, err)
+			}
 		}
 		if i >= from {
 			posted++

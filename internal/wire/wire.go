@@ -1,0 +1,121 @@
+// Package wire builds the services keywarden's functions share — AWS clients, the incident store,
+// the key resolver, the blast radius, Slack and triage — once per execution environment, from
+// the settings every function reads the same way. Each function's main adds what is its own.
+//
+// Shared settings:
+//
+//	INCIDENTS_TABLE                  DynamoDB table of incidents (required)
+//	LOG_LEVEL                        debug, info (default), warn or error
+//	SKIP_CLUSTER_AUTOMATED_BACKUPS   "true" skips DescribeDBClusterAutomatedBackups; only for the
+//	                                 local stack, whose moto does not implement it
+//	SLACK_BOT_TOKEN_SECRET_ARN       Secrets Manager secret holding the bot token (deployments), or
+//	SLACK_BOT_TOKEN                  the token itself (the local stack)
+//	SLACK_CHANNEL                    channel for incident messages
+//	SLACK_API_URL                    Slack Web API base URL (optional: the local Slack stand-in)
+package wire
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/rds"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/slack-go/slack"
+
+	"github.com/keywarden/keywarden/internal/announce"
+	"github.com/keywarden/keywarden/internal/blast"
+	"github.com/keywarden/keywarden/internal/env"
+	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/kmskey"
+	"github.com/keywarden/keywarden/internal/notify"
+	"github.com/keywarden/keywarden/internal/secrets"
+	"github.com/keywarden/keywarden/internal/triage"
+)
+
+// Settings are the variables every function reads.
+type Settings struct {
+	Table                       string
+	LogLevel                    string
+	SkipClusterAutomatedBackups bool
+	BotToken                    secrets.Source
+	Channel                     string
+	SlackAPIURL                 string
+}
+
+// ReadSettings reads the shared settings into r, which collects every problem. Slack is optional
+// unless slackRequired: a function that only reacts to events still works, and says so in its
+// log, when no bot token is configured.
+func ReadSettings(r *env.Reader, slackRequired bool) Settings {
+	s := Settings{
+		Table:                       r.Required("INCIDENTS_TABLE"),
+		LogLevel:                    r.String("LOG_LEVEL", "info"),
+		SkipClusterAutomatedBackups: r.Bool("SKIP_CLUSTER_AUTOMATED_BACKUPS", false),
+		BotToken:                    secrets.FromEnv(r, "SLACK_BOT_TOKEN", slackRequired),
+		SlackAPIURL:                 r.String("SLACK_API_URL", ""),
+	}
+	if slackRequired || s.BotToken.Set() {
+		s.Channel = r.Required("SLACK_CHANNEL")
+	}
+	return s
+}
+
+// Services are the shared collaborators, built once.
+type Services struct {
+	AWS     aws.Config
+	KMS     *kms.Client
+	RDS     *rds.Client
+	Store   *incident.Store
+	Keys    *kmskey.Resolver
+	Radius  *blast.Finder
+	Secrets *secrets.Loader
+	// Slack and Announcer are nil when no bot token is configured.
+	Slack     *slack.Client
+	Announcer *announce.Announcer
+	Triage    *triage.Service
+}
+
+// Build loads the AWS configuration (honouring AWS_ENDPOINT_URL, as the local stack needs),
+// fetches the bot token once, and builds the services.
+func Build(ctx context.Context, s Settings, log *slog.Logger) (*Services, error) {
+	cfg, err := config.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("aws configuration: %w", err)
+	}
+	svc := &Services{
+		AWS:     cfg,
+		KMS:     kms.NewFromConfig(cfg),
+		RDS:     rds.NewFromConfig(cfg),
+		Store:   incident.NewStore(dynamodb.NewFromConfig(cfg), s.Table),
+		Secrets: secrets.NewLoader(secretsmanager.NewFromConfig(cfg)),
+	}
+	svc.Keys = kmskey.NewResolver(svc.KMS)
+	var opts []blast.Option
+	if s.SkipClusterAutomatedBackups {
+		opts = append(opts, blast.WithoutClusterAutomatedBackups())
+	}
+	svc.Radius = blast.New(svc.RDS, svc.Keys, opts...)
+
+	var announcer triage.Announcer
+	if s.BotToken.Set() {
+		token, err := svc.Secrets.Get(ctx, s.BotToken)
+		if err != nil {
+			return nil, fmt.Errorf("slack bot token: %w", err)
+		}
+		var slackOpts []slack.Option
+		if s.SlackAPIURL != "" {
+			slackOpts = append(slackOpts, slack.OptionAPIURL(s.SlackAPIURL))
+		}
+		svc.Slack = slack.New(token, slackOpts...)
+		svc.Announcer = announce.New(svc.Store, notify.New(svc.Slack, s.Channel))
+		announcer = svc.Announcer
+	} else {
+		log.Warn("no Slack bot token configured: incidents are recorded but not announced")
+	}
+	svc.Triage = triage.New(svc.Keys, svc.Radius, svc.Store, announcer, log)
+	return svc, nil
+}
