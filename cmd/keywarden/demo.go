@@ -35,11 +35,13 @@ type demo struct {
 	store *incident.Store
 	step  int
 
-	suffix   string
-	keyID    string
-	keyARN   string
-	alias    string
-	clusters []string
+	suffix      string
+	lastClick   []byte
+	seenRecords int
+	keyID       string
+	keyARN      string
+	alias       string
+	clusters    []string
 }
 
 func runDemo(ctx context.Context, stack *localstack.Stack, stdout io.Writer) error {
@@ -53,7 +55,10 @@ func runDemo(ctx context.Context, stack *localstack.Stack, stdout io.Writer) err
 	d.store = incident.NewStore(dynamodb.NewFromConfig(d.cfg), envOr("INCIDENTS_TABLE", localstack.DefaultIncidentsTable))
 	fmt.Fprintf(d.out, "   AWS APIs at %s\n", stack.Endpoint())
 
-	for _, stage := range []func(context.Context) error{d.seed, d.blastRadius, d.disable, d.deliver, d.show} {
+	for _, stage := range []func(context.Context) error{
+		d.seed, d.blastRadius, d.disable, d.deliver, d.show, d.slackMessage,
+		d.auroraStops, d.strangerClicks, d.approverClicks, d.remediated, d.resolved, d.reminder,
+	} {
 		if err := stage(ctx); err != nil {
 			return err
 		}
