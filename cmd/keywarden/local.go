@@ -23,6 +23,12 @@ const localUsage = `usage:
                                                 stdout, logs to stderr; exit 1 on a function error
   keywarden local demo                          the story so far: seed a key and Aurora clusters,
                                                 disable the key, deliver the event, show the incident
+  keywarden local emit <event>                  deliver an event through template.yaml's EventBridge
+                                                rules to every function they match
+  keywarden local slack [--json]                what the local Slack stand-in received
+  keywarden local serve [--config FILE]         the Slack stand-in and Lambda Invoke API in the
+                                                foreground (local up runs it in the background)
+  keywarden local demo                          the story, on the local stack (make demo)
   keywarden local help                          this text
 
 Functions: KeyEventFunction, RdsEventFunction, SlackActionFunction, RemediateFunction,
@@ -31,6 +37,8 @@ ReconcileFunction. Run from the repository root (or below it).
 Environment:
   LOCAL_AWS_PORT        moto's port on 127.0.0.1 (default 4566)
   KEYWARDEN_LOCAL_TTL   moto stops by itself after this long (Go duration, default 4h)
+  LOCAL_SERVICES_PORT   the Slack stand-in and Lambda Invoke API (default LOCAL_AWS_PORT+1)
+  LOCAL_SLACK_USERGROUPS  user groups the Slack stand-in knows: "S0ONCALL01=U0APPROVR1,U0APPROVR2"
   SLACK_API_URL, SLACK_SIGNING_SECRET, SLACK_CHANNEL, APPROVERS
                         win over events/env.json; values given to local up are kept for
                         later invocations until local down, values given to invoke win over those

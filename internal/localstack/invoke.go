@@ -174,6 +174,7 @@ func (s *Stack) functionEnv(logicalID string, callerEnv map[string]string) (map[
 		"AWS_LAMBDA_FUNCTION_NAME":    logicalID,
 		"AWS_LAMBDA_FUNCTION_TIMEOUT": strconv.Itoa(int(max(s.opts.FunctionTimeout.Round(time.Second), time.Second).Seconds())),
 	})
+	maps.Copy(env, s.servicesEnv())
 	recorded, err := s.recordedCallerEnv()
 	if err != nil {
 		return nil, err

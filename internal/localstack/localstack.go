@@ -5,9 +5,13 @@
 // 127.0.0.1:<port> and keeps running in the background between commands, its lifetime bounded
 // by timeout(1); the AWS Lambda Runtime Interface Emulator (the Go module named by go.mod's tool
 // line) runs each function's real bootstrap binary, built for the host, for one invocation at a
-// time — what `sam local invoke` does inside its container. Everything it starts or writes lives
-// under the repository's .local/ folder: the moto pid file and log, the emulator binary, the
-// function builds, and the caller's Slack settings recorded by Up.
+// time — what `sam local invoke` does inside its container. Beside moto, Up starts the local
+// services (`keywarden local serve`, see Serve) on 127.0.0.1:<services port>, bounded the same
+// way: a Slack Web API stand-in that records what the functions tell Slack, and Lambda's Invoke
+// API, so that one function's asynchronous invoke of another runs the real bootstrap as on AWS.
+// Everything it starts or writes lives under the repository's .local/ folder: the pid files
+// and logs, the emulator binary, the function and CLI builds, the recorded Slack calls
+// (slack.jsonl) and the caller's Slack settings recorded by Up.
 //
 // Environment of an invocation, later entries win:
 //
@@ -15,9 +19,14 @@
 //  2. events/env.json "<LogicalId>";
 //  3. the local runtime: AWS_ENDPOINT_URL (the local moto), region us-east-1, test credentials,
 //     AWS_LAMBDA_LOG_FORMAT=JSON, AWS_LAMBDA_FUNCTION_NAME, AWS_LAMBDA_FUNCTION_TIMEOUT;
-//  4. SLACK_API_URL, SLACK_SIGNING_SECRET, SLACK_CHANNEL and APPROVERS as the caller of Up had
-//     them (Options.CallerEnv);
-//  5. the env argument of Invoke.
+//  4. the local services: SLACK_API_URL (the Slack stand-in, SlackAPIURL),
+//     AWS_ENDPOINT_URL_LAMBDA (the local Invoke API, ServicesURL) and
+//     REMEDIATE_FUNCTION=RemediateFunction. They win over env.json, whose SLACK_API_URL is
+//     empty so that a deployment's default (slack.com) shows there, and lose to the caller's;
+//  5. SLACK_API_URL, SLACK_SIGNING_SECRET, SLACK_CHANNEL and APPROVERS as the caller of Up had
+//     them (Options.CallerEnv): a developer who exports SLACK_API_URL reaches that Slack
+//     instead of the stand-in (set it to the empty string for slack.com itself);
+//  6. the env argument of Invoke.
 //
 // Unlike sam local, variables from env.json are passed whether or not template.yaml declares
 // them: this stack does not read the template.
@@ -43,6 +52,10 @@ const Region = "us-east-1"
 // DefaultPort is where moto listens unless LOCAL_AWS_PORT says otherwise; it is the port
 // LocalStack made customary, so tools that assume it work unchanged.
 const DefaultPort = 4566
+
+// DefaultServicesPort is where the local services listen when neither LOCAL_SERVICES_PORT nor
+// a non-default LOCAL_AWS_PORT says otherwise: the port after moto's.
+const DefaultServicesPort = DefaultPort + 1
 
 // DefaultTTL bounds a background moto's life, so a forgotten `local up` cannot run for ever.
 const DefaultTTL = 4 * time.Hour
@@ -76,7 +89,10 @@ type Options struct {
 	StateDir string
 	// Port is moto's port on 127.0.0.1. Default: DefaultPort.
 	Port int
-	// TTL bounds the background moto's lifetime. Default: DefaultTTL.
+	// ServicesPort is the local services' port on 127.0.0.1 (Serve). Default: Port+1, so
+	// DefaultServicesPort with the default Port and a free-standing pair for any other.
+	ServicesPort int
+	// TTL bounds the background moto's and services' lifetimes. Default: DefaultTTL.
 	TTL time.Duration
 	// EnvFile is the SAM env-vars file. Default: Dir/events/env.json; a missing file is an
 	// empty one.
@@ -89,6 +105,9 @@ type Options struct {
 	// CallerEnv holds the caller's values of CallerEnvNames. Up records them so that later
 	// invocations, from other processes, still see them.
 	CallerEnv map[string]string
+	// SlackUsergroups are the user groups the Slack stand-in answers usergroups.users.list
+	// with: group ID → member user IDs. Default: none (every group is no_such_subteam).
+	SlackUsergroups map[string][]string
 	// FunctionTimeout is the emulator's per-invocation limit. Default: DefaultFunctionTimeout.
 	FunctionTimeout time.Duration
 	// MotoServer is the moto_server executable. Default: moto_server on PATH.
@@ -99,17 +118,30 @@ type Options struct {
 }
 
 // OptionsFromEnv reads the stack's settings from the environment: LOCAL_AWS_PORT,
-// KEYWARDEN_LOCAL_TTL (a Go duration such as 4h or 30m) and CallerEnvNames. Every malformed
-// value is reported in the one error.
+// LOCAL_SERVICES_PORT, KEYWARDEN_LOCAL_TTL (a Go duration such as 4h or 30m),
+// LOCAL_SLACK_USERGROUPS ("S0ONCALL01=U0APPROVR1,U0APPROVR2;S0OTHER=U0…") and CallerEnvNames.
+// Every malformed value is reported in the one error.
 func OptionsFromEnv(lookup func(string) (string, bool)) (Options, error) {
 	var opts Options
 	var errs []error
-	if v, ok := lookup("LOCAL_AWS_PORT"); ok && v != "" {
-		p, err := strconv.Atoi(v)
-		if err != nil || p < 1 || p > 65535 {
-			errs = append(errs, fmt.Errorf("LOCAL_AWS_PORT=%q: want a TCP port number", v))
+	for _, port := range []struct {
+		name string
+		to   *int
+	}{{"LOCAL_AWS_PORT", &opts.Port}, {"LOCAL_SERVICES_PORT", &opts.ServicesPort}} {
+		if v, ok := lookup(port.name); ok && v != "" {
+			p, err := strconv.Atoi(v)
+			if err != nil || p < 1 || p > 65535 {
+				errs = append(errs, fmt.Errorf("%s=%q: want a TCP port number", port.name, v))
+			}
+			*port.to = p
 		}
-		opts.Port = p
+	}
+	if v, ok := lookup("LOCAL_SLACK_USERGROUPS"); ok && v != "" {
+		groups, err := ParseUsergroups(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("LOCAL_SLACK_USERGROUPS: %w", err))
+		}
+		opts.SlackUsergroups = groups
 	}
 	if v, ok := lookup("KEYWARDEN_LOCAL_TTL"); ok && v != "" {
 		d, err := time.ParseDuration(v)
@@ -167,6 +199,12 @@ func New(opts Options) (*Stack, error) {
 	}
 	if opts.Port == 0 {
 		opts.Port = DefaultPort
+	}
+	if opts.ServicesPort == 0 {
+		opts.ServicesPort = opts.Port + 1
+		if opts.ServicesPort > 65535 {
+			opts.ServicesPort = DefaultServicesPort
+		}
 	}
 	if opts.TTL == 0 {
 		opts.TTL = DefaultTTL

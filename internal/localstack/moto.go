@@ -38,8 +38,9 @@ const (
 // Up makes sure the local AWS APIs answer on Endpoint and that every resource exists, then
 // returns. When the moto that an earlier Up started is still healthy it is reused; otherwise a
 // new moto_server starts in its own session (so closing the terminal or ^C in make does not
-// stop it), bounded by timeout(1) to Options.TTL. Up also records Options.CallerEnv for later
-// invocations.
+// stop it), bounded by timeout(1) to Options.TTL. The local services (Serve) are reused or
+// started the same way, on Options.ServicesPort, to stop with that moto. Up also records
+// Options.CallerEnv for later invocations.
 func (s *Stack) Up(ctx context.Context) error {
 	if err := os.MkdirAll(s.opts.StateDir, 0o755); err != nil {
 		return fmt.Errorf("local up: %w", err)
@@ -54,6 +55,9 @@ func (s *Stack) Up(ctx context.Context) error {
 	if err := s.recordCallerEnv(); err != nil {
 		return fmt.Errorf("local up: %w", err)
 	}
+	if err := s.ensureServices(ctx, s.servicesDeadline()); err != nil {
+		return fmt.Errorf("local up: %w", err)
+	}
 	resources := s.opts.Resources
 	if resources == nil {
 		resources = DefaultResources(env)
@@ -64,7 +68,7 @@ func (s *Stack) Up(ctx context.Context) error {
 			return fmt.Errorf("local up: resource %d of %d: %w", i+1, len(resources), err)
 		}
 	}
-	fmt.Fprintf(s.opts.Log, "local stack ready: AWS APIs at %s, %d resources\n", s.Endpoint(), len(resources))
+	fmt.Fprintf(s.opts.Log, "local stack ready: AWS APIs at %s, Slack and Lambda at %s, %d resources\n", s.Endpoint(), s.ServicesURL(), len(resources))
 	return nil
 }
 
@@ -164,9 +168,13 @@ func (s *Stack) startMoto(ctx context.Context) error {
 	return nil
 }
 
-// Down stops the moto that Up started and forgets the recorded caller environment. It is fine
-// to call when nothing runs.
+// Down stops the local services and the moto that Up started and forgets the recorded caller
+// environment. The Slack records stay, for a look after the fact, until the next Up. It is
+// fine to call when nothing runs.
 func (s *Stack) Down(ctx context.Context) error {
+	if err := s.downServices(); err != nil {
+		return fmt.Errorf("local down: %w", err)
+	}
 	st, err := s.readMotoState()
 	if err != nil {
 		return fmt.Errorf("local down: %w", err)

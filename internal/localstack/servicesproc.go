@@ -1,0 +1,268 @@
+package localstack
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+const (
+	servicesStateFile  = "services.json"
+	servicesLogFile    = "services.log"
+	servicesConfigFile = "services-config.json"
+	servicesStartLimit = 30 * time.Second
+)
+
+// servicesConfig is what Up hands the background `keywarden local serve --config <file>`: the
+// options of the stack that started it, so the services run the same functions with the same
+// env file, state folder and ports, whatever the environment of the process that ran Up.
+type servicesConfig struct {
+	Dir             string              `json:"dir"`
+	StateDir        string              `json:"state_dir"`
+	Port            int                 `json:"port"`
+	ServicesPort    int                 `json:"services_port"`
+	TTL             time.Duration       `json:"ttl"`
+	EnvFile         string              `json:"env_file"`
+	Functions       map[string]string   `json:"functions"`
+	FunctionTimeout time.Duration       `json:"function_timeout"`
+	SlackUsergroups map[string][]string `json:"slack_usergroups,omitempty"`
+}
+
+// ReadServicesConfig reads the options Up recorded for the local services process it starts.
+// Log is left for the caller to set.
+func ReadServicesConfig(path string) (Options, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Options{}, fmt.Errorf("read local services configuration: %w", err)
+	}
+	var c servicesConfig
+	if err := json.Unmarshal(data, &c); err != nil {
+		return Options{}, fmt.Errorf("read local services configuration %s: %w", path, err)
+	}
+	return Options{
+		Dir: c.Dir, StateDir: c.StateDir, Port: c.Port, ServicesPort: c.ServicesPort, TTL: c.TTL,
+		EnvFile: c.EnvFile, Functions: c.Functions, FunctionTimeout: c.FunctionTimeout,
+		SlackUsergroups: c.SlackUsergroups, Resources: []Resource{},
+	}, nil
+}
+
+// ensureServices reuses the local services an earlier Up started, if they still answer, or
+// starts them: `keywarden local serve` built from this checkout, in a session of its own,
+// bounded by timeout(1) to stop at until.
+func (s *Stack) ensureServices(ctx context.Context, until time.Time) error {
+	if s.opts.ServicesPort == s.opts.Port {
+		return fmt.Errorf("the local services and moto cannot share port %d: set LOCAL_SERVICES_PORT to another", s.opts.Port)
+	}
+	st, err := s.readProcState(servicesStateFile)
+	if err != nil {
+		return err
+	}
+	if st != nil {
+		if groupAlive(st.PID) && isOurServices(st.PID) && s.servicesAnswer(ctx, st.Port) == nil {
+			if st.Port != s.opts.ServicesPort {
+				return fmt.Errorf("the local services already run on port %d, not %d: run `keywarden local down` first", st.Port, s.opts.ServicesPort)
+			}
+			fmt.Fprintf(s.opts.Log, "local services already running (pid %d, port %d, until %s)\n",
+				st.PID, st.Port, st.ExpiresAt.Local().Format(time.TimeOnly))
+			return nil
+		}
+		if err := s.stopServices(st); err != nil {
+			return err
+		}
+	}
+	switch err := s.servicesAnswer(ctx, s.opts.ServicesPort); {
+	case err == nil:
+		// A `keywarden local serve` run by hand over this same state folder.
+		fmt.Fprintf(s.opts.Log, "using the local services already listening on port %d (not started here; local down will not stop them)\n", s.opts.ServicesPort)
+		return nil
+	case errors.Is(err, errForeignServices):
+		return fmt.Errorf("port %d: %w: set LOCAL_SERVICES_PORT to a free port", s.opts.ServicesPort, err)
+	case portInUse(s.opts.ServicesPort):
+		return fmt.Errorf("port %d is in use by something that is not keywarden's local services: set LOCAL_SERVICES_PORT to a free port", s.opts.ServicesPort)
+	}
+	return s.startServices(ctx, until)
+}
+
+func (s *Stack) startServices(ctx context.Context, until time.Time) error {
+	timeout, err := exec.LookPath("timeout")
+	if err != nil {
+		return fmt.Errorf("timeout(1) from coreutils bounds the local services' lifetime and was not found: %w", err)
+	}
+	// The CLI is built rather than re-executed: `go run` (make local-up) and test binaries
+	// are not a keywarden that outlives them.
+	bin := filepath.Join(s.opts.StateDir, "bin", "keywarden")
+	if err := s.goBuild(ctx, bin, "./cmd/keywarden"); err != nil {
+		return fmt.Errorf("build keywarden for the local services: %w", err)
+	}
+	// The services run in the repository root: a relative env file is relative to here.
+	envFile, err := filepath.Abs(s.opts.EnvFile)
+	if err != nil {
+		return fmt.Errorf("env file: %w", err)
+	}
+	// Computed after the build, so the services stop with the moto Up started, not later.
+	ttl := max(time.Until(until).Truncate(time.Second), time.Second)
+	configPath := filepath.Join(s.opts.StateDir, servicesConfigFile)
+	config, err := json.Marshal(servicesConfig{
+		Dir: s.opts.Dir, StateDir: s.opts.StateDir, Port: s.opts.Port, ServicesPort: s.opts.ServicesPort,
+		TTL: ttl, EnvFile: envFile, Functions: s.opts.Functions, FunctionTimeout: s.opts.FunctionTimeout,
+		SlackUsergroups: s.opts.SlackUsergroups,
+	})
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(configPath, config, 0o644); err != nil {
+		return fmt.Errorf("local services configuration: %w", err)
+	}
+	logPath := filepath.Join(s.opts.StateDir, servicesLogFile)
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("local services log: %w", err)
+	}
+	defer logf.Close()
+
+	cmd := exec.Command(timeout, fmt.Sprintf("%ds", int(ttl.Seconds())), bin, "local", "serve", "--config", configPath)
+	cmd.Dir = s.opts.Dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// As moto: a session of its own, so it outlives this process and Down can stop the group.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start the local services: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+
+	st := &motoState{PID: cmd.Process.Pid, Port: s.opts.ServicesPort, StartedAt: start.UTC(), ExpiresAt: start.Add(ttl).UTC()}
+	if err := s.writeProcState(servicesStateFile, st); err != nil {
+		_ = syscall.Kill(-st.PID, syscall.SIGKILL)
+		return err
+	}
+	deadline := time.NewTimer(servicesStartLimit)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for s.servicesAnswer(ctx, s.opts.ServicesPort) != nil {
+		select {
+		case <-exited:
+			_ = s.removeState(servicesStateFile)
+			return fmt.Errorf("the local services exited during start-up (%s); their log %s ends:\n%s", cmd.ProcessState, logPath, tail(logPath, 2000))
+		case <-ctx.Done():
+			_ = s.stopServices(st)
+			return ctx.Err()
+		case <-deadline.C:
+			_ = s.stopServices(st)
+			return fmt.Errorf("the local services did not answer on port %d within %s; their log %s ends:\n%s", s.opts.ServicesPort, servicesStartLimit, logPath, tail(logPath, 2000))
+		case <-tick.C:
+		}
+	}
+	fmt.Fprintf(s.opts.Log, "started the local services (Slack stand-in %s, Lambda Invoke API %s) in %s (pid %d, stop by themselves after %s; log %s)\n",
+		s.SlackAPIURL(), s.ServicesURL(), time.Since(start).Round(time.Millisecond), st.PID, ttl, logPath)
+	return nil
+}
+
+// downServices stops the services Up started, if any.
+func (s *Stack) downServices() error {
+	st, err := s.readProcState(servicesStateFile)
+	if err != nil || st == nil {
+		return err
+	}
+	if err := s.stopServices(st); err != nil {
+		return err
+	}
+	fmt.Fprintf(s.opts.Log, "local services stopped (pid %d, port %d)\n", st.PID, st.Port)
+	return nil
+}
+
+// stopServices ends the process group st names — if it is still our services — and removes
+// the pid file and the configuration.
+func (s *Stack) stopServices(st *motoState) error {
+	if groupAlive(st.PID) && isOurServices(st.PID) {
+		if err := stopGroup(st.PID, stopGrace); err != nil {
+			return fmt.Errorf("stop the local services (pid %d): %w", st.PID, err)
+		}
+	}
+	if err := s.removeState(servicesConfigFile); err != nil {
+		return err
+	}
+	return s.removeState(servicesStateFile)
+}
+
+// isOurServices reports whether pid still runs `keywarden local serve` under timeout, as
+// startServices left it. Where /proc cannot tell (not Linux), it trusts the pid file.
+func isOurServices(pid int) bool {
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return !errors.Is(err, fs.ErrNotExist) || !procAvailable()
+	}
+	return bytes.Contains(cmdline, []byte("local\x00serve\x00"))
+}
+
+// errForeignServices says that the services on a port belong to another state folder.
+var errForeignServices = errors.New("the local services of another stack listen there")
+
+// servicesAnswer returns nil when the local services of this stack's state folder answer on
+// port, errForeignServices when another stack's do, and another error when nothing does.
+func (s *Stack) servicesAnswer(ctx context.Context, port int) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", port, HealthPath), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var h servicesHealth
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&h) != nil || h.Service != healthService {
+		return fmt.Errorf("port %d: not keywarden's local services", port)
+	}
+	if h.StateDir != s.opts.StateDir {
+		return fmt.Errorf("%w (state folder %s)", errForeignServices, h.StateDir)
+	}
+	return nil
+}
+
+// servicesDeadline is when new services must stop: with the moto this stack started, or
+// Options.TTL from now beside a moto started elsewhere.
+func (s *Stack) servicesDeadline() time.Time {
+	st, err := s.readMotoState()
+	if err != nil || st == nil {
+		return time.Now().Add(s.opts.TTL)
+	}
+	return st.ExpiresAt
+}
+
+func (s *Stack) readProcState(name string) (*motoState, error) {
+	data, err := os.ReadFile(filepath.Join(s.opts.StateDir, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	var st motoState
+	if err := json.Unmarshal(data, &st); err != nil || st.PID <= 0 {
+		fmt.Fprintf(s.opts.Log, "ignoring unreadable %s\n", filepath.Join(s.opts.StateDir, name))
+		return nil, s.removeState(name)
+	}
+	return &st, nil
+}
+
+func (s *Stack) writeProcState(name string, st *motoState) error {
+	data, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(s.opts.StateDir, name), data, 0o644)
+}
