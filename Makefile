@@ -5,6 +5,7 @@
 #   make build                     every function's Lambda bootstrap, into bin/<LogicalId>/
 #   make local-up / local-down     the embedded local stack (moto + the Lambda emulator)
 #   make invoke FN=<LogicalId> EVENT=<file>
+#   make emit EVENT=<file>         deliver an event through template.yaml's EventBridge rules
 #   make demo                      the story so far, on the local stack
 #   make bench / make fuzz
 #
@@ -48,7 +49,7 @@ $(foreach id,$(function_ids),$(eval $(call build_function,$(id),$(call function_
 
 .PHONY: help
 help:
-	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,11p' Makefile | sed 's/^# \{0,1\}//'
 
 .PHONY: build
 build:
@@ -82,6 +83,13 @@ local-down:
 invoke:
 	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=<LogicalId> EVENT=<event file>" >&2; exit 2; }
 	go run ./cmd/keywarden local invoke "$(FN)" "$(EVENT)"
+
+# Like invoke, but the event goes through the template's EventBridge rules (loaded into the local
+# EventBridge) to whichever functions they match; EMIT_FLAGS=--route-only shows the match only.
+.PHONY: emit
+emit:
+	@test -n "$(EVENT)" || { echo "usage: make emit EVENT=<event file> [EMIT_FLAGS='--route-only --json']" >&2; exit 2; }
+	go run ./cmd/keywarden local emit $(EMIT_FLAGS) "$(EVENT)"
 
 .PHONY: demo
 demo:

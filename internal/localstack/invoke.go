@@ -187,32 +187,49 @@ func (s *Stack) functionEnv(logicalID string, callerEnv map[string]string) (map[
 // runEmulator starts aws-lambda-rie with bootstrap on free loopback ports, posts one event and
 // stops it again.
 func (s *Stack) runEmulator(ctx context.Context, rie, bootstrap string, event []byte, env map[string]string) ([]byte, bool, error) {
+	limit, err := invocationLimit(env)
+	if err != nil {
+		return nil, false, err
+	}
+	em, err := s.startReady(ctx, rie, bootstrap, env, limit)
+	if err != nil {
+		return nil, false, err
+	}
+	defer em.stop()
+	return em.post(ctx, event, limit)
+}
+
+// invocationLimit bounds one invocation: init and the invocation each get the function's
+// timeout; the rest is slack for the emulator's own start and stop.
+func invocationLimit(env map[string]string) (time.Duration, error) {
 	timeout, err := strconv.Atoi(env["AWS_LAMBDA_FUNCTION_TIMEOUT"])
 	if err != nil || timeout < 1 {
-		return nil, false, fmt.Errorf("AWS_LAMBDA_FUNCTION_TIMEOUT=%q: want whole seconds", env["AWS_LAMBDA_FUNCTION_TIMEOUT"])
+		return 0, fmt.Errorf("AWS_LAMBDA_FUNCTION_TIMEOUT=%q: want whole seconds", env["AWS_LAMBDA_FUNCTION_TIMEOUT"])
 	}
-	// Init and the invocation each get the function's timeout; the rest is slack for the
-	// emulator's own start and stop.
-	limit := 2*time.Duration(timeout)*time.Second + 30*time.Second
+	return 2*time.Duration(timeout)*time.Second + 30*time.Second, nil
+}
 
-	var em *emulator
+// startReady starts an emulator whose process lives at most life, and waits until it answers.
+func (s *Stack) startReady(ctx context.Context, rie, bootstrap string, env map[string]string, life time.Duration) (*emulator, error) {
 	// Ports are picked by binding :0 and closing, so another process can take one in between;
 	// the emulator then exits at once and a second pick almost surely works.
 	for attempt := 1; ; attempt++ {
-		em, err = s.startEmulator(rie, bootstrap, env, limit)
+		em, err := s.startEmulator(rie, bootstrap, env, life)
 		if err == nil {
 			err = em.waitReady(ctx, 10*time.Second)
 			if err == nil {
-				break
+				return em, nil
 			}
 			em.stop()
 		}
 		if attempt == 3 || ctx.Err() != nil {
-			return nil, false, err
+			return nil, err
 		}
 	}
-	defer em.stop()
+}
 
+// post sends one event to a running emulator and classifies the answer.
+func (em *emulator) post(ctx context.Context, event []byte, limit time.Duration) ([]byte, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+em.addr+invokePath, bytes.NewReader(event))
@@ -230,6 +247,48 @@ func (s *Stack) runEmulator(ctx context.Context, rie, bootstrap string, event []
 	}
 	return classify(resp.StatusCode, resp.Header, body)
 }
+
+// Warm is one function kept running under one emulator for many invocations, as Lambda keeps
+// a warm execution environment: the first invocation pays the init, later ones do not. It is
+// for measuring what a user of a deployed function would see, such as Slack's time to answer.
+type Warm struct {
+	em    *emulator
+	limit time.Duration
+}
+
+// StartWarm builds logicalID and starts it under the emulator with the same environment Invoke
+// gives it; the process stops after life at the latest, or at Close.
+func (s *Stack) StartWarm(ctx context.Context, logicalID string, env map[string]string, life time.Duration) (*Warm, error) {
+	bootstrap, err := s.Build(ctx, logicalID)
+	if err != nil {
+		return nil, err
+	}
+	rie, err := s.buildRIE(ctx)
+	if err != nil {
+		return nil, err
+	}
+	fnEnv, err := s.functionEnv(logicalID, env)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", logicalID, err)
+	}
+	limit, err := invocationLimit(fnEnv)
+	if err != nil {
+		return nil, err
+	}
+	em, err := s.startReady(ctx, rie, bootstrap, fnEnv, life)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", logicalID, err)
+	}
+	return &Warm{em: em, limit: limit}, nil
+}
+
+// Invoke runs one invocation on the warm function; the results are Stack.Invoke's.
+func (w *Warm) Invoke(ctx context.Context, event []byte) ([]byte, bool, error) {
+	return w.em.post(ctx, event, w.limit)
+}
+
+// Close stops the function.
+func (w *Warm) Close() { w.em.stop() }
 
 // classify tells a function's result from its error, and both from the emulator's own failure.
 //

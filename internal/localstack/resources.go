@@ -28,6 +28,7 @@ func DefaultResources(env EnvFile) []Resource {
 	for _, table := range env.Values("INCIDENTS_TABLE", DefaultIncidentsTable) {
 		rs = append(rs, IncidentsTable(table))
 	}
+	rs = append(rs, EventRouting("")) // template.yaml's EventBridge rules, one queue per function
 	return rs
 }
 
