@@ -170,28 +170,36 @@ func (d *demo) disable(ctx context.Context) error {
 }
 
 // deliver sends the CloudTrail event EventBridge would deliver for that call, built from the
-// sample in events/ with this run's key and the current time.
+// sample in events/ with this run's key and the current time, through template.yaml's rules.
 func (d *demo) deliver(ctx context.Context) error {
-	d.say("CloudTrail's DisableKey event reaches KeyEventFunction (the real bootstrap, under the emulator)")
+	d.say("CloudTrail's DisableKey event goes through template.yaml's EventBridge rules to KeyEventFunction (the real bootstrap, under the emulator)")
 	event, err := d.cloudTrailEvent("kms-disable-key.json", time.Now().UTC())
 	if err != nil {
 		return err
 	}
-	result, fnErr, err := d.stack.Invoke(ctx, "KeyEventFunction", event, nil)
-	if err != nil {
+	if err := d.emit(ctx, event); err != nil {
 		return err
 	}
-	if fnErr {
-		return fmt.Errorf("KeyEventFunction failed: %s", result)
-	}
-	fmt.Fprintf(d.out, "   function result: %s\n", compactJSON(result))
-
 	d.say("EventBridge delivers at least once: the same event again")
-	result, _, err = d.stack.Invoke(ctx, "KeyEventFunction", event, nil)
+	return d.emit(ctx, event)
+}
+
+// emit puts event on the local EventBridge bus and runs every function a rule routes it to.
+func (d *demo) emit(ctx context.Context, event []byte) error {
+	start := time.Now()
+	results, err := d.stack.Deliver(ctx, d.stack.Router(), event, 0, nil)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(d.out, "   function result: %s\n", compactJSON(result))
+	if len(results) == 0 {
+		return fmt.Errorf("no rule of template.yaml matched the event")
+	}
+	for _, r := range results {
+		if r.FunctionErr {
+			return fmt.Errorf("%s failed: %s", r.Function, r.Output)
+		}
+		fmt.Fprintf(d.out, "   → %s (%s): %s\n", r.Function, time.Since(start).Round(time.Millisecond), truncateRunes(compactJSON(r.Output), 300))
+	}
 	return nil
 }
 

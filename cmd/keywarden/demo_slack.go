@@ -73,7 +73,7 @@ func (d *demo) latestMessage(inc incident.Incident) (localstack.SlackRecord, boo
 // needs the same StartDBCluster), and RDS reports RDS-EVENT-0419, which RdsEventFunction uses to
 // refine the recoverable window.
 func (d *demo) auroraStops(ctx context.Context) error {
-	d.say("Aurora notices: the clusters stop, and RDS sends RDS-EVENT-0419 to RdsEventFunction")
+	d.say("Aurora notices: the clusters stop, and RDS's RDS-EVENT-0419 reaches RdsEventFunction")
 	for _, id := range []string{"orders-aurora-" + d.suffix, "billing-aurora-" + d.suffix} {
 		if _, err := d.rds.StopDBCluster(ctx, &rds.StopDBClusterInput{DBClusterIdentifier: aws.String(id)}); err != nil {
 			return fmt.Errorf("stop %s: %w", id, err)
@@ -86,7 +86,7 @@ func (d *demo) auroraStops(ctx context.Context) error {
 	}
 	event := strings.ReplaceAll(string(b), "orders-aurora", "orders-aurora-"+d.suffix)
 	event = strings.ReplaceAll(event, "2026-03-10T", time.Now().UTC().Format("2006-01-02T"))
-	return d.invoke(ctx, "RdsEventFunction", []byte(event), nil)
+	return d.emit(ctx, []byte(event))
 }
 
 // invoke runs a function and prints its result, failing the demo on a function error.
@@ -297,7 +297,7 @@ func (d *demo) reminder(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := d.invoke(ctx, "KeyEventFunction", event, nil); err != nil {
+	if err := d.emit(ctx, event); err != nil {
 		return err
 	}
 	before, err := d.stack.SlackRecords()
