@@ -205,7 +205,7 @@ func (d *demo) emit(ctx context.Context, event []byte) error {
 
 // cloudTrailEvent reads a KMS sample and points it at this run's key, now.
 func (d *demo) cloudTrailEvent(sample string, at time.Time) ([]byte, error) {
-	b, err := os.ReadFile(filepath.Join("events", sample))
+	b, err := os.ReadFile(filepath.Join(d.stack.Dir(), "events", sample))
 	if err != nil {
 		return nil, fmt.Errorf("read sample: %w", err)
 	}

@@ -80,7 +80,7 @@ func (d *demo) auroraStops(ctx context.Context) error {
 		}
 		fmt.Fprintf(d.out, "   %s stopped\n", id)
 	}
-	b, err := os.ReadFile(filepath.Join("events", "rds-instance-key-access-lost-0419.json"))
+	b, err := os.ReadFile(filepath.Join(d.stack.Dir(), "events", "rds-instance-key-access-lost-0419.json"))
 	if err != nil {
 		return err
 	}

@@ -224,6 +224,9 @@ func New(opts Options) (*Stack, error) {
 	return &Stack{opts: opts}, nil
 }
 
+// Dir is the repository root the stack runs: where go.mod, events/ and functions/ are.
+func (s *Stack) Dir() string { return s.opts.Dir }
+
 // Endpoint is the URL of the local AWS APIs.
 func (s *Stack) Endpoint() string {
 	return fmt.Sprintf("http://127.0.0.1:%d", s.opts.Port)
