@@ -176,6 +176,9 @@ func run(t *testing.T, r *Reconciler) Report {
 			t.Errorf("run outcome: %+v", o)
 		}
 	}
+	if rep.Calls == 0 {
+		t.Errorf("report counts no AWS calls: every run lists RDS at least")
+	}
 	return rep
 }
 

@@ -286,13 +286,13 @@ func (b *budget) spend(n int) bool {
 // Run makes one reconcile pass. It returns an error only when nothing could be checked (the
 // incidents or the RDS inventory could not be read); failures on single incidents or keys are
 // outcomes, logged by the caller, and the next run tries again.
-func (r *Reconciler) Run(ctx context.Context) (Report, error) {
+func (r *Reconciler) Run(ctx context.Context) (rep Report, err error) {
 	start := r.wall()
 	b := &budget{wall: r.wall, deadline: start.Add(r.o.RunBudget), max: r.o.MaxCalls}
 	if d, ok := ctx.Deadline(); ok && d.Add(-stopMargin).Before(b.deadline) {
 		b.deadline = d.Add(-stopMargin)
 	}
-	var rep Report
+	// The named result lets every return, early or not, report the calls spent.
 	defer func() { rep.Calls = b.calls }()
 
 	all, err := r.d.Incidents.List(ctx)
