@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/rds"
+
+	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/localstack"
+)
+
+// privateStack starts a local stack of the test's own — moto, the local services, every
+// resource — on free ports with its state in a temporary folder, and stops it after the test.
+func privateStack(t *testing.T) *localstack.Stack {
+	t.Helper()
+	if _, err := exec.LookPath("moto_server"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("moto_server is not on PATH")
+		}
+		t.Skip("moto_server is not on PATH")
+	}
+	log := &syncWriter{w: &bytes.Buffer{}}
+	stack, err := localstack.New(localstack.Options{
+		Port: freeTCPPort(t), StateDir: t.TempDir(), TTL: 15 * time.Minute, Log: log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := stack.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = stack.Down(context.Background())
+		if t.Failed() {
+			log.mu.Lock()
+			t.Logf("local stack log:\n%s", log.w.(*bytes.Buffer).String())
+			log.mu.Unlock()
+		}
+	})
+	return stack
+}
+
+// TestKeyEventBootstrapEndToEnd builds KeyEventFunction's real bootstrap, runs it under the
+// Lambda Runtime Interface Emulator with the DisableKey sample delivered through template.yaml's
+// EventBridge rules, and reads the incident back from the table.
+func TestKeyEventBootstrapEndToEnd(t *testing.T) {
+	stack := privateStack(t)
+	ctx := context.Background()
+	cfg := stack.AWSConfig()
+	k, r := kms.NewFromConfig(cfg), rds.NewFromConfig(cfg)
+	key, err := k.CreateKey(ctx, &kms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := "e2e-orders"
+	if _, err := r.CreateDBCluster(ctx, &rds.CreateDBClusterInput{
+		DBClusterIdentifier: &id, Engine: aws.String("aurora-postgresql"), StorageEncrypted: aws.Bool(true),
+		KmsKeyId: key.KeyMetadata.KeyId, MasterUsername: aws.String("admin"), MasterUserPassword: aws.String("not-a-secret-1"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.DisableKey(ctx, &kms.DisableKeyInput{KeyId: key.KeyMetadata.KeyId}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(stack.Dir(), "events", "kms-disable-key.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	event := strings.ReplaceAll(string(b), "1234abcd-12ab-34cd-56ef-1234567890ab", *key.KeyMetadata.KeyId)
+
+	results, err := stack.Deliver(ctx, stack.Router(), []byte(event), 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != 1 || results[0].Function != "KeyEventFunction" || results[0].FunctionErr {
+		t.Fatalf("got %+v, want one successful delivery to KeyEventFunction", results)
+	}
+	if !strings.Contains(string(results[0].Output), `"action":"opened"`) {
+		t.Errorf("result: got %s, want an opened incident", results[0].Output)
+	}
+
+	store := incident.NewStore(dynamodb.NewFromConfig(cfg), localstack.DefaultIncidentsTable)
+	inc, err := store.OpenFor(ctx, *key.KeyMetadata.Arn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := time.Date(2026, 3, 10, 14, 2, 11, 0, time.UTC).Add(incident.RecoverableWindow)
+	if inc.Trigger != "DisableKey" || inc.KeyState != "Disabled" || len(inc.Clusters) != 1 || inc.Clusters[0].Identifier != id ||
+		inc.Deadline == nil || !inc.Deadline.Equal(want) || inc.Actor.SourceIP != "203.0.113.24" {
+		t.Errorf("incident: got trigger %s, key %s, clusters %+v, deadline %v, actor %+v", inc.Trigger, inc.KeyState, inc.Clusters, inc.Deadline, inc.Actor)
+	}
+	if inc.Slack == nil {
+		t.Errorf("the incident has no Slack message: the function should have posted it to the local stand-in")
+	}
+}
+
+// TestDemo runs `make demo`'s story on a private stack and checks how it ends: the first
+// incident resolved after the approved click, the reminder posted once for the second.
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the demo takes a minute")
+	}
+	stack := privateStack(t)
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	if err := runDemo(ctx, stack, &out); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	text := out.String()
+	for _, want := range []string{
+		`"action":"opened"`, `"action":"folded"`, "only U0STRANGR1 sees", "out of date",
+		"EnableKey", "→ ok", "is resolved", "Less than 6h left",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, text)
+		}
+	}
+	if n := strings.Count(text, "thread reply:"); n != 1 {
+		t.Errorf("got %d reminders in the thread, want exactly 1 over two reconciler runs", n)
+	}
+}
+
+// syncWriter serialises writes from the stack's processes' log copiers.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
