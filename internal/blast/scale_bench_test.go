@@ -65,7 +65,11 @@ func BenchmarkFindAtScale(b *testing.B) {
 	endpoint := startOwnMoto(b, "MOTO_RDS_SNAPSHOT_LIMIT="+fmt.Sprint(scaleSnapshotLimit))
 	cfg := awstest.Config(b, endpoint)
 	seedStart := time.Now()
-	seedCfg := cfg
+	// moto's RDS is not thread-safe: a create that walks the instances while another adds one
+	// fails with HTTP 500 (OrderedDict mutated during iteration), sometimes after it has taken
+	// effect, so a retry is not safe either. Seeding requests reach moto one at a time and are
+	// not retried; the workers only overlap the client side.
+	seedCfg := awstest.Serial(cfg)
 	seedCfg.RetryMaxAttempts = 1
 	est, err := seedScale(context.Background(), kms.NewFromConfig(seedCfg), rds.NewFromConfig(seedCfg))
 	if err != nil {
@@ -430,7 +434,6 @@ func startOwnMoto(tb testing.TB, env ...string) string {
 	// timeout bounds the server even if the benchmark binary dies without cleaning up.
 	cmd := exec.Command("timeout", "3600", bin, "-H", "127.0.0.1", "-p", fmt.Sprint(port))
 	cmd.Env = append(os.Environ(), env...)
-	cmd.Stderr = os.Stderr // DEBUG
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("start moto_server: %v", err)
 	}

@@ -79,7 +79,7 @@ func (s *Stack) ensureMoto(ctx context.Context) error {
 		return err
 	}
 	if st != nil {
-		if groupAlive(st.PID) && isOurMoto(st.PID) && motoAnswers(ctx, st.Port) {
+		if groupAlive(st.PID) && isOurMoto(st.PID) && motoAnswersWithin(ctx, st.Port, 20*time.Second) {
 			if st.Port != s.opts.Port {
 				return fmt.Errorf("the local stack already runs on port %d, not %d: run `keywarden local down` first", st.Port, s.opts.Port)
 			}
@@ -257,10 +257,29 @@ func procAvailable() bool {
 
 // motoAnswers reports whether moto's own API answers on port. /moto-api/data.json is moto's,
 // so an unrelated server on the port does not count.
+// motoAnswersWithin gives a moto of ours that is alive time to answer: one busy with a large
+// account or a loaded machine must be waited for, never mistaken for hung and replaced, which
+// would throw its state away.
+func motoAnswersWithin(ctx context.Context, port int, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for {
+		if motoAnswers(ctx, port) {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// motoAnswers asks moto's own API for something small and moto-specific: the proxy
+// passthrough settings (data.json, the obvious choice, returns every resource in the account
+// and grows slow as the account does).
 func motoAnswers(ctx context.Context, port int) bool {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/moto-api/data.json", port), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/moto-api/proxy/passthrough", port), nil)
 	if err != nil {
 		return false
 	}
@@ -270,7 +289,7 @@ func motoAnswers(ctx context.Context, port int) bool {
 	}
 	defer resp.Body.Close()
 	var v map[string]any
-	return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&v) == nil
+	return resp.StatusCode/100 == 2 && json.NewDecoder(resp.Body).Decode(&v) == nil
 }
 
 func portInUse(port int) bool {

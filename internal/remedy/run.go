@@ -42,7 +42,7 @@ const (
 func (r *Runner) Run(ctx context.Context, id string, by string) (incident.Incident, []Step, error) {
 	inc, err := r.store.Get(ctx, id)
 	if err != nil {
-		return incident.Incident{}, nil, fmt.Errorf("get incident %s: %w", id, err)
+		return incident.Incident{}, nil, fmt.Errorf("remediate: %w", err)
 	}
 	if inc.State.Closed() {
 		return inc, nil, fmt.Errorf("remediate incident %s (%s): %w", id, inc.State, ErrClosed)
