@@ -34,7 +34,7 @@ func BenchmarkSlackActionLocalStack(b *testing.B) {
 	}
 	ctx := context.Background()
 	port := freeTCPPort(b)
-	stack, err := localstack.New(localstack.Options{Port: port, StateDir: b.TempDir(), TTL: 10 * time.Minute, Log: io.Discard})
+	stack, err := localstack.New(localstack.Options{Port: port, ServicesPort: freeTCPPort(b), StateDir: b.TempDir(), TTL: 10 * time.Minute, Log: io.Discard})
 	if err != nil {
 		b.Fatal(err)
 	}

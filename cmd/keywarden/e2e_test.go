@@ -33,7 +33,7 @@ func privateStack(t *testing.T) *localstack.Stack {
 	}
 	log := &syncWriter{w: &bytes.Buffer{}}
 	stack, err := localstack.New(localstack.Options{
-		Port: freeTCPPort(t), StateDir: t.TempDir(), TTL: 15 * time.Minute, Log: log,
+		Port: freeTCPPort(t), ServicesPort: freeTCPPort(t), StateDir: t.TempDir(), TTL: 15 * time.Minute, Log: log,
 	})
 	if err != nil {
 		t.Fatal(err)

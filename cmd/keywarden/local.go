@@ -98,7 +98,8 @@ func runLocal(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return fmt.Errorf("local: unknown subcommand %q", args[0])
 }
 
-func localInvoke(ctx context.Context, opts localstack.Options, logicalID, eventFile string, stdout io.Writer) error {
+// readEvent reads a JSON event from a file, or from stdin for "-".
+func readEvent(cmd, eventFile string) ([]byte, error) {
 	var event []byte
 	var err error
 	if eventFile == "-" {
@@ -107,10 +108,18 @@ func localInvoke(ctx context.Context, opts localstack.Options, logicalID, eventF
 		event, err = os.ReadFile(eventFile)
 	}
 	if err != nil {
-		return fmt.Errorf("local invoke: read event: %w", err)
+		return nil, fmt.Errorf("%s: read event: %w", cmd, err)
 	}
 	if !json.Valid(event) {
-		return fmt.Errorf("local invoke: event %s is not valid JSON", eventFile)
+		return nil, fmt.Errorf("%s: event %s is not valid JSON", cmd, eventFile)
+	}
+	return event, nil
+}
+
+func localInvoke(ctx context.Context, opts localstack.Options, logicalID, eventFile string, stdout io.Writer) error {
+	event, err := readEvent("local invoke", eventFile)
+	if err != nil {
+		return err
 	}
 
 	// The caller's Slack settings apply to this invocation only; local up is what keeps them.

@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -51,18 +50,9 @@ func runLocalEmit(ctx context.Context, opts localstack.Options, args []string, s
 		return fmt.Errorf("local emit: --wait %s: want more than 0 and at most 5m", *wait)
 	}
 	eventFile := fs.Arg(0)
-	var event []byte
-	var err error
-	if eventFile == "-" {
-		event, err = io.ReadAll(os.Stdin)
-	} else {
-		event, err = os.ReadFile(eventFile)
-	}
+	event, err := readEvent("local emit", eventFile)
 	if err != nil {
-		return fmt.Errorf("local emit: read event: %w", err)
-	}
-	if !json.Valid(event) {
-		return fmt.Errorf("local emit: event %s is not valid JSON", eventFile)
+		return err
 	}
 
 	// As for invoke: the caller's Slack settings apply to these invocations only.

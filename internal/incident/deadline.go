@@ -60,6 +60,20 @@ func (inc *Incident) TimeLeft(now time.Time) (left time.Duration, ok bool) {
 	return inc.Deadline.Sub(now), true
 }
 
+// CompareDeadlines orders deadlines earliest first, with no deadline last: the order in which
+// on-call should look at things that have one.
+func CompareDeadlines(a, b *time.Time) int {
+	switch {
+	case a == nil && b == nil:
+		return 0
+	case a == nil:
+		return 1
+	case b == nil:
+		return -1
+	}
+	return a.Compare(*b)
+}
+
 func earliest(a, b *time.Time) *time.Time {
 	switch {
 	case a == nil:

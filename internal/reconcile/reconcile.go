@@ -360,15 +360,7 @@ func split(all []incident.Incident, now time.Time) (active, closed []incident.In
 			}
 			return 1
 		}
-		switch {
-		case a.Deadline == nil && b.Deadline == nil:
-			return 0
-		case a.Deadline == nil:
-			return 1
-		case b.Deadline == nil:
-			return -1
-		}
-		return a.Deadline.Compare(*b.Deadline)
+		return incident.CompareDeadlines(a.Deadline, b.Deadline)
 	})
 	return active, closed
 }

@@ -287,15 +287,7 @@ func byUrgency(a, b incident.Cluster) int {
 	if r := cmp.Compare(rank(a), rank(b)); r != 0 {
 		return r
 	}
-	switch {
-	case a.Deadline == nil && b.Deadline == nil:
-		return 0
-	case a.Deadline == nil:
-		return 1
-	case b.Deadline == nil:
-		return -1
-	}
-	return a.Deadline.Compare(*b.Deadline)
+	return incident.CompareDeadlines(a.Deadline, b.Deadline)
 }
 
 func clusterLine(c incident.Cluster, instances, snapshots int, inc incident.Incident, now time.Time) string {
