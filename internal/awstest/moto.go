@@ -57,7 +57,9 @@ func Moto(t testing.TB) string {
 	if u := os.Getenv("KEYWARDEN_TEST_MOTO_URL"); u != "" {
 		return u
 	}
-	startOnce.Do(func() { sharedURL, startErr = startMoto() })
+	startOnce.Do(func() {
+		motoCmd, sharedURL, startErr = startMoto(nil)
+	})
 	if startErr != nil {
 		if os.Getenv("CI") == "" {
 			t.Skipf("moto_server not available (%v); install moto[server] or set KEYWARDEN_TEST_MOTO_URL", startErr)
@@ -82,26 +84,43 @@ func Config(t testing.TB, endpoint string) aws.Config {
 	return cfg
 }
 
-// startMoto runs moto_server on a free loopback port. The process is bounded: it is killed after
-// an hour even if the test binary dies without cleaning up.
-func startMoto() (string, error) {
+// OwnMoto starts a moto server for the caller alone, with env ("NAME=value") added to its
+// environment — for a test that needs moto configured differently (a raised quota) or must keep
+// a large account away from the shared server — and stops it when the test ends. It skips or
+// fails as Moto does when moto_server is missing.
+func OwnMoto(tb testing.TB, env ...string) string {
+	tb.Helper()
+	cmd, url, err := startMoto(env)
+	if err != nil {
+		if os.Getenv("CI") == "" {
+			tb.Skipf("moto_server not available (%v)", err)
+		}
+		tb.Fatalf("start moto_server: %v", err)
+	}
+	tb.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM) })
+	return url
+}
+
+// startMoto runs moto_server on a free loopback port. The process is bounded: timeout(1) ends
+// it after an hour even if the test binary dies without cleaning up, and passes on the SIGTERM
+// that stops it normally.
+func startMoto(env []string) (*exec.Cmd, string, error) {
 	bin, err := exec.LookPath("moto_server")
 	if err != nil {
-		return "", err
+		return nil, "", err
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", err
+		return nil, "", err
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 
 	cmd := exec.Command("timeout", "3600", bin, "-H", "127.0.0.1", "-p", fmt.Sprint(port))
-	cmd.Stdout, cmd.Stderr = nil, nil
+	cmd.Env = append(os.Environ(), env...)
 	if err := cmd.Start(); err != nil {
-		return "", err
+		return nil, "", err
 	}
-	motoCmd = cmd
 	go func() { _ = cmd.Wait() }()
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
 	deadline := time.Now().Add(30 * time.Second)
@@ -109,12 +128,12 @@ func startMoto() (string, error) {
 		resp, err := http.Get(url + "/moto-api/")
 		if err == nil {
 			resp.Body.Close()
-			return url, nil
+			return cmd, url, nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	_ = cmd.Process.Kill()
-	return "", fmt.Errorf("moto_server on %s did not answer within 30s", url)
+	return nil, "", fmt.Errorf("moto_server on %s did not answer within 30s", url)
 }
 
 // Serial returns cfg with an HTTP client that lets one request at a time reach moto.

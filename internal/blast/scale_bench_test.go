@@ -6,15 +6,11 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -62,7 +58,7 @@ const (
 // paginated), so RDS call counts here are lower than real RDS's, which serves at most 100
 // records a page: that adds 19 cluster pages and 39 snapshot pages to every approach alike.
 func BenchmarkFindAtScale(b *testing.B) {
-	endpoint := startOwnMoto(b, "MOTO_RDS_SNAPSHOT_LIMIT="+fmt.Sprint(scaleSnapshotLimit))
+	endpoint := awstest.OwnMoto(b, "MOTO_RDS_SNAPSHOT_LIMIT="+fmt.Sprint(scaleSnapshotLimit))
 	cfg := awstest.Config(b, endpoint)
 	seedStart := time.Now()
 	// moto's RDS is not thread-safe: a create that walks the instances while another adds one
@@ -428,53 +424,4 @@ func operationOf(req *http.Request) (string, error) {
 		return "unknown", nil
 	}
 	return form.Get("Action"), nil
-}
-
-// startOwnMoto runs a moto_server for this benchmark alone, with env added to its environment,
-// and stops it when the benchmark ends. Like awstest.Moto it skips only when moto_server is
-// missing outside CI; it ignores KEYWARDEN_TEST_MOTO_URL, since a shared server has neither the
-// raised quota nor room for the estate.
-func startOwnMoto(tb testing.TB, env ...string) string {
-	tb.Helper()
-	bin, err := exec.LookPath("moto_server")
-	if err != nil {
-		if os.Getenv("CI") == "" {
-			tb.Skipf("moto_server not available (%v); install moto[server]", err)
-		}
-		tb.Fatalf("moto_server: %v", err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-
-	// timeout bounds the server even if the benchmark binary dies without cleaning up.
-	cmd := exec.Command("timeout", "3600", bin, "-H", "127.0.0.1", "-p", fmt.Sprint(port))
-	cmd.Env = append(os.Environ(), env...)
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("start moto_server: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	tb.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-		}
-	})
-
-	endpoint := fmt.Sprintf("http://127.0.0.1:%d", port)
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		resp, err := http.Get(endpoint + "/moto-api/")
-		if err == nil {
-			resp.Body.Close()
-			return endpoint
-		}
-	}
-	tb.Fatalf("moto_server on %s did not answer within 30s", endpoint)
-	return ""
 }
