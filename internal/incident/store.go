@@ -598,6 +598,19 @@ func (s *Store) ListActive(ctx context.Context) ([]Incident, error) {
 	return incs, nil
 }
 
+// ForKey returns every incident of a key, closed ones included, most recently opened first. It
+// scans: it serves rare questions (a repeated deletion event, a key the reconciler finds
+// unusable again), never a hot path.
+func (s *Store) ForKey(ctx context.Context, keyARN string) ([]Incident, error) {
+	incs, err := s.scanIncidents(ctx, "#kind = :kind AND #key = :key",
+		map[string]string{"#key": attrKeyARN},
+		map[string]types.AttributeValue{":key": str(keyARN)})
+	if err != nil {
+		return nil, fmt.Errorf("incidents of key %s: %w", keyARN, err)
+	}
+	return incs, nil
+}
+
 func (s *Store) scanIncidents(ctx context.Context, filter string, names map[string]string, values map[string]types.AttributeValue) ([]Incident, error) {
 	var incs []Incident
 	err := s.scan(ctx, kindIncident, filter, names, values, func(item map[string]types.AttributeValue) error {

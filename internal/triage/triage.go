@@ -41,6 +41,8 @@ type Incidents interface {
 	OpenFor(ctx context.Context, keyARN string) (incident.Incident, error)
 	Update(ctx context.Context, id string, mutate func(*incident.Incident) error) (incident.Incident, error)
 	RecordSighting(ctx context.Context, sg incident.Sighting) error
+	// ForKey lists the key's incidents, newest first, closed ones included.
+	ForKey(ctx context.Context, keyARN string) ([]incident.Incident, error)
 }
 
 // Announcer tells people about an incident that changed (posts or updates its Slack message).
@@ -101,6 +103,12 @@ type Signal struct {
 	At      time.Time
 	Actor   incident.Actor
 	EventID string
+	// ClusterLostAccess is set when a cluster itself reported it cannot use the key (RDS-EVENT-
+	// 0418/0419, or a cluster found inaccessible): that is a loss even while KMS says the key is
+	// Enabled — a key policy or grant may shut Aurora out, or the cluster still needs
+	// StartDBCluster after the key came back — so it opens an incident where a key event alone
+	// would not.
+	ClusterLostAccess bool
 }
 
 // HandleKeyEvent applies one KMS event. It returns an error only when a retry could help
@@ -189,8 +197,13 @@ func (s *Service) Ensure(ctx context.Context, sig Signal) (Outcome, error) {
 		o.Action, o.Reason = ActionIgnored, "AWS-managed key: it cannot be disabled or deleted"
 		return o, nil
 	}
-	if !incident.KeyUnusable(key.State) {
+	if !incident.KeyUnusable(key.State) && !sig.ClusterLostAccess {
 		return s.stillUsable(ctx, sig, key)
+	}
+	if key.State == incident.KeyStateDeleted {
+		if o, done, err := s.alreadyLost(ctx, sig); done || err != nil {
+			return o, err
+		}
 	}
 
 	radius, err := s.radius.Find(ctx, sig.KeyARN)
@@ -320,6 +333,38 @@ func (s *Service) noImpact(ctx context.Context, sig Signal, key kmskey.Key, deli
 		return o, fmt.Errorf("record sighting of %s: %w", sig.KeyARN, err)
 	}
 	return o, nil
+}
+
+// alreadyLost folds a deletion signal into the incident that already closed as lost for the
+// key: KMS may send "KMS CMK Deletion" more than once (aws-facts §2), and the reconciler may have
+// seen the key gone first. done is false when no such incident exists.
+func (s *Service) alreadyLost(ctx context.Context, sig Signal) (Outcome, bool, error) {
+	o := Outcome{KeyARN: sig.KeyARN}
+	if _, err := s.incidents.OpenFor(ctx, sig.KeyARN); err == nil {
+		return o, false, nil // the open one takes the signal, and closes as lost
+	} else if !errors.Is(err, incident.ErrNotFound) {
+		return o, false, fmt.Errorf("find open incident for %s: %w", sig.KeyARN, err)
+	}
+	past, err := s.incidents.ForKey(ctx, sig.KeyARN)
+	if err != nil {
+		return o, false, fmt.Errorf("incidents of %s: %w", sig.KeyARN, err)
+	}
+	for _, inc := range past {
+		if inc.State == incident.StateLost {
+			entry := incident.Entry{At: s.now().UTC(), Kind: incident.KindDelivery, Actor: sig.Actor.Name(),
+				Detail: describeSignal(sig, kmskey.Key{State: incident.KeyStateDeleted}) + " (already recorded as lost)"}
+			got, err := s.incidents.Update(ctx, inc.ID, func(i *incident.Incident) error {
+				i.Deliveries++
+				i.Timeline = append(i.Timeline, entry)
+				return nil
+			})
+			if err != nil {
+				return o, false, fmt.Errorf("update incident %s: %w", inc.ID, err)
+			}
+			return Outcome{KeyARN: sig.KeyARN, Action: ActionFolded, IncidentID: got.ID}, true, nil
+		}
+	}
+	return o, false, nil
 }
 
 // stillUsable handles a loss signal for a key that is usable again by the time we look: the

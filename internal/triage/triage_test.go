@@ -373,3 +373,55 @@ func TestAWSFailureIsReturnedForRetry(t *testing.T) {
 type arnPassthrough struct{ *fakeKeys }
 
 func (a *arnPassthrough) ARN(_ context.Context, ref string) (string, error) { return ref, nil }
+
+func (m *memStore) ForKey(_ context.Context, keyARN string) ([]incident.Incident, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []incident.Incident
+	for _, inc := range m.byID {
+		if inc.KeyARN == keyARN {
+			out = append(out, inc)
+		}
+	}
+	return out, nil
+}
+
+func TestRepeatedDeletionEventFoldsIntoTheLostIncident(t *testing.T) {
+	keys := &fakeKeys{keys: map[string]kmskey.Key{}}
+	store := newMemStore()
+	svc := newService(keys, fakeRadius{keyARN: {Clusters: []incident.Cluster{cluster("orders", true)}}}, store)
+	svc.keys = &arnPassthrough{keys}
+
+	first, err := svc.HandleKeyEvent(context.Background(), event("KMS CMK Deletion", keyevent.KindLoss))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := svc.HandleKeyEvent(context.Background(), event("KMS CMK Deletion", keyevent.KindLoss))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(store.byID) != 1 || again[0].Action != ActionFolded || again[0].IncidentID != first[0].IncidentID {
+		t.Fatalf("got %d incidents and %+v, want the repeat folded into %s", len(store.byID), again, first[0].IncidentID)
+	}
+	if d := store.byID[first[0].IncidentID].Deliveries; d != 2 {
+		t.Errorf("deliveries: got %d, want 2", d)
+	}
+}
+
+func TestClusterEvidenceOpensForAnEnabledKey(t *testing.T) {
+	keys := disabled()
+	k := keys.keys[keyARN]
+	k.State = "Enabled"
+	keys.keys[keyARN] = k
+	store := newMemStore()
+	svc := newService(keys, fakeRadius{keyARN: {Clusters: []incident.Cluster{cluster("orders", true)}}}, store)
+
+	o, err := svc.Ensure(context.Background(), Signal{KeyARN: keyARN, Trigger: "RDS-EVENT-0419", At: eventTime})
+	if err != nil || o.Action != ActionIgnored {
+		t.Fatalf("a key signal alone: got %+v, %v; want ignored for an Enabled key", o, err)
+	}
+	o, err = svc.Ensure(context.Background(), Signal{KeyARN: keyARN, Trigger: "RDS-EVENT-0419", At: eventTime, ClusterLostAccess: true})
+	if err != nil || o.Action != ActionOpened {
+		t.Fatalf("a cluster that lost access: got %+v, %v; want opened although the key is Enabled", o, err)
+	}
+}
