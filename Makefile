@@ -73,27 +73,27 @@ lint:
 
 .PHONY: local-up
 local-up:
-	go run ./cmd/keywarden local up
+	@go run ./cmd/keywarden local up
 
 .PHONY: local-down
 local-down:
-	go run ./cmd/keywarden local down
+	@go run ./cmd/keywarden local down
 
 .PHONY: invoke
 invoke:
 	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=<LogicalId> EVENT=<event file>" >&2; exit 2; }
-	go run ./cmd/keywarden local invoke "$(FN)" "$(EVENT)"
+	@go run ./cmd/keywarden local invoke "$(FN)" "$(EVENT)"
 
 # Like invoke, but the event goes through the template's EventBridge rules (loaded into the local
 # EventBridge) to whichever functions they match; EMIT_FLAGS=--route-only shows the match only.
 .PHONY: emit
 emit:
 	@test -n "$(EVENT)" || { echo "usage: make emit EVENT=<event file> [EMIT_FLAGS='--route-only --json']" >&2; exit 2; }
-	go run ./cmd/keywarden local emit $(EMIT_FLAGS) "$(EVENT)"
+	@go run ./cmd/keywarden local emit $(EMIT_FLAGS) "$(EVENT)"
 
 .PHONY: demo
 demo:
-	go run ./cmd/keywarden local demo
+	@go run ./cmd/keywarden local demo
 
 # The blast radius at 2,000 clusters seeds moto for minutes: it has a target of its own.
 .PHONY: bench

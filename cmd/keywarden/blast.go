@@ -21,6 +21,7 @@ import (
 	"github.com/keywarden/keywarden/internal/blast"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/kmskey"
+	"github.com/keywarden/keywarden/internal/slackui"
 )
 
 // localEndpoint reports whether AWS_ENDPOINT_URL points at this machine: the local stack.
@@ -69,7 +70,7 @@ type blastReport struct {
 func runBlastRadius(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("blast-radius", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(flagsFirst(args)); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
@@ -155,6 +156,14 @@ func runIncidents(ctx context.Context, args []string, stdout io.Writer) error {
 	if list == nil {
 		list = []incident.Incident{}
 	}
+	for i := range list {
+		// Lists are arrays in the JSON, empty or not, as blast-radius prints them.
+		list[i].Instances = nonNil(list[i].Instances)
+		list[i].Snapshots = nonNil(list[i].Snapshots)
+		list[i].OtherEngines = nonNil(list[i].OtherEngines)
+		list[i].Clusters = nonNil(list[i].Clusters)
+		list[i].Timeline = nonNil(list[i].Timeline)
+	}
 	if *asJSON {
 		return writeJSON(stdout, list)
 	}
@@ -181,7 +190,7 @@ func printIncidents(w io.Writer, list []incident.Incident, now time.Time) error 
 		if inc.State.Closed() {
 			left = "—"
 		}
-		if inc.Critical && !inc.State.Closed() {
+		if !inc.State.Closed() && slackui.Severity(inc, now) == slackui.SeverityCritical {
 			left += " (critical)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", inc.ID, inc.State, key, inc.Trigger,
@@ -190,20 +199,33 @@ func printIncidents(w io.Writer, list []incident.Incident, now time.Time) error 
 	return tw.Flush()
 }
 
-// Countdown renders time left as days, hours and minutes: "6d 23h", "5h 12m", "overdue".
+// Countdown renders time left as Slack's message does: "6d 23h", "5h 12m", "overdue".
 func Countdown(d time.Duration) string {
 	if d <= 0 {
 		return "overdue"
 	}
-	d = d.Round(time.Minute)
-	days, hours, mins := int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour), int(d%time.Hour/time.Minute)
-	switch {
-	case days > 0:
-		return fmt.Sprintf("%dd %dh", days, hours)
-	case hours > 0:
-		return fmt.Sprintf("%dh %dm", hours, mins)
+	return slackui.Span(d)
+}
+
+// flagsFirst lets flags follow the argument, as in `blast-radius alias/x --json`: the flag
+// package stops at the first argument that is not a flag.
+func flagsFirst(args []string) []string {
+	var flags, rest []string
+	for _, a := range args {
+		if strings.HasPrefix(a, "-") {
+			flags = append(flags, a)
+		} else {
+			rest = append(rest, a)
+		}
 	}
-	return fmt.Sprintf("%dm", mins)
+	return append(flags, rest...)
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -84,8 +84,11 @@ func (d *demo) auroraStops(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// RDS noticed just now: both the envelope's time and the event's own Date.
+	now := time.Now().UTC()
 	event := strings.ReplaceAll(string(b), "orders-aurora", "orders-aurora-"+d.suffix)
-	event = strings.ReplaceAll(event, "2026-03-10T", time.Now().UTC().Format("2006-01-02T"))
+	event = strings.ReplaceAll(event, "2026-03-10T14:37:12.905Z", now.Format("2006-01-02T15:04:05.000Z"))
+	event = strings.ReplaceAll(event, "2026-03-10T14:37:12Z", now.Format(time.RFC3339))
 	return d.emit(ctx, []byte(event))
 }
 

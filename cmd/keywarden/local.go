@@ -21,14 +21,14 @@ const localUsage = `usage:
                                                 Runtime Interface Emulator with the event in the
                                                 file <event> ("-" for stdin); the result goes to
                                                 stdout, logs to stderr; exit 1 on a function error
-  keywarden local demo                          the story so far: seed a key and Aurora clusters,
-                                                disable the key, deliver the event, show the incident
+  keywarden local demo                          the whole story (make demo): seed a key and Aurora
+                                                clusters, disable the key, one incident, the Slack
+                                                message, clicks, remediation, resolution, a reminder
   keywarden local emit <event>                  deliver an event through template.yaml's EventBridge
                                                 rules to every function they match
   keywarden local slack [--json]                what the local Slack stand-in received
   keywarden local serve [--config FILE]         the Slack stand-in and Lambda Invoke API in the
                                                 foreground (local up runs it in the background)
-  keywarden local demo                          the story, on the local stack (make demo)
   keywarden local help                          this text
 
 Functions: KeyEventFunction, RdsEventFunction, SlackActionFunction, RemediateFunction,

@@ -3,7 +3,7 @@
 //
 //	keywarden blast-radius [--json] <key ID | key ARN | alias name | alias ARN>
 //	keywarden incidents [--json]
-//	keywarden local up|down|invoke|emit …
+//	keywarden local up|down|invoke|emit|slack|serve|demo …
 //
 // AWS is reached through the SDK's usual configuration; set AWS_ENDPOINT_URL to point it at the
 // local stack. INCIDENTS_TABLE names the incidents table (default keywarden-incidents).
@@ -21,7 +21,7 @@ import (
 const usage = `usage:
   keywarden blast-radius [--json] <key ID | key ARN | alias name | alias ARN>
   keywarden incidents [--json]
-  keywarden local up|down|invoke|emit ...   (see keywarden local help)
+  keywarden local up|down|invoke|emit|slack|serve|demo ...   (see keywarden local help)
 `
 
 func main() {

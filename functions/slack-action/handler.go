@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -60,6 +61,17 @@ type handler struct {
 	followUp time.Duration
 }
 
+// remediationStarted marks the click that reached quorum.
+const remediationStarted = "remediation started"
+
+// actBudget and answerBudget bound a click's answer from when the request arrived: deciding
+// (the approver check, the conditional write, the hand-off) must end by actBudget, everything by
+// answerBudget, inside Slack's 3 s with room for the network both ways.
+const (
+	actBudget    = 1800 * time.Millisecond
+	answerBudget = 2500 * time.Millisecond
+)
+
 // defaultFollowUp leaves well over a second of Slack's 3 s for the verification, the store
 // and the Lambda hand-off, and for a cold start.
 const defaultFollowUp = 1500 * time.Millisecond
@@ -110,17 +122,26 @@ func (h *handler) Handle(ctx context.Context, req events.LambdaFunctionURLReques
 		return respond(http.StatusBadRequest, "bad request"), nil
 	}
 
-	out := h.act(ctx, click)
-	h.followUpOn(ctx, click, out)
+	// Slack shows the user an error after 3 s. Deciding gets most of that, the follow-up
+	// (ephemeral reply, message refresh) what is left of it: a slow Slack or AWS can make a
+	// click fail and say so, never make Slack time out.
+	actCtx, cancel := context.WithDeadline(ctx, start.Add(actBudget))
+	out := h.act(actCtx, click)
+	cancel()
+	h.followUpOn(ctx, click, out, start.Add(answerBudget))
 	h.log.InfoContext(ctx, "slack click", "incident_id", out.incidentID, "action", click.ActionID, "user_id", click.UserID,
 		"result", out.result, "replied", out.reply != "", "ms", time.Since(start).Milliseconds())
 	return respond(http.StatusOK, ""), nil
 }
 
 // followUpOn sends the ephemeral reply and refreshes the message at once, both bounded by
-// h.followUp; failures are logged and left for the next announce to repair.
-func (h *handler) followUpOn(ctx context.Context, click approval.Click, out outcome) {
-	ctx, cancel := context.WithTimeout(ctx, h.followUp)
+// h.followUp and by the answer's deadline; failures are logged and left for the next
+// announce to repair.
+func (h *handler) followUpOn(ctx context.Context, click approval.Click, out outcome, deadline time.Time) {
+	if d := time.Now().Add(h.followUp); d.Before(deadline) {
+		deadline = d
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	var wg sync.WaitGroup
 	if out.reply != "" {
@@ -148,7 +169,13 @@ func (h *handler) ephemeral(ctx context.Context, click approval.Click, text stri
 		return err
 	}
 	if click.ResponseURL != "" {
-		return slack.PostWebhookContext(ctx, click.ResponseURL, &slack.WebhookMessage{Text: text, ResponseType: slack.ResponseTypeEphemeral})
+		err := slack.PostWebhookContext(ctx, click.ResponseURL, &slack.WebhookMessage{Text: text, ResponseType: slack.ResponseTypeEphemeral})
+		// The URL can post to the channel: keep it out of the error, and so out of the log.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			return fmt.Errorf("post to response_url: %w", uerr.Err)
+		}
+		return err
 	}
 	return errors.New("click has neither a channel nor a response_url")
 }
@@ -253,7 +280,7 @@ func (h *handler) act(ctx context.Context, click approval.Click) outcome {
 			detail = fmt.Sprintf("%s: approval %d of %d", slackui.ActionRemediate, min(len(approvedBy), max(h.required, 1)), max(h.required, 1))
 			if met {
 				i.State = incident.StateRemediating
-				detail += "; remediation started"
+				detail += "; " + remediationStarted
 			}
 			i.Timeline = append(i.Timeline, h.entry(incident.KindClick, click.UserID, detail))
 			return nil
@@ -271,7 +298,10 @@ func (h *handler) act(ctx context.Context, click approval.Click) outcome {
 		}
 		if err := h.remediations.Start(ctx, remediationRequest{IncidentID: id, ApprovedBy: approvedBy}); err != nil {
 			h.log.ErrorContext(ctx, "remediation hand-off failed", "incident_id", id, "error", err)
-			back, uerr := h.store.Update(ctx, id, func(i *incident.Incident) error {
+			// The act deadline may be what failed the hand-off: reopening must still happen.
+			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer rcancel()
+			back, uerr := h.store.Update(rctx, id, func(i *incident.Incident) error {
 				if i.State == incident.StateRemediating {
 					i.State = incident.StateOpen
 				}
@@ -350,13 +380,18 @@ func (h *handler) entry(kind, actor, detail string) incident.Entry {
 	return incident.Entry{At: h.now().UTC(), Kind: kind, Actor: actor, Detail: detail}
 }
 
-// approvals lists who approved remediation, in order, from the click entries (the convention
-// slackui reads too: Kind click, Actor the Slack user, Detail starting with the action ID).
+// approvals lists who approved remediation since it last started, in order, from the click
+// entries (the convention slackui reads too: Kind click, Actor the Slack user, Detail starting
+// with the action ID). Approvals spent on a remediation that started are not counted again: a
+// reopened incident needs a fresh quorum, or one click would satisfy the two-person rule.
 func approvals(tl []incident.Entry) []string {
 	var ids []string
 	for _, e := range tl {
 		if e.Kind == incident.KindClick && e.Actor != "" && strings.HasPrefix(e.Detail, slackui.ActionRemediate+":") {
 			ids = append(ids, e.Actor)
+			if strings.Contains(e.Detail, remediationStarted) {
+				ids = nil
+			}
 		}
 	}
 	return ids

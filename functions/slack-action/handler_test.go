@@ -688,3 +688,23 @@ func TestLoadSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestApprovalsSinceLastStart: approvals spent on a remediation that started do not count for
+// the next one, so a reopened incident needs a fresh quorum under the two-person rule.
+func TestApprovalsSinceLastStart(t *testing.T) {
+	click := func(user, detail string) incident.Entry {
+		return incident.Entry{Kind: incident.KindClick, Actor: user, Detail: detail}
+	}
+	tl := []incident.Entry{
+		click("UAAAAAAAAA", "remediate: approval 1 of 2"),
+		click("UBBBBBBBBB", "remediate: approval 2 of 2; remediation started"),
+		{Kind: incident.KindRemediation, Detail: "could not hand the remediation to RemediateFunction; the incident is open again"},
+	}
+	if got := approvals(tl); len(got) != 0 {
+		t.Fatalf("after a start: got %v, want no approvals carried over", got)
+	}
+	tl = append(tl, click("UAAAAAAAAA", "remediate: approval 1 of 2"), click("UCCCCCCCCC", "acknowledge: on it"))
+	if got := approvals(tl); len(got) != 1 || got[0] != "UAAAAAAAAA" {
+		t.Errorf("got %v, want only the new approval", got)
+	}
+}

@@ -41,6 +41,10 @@ func (v invoker) Start(ctx context.Context, req remediationRequest) error {
 		FunctionName:   aws.String(v.function),
 		InvocationType: lambdatypes.InvocationTypeEvent,
 		Payload:        payload,
+	}, func(o *lambda.Options) {
+		// One attempt: a retry after a lost answer could queue the remediation twice, and a
+		// failed hand-off is reported to the approver, who can click again.
+		o.RetryMaxAttempts = 1
 	})
 	if err != nil {
 		return fmt.Errorf("invoke %s for %s: %w", v.function, req.IncidentID, err)

@@ -307,7 +307,7 @@ func classify(status int, header http.Header, body []byte) ([]byte, bool, error)
 		out, _ := json.Marshal(map[string]string{"errorType": "Sandbox.Timedout", "errorMessage": text})
 		return out, true, nil
 	case header.Get("X-Amz-Function-Error") != "" || isErrorObject(body):
-		return body, true, nil
+		return explainInitExit(body), true, nil
 	case status == http.StatusOK:
 		return body, false, nil
 	case status == http.StatusBadGateway:
@@ -315,6 +315,22 @@ func classify(status int, header http.Header, body []byte) ([]byte, bool, error)
 		return out, true, nil
 	}
 	return nil, false, fmt.Errorf("the emulator answered HTTP %d: %s", status, text)
+}
+
+// explainInitExit fills in the empty error the emulator reports for a bootstrap that exited
+// during init — keywarden's functions do, with the reason logged, when their configuration is
+// incomplete — so the caller is pointed at the log instead of a blank message.
+func explainInitExit(body []byte) []byte {
+	var e struct {
+		Message string `json:"errorMessage"`
+		Type    string `json:"errorType"`
+	}
+	if json.Unmarshal(body, &e) != nil || e.Message != "" || e.Type != "Runtime.Unknown" {
+		return body
+	}
+	out, _ := json.Marshal(map[string]string{"errorType": "Runtime.ExitError",
+		"errorMessage": "the function exited during init: its log above says why (often a missing setting, such as SLACK_SIGNING_SECRET or APPROVERS)"})
+	return out
 }
 
 // errorObjectKeys are the fields of Lambda's error object (aws-lambda-go's

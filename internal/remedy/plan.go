@@ -39,6 +39,14 @@ type plan struct {
 	// clusters and instances map identifiers to live status; "" when RDS no longer knows them.
 	clusters  map[string]string
 	instances map[string]string
+	// unsettled maps a cluster whose start was skipped only because of a passing status to
+	// why: the run cannot finish it, a later click can.
+	unsettled map[string]string
+	// instanceCluster maps a planned instance to its cluster.
+	instanceCluster map[string]string
+	// keyAccessBy is when the run stops retrying RDS calls that cannot reach the key yet; zero
+	// until the first KMSKeyNotAccessibleFault.
+	keyAccessBy time.Time
 }
 
 // Plan reads the key's and the dependents' live state and returns every step in the documented
@@ -61,7 +69,8 @@ func (r *Runner) plan(ctx context.Context, inc incident.Incident) (*plan, error)
 	if r.opts.AllowedKeys != nil && !r.opts.AllowedKeys(inc.KeyARN) {
 		return nil, fmt.Errorf("key %s: %w", inc.KeyARN, ErrNotAllowed)
 	}
-	p := &plan{clusters: map[string]string{}, instances: map[string]string{}}
+	p := &plan{clusters: map[string]string{}, instances: map[string]string{},
+		unsettled: map[string]string{}, instanceCluster: map[string]string{}}
 	if err := r.planKey(ctx, inc.KeyARN, p); err != nil {
 		return nil, err
 	}
@@ -133,6 +142,11 @@ func (r *Runner) planKey(ctx context.Context, keyARN string, p *plan) error {
 // planClusters adds one StartDBCluster per dependent cluster and returns the clusters it will
 // start. Aurora's documented recovery is StartDBCluster, which accepts exactly the statuses
 // stopped and inaccessible-encryption-credentials-recoverable; RebootDBCluster is not for Aurora.
+//
+// A cluster whose storage the key does not encrypt (it uses the key only for Performance
+// Insights, its master-user secret or its activity stream) did not stop because of the key:
+// if it is stopped, its owner may have stopped it on purpose, so it is left alone unless RDS
+// says it is inaccessible-encryption-credentials-recoverable.
 func (r *Runner) planClusters(ctx context.Context, inc incident.Incident, p *plan) (map[string]bool, error) {
 	starting := map[string]bool{}
 	for _, c := range inc.Clusters {
@@ -142,8 +156,13 @@ func (r *Runner) planClusters(ctx context.Context, inc incident.Incident, p *pla
 		}
 		p.clusters[c.Identifier] = status
 		s := Step{Name: StepStartDBCluster, Target: c.Identifier}
+		notStorage := !c.StorageOnKey() && status != statusRecoverable
 		switch status {
 		case statusStopped, statusRecoverable:
+			if notStorage {
+				s.Skip = notStorageReason(c, status)
+				break
+			}
 			starting[c.Identifier] = true
 		case "":
 			s.Skip = "cluster not found"
@@ -155,12 +174,23 @@ func (r *Runner) planClusters(ctx context.Context, inc incident.Incident, p *pla
 			s.Skip = "terminal (inaccessible-encryption-credentials): restore from a snapshot or point-in-time " +
 				"recovery once the key is Enabled"
 		default:
+			if notStorage {
+				s.Skip = notStorageReason(c, status)
+				break
+			}
 			s.Skip = fmt.Sprintf("status %s: StartDBCluster needs stopped or %s; remediate again once it settles",
 				status, statusRecoverable)
+			p.unsettled[c.Identifier] = s.Skip
 		}
 		p.steps = append(p.steps, s)
 	}
 	return starting, nil
+}
+
+// notStorageReason is the Skip of a cluster whose storage is not on the key.
+func notStorageReason(c incident.Cluster, status string) string {
+	return fmt.Sprintf("the key does not encrypt its storage (used for %s); left %s, as its owner may want it",
+		strings.Join(c.Uses, ", "), status)
 }
 
 // planInstances adds RebootDBInstance for instances the incident marks as having lost key
@@ -176,6 +206,7 @@ func (r *Runner) planInstances(ctx context.Context, inc incident.Incident, p *pl
 			return err
 		}
 		p.instances[in.Identifier] = status
+		p.instanceCluster[in.Identifier] = in.ClusterIdentifier
 		s := Step{Name: StepRebootDBInstance, Target: in.Identifier}
 		startedAt, started := doneAt(inc, StepStartDBCluster, in.ClusterIdentifier)
 		switch {

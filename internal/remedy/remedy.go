@@ -12,6 +12,7 @@ package remedy
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/kms"
@@ -53,7 +54,45 @@ var (
 	// ErrClosed means the incident was resolved, closed as intentional or lost, so nothing may
 	// be changed on its behalf (for example a retry that arrives after an "intentional" click).
 	ErrClosed = errors.New("incident is closed")
+	// ErrIncomplete means a run went through every step but left clusters that a person must
+	// look at, or remediate again once they settle: a cluster or instance step failed for good,
+	// or a cluster was in a status StartDBCluster does not accept. Run returns it as an
+	// *IncompleteError, which names them. A retry would change nothing, so it is not Retryable;
+	// the incident should go back to open so the remediate button returns.
+	ErrIncomplete = errors.New("remediation incomplete")
 )
+
+// Unfinished is one cluster a run could not bring back, and why.
+type Unfinished struct {
+	// Cluster is the cluster identifier.
+	Cluster string `json:"cluster"`
+	// Reason is the failed step and its API error, or why the start was not attempted.
+	Reason string `json:"reason"`
+}
+
+// IncompleteError is Run's error when every step ran but clusters still need attention; it
+// matches ErrIncomplete with errors.Is.
+type IncompleteError struct {
+	Incident string
+	Clusters []Unfinished
+}
+
+func (e *IncompleteError) Error() string {
+	return "remediate incident " + e.Incident + ": " + ErrIncomplete.Error() + ": " + e.Attention()
+}
+
+// Unwrap makes errors.Is(err, ErrIncomplete) true.
+func (e *IncompleteError) Unwrap() error { return ErrIncomplete }
+
+// Attention lists the clusters that still need attention and why, as the timeline shows it:
+// "orders (StartDBCluster failed: …); billing (status stopping: …)".
+func (e *IncompleteError) Attention() string {
+	parts := make([]string, 0, len(e.Clusters))
+	for _, c := range e.Clusters {
+		parts = append(parts, c.Cluster+" ("+c.Reason+")")
+	}
+	return strings.Join(parts, "; ")
+}
 
 // Step names, in the order a plan runs them.
 const (
@@ -87,6 +126,11 @@ func (s Step) Runs() bool { return s.Skip == "" }
 type Options struct {
 	// WaitTimeout bounds the wait for DescribeKey to say Enabled after EnableKey; default 60s.
 	WaitTimeout time.Duration
+	// KeyAccessTimeout bounds, for the whole run, how long StartDBCluster and RebootDBInstance
+	// are retried while RDS answers KMSKeyNotAccessibleFault: KMS is eventually consistent, so
+	// RDS may not reach a key for a while after DescribeKey already says Enabled. Default 45s;
+	// past it the run returns a Retryable error for Lambda to run it again.
+	KeyAccessTimeout time.Duration
 	// Sleep waits between DescribeKey polls; default a timer that stops early when ctx ends.
 	Sleep func(context.Context, time.Duration) error
 	// Now stamps timeline entries and measures the wait; default time.Now.
@@ -97,6 +141,10 @@ type Options struct {
 
 // DefaultWaitTimeout is how long Run waits for a key to read back as Enabled.
 const DefaultWaitTimeout = 60 * time.Second
+
+// DefaultKeyAccessTimeout is how long one run keeps retrying RDS calls that cannot reach the
+// key yet. With DefaultWaitTimeout it stays well inside RemediateFunction's 180s timeout.
+const DefaultKeyAccessTimeout = 45 * time.Second
 
 // Runner plans and runs remediation for incidents.
 type Runner struct {
@@ -110,6 +158,9 @@ type Runner struct {
 func New(kmsClient KMSAPI, rdsClient RDSAPI, store Incidents, opts Options) *Runner {
 	if opts.WaitTimeout <= 0 {
 		opts.WaitTimeout = DefaultWaitTimeout
+	}
+	if opts.KeyAccessTimeout <= 0 {
+		opts.KeyAccessTimeout = DefaultKeyAccessTimeout
 	}
 	if opts.Sleep == nil {
 		opts.Sleep = sleep

@@ -82,11 +82,12 @@ func countdown(d time.Duration) string {
 	if d <= 0 {
 		return "overdue"
 	}
-	return span(d) + " left"
+	return Span(d) + " left"
 }
 
-// span renders a positive duration in the two largest units.
-func span(d time.Duration) string {
+// Span renders a positive duration in its two largest units, rounded down so it never
+// promises more time than there is: "6d 23h", "5h 12m", "12m". The CLI counts down with it too.
+func Span(d time.Duration) string {
 	days := int(d / (24 * time.Hour))
 	hours := int(d % (24 * time.Hour) / time.Hour)
 	mins := int(d % time.Hour / time.Minute)
@@ -203,7 +204,7 @@ func threshold(d time.Duration) string {
 	case d >= time.Hour && d%time.Hour == 0:
 		return fmt.Sprintf("%dh", d/time.Hour)
 	}
-	return span(d)
+	return Span(d)
 }
 
 // stateWord is how a KMS key state reads in a sentence.

@@ -18,6 +18,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -106,7 +108,9 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*Services, error)
 		if err != nil {
 			return nil, fmt.Errorf("slack bot token: %w", err)
 		}
-		var slackOpts []slack.Option
+		// slack-go's default client has no timeout; callers bound their calls with contexts too,
+		// this is the backstop.
+		slackOpts := []slack.Option{slack.OptionHTTPClient(&http.Client{Timeout: 10 * time.Second})}
 		if s.SlackAPIURL != "" {
 			slackOpts = append(slackOpts, slack.OptionAPIURL(s.SlackAPIURL))
 		}
