@@ -78,7 +78,10 @@ type handler struct {
 // again could help (throttling, an AWS fault, a key not yet reading Enabled), so that Lambda's
 // asynchronous retries run it again; every run re-plans from live state, so a retry repeats
 // nothing that is done. Anything else is logged, recorded on the timeline and acknowledged, and
-// an incident left remediating is opened again so an approver can act on it.
+// an incident left remediating is opened again so an approver can act on it: that includes a run
+// that went through every step but left clusters needing attention (remedy.ErrIncomplete), whose
+// timeline entry names them. A run that succeeded leaves the incident remediating; the lifecycle
+// resolves it once the clusters read available.
 func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, error) {
 	var req Request
 	if err := json.Unmarshal(raw, &req); err != nil || req.IncidentID == "" || len(req.ApprovedBy) == 0 {
@@ -120,6 +123,10 @@ func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, erro
 	case retry:
 		h.log.ErrorContext(ctx, "remediation failed; will be retried", "incident_id", req.IncidentID, "action", "retry", "error", err)
 		return res, err
+	case errors.Is(err, remedy.ErrIncomplete):
+		res.Error = err.Error()
+		h.log.WarnContext(ctx, "remediation incomplete", "incident_id", req.IncidentID, "action", "incomplete", "state", res.State, "error", err)
+		return res, nil
 	default:
 		res.Error = err.Error()
 		h.log.WarnContext(ctx, "remediation stopped", "incident_id", req.IncidentID, "action", "stopped", "error", err)
@@ -130,6 +137,12 @@ func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, erro
 // reopen puts an incident that a failed run left remediating back to open, saying why, so the
 // message shows the remediate button again once the cause is fixed.
 func (h *handler) reopen(ctx context.Context, id string, cause error) (incident.Incident, error) {
+	detail := "remediation stopped: " + cause.Error() + "; the incident is open again"
+	var inc *remedy.IncompleteError
+	if errors.As(cause, &inc) {
+		detail = "remediation finished, but clusters still need attention: " + inc.Attention() +
+			"; the incident is open again: remediate once they are fixed or have settled"
+	}
 	return h.store.Update(ctx, id, func(i *incident.Incident) error {
 		if i.State != incident.StateRemediating {
 			return nil
@@ -137,7 +150,7 @@ func (h *handler) reopen(ctx context.Context, id string, cause error) (incident.
 		i.State = incident.StateOpen
 		i.Timeline = append(i.Timeline, incident.Entry{
 			At: time.Now().UTC(), Kind: incident.KindRemediation, Actor: "keywarden",
-			Detail: "remediation stopped: " + cause.Error() + "; the incident is open again",
+			Detail: detail,
 		})
 		return nil
 	})

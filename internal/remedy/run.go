@@ -34,11 +34,17 @@ const (
 //
 // Run is safe to repeat after a crash, a timeout or Lambda's automatic retry: steps already done
 // are planned as skipped and recorded as such. Errors a retry could fix (throttling, a
-// dependency down, the key not yet reading Enabled) are returned; so is any KMS failure, since
-// no cluster starts without its key. A cluster or instance that fails for good is recorded in
-// its Step (Err) and on the timeline, and the other clusters still run. A key one click cannot
-// fix, or one outside Options.AllowedKeys, is recorded and returned as ErrNotFixable or
-// ErrNotAllowed before anything changes.
+// dependency down, the key not yet reading Enabled, RDS not yet reaching the enabled key after
+// Options.KeyAccessTimeout) are returned; so is any KMS failure, since no cluster starts without
+// its key. A cluster or instance that fails for good is recorded in its Step (Err) and on the
+// timeline, and the other clusters still run; once all have run, Run returns an
+// *IncompleteError (ErrIncomplete) naming those clusters and the ones whose status made it skip
+// them until they settle. A key one click cannot fix, or one outside Options.AllowedKeys, is
+// recorded and returned as ErrNotFixable or ErrNotAllowed before anything changes.
+//
+// A nil error means every cluster is started, starting, available or beyond a click's reach
+// (terminal, gone, not on the key); the incident stays remediating until the clusters read
+// available.
 func (r *Runner) Run(ctx context.Context, id string, by string) (incident.Incident, []Step, error) {
 	inc, err := r.store.Get(ctx, id)
 	if err != nil {
@@ -97,7 +103,29 @@ func (r *Runner) Run(ctx context.Context, id string, by string) (incident.Incide
 			return inc, p.steps[:i+1], fmt.Errorf("remediate incident %s (%s): %w", id, inc.State, ErrClosed)
 		}
 	}
+	if left := p.unfinished(); len(left) > 0 {
+		return inc, p.steps, &IncompleteError{Incident: id, Clusters: left}
+	}
 	return inc, p.steps, nil
+}
+
+// unfinished lists, in plan order, the clusters a finished run leaves for a person or a later
+// click: a start or a member's reboot that failed for good, or a start skipped until the
+// cluster's status settles.
+func (p *plan) unfinished() []Unfinished {
+	var out []Unfinished
+	for _, s := range p.steps {
+		switch {
+		case s.Name == StepStartDBCluster && s.Err != nil:
+			out = append(out, Unfinished{Cluster: s.Target, Reason: "StartDBCluster failed: " + s.Result})
+		case s.Name == StepStartDBCluster && p.unsettled[s.Target] != "":
+			out = append(out, Unfinished{Cluster: s.Target, Reason: p.unsettled[s.Target]})
+		case s.Name == StepRebootDBInstance && s.Err != nil:
+			out = append(out, Unfinished{Cluster: p.instanceCluster[s.Target],
+				Reason: "RebootDBInstance " + s.Target + " failed: " + s.Result})
+		}
+	}
+	return out
 }
 
 // record adds one remediation entry to the timeline, applying apply to the incident in the
@@ -129,9 +157,9 @@ func (r *Runner) exec(ctx context.Context, p *plan, s *Step) (apply func(*incide
 	case StepWaitEnabled:
 		apply, err = r.waitEnabled(ctx, s)
 	case StepStartDBCluster:
-		apply, err = r.startCluster(ctx, s)
+		apply, err = r.startCluster(ctx, p, s)
 	case StepRebootDBInstance:
-		apply, err = r.rebootInstance(ctx, s)
+		apply, err = r.rebootInstance(ctx, p, s)
 	default:
 		err = fmt.Errorf("unknown step %q", s.Name)
 	}
@@ -209,8 +237,47 @@ func (r *Runner) waitEnabled(ctx context.Context, s *Step) (func(*incident.Incid
 	}
 }
 
-func (r *Runner) startCluster(ctx context.Context, s *Step) (func(*incident.Incident), error) {
-	out, err := r.rds.StartDBCluster(ctx, &rds.StartDBClusterInput{DBClusterIdentifier: aws.String(s.Target)})
+// untilKeyReachable calls call again, with backoff, while RDS answers KMSKeyNotAccessibleFault:
+// right after EnableKey, KMS is eventually consistent and RDS may not reach a key that
+// DescribeKey already calls Enabled. The retries share one budget per run
+// (Options.KeyAccessTimeout from the first such fault), so many clusters cannot add up past the
+// function's timeout. Past the budget the fault is returned, with s.Result saying so; it is
+// transient, so the run stops and Lambda runs it again.
+func (r *Runner) untilKeyReachable(ctx context.Context, p *plan, s *Step, call func() error) error {
+	backoff := firstPoll
+	for {
+		err := call()
+		if !keyNotAccessible(err) {
+			return err
+		}
+		now := r.opts.Now()
+		if p.keyAccessBy.IsZero() {
+			p.keyAccessBy = now.Add(r.opts.KeyAccessTimeout)
+		}
+		left := p.keyAccessBy.Sub(now)
+		if left <= 0 || r.opts.Sleep(ctx, min(backoff, left)) != nil {
+			s.Result = fmt.Sprintf("%s (RDS cannot reach the key yet; retried for %s, will run again)",
+				describeErr(err), r.opts.KeyAccessTimeout)
+			return err
+		}
+		backoff = min(2*backoff, maxPoll)
+	}
+}
+
+// keyNotAccessible reports whether RDS could not reach the KMS key.
+func keyNotAccessible(err error) bool {
+	var ae smithy.APIError
+	return errors.As(err, &ae) && ae.ErrorCode() == codeKMSKeyNotAccessible
+}
+
+const codeKMSKeyNotAccessible = "KMSKeyNotAccessibleFault"
+
+func (r *Runner) startCluster(ctx context.Context, p *plan, s *Step) (func(*incident.Incident), error) {
+	var out *rds.StartDBClusterOutput
+	err := r.untilKeyReachable(ctx, p, s, func() (err error) {
+		out, err = r.rds.StartDBCluster(ctx, &rds.StartDBClusterInput{DBClusterIdentifier: aws.String(s.Target)})
+		return err
+	})
 	var invalid *rdstypes.InvalidDBClusterStateFault
 	if errors.As(err, &invalid) {
 		// StartDBCluster refuses a cluster that is not stopped or recoverable. If that is
@@ -233,8 +300,12 @@ func (r *Runner) startCluster(ctx context.Context, s *Step) (func(*incident.Inci
 	return setCluster(s.Target, status), nil
 }
 
-func (r *Runner) rebootInstance(ctx context.Context, s *Step) (func(*incident.Incident), error) {
-	out, err := r.rds.RebootDBInstance(ctx, &rds.RebootDBInstanceInput{DBInstanceIdentifier: aws.String(s.Target)})
+func (r *Runner) rebootInstance(ctx context.Context, p *plan, s *Step) (func(*incident.Incident), error) {
+	var out *rds.RebootDBInstanceOutput
+	err := r.untilKeyReachable(ctx, p, s, func() (err error) {
+		out, err = r.rds.RebootDBInstance(ctx, &rds.RebootDBInstanceInput{DBInstanceIdentifier: aws.String(s.Target)})
+		return err
+	})
 	var invalid *rdstypes.InvalidDBInstanceStateFault
 	if errors.As(err, &invalid) {
 		status, derr := instanceStatus(ctx, r.rds, s.Target)
@@ -321,18 +392,21 @@ func markClusters(i *incident.Incident) {
 }
 
 // Retryable reports whether running again could help after Run returned err: throttling, a
-// service fault or outage, or a key that did not yet read Enabled. It is false for a closed
-// incident, a key one click cannot fix or that is not allowed, and for AWS refusals such as
-// AccessDenied, which need a person.
+// service fault or outage, a key that did not yet read Enabled, or RDS not yet reaching it. It
+// is false for a closed incident, a key one click cannot fix or that is not allowed, a run that
+// finished incomplete (ErrIncomplete), and for AWS refusals such as AccessDenied, which need a
+// person.
 func Retryable(err error) bool {
-	if err == nil || errors.Is(err, ErrNotFixable) || errors.Is(err, ErrNotAllowed) || errors.Is(err, ErrClosed) {
+	if err == nil || errors.Is(err, ErrNotFixable) || errors.Is(err, ErrNotAllowed) || errors.Is(err, ErrClosed) ||
+		errors.Is(err, ErrIncomplete) {
 		return false
 	}
 	return transient(err)
 }
 
-// transient reports whether a retry could succeed: throttling, a server-side fault, or no
-// answer from the service at all.
+// transient reports whether a retry could succeed: throttling, a server-side fault, no answer
+// from the service at all, or RDS not reaching a KMS key (KMSKeyNotAccessibleFault, a client
+// fault in the SDK, but after EnableKey a matter of KMS's eventual consistency).
 func transient(err error) bool {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return true
@@ -352,7 +426,8 @@ func transient(err error) bool {
 		return true
 	}
 	switch ae.ErrorCode() {
-	case "RequestTimeout", "RequestTimeoutException", "DependencyTimeoutException", "KMSInternalException":
+	case "RequestTimeout", "RequestTimeoutException", "DependencyTimeoutException", "KMSInternalException",
+		codeKMSKeyNotAccessible:
 		return true
 	}
 	return false
