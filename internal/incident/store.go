@@ -789,6 +789,20 @@ func (s *Store) Claim(ctx context.Context, name string, ttl time.Duration) (bool
 	return true, nil
 }
 
+// Release deletes the claim name, so the next Claim of it succeeds at once. Use it when the
+// work a claim stood for did not happen (a reminder whose Slack reply failed) and should be
+// retried. Releasing a claim that does not exist is not an error.
+func (s *Store) Release(ctx context.Context, name string) error {
+	_, err := s.db.DeleteItem(ctx, &dynamodb.DeleteItemInput{
+		TableName: aws.String(s.table),
+		Key:       pkKey(claimPK(name)),
+	})
+	if err != nil {
+		return fmt.Errorf("release claim %s: %w", name, err)
+	}
+	return nil
+}
+
 // incidentItem encodes inc, trimming its timeline to fit an item (see timelineHead).
 func (s *Store) incidentItem(inc *Incident) (map[string]types.AttributeValue, error) {
 	doc, err := encodeDoc(inc)

@@ -715,6 +715,28 @@ func TestClaim(t *testing.T) {
 	}
 }
 
+// TestRelease: a released claim can be claimed again at once; releasing one that does not
+// exist is fine.
+func TestRelease(t *testing.T) {
+	s, _ := newTestStore(t)
+	ctx := context.Background()
+	if ok, err := s.Claim(ctx, "reminder#KW-1#6h0m0s", time.Hour); err != nil || !ok {
+		t.Fatalf("Claim: got %v, %v; want true", ok, err)
+	}
+	if ok, err := s.Claim(ctx, "reminder#KW-1#6h0m0s", time.Hour); err != nil || ok {
+		t.Fatalf("second Claim: got %v, %v; want false", ok, err)
+	}
+	if err := s.Release(ctx, "reminder#KW-1#6h0m0s"); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	if ok, err := s.Claim(ctx, "reminder#KW-1#6h0m0s", time.Hour); err != nil || !ok {
+		t.Errorf("Claim after Release: got %v, %v; want true", ok, err)
+	}
+	if err := s.Release(ctx, "never-claimed"); err != nil {
+		t.Errorf("Release of an unknown claim: %v", err)
+	}
+}
+
 // TestSetSlack: the message reference and the posted count are recorded without a new
 // version, merged into the incident on read, only go forward, and survive later writes of the
 // incident by writers that read them before (or after) they were set.

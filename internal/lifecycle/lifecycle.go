@@ -92,9 +92,29 @@ func SetClusterStatus(inc *incident.Incident, id, status, source string, now tim
 	case StatusDeleted:
 		detail = fmt.Sprintf("cluster %s no longer exists in RDS (seen by %s)", id, source)
 	}
+	// A cluster started again (stopped or recoverable before) with the key Enabled has started
+	// its instances, which opened the key afresh: their lost access is over even if
+	// RDS-EVENT-0420, delivered best effort, never comes.
+	if status == StatusAvailable && inc.KeyState == keyEnabled && restarting(c.Status) {
+		var cleared []string
+		for i := range inc.Instances {
+			if in := &inc.Instances[i]; in.ClusterIdentifier == id && in.LostKeyAccess {
+				in.LostKeyAccess = false
+				cleared = append(cleared, in.Identifier)
+			}
+		}
+		if len(cleared) > 0 {
+			detail += "; it started with the key Enabled, so " + strings.Join(cleared, ", ") + " can reach the key again"
+		}
+	}
 	add(inc, now, incident.KindCluster, detail)
 	c.Status = status
 	return true
+}
+
+// restarting reports whether a cluster in status is on its way back through StartDBCluster.
+func restarting(status string) bool {
+	return status == StatusStopped || status == "starting" || status == StatusRecoverable
 }
 
 // SetInstanceStatus records a member instance's live status (no timeline entry: the cluster's
@@ -111,22 +131,22 @@ func SetInstanceStatus(inc *incident.Incident, id, status string) bool {
 }
 
 // KeyAccessLost applies RDS-EVENT-0418/0419: RDS says instance (of cluster clusterID) could not
-// reach the key at time at. instance is "" for an event about the cluster itself.
+// reach the key at time at. instance is "" for an event about the cluster itself, which marks
+// every member instance of the cluster (as RDS-EVENT-0420 about the cluster clears them all).
 //
-// Aurora's 7-day clock starts when the cluster itself lost access, which RDS knows better than
-// the key event does, so the RDS time replaces the key event's estimate for that cluster even
-// when it is later. A cluster's window start still equal to the incident's LostAt is taken to
-// be that estimate (it is where triage puts it) unless the incident was itself opened by an RDS
-// event, whose time is already RDS's word. Once refined, further RDS events for the
-// cluster (its other instances, 0419 after 0418, duplicates, late deliveries) only move the
-// start earlier, so the result does not depend on the order events arrive in.
+// A cluster's window start follows one rule on every path — triage's fold of a key event,
+// this RDS event, ApplyLoss's CloudTrail look-up: the earliest evidence wins. Aurora's 7-day
+// clock starts when the cluster itself noticed, which is never before the key became
+// unusable, so the earliest time anyone reports can only make the deadline more cautious,
+// never let it pass unseen; and because the minimum does not depend on order, duplicates and
+// out-of-order deliveries (0419 before 0418, a key event folded after the RDS event) cannot
+// move the deadline back and forth.
 func KeyAccessLost(inc *incident.Incident, clusterID, instance, eventID string, at, now time.Time) {
 	at = at.UTC()
 	var changes []string
 	if i := slices.IndexFunc(inc.Clusters, func(c incident.Cluster) bool { return c.Identifier == clusterID }); i >= 0 {
 		c := &inc.Clusters[i]
-		estimate := c.LostAccessAt == nil || (c.LostAccessAt.Equal(inc.LostAt) && !strings.HasPrefix(inc.Trigger, rdsTriggerPrefix))
-		if c.LostAccessAt == nil || (estimate && !c.LostAccessAt.Equal(at)) || at.Before(*c.LostAccessAt) {
+		if c.LostAccessAt == nil || at.Before(*c.LostAccessAt) {
 			c.LostAccessAt = &at
 			if c.CanStop {
 				changes = append(changes, fmt.Sprintf("cluster %s's 7-day recoverable window now starts %s", clusterID, at.Format(time.RFC3339)))
@@ -137,11 +157,13 @@ func KeyAccessLost(inc *incident.Incident, clusterID, instance, eventID string, 
 			changes = append(changes, fmt.Sprintf("cluster %s is no longer counted as recovered", clusterID))
 		}
 	}
-	if instance != "" {
-		if i := slices.IndexFunc(inc.Instances, func(in incident.Instance) bool { return in.Identifier == instance }); i >= 0 && !inc.Instances[i].LostKeyAccess {
-			inc.Instances[i].LostKeyAccess = true
-			changes = append(changes, "instance "+instance+" lost key access")
+	for i := range inc.Instances {
+		in := &inc.Instances[i]
+		if in.LostKeyAccess || !(in.Identifier == instance || (instance == "" && in.ClusterIdentifier == clusterID)) {
+			continue
 		}
+		in.LostKeyAccess = true
+		changes = append(changes, "instance "+in.Identifier+" lost key access")
 	}
 	if len(changes) > 0 {
 		add(inc, now, incident.KindCluster, fmt.Sprintf("%s on %s at %s: %s", eventID, or(instance, clusterID), at.Format(time.RFC3339), strings.Join(changes, "; ")))
@@ -169,13 +191,13 @@ func KeyAccessRestored(inc *incident.Incident, clusterID, instance, eventID stri
 }
 
 // ApplyLoss records what CloudTrail event history says made the key unusable: who, and when.
-// The incident's LostAt and the window start of every cluster still at the estimate (LostAt)
-// move to the call's time when it is earlier — a backstop finds a loss minutes or days after
-// it happened, and an earlier start only makes the deadline more cautious. A later time is
-// recorded but moves nothing.
+// The incident's LostAt and the window start of every cluster that starts later move to the
+// call's time when it is earlier — a backstop finds a loss minutes or days after it happened —
+// by the same rule as KeyAccessLost: the earliest evidence wins. A later time is recorded but
+// moves nothing. The actor replaces an unknown one (see ActorUnknown).
 func ApplyLoss(inc *incident.Incident, eventName, eventID string, actorOf incident.Actor, at, now time.Time) {
 	at = at.UTC()
-	if inc.Actor == (incident.Actor{}) {
+	if ActorUnknown(*inc) {
 		inc.Actor = actorOf
 	}
 	found := fmt.Sprintf("%s%s by %s at %s", lossFound, eventName, actorOf.Name(), at.Format(time.RFC3339))
@@ -188,7 +210,7 @@ func ApplyLoss(inc *incident.Incident, eventName, eventID string, actorOf incide
 		old := inc.LostAt
 		for i := range inc.Clusters {
 			c := &inc.Clusters[i]
-			if c.LostAccessAt != nil && c.LostAccessAt.Equal(old) {
+			if c.LostAccessAt != nil && at.Before(*c.LostAccessAt) {
 				c.LostAccessAt = &at
 			}
 		}
@@ -198,6 +220,17 @@ func ApplyLoss(inc *incident.Incident, eventName, eventID string, actorOf incide
 	add(inc, now, incident.KindNote, detail)
 	inc.RecomputeDeadlines()
 }
+
+// ActorUnknown reports whether the incident does not say who made its key unusable: no actor
+// at all, or KMS itself — the actor of KMS's own events ("KMS CMK Deletion"), which name the
+// service that carried out the deletion, not whoever scheduled it.
+func ActorUnknown(inc incident.Incident) bool {
+	a := inc.Actor
+	return a == (incident.Actor{}) || (a.ARN == "" && a.Type == "AWSService" && a.Principal == kmsService)
+}
+
+// kmsService is the principal of KMS's own events.
+const kmsService = "kms.amazonaws.com"
 
 // lossFound starts what ApplyLoss adds to TriggerDetail.
 const lossFound = "CloudTrail event history: "
@@ -230,7 +263,9 @@ func ApplyNoLoss(inc *incident.Incident, now time.Time) {
 //     again starts a new window from now.
 //   - The incident is lost when the key is deleted, or when every dependent cluster is lost.
 //   - With the key Enabled and every cluster available it is resolved; when some clusters are
-//     available and the rest lost, it is lost, naming what recovery remains.
+//     available and the rest lost, it is lost, naming what recovery remains. Neither happens
+//     while an instance of a cluster not lost still has LostKeyAccess (RDS-EVENT-0418/0419
+//     with no 0420 since): it needs RebootDBInstance first.
 func Settle(inc *incident.Incident, now time.Time) incident.State {
 	if inc.State.Closed() {
 		return ""
@@ -254,19 +289,28 @@ func Settle(inc *incident.Incident, now time.Time) incident.State {
 	inc.RecomputeDeadlines()
 
 	var available, lost []string
+	lostCluster := map[string]bool{}
 	for _, c := range inc.Clusters {
 		switch {
 		case c.Lost:
 			lost = append(lost, c.Identifier)
+			lostCluster[c.Identifier] = true
 		case c.Status == StatusAvailable:
 			available = append(available, c.Identifier)
 		}
 	}
+	// An instance that reported lost key access (0418/0419) with no 0420 since still needs
+	// RebootDBInstance, however available its cluster reads: the incident stays open for it.
+	blocked := slices.ContainsFunc(inc.Instances, func(in incident.Instance) bool {
+		return in.LostKeyAccess && !lostCluster[in.ClusterIdentifier]
+	})
 	switch {
 	case inc.KeyState == incident.KeyStateDeleted:
 		Close(inc, incident.StateLost, actor, "the key was deleted: data encrypted under it cannot be recovered, and snapshots and backups encrypted with it cannot be restored", now)
 	case len(inc.Clusters) > 0 && len(lost) == len(inc.Clusters):
 		Close(inc, incident.StateLost, actor, "every dependent cluster is lost ("+strings.Join(lost, ", ")+"). "+restoreAdvice(inc), now)
+	case blocked:
+		return ""
 	case enabled && len(inc.Clusters) > 0 && len(available)+len(lost) == len(inc.Clusters) && len(lost) > 0:
 		Close(inc, incident.StateLost, actor, fmt.Sprintf("the key is Enabled and %s available again, but %s lost. %s",
 			strings.Join(available, ", "), strings.Join(lost, ", "), restoreAdvice(inc)), now)

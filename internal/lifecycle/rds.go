@@ -222,8 +222,9 @@ func (t *Tracker) locate(ctx context.Context, ev rdsevent.Event) (tg target, ign
 }
 
 // incidentFor finds the open incident the event belongs to. A key-access event for a key with
-// no open incident opens one through triage: the CloudTrail event that made the key unusable
-// was lost (EventBridge delivers it best effort) or never existed. Any other event for a key
+// no open incident opens one through triage, whatever state KMS reports the key in: the
+// CloudTrail event that made the key unusable was lost (EventBridge delivers it best effort) or
+// never existed, or the key is Enabled and Aurora still cannot use it. Any other event for a key
 // without an incident is not keywarden's business. reason is non-empty when there is nothing
 // to do.
 func (t *Tracker) incidentFor(ctx context.Context, ev rdsevent.Event, tg target) (id string, opened bool, reason string, err error) {
@@ -248,7 +249,10 @@ func (t *Tracker) incidentFor(ctx context.Context, ev rdsevent.Event, tg target)
 		who = "instance " + tg.instance + " of cluster " + tg.cluster
 	}
 	detail := fmt.Sprintf("RDS reported that %s cannot reach the key; the CloudTrail event that made the key unusable was not received", who)
-	o, err := t.opener.Ensure(ctx, triage.Signal{KeyARN: tg.keyARN, Trigger: ev.EventID, TriggerDetail: detail, At: ev.Time, EventID: ev.ID})
+	// ClusterLostAccess: RDS's word that the cluster cannot use the key is a loss even while
+	// KMS reads Enabled (a key policy or grant shuts Aurora out, or the key came back but the
+	// instances still need a reboot).
+	o, err := t.opener.Ensure(ctx, triage.Signal{KeyARN: tg.keyARN, Trigger: ev.EventID, TriggerDetail: detail, At: ev.Time, EventID: ev.ID, ClusterLostAccess: true})
 	if err != nil {
 		return "", false, "", fmt.Errorf("open incident for %s from %s: %w", tg.keyARN, ev.EventID, err)
 	}

@@ -19,7 +19,7 @@ var allowedActions = map[string][]string{
 		"rds:DescribeDBClusters", "rds:DescribeDBInstances", "rds:DescribeDBClusterSnapshots",
 		"rds:DescribeDBClusterAutomatedBackups", "rds:DescribeGlobalClusters",
 		"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
-		"dynamodb:ConditionCheckItem", "dynamodb:Scan",
+		"dynamodb:Scan",
 		"secretsmanager:GetSecretValue",
 	},
 	// Triage like KeyEvent: it opens the incidents whose CloudTrail event was lost.
@@ -28,13 +28,12 @@ var allowedActions = map[string][]string{
 		"rds:DescribeDBClusters", "rds:DescribeDBInstances", "rds:DescribeDBClusterSnapshots",
 		"rds:DescribeDBClusterAutomatedBackups", "rds:DescribeGlobalClusters",
 		"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
-		"dynamodb:ConditionCheckItem", "dynamodb:Scan",
+		"dynamodb:Scan",
 		"secretsmanager:GetSecretValue",
 	},
 	// No KMS and no RDS at all: a click can only reach them through RemediateFunction.
 	"SlackActionFunction": {
 		"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
-		"dynamodb:ConditionCheckItem", "dynamodb:Scan",
 		"secretsmanager:GetSecretValue",
 		"lambda:InvokeFunction",
 	},
@@ -42,7 +41,6 @@ var allowedActions = map[string][]string{
 		"kms:DescribeKey", "kms:CancelKeyDeletion", "kms:EnableKey",
 		"rds:DescribeDBClusters", "rds:DescribeDBInstances", "rds:StartDBCluster", "rds:RebootDBInstance",
 		"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
-		"dynamodb:ConditionCheckItem", "dynamodb:Scan",
 		"secretsmanager:GetSecretValue",
 	},
 	"ReconcileFunction": {
@@ -51,7 +49,7 @@ var allowedActions = map[string][]string{
 		"rds:DescribeDBClusterAutomatedBackups", "rds:DescribeGlobalClusters",
 		"cloudtrail:LookupEvents",
 		"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
-		"dynamodb:ConditionCheckItem", "dynamodb:Scan",
+		"dynamodb:Scan",
 		"secretsmanager:GetSecretValue",
 	},
 }
