@@ -17,6 +17,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/aws-sdk-go-v2/service/rds"
+	rdstypes "github.com/aws/aws-sdk-go-v2/service/rds/types"
+	"github.com/aws/smithy-go"
 	"github.com/slack-go/slack"
 
 	"github.com/keywarden/keywarden/internal/announce"
@@ -41,18 +43,35 @@ const botToken = "xoxb-test-bot-token"
 // crashingRDS passes calls to moto and counts the writes; crashAfter, when set, makes the
 // StartDBCluster of that cluster succeed at RDS and then fail as if the function died before it
 // could record the result (the invocation timing out).
+//
+// refuse, when set, makes StartDBCluster of that cluster fail for good without reaching RDS;
+// unreachable makes StartDBCluster of every cluster answer KMSKeyNotAccessibleFault that many
+// times first, as RDS may while KMS propagates a key it just enabled.
 type crashingRDS struct {
 	remedy.RDSAPI
-	mu         sync.Mutex
-	starts     map[string]int
-	crashAfter string
+	mu          sync.Mutex
+	starts      map[string]int
+	crashAfter  string
+	refuse      string
+	unreachable int
 }
 
 func (c *crashingRDS) StartDBCluster(ctx context.Context, in *rds.StartDBClusterInput, o ...func(*rds.Options)) (*rds.StartDBClusterOutput, error) {
+	id := aws.ToString(in.DBClusterIdentifier)
+	c.mu.Lock()
+	switch {
+	case id == c.refuse:
+		c.mu.Unlock()
+		return nil, &smithy.GenericAPIError{Code: "AccessDenied", Message: "not authorized to perform rds:StartDBCluster", Fault: smithy.FaultClient}
+	case c.unreachable > 0:
+		c.unreachable--
+		c.mu.Unlock()
+		return nil, &rdstypes.KMSKeyNotAccessibleFault{Message: aws.String("The specified KMS key is not accessible")}
+	}
+	c.mu.Unlock()
 	out, err := c.RDSAPI.StartDBCluster(ctx, in, o...)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	id := aws.ToString(in.DBClusterIdentifier)
 	c.starts[id]++
 	if err == nil && id == c.crashAfter {
 		c.crashAfter = ""
@@ -105,7 +124,8 @@ func newRig(t *testing.T, allowed []string) *rig {
 	r.crds = &crashingRDS{RDSAPI: r.rds, starts: map[string]int{}}
 	client := slack.New(botToken, slack.OptionAPIURL(r.slack.APIURL()))
 	r.h = &handler{
-		runner:          remedy.New(r.ckms, r.crds, r.store, remedy.Options{WaitTimeout: 10 * time.Second, AllowedKeys: allowedKeys(allowed)}),
+		runner: remedy.New(r.ckms, r.crds, r.store, remedy.Options{WaitTimeout: 10 * time.Second, KeyAccessTimeout: 2 * time.Second,
+			AllowedKeys: allowedKeys(allowed)}),
 		store:           r.store,
 		announcer:       announce.New(r.store, notify.New(client, "#keywarden")),
 		log:             slog.New(slog.NewJSONHandler(io.Discard, nil)),
@@ -230,6 +250,11 @@ func TestRemediates(t *testing.T) {
 		t.Errorf("result: state %q, error %q", res.State, res.Error)
 	}
 	got, _ := r.store.Get(context.Background(), inc.ID)
+	// A run that did everything leaves the incident remediating: the lifecycle resolves it
+	// once the clusters read available.
+	if got.State != incident.StateRemediating {
+		t.Errorf("stored state %s, want remediating", got.State)
+	}
 	if last := got.Timeline[len(got.Timeline)-1]; last.Kind != incident.KindRemediation || last.Actor != "U0APPROVR1,U0APPROVR2" {
 		t.Errorf("last entry: got %+v, want a remediation step by both approvers", last)
 	}
@@ -326,6 +351,93 @@ func TestStopsAndReopens(t *testing.T) {
 	if got.State != incident.StateOpen || !strings.Contains(got.Timeline[len(got.Timeline)-1].Detail, "open again") {
 		t.Errorf("incident: state %s, last %+v, want open again and why", got.State, got.Timeline[len(got.Timeline)-1])
 	}
+}
+
+// lastMessage is the incident message as last posted or updated (not a thread reply).
+func (r *rig) lastMessage(t *testing.T) announcetest.Call {
+	t.Helper()
+	var last announcetest.Call
+	for _, c := range r.slack.Calls("chat.postMessage", "chat.update") {
+		if c.ThreadTS == "" {
+			last = c
+		}
+	}
+	if last.Method == "" {
+		t.Fatal("no incident message posted")
+	}
+	return last
+}
+
+// A cluster whose start fails for good: the others are started, and the incident goes back to
+// open, naming the cluster, so the remediate button returns instead of the incident sitting in
+// remediating with no button.
+func TestReopensWhenIncomplete(t *testing.T) {
+	r := newRig(t, nil)
+	inc, keyID, stopped := r.incident(t, r.disable)
+	r.crds.refuse = stopped[0]
+	res, err := r.invoke(t, payload(inc.ID, "U0APPROVR1"))
+	if err != nil {
+		t.Fatalf("Handle: got %v, want it acknowledged (a retry would change nothing)", err)
+	}
+	if res.State != string(incident.StateOpen) || !strings.Contains(res.Error, "incomplete") {
+		t.Errorf("result: state %q, error %q, want open and incomplete", res.State, res.Error)
+	}
+	if st := r.keyState(t, keyID); st != kmstypes.KeyStateEnabled {
+		t.Errorf("key: got %s, want Enabled", st)
+	}
+	if st := r.clusterStatus(t, stopped[1]); st != "available" && st != "starting" {
+		t.Errorf("cluster %s: got %s, want started", stopped[1], st)
+	}
+	got, _ := r.store.Get(context.Background(), inc.ID)
+	last := got.Timeline[len(got.Timeline)-1]
+	if got.State != incident.StateOpen || !strings.Contains(last.Detail, "still need attention: "+stopped[0]+" (StartDBCluster failed: AccessDenied") ||
+		strings.Contains(last.Detail, stopped[1]) || !strings.Contains(last.Detail, "open again") {
+		t.Errorf("incident: state %s, last %q, want open again naming %s only", got.State, last.Detail, stopped[0])
+	}
+	if msg := r.lastMessage(t); !strings.Contains(msg.Blocks, `"action_id":"remediate"`) {
+		t.Errorf("message after the run has no remediate button: %s", msg.Blocks)
+	}
+}
+
+// RDS may not reach a key KMS just enabled: the run retries within itself, and when that is
+// not enough it asks Lambda for a retry, leaving the incident remediating meanwhile.
+func TestKeyNotAccessibleIsRetried(t *testing.T) {
+	t.Run("within the run", func(t *testing.T) {
+		r := newRig(t, nil)
+		inc, _, stopped := r.incident(t, r.disable)
+		r.crds.unreachable = 2
+		res, err := r.invoke(t, payload(inc.ID, "U0APPROVR1"))
+		if err != nil || res.Error != "" || res.State != string(incident.StateRemediating) {
+			t.Fatalf("Handle: %+v, %v; want remediating, no error", res, err)
+		}
+		for _, id := range stopped {
+			if st := r.clusterStatus(t, id); st != "available" && st != "starting" {
+				t.Errorf("cluster %s: got %s, want started", id, st)
+			}
+		}
+	})
+	t.Run("by Lambda", func(t *testing.T) {
+		r := newRig(t, nil)
+		inc, _, stopped := r.incident(t, r.disable)
+		r.crds.unreachable = 1 << 30
+		res, err := r.invoke(t, payload(inc.ID, "U0APPROVR1"))
+		if err == nil || !remedy.Retryable(err) {
+			t.Fatalf("first run: got %v, want a retryable error so Lambda retries", err)
+		}
+		got, _ := r.store.Get(context.Background(), inc.ID)
+		if res.State != string(incident.StateRemediating) || got.State != incident.StateRemediating {
+			t.Errorf("state %q / %s, want remediating while Lambda retries", res.State, got.State)
+		}
+		r.crds.unreachable = 0
+		if res, err := r.invoke(t, payload(inc.ID, "U0APPROVR1")); err != nil || res.State != string(incident.StateRemediating) {
+			t.Fatalf("retry: %+v, %v; want remediating, no error", res, err)
+		}
+		for _, id := range stopped {
+			if st := r.clusterStatus(t, id); st != "available" && st != "starting" {
+				t.Errorf("cluster %s: got %s, want started", id, st)
+			}
+		}
+	})
 }
 
 func TestRejectsAndAcknowledges(t *testing.T) {

@@ -119,6 +119,44 @@ func TestPlanClusters(t *testing.T) {
 	}
 }
 
+// Clusters that use the key only for Performance Insights, the master-user secret or an
+// activity stream may be stopped on purpose: only the recoverable status starts them.
+func TestPlanClustersNotOnStorage(t *testing.T) {
+	tests := []struct {
+		name     string
+		uses     []string
+		status   string
+		wantRuns bool
+		skipHas  string
+	}{
+		{name: "storage stopped", uses: []string{"storage", "performance-insights"}, status: statusStopped, wantRuns: true},
+		{name: "uses unknown stopped", status: statusStopped, wantRuns: true},
+		{name: "PI only stopped", uses: []string{"performance-insights"}, status: statusStopped,
+			skipHas: "the key does not encrypt its storage (used for performance-insights); left stopped"},
+		{name: "secret and stream stopping", uses: []string{"master-user-secret", "activity-stream"}, status: "stopping",
+			skipHas: "the key does not encrypt its storage (used for master-user-secret, activity-stream); left stopping"},
+		{name: "PI only recoverable", uses: []string{"performance-insights"}, status: statusRecoverable, wantRuns: true},
+		{name: "PI only available", uses: []string{"performance-insights"}, status: statusAvailable, skipHas: "already available"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newWorld(kmstypes.KeyStateEnabled, map[string]string{"analytics": tt.status}, nil)
+			inc := testIncident([]incident.Cluster{{Identifier: "analytics", Engine: "aurora-postgresql", CanStop: true, Uses: tt.uses}}, nil)
+			steps, err := w.runner(newMemStore(), newClock(), Options{}).Plan(context.Background(), inc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := steps[len(steps)-1]
+			if got.Runs() != tt.wantRuns {
+				t.Errorf("StartDBCluster runs = %v (skip %q), want %v", got.Runs(), got.Skip, tt.wantRuns)
+			}
+			if !strings.Contains(got.Skip, tt.skipHas) {
+				t.Errorf("skip = %q, want it to contain %q", got.Skip, tt.skipHas)
+			}
+		})
+	}
+}
+
 func TestPlanInstances(t *testing.T) {
 	rebooted := incident.Entry{At: time.Date(2026, 3, 2, 8, 0, 0, 0, time.UTC), Kind: incident.KindRemediation,
 		Detail: "RebootDBInstance orders-1 → ok"}

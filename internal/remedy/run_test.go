@@ -284,16 +284,20 @@ func TestRunClusterFailures(t *testing.T) {
 		// wantDetail is orders' timeline result.
 		wantDetail string
 		wantErr    bool
+		// wantIncomplete is whether the run finishes with orders named as needing attention.
+		wantIncomplete bool
 		// wantBilling is whether the next cluster is still started.
 		wantBilling bool
 	}{
 		{
-			name: "permanent failure is recorded and the rest continue",
+			name: "permanent failure is recorded, the rest continue, the run is incomplete",
 			fail: func(*world) error {
-				return &rdstypes.KMSKeyNotAccessibleFault{Message: aws.String("The specified KMS key is not accessible")}
+				return &smithy.GenericAPIError{Code: "AccessDenied", Message: "not authorized to perform rds:StartDBCluster", Fault: smithy.FaultClient}
 			},
-			wantDetail:  "StartDBCluster orders → KMSKeyNotAccessibleFault: The specified KMS key is not accessible",
-			wantBilling: true,
+			wantDetail:     "StartDBCluster orders → AccessDenied: not authorized to perform rds:StartDBCluster",
+			wantErr:        true,
+			wantIncomplete: true,
+			wantBilling:    true,
 		},
 		{
 			name: "already starting counts as done",
@@ -310,8 +314,10 @@ func TestRunClusterFailures(t *testing.T) {
 				w.clusters["orders"] = "stopping"
 				return &rdstypes.InvalidDBClusterStateFault{Message: aws.String("DbCluster orders is in stopping state but expected it to be one of stopped, inaccessible-encryption-credentials-recoverable.")}
 			},
-			wantDetail:  "StartDBCluster orders → InvalidDBClusterStateFault: DbCluster orders is in stopping state but expected it to be one of stopped, inaccessible-encryption-credentials-recoverable.",
-			wantBilling: true,
+			wantDetail:     "StartDBCluster orders → InvalidDBClusterStateFault: DbCluster orders is in stopping state but expected it to be one of stopped, inaccessible-encryption-credentials-recoverable.",
+			wantErr:        true,
+			wantIncomplete: true,
+			wantBilling:    true,
 		},
 		{
 			name: "throttling is returned for Lambda to retry",
@@ -337,6 +343,14 @@ func TestRunClusterFailures(t *testing.T) {
 			got, _, err := w.runner(store, newClock(), Options{}).Run(context.Background(), "inc-1", approver)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("Run error = %v, want error %v", err, tt.wantErr)
+			}
+			if errors.Is(err, ErrIncomplete) != tt.wantIncomplete || (err != nil && Retryable(err) == tt.wantIncomplete) {
+				t.Errorf("Run error = %v: incomplete %v, retryable %v; want incomplete %v and retryable %v",
+					err, errors.Is(err, ErrIncomplete), Retryable(err), tt.wantIncomplete, !tt.wantIncomplete)
+			}
+			var inc *IncompleteError
+			if tt.wantIncomplete && (!errors.As(err, &inc) || len(inc.Clusters) != 1 || inc.Clusters[0].Cluster != "orders") {
+				t.Errorf("Run error = %#v, want an IncompleteError naming orders only", err)
 			}
 			d := details(got)
 			if d[3] != tt.wantDetail {
@@ -437,7 +451,8 @@ func TestTransient(t *testing.T) {
 		{context.DeadlineExceeded, true},
 		{errors.New("dial tcp: connection refused"), true},
 		{&rdstypes.InvalidDBClusterStateFault{Message: aws.String("x")}, false},
-		{&rdstypes.KMSKeyNotAccessibleFault{Message: aws.String("x")}, false},
+		// A client fault in the SDK, but right after EnableKey it is KMS's eventual consistency.
+		{&rdstypes.KMSKeyNotAccessibleFault{Message: aws.String("x")}, true},
 		{&smithy.GenericAPIError{Code: "AccessDenied", Fault: smithy.FaultClient}, false},
 	}
 	for _, tt := range tests {
@@ -460,6 +475,9 @@ func TestRetryable(t *testing.T) {
 		{"access denied", fmt.Errorf("EnableKey k: %w", &smithy.GenericAPIError{Code: "AccessDeniedException", Fault: smithy.FaultClient}), false},
 		{"throttled", fmt.Errorf("StartDBCluster c: %w", &smithy.GenericAPIError{Code: "ThrottlingException"}), true},
 		{"wait timed out", errors.New("WaitEnabled k: key k still Disabled after 1m0s"), true},
+		{"key not reachable by RDS yet", fmt.Errorf("StartDBCluster c: %w", &rdstypes.KMSKeyNotAccessibleFault{Message: aws.String("x")}), true},
+		{"incomplete", &IncompleteError{Incident: "x", Clusters: []Unfinished{{Cluster: "c", Reason: "r"}}}, false},
+		{"incomplete wrapped", fmt.Errorf("run: %w", ErrIncomplete), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -467,5 +485,161 @@ func TestRetryable(t *testing.T) {
 				t.Errorf("Retryable(%v) = %v, want %v", tt.err, got, tt.want)
 			}
 		})
+	}
+}
+
+// notAccessibleFor makes StartDBCluster of cluster answer KMSKeyNotAccessibleFault n times
+// before it reaches the key, as RDS may for a while after EnableKey.
+func notAccessibleFor(w *world, cluster string, n int) {
+	start := w.rds.startDBCluster
+	w.rds.startDBCluster = func(in *rds.StartDBClusterInput) (*rds.StartDBClusterOutput, error) {
+		if aws.ToString(in.DBClusterIdentifier) == cluster && n > 0 {
+			n--
+			w.calls["StartDBCluster"]++
+			return nil, &rdstypes.KMSKeyNotAccessibleFault{Message: aws.String("The specified KMS key [" + testKeyARN + "] is not accessible")}
+		}
+		return start(in)
+	}
+}
+
+// Right after EnableKey, RDS may not reach a key DescribeKey already calls Enabled: the run
+// tries again with backoff and finishes.
+func TestRunKeyNotAccessibleYetIsRetriedInRun(t *testing.T) {
+	w := newWorld(kmstypes.KeyStateDisabled, map[string]string{"orders": statusStopped, "billing": statusStopped}, nil)
+	notAccessibleFor(w, "orders", 3)
+	store := newMemStore(testIncident([]incident.Cluster{{Identifier: "orders", CanStop: true}, {Identifier: "billing", CanStop: true}}, nil))
+	clk := newClock()
+	got, _, err := w.runner(store, clk, Options{}).Run(context.Background(), "inc-1", approver)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if diff := cmp.Diff([]time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second}, clk.sleeps); diff != "" {
+		t.Errorf("sleeps (-want +got):\n%s", diff)
+	}
+	want := []string{
+		"CancelKeyDeletion " + testKeyARN + " → skipped: no deletion scheduled (key Disabled)",
+		"EnableKey " + testKeyARN + " → ok",
+		"WaitEnabled " + testKeyARN + " → ok",
+		"StartDBCluster orders → ok",
+		"StartDBCluster billing → ok",
+	}
+	if diff := cmp.Diff(want, details(got)); diff != "" {
+		t.Errorf("timeline (-want +got):\n%s", diff)
+	}
+	if w.clusters["orders"] != statusStarting || w.clusters["billing"] != statusStarting {
+		t.Errorf("clusters = %v, want both starting", w.clusters)
+	}
+	if got.State != incident.StateRemediating {
+		t.Errorf("state = %s, want remediating", got.State)
+	}
+}
+
+// When RDS still cannot reach the key after the run's budget, the run stops with an error
+// Lambda retries (not a permanent failure that would leave the incident remediating with no
+// button), and the retry finishes the job.
+func TestRunKeyNotAccessibleIsRetryable(t *testing.T) {
+	w := newWorld(kmstypes.KeyStateEnabled, map[string]string{"orders": statusStopped, "billing": statusStopped}, nil)
+	reachable := w.rds.startDBCluster
+	notAccessibleFor(w, "orders", 1<<30)
+	store := newMemStore(testIncident([]incident.Cluster{{Identifier: "orders", CanStop: true}, {Identifier: "billing", CanStop: true}}, nil))
+	clk := newClock()
+	start := clk.now
+	r := w.runner(store, clk, Options{KeyAccessTimeout: 10 * time.Second})
+	got, steps, err := r.Run(context.Background(), "inc-1", approver)
+	if err == nil || !Retryable(err) || errors.Is(err, ErrIncomplete) {
+		t.Fatalf("Run error = %v, want a retryable error", err)
+	}
+	var fault *rdstypes.KMSKeyNotAccessibleFault
+	if !errors.As(err, &fault) {
+		t.Errorf("Run error = %v, want it to wrap KMSKeyNotAccessibleFault", err)
+	}
+	if waited := clk.now.Sub(start); waited != 10*time.Second {
+		t.Errorf("waited %s, want exactly the 10s bound", waited)
+	}
+	if n := w.calls["StartDBCluster"]; n < 3 {
+		t.Errorf("StartDBCluster calls = %d, want retries within the run", n)
+	}
+	if last := steps[len(steps)-1]; last.Target != "orders" || last.Err == nil {
+		t.Errorf("last step = %+v, want orders failed", last)
+	}
+	d := details(got)
+	if last := d[len(d)-1]; !strings.HasPrefix(last, "StartDBCluster orders → KMSKeyNotAccessibleFault: ") || !strings.Contains(last, "will run again") {
+		t.Errorf("last entry = %q, want the fault and that it will run again", last)
+	}
+	if w.clusters["billing"] != statusStopped {
+		t.Errorf("billing = %s: the run should stop for the retry", w.clusters["billing"])
+	}
+
+	// Lambda's retry, once KMS has propagated the key to RDS.
+	w.rds.startDBCluster = reachable
+	got, _, err = r.Run(context.Background(), "inc-1", approver)
+	if err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if w.clusters["orders"] != statusStarting || w.clusters["billing"] != statusStarting || got.State != incident.StateRemediating {
+		t.Errorf("clusters %v, state %s: want both starting and remediating", w.clusters, got.State)
+	}
+}
+
+// A run that had to skip a cluster until its status settles, or whose instance reboot failed
+// for good, says so with ErrIncomplete so the incident can go back to open; terminal, missing
+// and already-running clusters do not count.
+func TestRunIncompleteNamesClusters(t *testing.T) {
+	w := newWorld(kmstypes.KeyStateDisabled,
+		map[string]string{"orders": "stopping", "billing": statusStopped, "lost": statusTerminal, "reports": statusAvailable, "ledger": statusAvailable},
+		map[string]string{"ledger-1": statusAvailable})
+	reboot := w.rds.rebootDBInstance
+	w.rds.rebootDBInstance = func(in *rds.RebootDBInstanceInput) (*rds.RebootDBInstanceOutput, error) {
+		if aws.ToString(in.DBInstanceIdentifier) == "ledger-1" {
+			w.calls["RebootDBInstance"]++
+			return nil, &smithy.GenericAPIError{Code: "AccessDenied", Message: "not authorized to perform rds:RebootDBInstance", Fault: smithy.FaultClient}
+		}
+		return reboot(in)
+	}
+	store := newMemStore(testIncident(
+		[]incident.Cluster{{Identifier: "orders"}, {Identifier: "billing"}, {Identifier: "lost"}, {Identifier: "gone"}, {Identifier: "reports"}, {Identifier: "ledger"}},
+		[]incident.Instance{{Identifier: "ledger-1", ClusterIdentifier: "ledger", Status: statusAvailable, LostKeyAccess: true}}))
+	got, _, err := w.runner(store, newClock(), Options{}).Run(context.Background(), "inc-1", approver)
+	var inc *IncompleteError
+	if !errors.As(err, &inc) || !errors.Is(err, ErrIncomplete) || Retryable(err) {
+		t.Fatalf("Run error = %v, want a non-retryable IncompleteError", err)
+	}
+	want := []Unfinished{
+		{Cluster: "orders", Reason: "status stopping: StartDBCluster needs stopped or " + statusRecoverable + "; remediate again once it settles"},
+		{Cluster: "ledger", Reason: "RebootDBInstance ledger-1 failed: AccessDenied: not authorized to perform rds:RebootDBInstance"},
+	}
+	if diff := cmp.Diff(want, inc.Clusters); diff != "" {
+		t.Errorf("unfinished (-want +got):\n%s", diff)
+	}
+	if !strings.Contains(err.Error(), "orders (status stopping") || !strings.Contains(err.Error(), "ledger (RebootDBInstance ledger-1 failed") {
+		t.Errorf("error text %q does not name the clusters", err)
+	}
+	// Everything else still ran, and Run leaves the state to its caller.
+	if w.keyState != kmstypes.KeyStateEnabled || w.clusters["billing"] != statusStarting {
+		t.Errorf("key %s, clusters %v: want Enabled and billing started", w.keyState, w.clusters)
+	}
+	if got.State != incident.StateRemediating {
+		t.Errorf("state = %s, want remediating (the handler reopens it)", got.State)
+	}
+}
+
+// A cluster that uses the key only for Performance Insights or its secret and is stopped was
+// not stopped by the key: the run leaves it stopped and still succeeds.
+func TestRunLeavesClusterNotOnKeyStopped(t *testing.T) {
+	w := newWorld(kmstypes.KeyStateDisabled, map[string]string{"orders": statusStopped, "analytics": statusStopped}, nil)
+	store := newMemStore(testIncident([]incident.Cluster{
+		{Identifier: "orders", Uses: []string{"storage"}},
+		{Identifier: "analytics", Uses: []string{"performance-insights", "master-user-secret"}},
+	}, nil))
+	got, _, err := w.runner(store, newClock(), Options{}).Run(context.Background(), "inc-1", approver)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if w.clusters["orders"] != statusStarting || w.clusters["analytics"] != statusStopped || w.calls["StartDBCluster"] != 1 {
+		t.Errorf("clusters %v after %d StartDBCluster calls: want orders started and analytics left stopped", w.clusters, w.calls["StartDBCluster"])
+	}
+	d := details(got)
+	if want := "StartDBCluster analytics → skipped: the key does not encrypt its storage (used for performance-insights, master-user-secret); left stopped, as its owner may want it"; d[len(d)-1] != want {
+		t.Errorf("last entry = %q, want %q", d[len(d)-1], want)
 	}
 }
