@@ -20,6 +20,7 @@ type runner interface {
 
 // incidents is the part of the incident store the handler uses; *incident.Store fits.
 type incidents interface {
+	Get(ctx context.Context, id string) (incident.Incident, error)
 	Update(ctx context.Context, id string, mutate func(*incident.Incident) error) (incident.Incident, error)
 }
 
@@ -91,6 +92,23 @@ func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, erro
 		}
 		h.log.WarnContext(ctx, "remediation rejected", "action", "rejected", "reason", reason, "bytes", len(raw))
 		return Result{Rejected: reason}, nil
+	}
+	// Only SlackActionFunction moves an incident to remediating, once the approvals it needs are
+	// recorded. Anything else asking this function to re-enable a key — a hand invoke, a
+	// stray event — is refused: the function's role can enable keys, the caller's need not.
+	current, err := h.store.Get(ctx, req.IncidentID)
+	switch {
+	case errors.Is(err, incident.ErrNotFound):
+		return Result{IncidentID: req.IncidentID, Error: err.Error()}, nil
+	case err != nil:
+		return Result{IncidentID: req.IncidentID}, fmt.Errorf("remediate %s: %w", req.IncidentID, err)
+	case current.State.Closed():
+		return Result{IncidentID: req.IncidentID, State: string(current.State),
+			Error: fmt.Sprintf("incident %s is closed (%s): nothing to remediate", req.IncidentID, current.State)}, nil
+	case current.State != incident.StateRemediating:
+		reason := fmt.Sprintf("not approved: incident %s is %s, and only an approved click in Slack starts a remediation", req.IncidentID, current.State)
+		h.log.WarnContext(ctx, "remediation refused", "incident_id", req.IncidentID, "action", "refused", "reason", reason)
+		return Result{IncidentID: req.IncidentID, State: string(current.State), Error: reason}, nil
 	}
 	by := strings.Join(req.ApprovedBy, ",")
 	inc, steps, err := h.runner.Run(ctx, req.IncidentID, by)

@@ -458,6 +458,22 @@ func TestRejectsAndAcknowledges(t *testing.T) {
 		t.Errorf("unknown incident: got %+v, %v, want acknowledged with the error", res, err)
 	}
 
+	// An open incident nobody approved: a hand invoke must not re-enable its key.
+	open, _, _ := r.incident(t, r.disable)
+	if _, err := r.store.Update(context.Background(), open.ID, func(i *incident.Incident) error {
+		i.State = incident.StateOpen
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	res, err = r.invoke(t, payload(open.ID, "U0APPROVR1"))
+	if err != nil || !strings.Contains(res.Error, "not approved") {
+		t.Errorf("unapproved incident: got %+v, %v, want refused as not approved", res, err)
+	}
+	if n := r.ckms.calls["EnableKey"]; n != 0 {
+		t.Errorf("EnableKey called %d times for an unapproved incident", n)
+	}
+
 	inc, _, _ := r.incident(t, r.disable)
 	if _, err := r.store.Update(context.Background(), inc.ID, func(i *incident.Incident) error {
 		i.State = incident.StateIntentional
