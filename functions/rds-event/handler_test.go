@@ -281,10 +281,16 @@ func TestLifecycle(t *testing.T) {
 	if _, err := s.kms.EnableKey(ctx, &kms.EnableKeyInput{KeyId: &keyID}); err != nil {
 		t.Fatal(err)
 	}
-	res := s.handle(t, sample(t, "rds-instance-key-access-restored-0420.json", c))
+	// Instance -1 reports access back; -2 lost it too (0418 above) and has not: the incident
+	// stays open, since an instance still without the key needs RebootDBInstance.
+	restored := sample(t, "rds-instance-key-access-restored-0420.json", c)
+	if res := s.handle(t, restored); action(res) == lifecycle.ActionResolved {
+		t.Fatalf("after 0420 for %s-1 only: got %+v, want still open", c, res.Outcome)
+	}
+	res := s.handle(t, json.RawMessage(strings.ReplaceAll(string(restored), c+"-1", c+"-2")))
 	inc = s.incident(t, keyARN)
 	if action(res) != lifecycle.ActionResolved || inc.State != incident.StateResolved {
-		t.Fatalf("after 0420: got %+v, state %s; want resolved", res.Outcome, inc.State)
+		t.Fatalf("after 0420 for both instances: got %+v, state %s; want resolved", res.Outcome, inc.State)
 	}
 	last := inc.Timeline[len(inc.Timeline)-1]
 	if last.Kind != incident.KindClosed || !strings.HasPrefix(last.Detail, "resolved: ") {
@@ -343,7 +349,6 @@ func TestUntrackedIgnoredAndLogged(t *testing.T) {
 		{"cluster unknown to RDS", sample(t, "rds-cluster-started-0151.json", "no-such-cluster"), "unknown to RDS"},
 		{"instance unknown to RDS", sample(t, "rds-instance-key-access-lost-0418.json", "no-such-cluster"), "unknown to RDS"},
 		{"no incident for the key", sample(t, "rds-cluster-stopped-0150.json", c), "not tracked"},
-		{"key access lost, key enabled", sample(t, "rds-instance-key-access-lost-0419.json", c), "triage: ignored"},
 		{"instance without incident", sample(t, "rds-instance-started-0088.json", c), "not tracked"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -369,6 +374,22 @@ func TestUntrackedIgnoredAndLogged(t *testing.T) {
 		if strings.Contains(inc.KeyARN, keyID) {
 			t.Errorf("got incident %s for an enabled key", inc.ID)
 		}
+	}
+}
+
+// TestKeyAccessLostWithEnabledKeyOpens: a cluster that reports it cannot use its key is a loss
+// even while KMS calls the key Enabled (a policy or grant may shut Aurora out): issue 4 wants an
+// incident for it.
+func TestKeyAccessLostWithEnabledKeyOpens(t *testing.T) {
+	s := newStack(t)
+	keyID, keyARN := s.key(t)
+	c := s.cluster(t, keyID)
+	res := s.handle(t, sample(t, "rds-instance-key-access-lost-0419.json", c))
+	if action(res) != lifecycle.ActionOpened {
+		t.Fatalf("got %+v, want an incident opened", res.Outcome)
+	}
+	if inc := s.incident(t, keyARN); inc.KeyState != "Enabled" || inc.Trigger != "RDS-EVENT-0419" {
+		t.Errorf("got key %s trigger %s, want Enabled and RDS-EVENT-0419", inc.KeyState, inc.Trigger)
 	}
 }
 

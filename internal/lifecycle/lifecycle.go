@@ -43,9 +43,6 @@ func Inaccessible(status string) bool {
 
 const keyEnabled = "Enabled"
 
-// rdsTriggerPrefix starts the Trigger of an incident opened from an RDS event (its event ID).
-const rdsTriggerPrefix = "RDS-EVENT-"
-
 // actor is how keywarden signs the timeline entries it writes itself.
 const actor = "keywarden"
 

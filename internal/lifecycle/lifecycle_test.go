@@ -40,6 +40,7 @@ func twoClusters() incident.Incident {
 func TestKeyAccessLostRefinesWindowInAnyOrder(t *testing.T) {
 	t0418 := lostAt.Add(20 * time.Minute)
 	t0419 := lostAt.Add(50 * time.Minute)
+	early := lostAt.Add(-10 * time.Minute) // RDS noticed before the key event's time
 	type ev struct {
 		instance string
 		at       time.Time
@@ -50,12 +51,12 @@ func TestKeyAccessLostRefinesWindowInAnyOrder(t *testing.T) {
 		events  []ev
 		want    time.Time
 	}{
-		{"0418 then 0419", "DisableKey", []ev{{"orders-1", t0418}, {"orders-1", t0419}}, t0418},
-		{"0419 then 0418", "DisableKey", []ev{{"orders-1", t0419}, {"orders-1", t0418}}, t0418},
-		{"duplicate", "DisableKey", []ev{{"orders-1", t0419}, {"orders-1", t0419}}, t0419},
-		{"two instances", "DisableKey", []ev{{"orders-2", t0419}, {"orders-1", t0418}}, t0418},
-		// Opened by the RDS event itself: its time is RDS's word already, so a later one
-		// never moves the start.
+		// Earliest evidence wins: RDS times after the key event's never move the start later.
+		{"0418 then 0419", "DisableKey", []ev{{"orders-1", t0418}, {"orders-1", t0419}}, lostAt},
+		{"0419 then 0418", "DisableKey", []ev{{"orders-1", t0419}, {"orders-1", t0418}}, lostAt},
+		{"duplicate", "DisableKey", []ev{{"orders-1", t0419}, {"orders-1", t0419}}, lostAt},
+		{"earlier RDS time", "DisableKey", []ev{{"orders-2", t0419}, {"orders-1", early}}, early},
+		{"earlier RDS time first", "DisableKey", []ev{{"orders-1", early}, {"orders-2", t0419}}, early},
 		{"rds-opened, later event", "RDS-EVENT-0418", []ev{{"orders-1", lostAt}, {"orders-2", t0419}}, lostAt},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -70,13 +71,103 @@ func TestKeyAccessLostRefinesWindowInAnyOrder(t *testing.T) {
 			if got, want := *inc.Clusters[0].Deadline, tc.want.Add(incident.RecoverableWindow); !got.Equal(want) {
 				t.Errorf("got cluster deadline %v, want %v", got, want)
 			}
-			// billing has heard nothing from RDS: it keeps the key event's estimate, and
-			// it is the earlier deadline.
-			if got, want := *inc.Deadline, lostAt.Add(incident.RecoverableWindow); !got.Equal(want) {
-				t.Errorf("got incident deadline %v, want %v", got, want)
+			// billing has heard nothing from RDS: it keeps the key event's estimate.
+			if got, want := *inc.Clusters[1].Deadline, lostAt.Add(incident.RecoverableWindow); !got.Equal(want) {
+				t.Errorf("got billing deadline %v, want %v", got, want)
 			}
 			if !inc.Instances[0].LostKeyAccess && tc.events[0].instance == "orders-1" {
 				t.Errorf("got orders-1 LostKeyAccess false, want true")
+			}
+		})
+	}
+}
+
+// foldKeyEvent does to a cluster what triage's fold of a key event does (mergeRadius): the
+// window start moves to the event's time only when that is earlier.
+func foldKeyEvent(inc *incident.Incident, at time.Time) {
+	for i := range inc.Clusters {
+		c := &inc.Clusters[i]
+		if c.CanStop && (c.LostAccessAt == nil || at.Before(*c.LostAccessAt)) {
+			c.LostAccessAt = ptr(at)
+		}
+	}
+	inc.RecomputeDeadlines()
+}
+
+// permutations returns every order of n items, as index slices.
+func permutations(n int) [][]int {
+	if n == 0 {
+		return [][]int{{}}
+	}
+	var out [][]int
+	for _, p := range permutations(n - 1) {
+		for i := 0; i <= len(p); i++ {
+			q := append(append(append([]int{}, p[:i]...), n-1), p[i:]...)
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
+// TestWindowStartSameInAnyOrder: whatever order the evidence of lost access arrives in — RDS
+// events (0418, 0419, duplicates), a key event folded by triage, CloudTrail's look-up — the
+// window start and the deadline are the same: the earliest evidence.
+func TestWindowStartSameInAnyOrder(t *testing.T) {
+	alice := incident.Actor{ARN: "arn:aws:iam::123456789012:user/alice"}
+	for _, tc := range []struct {
+		name    string
+		trigger string
+		steps   map[string]func(*incident.Incident)
+		want    time.Time
+	}{
+		{"RDS later than the key event", "DisableKey", map[string]func(*incident.Incident){
+			"0418": func(i *incident.Incident) {
+				KeyAccessLost(i, "orders", "orders-1", "RDS-EVENT-0418", lostAt.Add(20*time.Minute), now)
+			},
+			"0419": func(i *incident.Incident) {
+				KeyAccessLost(i, "orders", "orders-1", "RDS-EVENT-0419", lostAt.Add(50*time.Minute), now)
+			},
+			"duplicate": func(i *incident.Incident) {
+				KeyAccessLost(i, "orders", "orders-1", "RDS-EVENT-0418", lostAt.Add(20*time.Minute), now)
+			},
+			"key event": func(i *incident.Incident) { foldKeyEvent(i, lostAt.Add(5*time.Minute)) },
+		}, lostAt},
+		{"RDS earlier than the key event", "RDS-EVENT-0418", map[string]func(*incident.Incident){
+			"0418": func(i *incident.Incident) {
+				KeyAccessLost(i, "orders", "orders-2", "RDS-EVENT-0418", lostAt.Add(-15*time.Minute), now)
+			},
+			"0419": func(i *incident.Incident) {
+				KeyAccessLost(i, "orders", "orders-1", "RDS-EVENT-0419", lostAt.Add(30*time.Minute), now)
+			},
+			"key event": func(i *incident.Incident) { foldKeyEvent(i, lostAt.Add(-5*time.Minute)) },
+		}, lostAt.Add(-15 * time.Minute)},
+		{"CloudTrail earliest", "Reconciliation", map[string]func(*incident.Incident){
+			"0418": func(i *incident.Incident) {
+				KeyAccessLost(i, "orders", "orders-1", "RDS-EVENT-0418", lostAt.Add(-10*time.Minute), now)
+			},
+			"key event": func(i *incident.Incident) { foldKeyEvent(i, lostAt.Add(10*time.Minute)) },
+			"cloudtrail": func(i *incident.Incident) {
+				ApplyLoss(i, "DisableKey", "ev-1", alice, lostAt.Add(-2*time.Hour), now)
+			},
+		}, lostAt.Add(-2 * time.Hour)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var names []string
+			for n := range tc.steps {
+				names = append(names, n)
+			}
+			for _, order := range permutations(len(names)) {
+				inc := twoClusters()
+				inc.Trigger = tc.trigger
+				var seq []string
+				for _, i := range order {
+					seq = append(seq, names[i])
+					tc.steps[names[i]](&inc)
+				}
+				got := inc.Clusters[0]
+				if !got.LostAccessAt.Equal(tc.want) || !got.Deadline.Equal(tc.want.Add(incident.RecoverableWindow)) {
+					t.Errorf("order %v: got window start %v, deadline %v; want %v, %v", seq, got.LostAccessAt, got.Deadline, tc.want, tc.want.Add(incident.RecoverableWindow))
+				}
 			}
 		})
 	}
@@ -198,8 +289,9 @@ func TestApplyLoss(t *testing.T) {
 	found := lostAt.Add(-36 * time.Hour)
 	inc := twoClusters()
 	inc.Trigger, inc.TriggerDetail = "Reconciliation", "found by reconciliation"
-	// orders was refined by RDS to a time of its own; billing is still at the estimate.
-	inc.Clusters[0].LostAccessAt = ptr(lostAt.Add(time.Hour))
+	// orders was refined by RDS to a time of its own, earlier than the estimate; billing is
+	// still at the estimate.
+	inc.Clusters[0].LostAccessAt = ptr(lostAt.Add(-time.Hour))
 	alice := incident.Actor{ARN: "arn:aws:iam::123456789012:user/alice", SourceIP: "192.0.2.1"}
 	ApplyLoss(&inc, "DisableKey", "ev-1", alice, found, now)
 	if inc.Actor != alice {
@@ -208,8 +300,28 @@ func TestApplyLoss(t *testing.T) {
 	if !inc.LostAt.Equal(found) || !inc.Clusters[1].LostAccessAt.Equal(found) {
 		t.Errorf("got LostAt %v, billing start %v, want both %v", inc.LostAt, inc.Clusters[1].LostAccessAt, found)
 	}
-	if !inc.Clusters[0].LostAccessAt.Equal(lostAt.Add(time.Hour)) {
-		t.Errorf("got orders start %v, want its RDS time kept", inc.Clusters[0].LostAccessAt)
+	// Earliest evidence wins: the CloudTrail call is earlier than orders' RDS time too.
+	if !inc.Clusters[0].LostAccessAt.Equal(found) {
+		t.Errorf("got orders start %v, want %v", inc.Clusters[0].LostAccessAt, found)
+	}
+	// A later call moves nothing.
+	later := twoClusters()
+	ApplyLoss(&later, "DisableKey", "ev-2", alice, lostAt.Add(time.Hour), now)
+	if !later.LostAt.Equal(lostAt) || !later.Clusters[0].LostAccessAt.Equal(lostAt) {
+		t.Errorf("got LostAt %v, start %v after a later call, want both kept at %v", later.LostAt, later.Clusters[0].LostAccessAt, lostAt)
+	}
+
+	// KMS's own deletion event names the service, not who scheduled the deletion: the
+	// look-up's actor replaces it.
+	kms := twoClusters()
+	kms.Trigger = "KMS CMK Deletion"
+	kms.Actor = incident.Actor{Principal: "kms.amazonaws.com", Type: "AWSService", AccountID: "123456789012"}
+	if !ActorUnknown(kms) {
+		t.Error("got ActorUnknown false for KMS's own event, want true")
+	}
+	ApplyLoss(&kms, "ScheduleKeyDeletion", "ev-3", alice, found, now)
+	if kms.Actor != alice || ActorUnknown(kms) {
+		t.Errorf("got actor %+v, want %+v", kms.Actor, alice)
 	}
 	if !LossLookedUp(inc) || !strings.Contains(inc.TriggerDetail, "DisableKey by arn:aws:iam::123456789012:user/alice") {
 		t.Errorf("got trigger detail %q", inc.TriggerDetail)
@@ -229,5 +341,67 @@ func TestClose(t *testing.T) {
 	Close(&inc, incident.StateResolved, "keywarden", "again", now)
 	if inc.State != incident.StateIntentional || len(inc.Timeline) != 1 || inc.Timeline[0].Actor != "U123" {
 		t.Errorf("got state %s, timeline %+v; want intentional with one entry by U123", inc.State, inc.Timeline)
+	}
+}
+
+// TestSettleWaitsForInstancesWithLostKeyAccess: an instance that reported lost key access
+// (0418/0419) with no 0420 since needs RebootDBInstance, so the incident is not resolved while
+// it lasts, however available the clusters read; a 0420 resolves it.
+func TestSettleWaitsForInstancesWithLostKeyAccess(t *testing.T) {
+	inc := twoClusters()
+	KeyAccessLost(&inc, "orders", "orders-2", "RDS-EVENT-0418", lostAt, now)
+	SetKey(&inc, kmskey.Key{ARN: keyARN, State: "Enabled"}, "test", now)
+	if got := Settle(&inc, now); got != "" || inc.State != incident.StateOpen {
+		t.Fatalf("got %q, state %s with orders-2 still without key access; want open", got, inc.State)
+	}
+	// One cluster lost, the other available: not closed as lost either while orders-2 waits.
+	SetClusterStatus(&inc, "billing", StatusTerminal, "test", now)
+	if got := Settle(&inc, now); got != "" {
+		t.Fatalf("got %q with orders-2 still without key access; want open", got)
+	}
+	KeyAccessRestored(&inc, "orders", "orders-2", "RDS-EVENT-0420", now, now)
+	if got := Settle(&inc, now); got != incident.StateLost {
+		t.Errorf("after 0420: got %q, want lost (billing is terminal)", got)
+	}
+
+	// An instance of a lost cluster does not hold the incident open.
+	inc = twoClusters()
+	KeyAccessLost(&inc, "orders", "orders-1", "RDS-EVENT-0419", lostAt, now)
+	SetClusterStatus(&inc, "orders", StatusTerminal, "test", now)
+	SetClusterStatus(&inc, "billing", StatusTerminal, "test", now)
+	if got := Settle(&inc, now); got != incident.StateLost {
+		t.Errorf("every cluster terminal: got %q, want lost", got)
+	}
+}
+
+// TestClusterEventMarksEveryMember: a lost-access event about the cluster itself marks each of
+// its instances, as a cluster-level 0420 clears them all.
+func TestClusterEventMarksEveryMember(t *testing.T) {
+	inc := twoClusters()
+	KeyAccessLost(&inc, "orders", "", "RDS-EVENT-0419", lostAt, now)
+	if !inc.Instances[0].LostKeyAccess || !inc.Instances[1].LostKeyAccess {
+		t.Errorf("got LostKeyAccess %v/%v, want both true", inc.Instances[0].LostKeyAccess, inc.Instances[1].LostKeyAccess)
+	}
+}
+
+// TestClusterStartClearsLostKeyAccess: a cluster seen stopped and then available with the key
+// Enabled started its instances, which reach the key again, even when 0420 never arrives; a
+// start while the key is still not Enabled clears nothing.
+func TestClusterStartClearsLostKeyAccess(t *testing.T) {
+	inc := twoClusters()
+	KeyAccessLost(&inc, "orders", "orders-1", "RDS-EVENT-0418", lostAt, now)
+	SetClusterStatus(&inc, "orders", StatusRecoverable, "test", now)
+	SetClusterStatus(&inc, "orders", StatusAvailable, "test", now) // key still Disabled
+	if !inc.Instances[0].LostKeyAccess {
+		t.Fatal("a start with the key Disabled cleared orders-1's lost access")
+	}
+	SetClusterStatus(&inc, "orders", StatusStopped, "test", now)
+	SetKey(&inc, kmskey.Key{ARN: keyARN, State: "Enabled"}, "test", now)
+	SetClusterStatus(&inc, "orders", StatusAvailable, "test", now)
+	if inc.Instances[0].LostKeyAccess {
+		t.Error("got orders-1 LostKeyAccess after the cluster started with the key Enabled, want false")
+	}
+	if got := Settle(&inc, now); got != incident.StateResolved {
+		t.Errorf("got %q, want resolved", got)
 	}
 }

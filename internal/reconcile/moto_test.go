@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,7 +20,9 @@ import (
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/blast"
 	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/keyevent"
 	"github.com/keywarden/keywarden/internal/kmskey"
+	"github.com/keywarden/keywarden/internal/trail"
 	"github.com/keywarden/keywarden/internal/triage"
 )
 
@@ -336,5 +339,72 @@ func TestBudgetStopsCleanly(t *testing.T) {
 	}
 	if got := w.get(t, inc.ID); got.Version != inc.Version {
 		t.Errorf("an incomplete run changed the incident: version %d → %d", inc.Version, got.Version)
+	}
+}
+
+// failingReplier fails every reply, as Slack down would.
+type failingReplier struct{ calls int }
+
+func (f *failingReplier) Reply(context.Context, incident.Incident, string) error {
+	f.calls++
+	return errors.New("slack: service unavailable")
+}
+
+// TestReminderRetriedAfterSlackFails: a reminder whose reply fails gives its claim back and
+// writes no timeline entry, so the next run posts it.
+func TestReminderRetriedAfterSlackFails(t *testing.T) {
+	w := newWorld(t)
+	keyID, keyARN := w.key(t)
+	w.cluster(t, keyID)
+	w.disable(t, keyID)
+	inc := w.open(t, keyARN, time.Now().Add(-(6*24*time.Hour + 20*time.Hour)))
+
+	failing := &failingReplier{}
+	rep, err := w.reconciler(func(d *Deps) { d.Replier = failing }).Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failed bool
+	for _, o := range rep.Outcomes {
+		if o.IncidentID == inc.ID && o.Action == ActionFailed && strings.Contains(o.Reason, "retried next run") {
+			failed = true
+		}
+	}
+	if failing.calls != 1 || !failed || rep.Reminders != 0 {
+		t.Fatalf("got %d replies, outcomes %+v; want one failed reminder", failing.calls, rep.Outcomes)
+	}
+	if n := countKind(w.get(t, inc.ID), incident.KindReminder); n != 0 {
+		t.Errorf("got %d reminder entries after a failed reply, want 0", n)
+	}
+
+	run(t, w.reconciler(nil))
+	if got := w.replies.of(inc.ID); len(got) != 1 || !strings.Contains(got[0], "Less than 6h left") {
+		t.Errorf("got replies %q on the next run, want the 6h reminder", got)
+	}
+	if n := countKind(w.get(t, inc.ID), incident.KindReminder); n != 1 {
+		t.Errorf("got %d reminder entries, want 1", n)
+	}
+}
+
+// TestNeedsLookupKMSDeletion: an incident opened by KMS's own deletion event names KMS as its
+// actor, which is not who scheduled the deletion: event history is asked, and its answer
+// replaces the service actor.
+func TestNeedsLookupKMSDeletion(t *testing.T) {
+	inc := incident.Incident{
+		ID: "KW-1", State: incident.StateLost, Trigger: keyevent.DetailTypeCMKDeletion,
+		Actor:  incident.Actor{Principal: "kms.amazonaws.com", Type: "AWSService", AccountID: "123456789012"},
+		LostAt: time.Now().Add(-time.Hour),
+	}
+	if !needsLookup(inc) {
+		t.Fatal("got needsLookup false for KMS's own deletion event, want true")
+	}
+	alice := incident.Actor{ARN: "arn:aws:iam::123456789012:user/alice", Type: "IAMUser"}
+	fd := trail.Finding{EventName: "ScheduleKeyDeletion", EventID: "ev-1", At: time.Now().Add(-8 * 24 * time.Hour), Actor: alice}
+	loss{found: &fd}.apply(&inc, time.Now())
+	if inc.Actor != alice || needsLookup(inc) {
+		t.Errorf("got actor %+v, needsLookup %v; want alice and no further look-up", inc.Actor, needsLookup(inc))
+	}
+	if person := (incident.Incident{Actor: alice}); needsLookup(person) {
+		t.Error("got needsLookup true for an incident naming a person")
 	}
 }

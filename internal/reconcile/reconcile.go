@@ -12,7 +12,9 @@
 //   - asks CloudTrail event history who made the key unusable when the incident does not say
 //     (backstop finds, RDS-side opens, KMS's own deletion event);
 //   - runs the backstop: customer-managed keys that are unusable and Aurora clusters in an
-//     inaccessible-encryption-credentials state, with no open incident, get one.
+//     inaccessible-encryption-credentials state (whatever the key's state), with no open
+//     incident, get one — unless the key's latest incident closed as lost or intentional and
+//     nothing changed since (see settled).
 //
 // A run is bounded by wall-clock time and by a number of AWS calls; what it does not reach it
 // leaves for the next run, most urgent incidents first.
@@ -68,6 +70,8 @@ type Incidents interface {
 	List(ctx context.Context) ([]incident.Incident, error)
 	Update(ctx context.Context, id string, mutate func(*incident.Incident) error) (incident.Incident, error)
 	Claim(ctx context.Context, name string, ttl time.Duration) (bool, error)
+	// Release gives a claim back (a reminder whose Slack reply failed), so the next run retries.
+	Release(ctx context.Context, name string) error
 }
 
 // LossFinder asks CloudTrail event history for the call that made a key unusable;
@@ -315,6 +319,7 @@ func (r *Reconciler) Run(ctx context.Context) (rep Report, err error) {
 	for _, inc := range active {
 		openKeys[inc.KeyARN] = true
 	}
+	latest := latestByKey(all)
 	for i, inc := range active {
 		if !b.spend(1) {
 			for _, rest := range active[i:] {
@@ -327,6 +332,9 @@ func (r *Reconciler) Run(ctx context.Context) (rep Report, err error) {
 		if got.State.Closed() {
 			delete(openKeys, got.KeyARN)
 		}
+		if l, ok := latest[got.KeyARN]; ok && l.ID == got.ID {
+			latest[got.KeyARN] = got // closed by this run: the backstop must see it so
+		}
 	}
 	for _, inc := range closed {
 		if !b.spend(0) {
@@ -334,11 +342,40 @@ func (r *Reconciler) Run(ctx context.Context) (rep Report, err error) {
 		}
 		r.lookUpClosed(ctx, inc, b, &rep)
 	}
-	if err := r.backstop(ctx, inv, openKeys, b, &rep); err != nil && !errors.Is(err, errBudget) {
+	if err := r.backstop(ctx, inv, openKeys, latest, b, &rep); err != nil && !errors.Is(err, errBudget) {
 		rep.add(Outcome{Action: ActionFailed, Reason: "backstop: " + err.Error()})
 	}
 	rep.Incomplete = b.why
 	return rep, nil
+}
+
+// latestByKey maps each key to its most recently opened incident, closed or not.
+func latestByKey(all []incident.Incident) map[string]incident.Incident {
+	out := map[string]incident.Incident{}
+	for _, inc := range all {
+		if l, ok := out[inc.KeyARN]; !ok || inc.OpenedAt.After(l.OpenedAt) || (inc.OpenedAt.Equal(l.OpenedAt) && inc.ID > l.ID) {
+			out[inc.KeyARN] = inc
+		}
+	}
+	return out
+}
+
+// settled reports why the backstop must not open a new incident for a key whose latest
+// incident closed as lost (nothing left to save) or intentional (an approver said the loss is
+// wanted): the key is in the state that incident last recorded, and every cluster now in a
+// lost-key state is one that incident already named. Anything else — the key moved on (say
+// from Disabled to PendingDeletion), or another cluster lost access — is news and opens a new
+// incident. "" means the key is not settled.
+func settled(last incident.Incident, found bool, keyState string, inaccessible []string) string {
+	if !found || (last.State != incident.StateLost && last.State != incident.StateIntentional) || keyState != last.KeyState {
+		return ""
+	}
+	for _, id := range inaccessible {
+		if !slices.ContainsFunc(last.Clusters, func(c incident.Cluster) bool { return c.Identifier == id }) {
+			return ""
+		}
+	}
+	return fmt.Sprintf("incident %s closed as %s and nothing changed since: the key is still %s and no other cluster lost access", last.ID, last.State, keyState)
 }
 
 // split picks the incidents a run works on: active ones, the nearest deadline first (critical
@@ -512,10 +549,11 @@ func backstopState(state string) bool {
 // are checked on every run; the rest of the account's keys (whose loss can still hurt a
 // cluster through its master-user secret, Performance Insights or activity stream) are walked
 // with ListKeys a few pages per run.
-func (r *Reconciler) backstop(ctx context.Context, inv *inventory, openKeys map[string]bool, b *budget, rep *Report) error {
+func (r *Reconciler) backstop(ctx context.Context, inv *inventory, openKeys map[string]bool, latest map[string]incident.Incident, b *budget, rep *Report) error {
 	var candidates []string
 	seen := map[string]bool{}
-	inaccessible := map[string][]string{} // key ARN → clusters in a lost-key state
+	inaccessible := map[string][]string{}    // key ARN → clusters in a lost-key state, with it
+	inaccessibleIDs := map[string][]string{} // key ARN → the same clusters' identifiers
 	for _, id := range inv.order {
 		c := inv.clusters[id]
 		ref := aws.ToString(c.KmsKeyId)
@@ -537,6 +575,7 @@ func (r *Reconciler) backstop(ctx context.Context, inv *inventory, openKeys map[
 		}
 		if lifecycle.Inaccessible(aws.ToString(c.Status)) {
 			inaccessible[keyARN] = append(inaccessible[keyARN], id+" ("+aws.ToString(c.Status)+")")
+			inaccessibleIDs[keyARN] = append(inaccessibleIDs[keyARN], id)
 		}
 		if !seen[keyARN] {
 			seen[keyARN] = true
@@ -574,9 +613,16 @@ func (r *Reconciler) backstop(ctx context.Context, inv *inventory, openKeys map[
 			continue
 		}
 		states[k] = key.State
-		if (key.CustomerManaged() && backstopState(key.State)) || len(inaccessible[k]) > 0 {
-			unusable = append(unusable, k)
+		last, hasLast := latest[k]
+		if !(key.CustomerManaged() && backstopState(key.State)) && len(inaccessible[k]) == 0 {
+			r.noteKeyState(ctx, last, hasLast, key, rep)
+			continue
 		}
+		if why := settled(last, hasLast, key.State, inaccessibleIDs[k]); why != "" {
+			rep.add(Outcome{KeyARN: k, IncidentID: last.ID, Action: ActionSkipped, Reason: why})
+			continue
+		}
+		unusable = append(unusable, k)
 	}
 	if len(unusable) == 0 {
 		return nil
@@ -599,7 +645,10 @@ func (r *Reconciler) backstop(ctx context.Context, inv *inventory, openKeys map[
 		if cl := inaccessible[k]; len(cl) > 0 {
 			detail = "found by reconciliation: cluster(s) " + strings.Join(cl, ", ") + " lost access to the key (key is " + states[k] + ") and no event about it was received"
 		}
-		out, err := r.d.Opener.Ensure(ctx, triage.Signal{KeyARN: k, Trigger: TriggerBackstop, TriggerDetail: detail, At: r.now().UTC()})
+		// A cluster in a lost-key state is a loss whatever KMS says of the key (Enabled, with
+		// the cluster still waiting for StartDBCluster): ClusterLostAccess makes triage open.
+		out, err := r.d.Opener.Ensure(ctx, triage.Signal{KeyARN: k, Trigger: TriggerBackstop, TriggerDetail: detail, At: r.now().UTC(),
+			ClusterLostAccess: len(inaccessible[k]) > 0})
 		o := Outcome{KeyARN: k, IncidentID: out.IncidentID}
 		switch {
 		case err != nil:
@@ -619,6 +668,24 @@ func (r *Reconciler) backstop(ctx context.Context, inv *inventory, openKeys map[
 		rep.add(o)
 	}
 	return nil
+}
+
+// noteKeyState records a usable key's live state on its latest incident when that closed as
+// lost or intentional with the key in another state, so that settled compares against what
+// the key was last seen as: a key re-enabled after such an incident and disabled again later
+// is a new loss, not the old one.
+func (r *Reconciler) noteKeyState(ctx context.Context, last incident.Incident, found bool, key kmskey.Key, rep *Report) {
+	if !found || (last.State != incident.StateLost && last.State != incident.StateIntentional) || last.KeyState == key.State {
+		return
+	}
+	now := r.now().UTC()
+	_, err := r.d.Incidents.Update(ctx, last.ID, func(i *incident.Incident) error {
+		lifecycle.SetKey(i, key, "reconciliation, after the incident closed", now)
+		return nil
+	})
+	if err != nil {
+		rep.add(Outcome{IncidentID: last.ID, KeyARN: last.KeyARN, Action: ActionFailed, Reason: "record key state on closed incident: " + err.Error()})
+	}
 }
 
 // listKeys reads up to listKeyPages pages of ListKeys from where the last run stopped,

@@ -59,9 +59,17 @@ func (r *Reconciler) remind(ctx context.Context, inc incident.Incident, now time
 	o.Action, o.Reason = ActionReminded, reminderDetail(mark)
 	if r.d.Replier != nil {
 		if err := r.d.Replier.Reply(ctx, inc, text); err != nil {
-			// The claim is taken, so the reminder is not retried: a second copy in the
-			// thread is worse than a timeline entry saying it could not be posted.
-			o.Reason += "; Slack reply failed: " + err.Error()
+			// Nobody was reminded: give the claim back so the next run tries again, and
+			// write no timeline entry (the timeline says who was reminded, and the entry
+			// would be posted in the thread that just failed). A reply that failed after
+			// Slack had in fact posted it may so appear twice; a reminder lost for good
+			// near a deadline is the worse failure.
+			o.Action, o.Reason = ActionFailed, reminderDetail(mark)+": Slack reply failed, retried next run: "+err.Error()
+			if rerr := r.d.Incidents.Release(ctx, ReminderClaim(inc.ID, mark)); rerr != nil {
+				o.Reason += "; the claim could not be released, so it is not retried: " + rerr.Error()
+			}
+			rep.add(o)
+			return inc
 		}
 	}
 	got, err := r.d.Incidents.Update(ctx, inc.ID, func(i *incident.Incident) error {
@@ -93,10 +101,11 @@ func reminderDetail(mark time.Duration) string {
 	return "reminder: less than " + mark.String() + " left"
 }
 
-// needsLookup reports whether an incident does not say who made its key unusable and event
-// history was not asked yet. Expired imported key material is nobody's call.
+// needsLookup reports whether an incident does not say who made its key unusable (no actor,
+// or KMS itself, the actor of its own "KMS CMK Deletion" event) and event history was not
+// asked yet. Expired imported key material is nobody's call.
 func needsLookup(inc incident.Incident) bool {
-	return inc.Actor == (incident.Actor{}) &&
+	return lifecycle.ActorUnknown(inc) &&
 		inc.Trigger != keyevent.DetailTypeKeyMaterialExpiration &&
 		!lifecycle.LossLookedUp(inc)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/cloudtrail"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/rds"
 
 	"github.com/keywarden/keywarden/internal/blast"
@@ -93,11 +94,55 @@ func TestTerminalClustersLoseTheIncident(t *testing.T) {
 	if n := countKind(got, incident.KindReminder); n != 1 {
 		t.Errorf("got %d reminders, want 1 (deadline passed, posted in the first run only)", n)
 	}
+
+	// The key is still Disabled and its clusters terminal, as the lost incident recorded:
+	// the backstop opens nothing more, however many runs follow.
+	for range 3 {
+		run(t, w.reconciler(nil))
+	}
+	if incs := w.forKey(t, keyARN); len(incs) != 1 {
+		t.Errorf("after three more runs: got %d incidents for the key, want 1", len(incs))
+	}
+}
+
+// TestIntentionalNotReopened: an approver closed the incident as intentional; the backstop
+// leaves the key alone while nothing changes, and opens anew once the key moves on (its
+// deletion is scheduled).
+func TestIntentionalNotReopened(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	keyID, keyARN := w.key(t)
+	w.cluster(t, keyID)
+	w.disable(t, keyID)
+	inc := w.open(t, keyARN, time.Now().Add(-time.Hour))
+	if _, err := w.store.Update(ctx, inc.ID, func(i *incident.Incident) error {
+		lifecycle.Close(i, incident.StateIntentional, "U123", "an approver says the key loss is wanted", time.Now())
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		run(t, w.reconciler(nil))
+	}
+	if incs := w.forKey(t, keyARN); len(incs) != 1 {
+		t.Fatalf("got %d incidents after an intentional close, want 1", len(incs))
+	}
+
+	if _, err := w.kms.ScheduleKeyDeletion(ctx, &kms.ScheduleKeyDeletionInput{KeyId: &keyID, PendingWindowInDays: aws.Int32(7)}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = w.kms.CancelKeyDeletion(context.Background(), &kms.CancelKeyDeletionInput{KeyId: &keyID})
+	})
+	run(t, w.reconciler(nil))
+	incs := w.forKey(t, keyARN)
+	if len(incs) != 2 || (incs[0].State.Closed() && incs[1].State.Closed()) {
+		t.Fatalf("got %+v once the key's deletion was scheduled, want a new open incident beside the intentional one", incs)
+	}
 }
 
 // TestBackstopInaccessibleCluster: a cluster already in a lost-key state with no incident gets
-// one; with the key Enabled again, triage does not open, and the run says the cluster still
-// needs starting.
+// one, whether the key is Disabled or Enabled again (the cluster still needs StartDBCluster).
 func TestBackstopInaccessibleCluster(t *testing.T) {
 	w := newWorld(t)
 	statuses := withStatuses(w)
@@ -118,12 +163,18 @@ func TestBackstopInaccessibleCluster(t *testing.T) {
 	rep := run(t, w.reconciler(nil))
 	var saw bool
 	for _, o := range rep.Outcomes {
-		if o.KeyARN == enabledARN && o.Action == ActionSkipped && strings.Contains(o.Reason, "still need StartDBCluster") {
+		if o.KeyARN == enabledARN && o.Action == ActionOpened {
 			saw = true
 		}
 	}
-	if !saw {
-		t.Errorf("got outcomes %+v, want a skipped outcome for %s saying the cluster needs starting", rep.Outcomes, enabledARN)
+	incs = w.forKey(t, enabledARN)
+	if !saw || len(incs) != 1 || incs[0].KeyState != "Enabled" || !strings.Contains(incs[0].TriggerDetail, e+" ("+lifecycle.StatusRecoverable+")") {
+		t.Fatalf("got outcomes %+v, incidents %+v; want one opened for %s naming %s", rep.Outcomes, incs, enabledARN, e)
+	}
+	// The next run keeps it open: the cluster is still not available.
+	run(t, w.reconciler(nil))
+	if got := w.get(t, incs[0].ID); got.State != incident.StateOpen {
+		t.Errorf("got state %s, want open while the cluster is recoverable", got.State)
 	}
 }
 

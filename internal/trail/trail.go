@@ -62,6 +62,17 @@ var lossEvents = map[string]bool{
 	"DisconnectCustomKeyStore":  true,
 }
 
+// restoreEvents are the calls that make a key usable again: a loss older than the newest of
+// them was undone and says nothing about the key's current loss. (ConnectCustomKeyStore, like
+// DisconnectCustomKeyStore, names the store, not the key.) CancelKeyDeletion is deliberately
+// not one: it leaves the key Disabled (aws-facts §4.5), so the key has been unusable since the
+// ScheduleKeyDeletion (or DisableKey) before it, which is the loss to report.
+var restoreEvents = map[string]bool{
+	"EnableKey":             true,
+	"ImportKeyMaterial":     true,
+	"ConnectCustomKeyStore": true,
+}
+
 const (
 	// retention is how far back event history goes.
 	retention = 90 * 24 * time.Hour
@@ -99,8 +110,11 @@ func New(api LookupAPI) *Finder {
 
 // LastLoss finds the most recent successful key-loss call on keyARN in event history, looking
 // back at most 90 days from now and not before since when since is non-zero. found is false when
-// history holds none; the error is then nil, or wraps ErrPageLimit when the search was cut short.
-// Failed calls (records with an errorCode) are skipped: they did not make the key unusable.
+// history holds none, or when a successful restore call (EnableKey, ImportKeyMaterial,
+// ConnectCustomKeyStore) is newer than the newest loss: that loss was undone, and taking its
+// time would start the windows up to 90 days too early. The error is then nil, or wraps
+// ErrPageLimit when the search was cut short. Failed calls (records with an errorCode) are
+// skipped: they changed nothing.
 func (f *Finder) LastLoss(ctx context.Context, keyARN string, since, now time.Time) (Finding, bool, error) {
 	if keyARN == "" {
 		return Finding{}, false, errors.New("look up key-loss calls: empty key ARN")
@@ -126,7 +140,11 @@ func (f *Finder) LastLoss(ctx context.Context, keyARN string, since, now time.Ti
 		if err != nil {
 			return Finding{}, false, fmt.Errorf("look up CloudTrail events for %s (page %d): %w", keyARN, page, err)
 		}
-		if fd, ok := latestLoss(out.Events); ok {
+		if fd, ok := latestChange(out.Events); ok {
+			// Pages come newest first, so nothing on a later page is newer than this.
+			if restoreEvents[fd.EventName] {
+				return Finding{}, false, nil
+			}
 			return fd, true, nil
 		}
 		if aws.ToString(out.NextToken) == "" {
@@ -219,14 +237,15 @@ func (l *limiter) wait(ctx context.Context) error {
 	return sleep(ctx, at.Sub(now))
 }
 
-// latestLoss returns the newest successful key-loss call in events. Event history lists events
-// newest first, but the page is scanned whole rather than trusting that.
-func latestLoss(events []types.Event) (Finding, bool) {
+// latestChange returns the newest successful key-loss or restore call in events (the caller
+// tells them apart by EventName); on a tie the loss wins, the cautious reading. Event history
+// lists events newest first, but the page is scanned whole rather than trusting that.
+func latestChange(events []types.Event) (Finding, bool) {
 	var best Finding
 	found := false
 	for _, e := range events {
 		name := aws.ToString(e.EventName)
-		if !lossEvents[name] {
+		if !lossEvents[name] && !restoreEvents[name] {
 			continue
 		}
 		if src := aws.ToString(e.EventSource); src != "" && src != "kms.amazonaws.com" {
@@ -254,7 +273,7 @@ func latestLoss(events []types.Event) (Finding, bool) {
 		if fd.Actor.ARN == "" && fd.Actor.Principal == "" {
 			fd.Actor.Principal = aws.ToString(e.Username)
 		}
-		if !found || fd.At.After(best.At) {
+		if !found || fd.At.After(best.At) || (fd.At.Equal(best.At) && lossEvents[name] && restoreEvents[best.EventName]) {
 			best, found = fd, true
 		}
 	}

@@ -248,6 +248,72 @@ func TestLastLoss(t *testing.T) {
 			wantCalls: 1,
 		},
 		{
+			name: "loss undone by a newer EnableKey",
+			respond: func(t *testing.T, n int, _ lookupRequest) reply {
+				return page([]map[string]any{
+					rdsDecrypt(t, "ev-3", now.Add(-time.Hour)),
+					ctEvent(t, "ev-2", "EnableKey", disabledAt.Add(time.Hour), "alice", alice()),
+					ctEvent(t, "ev-1", "DisableKey", disabledAt, "alice", alice()),
+				}, "")
+			},
+			wantCalls: 1,
+		},
+		{
+			name: "restore on page 1 ends the search before an older loss",
+			respond: func(t *testing.T, n int, _ lookupRequest) reply {
+				if n == 0 {
+					return page([]map[string]any{ctEvent(t, "ev-2", "ImportKeyMaterial", disabledAt.Add(time.Hour), "alice", alice())}, "token-1")
+				}
+				return page([]map[string]any{ctEvent(t, "ev-1", "DeleteImportedKeyMaterial", disabledAt, "alice", alice())}, "")
+			},
+			wantCalls: 1, checkTokens: []string{""},
+		},
+		{
+			name: "restore on the same page, listed out of order",
+			respond: func(t *testing.T, n int, _ lookupRequest) reply {
+				return page([]map[string]any{
+					ctEvent(t, "ev-1", "DisableKey", disabledAt, "alice", alice()),
+					ctEvent(t, "ev-2", "ConnectCustomKeyStore", disabledAt.Add(time.Minute), "alice", alice()),
+				}, "")
+			},
+			wantCalls: 1,
+		},
+		{
+			name: "a failed EnableKey undoes nothing",
+			respond: func(t *testing.T, n int, _ lookupRequest) reply {
+				failed := alice()
+				failed["errorCode"] = "KMSInvalidStateException"
+				return page([]map[string]any{
+					ctEvent(t, "ev-2", "EnableKey", disabledAt.Add(time.Hour), "alice", failed),
+					ctEvent(t, "ev-1", "DisableKey", disabledAt, "alice", alice()),
+				}, "")
+			},
+			want:      Finding{EventName: "DisableKey", EventID: "ev-1", At: disabledAt, Actor: aliceActor},
+			wantFound: true, wantCalls: 1,
+		},
+		{
+			name: "CancelKeyDeletion leaves the key Disabled: the deletion call is the loss",
+			respond: func(t *testing.T, n int, _ lookupRequest) reply {
+				return page([]map[string]any{
+					ctEvent(t, "ev-2", "CancelKeyDeletion", disabledAt.Add(time.Hour), "alice", alice()),
+					ctEvent(t, "ev-1", "ScheduleKeyDeletion", disabledAt, "alice", alice()),
+				}, "")
+			},
+			want:      Finding{EventName: "ScheduleKeyDeletion", EventID: "ev-1", At: disabledAt, Actor: aliceActor},
+			wantFound: true, wantCalls: 1,
+		},
+		{
+			name: "loss and restore in the same second: the loss",
+			respond: func(t *testing.T, n int, _ lookupRequest) reply {
+				return page([]map[string]any{
+					ctEvent(t, "ev-2", "EnableKey", disabledAt, "alice", alice()),
+					ctEvent(t, "ev-1", "DisableKey", disabledAt, "alice", alice()),
+				}, "")
+			},
+			want:      Finding{EventName: "DisableKey", EventID: "ev-1", At: disabledAt, Actor: aliceActor},
+			wantFound: true, wantCalls: 1,
+		},
+		{
 			name: "empty history",
 			respond: func(t *testing.T, n int, _ lookupRequest) reply {
 				return page(nil, "")
@@ -522,7 +588,7 @@ func TestLatestLossActors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, ok := latestLoss([]types.Event{tt.event})
+			got, ok := latestChange([]types.Event{tt.event})
 			if ok != tt.wantOK {
 				t.Fatalf("got ok %v, want %v", ok, tt.wantOK)
 			}
