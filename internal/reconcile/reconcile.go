@@ -491,6 +491,7 @@ func (r *Reconciler) refresh(ctx context.Context, inc incident.Incident, inv *in
 			}
 		}
 		lifecycle.Settle(i, now)
+		reopenStalled(i, now)
 		return nil
 	})
 	if err != nil {
@@ -526,6 +527,43 @@ func closingDetail(inc incident.Incident) string {
 		}
 	}
 	return string(inc.State)
+}
+
+// StallAfter is how long a remediation may go without recording a step before the reconciler
+// gives the incident back to the approvers. RemediateFunction runs for at most 180 s, Lambda
+// retries it once, and an event waits at most 15 minutes for that: past half an hour nothing is
+// coming, and the invocation is on the on-failure queue.
+const StallAfter = 30 * time.Minute
+
+// reopenStalled puts a remediating incident back to open when its remediation stopped short —
+// the key still unusable, or a cluster still stopped — and nothing was recorded for
+// StallAfter: without this, a remediation that timed out or crashed for good would leave the
+// incident remediating, where Slack offers no fix button.
+func reopenStalled(i *incident.Incident, now time.Time) {
+	if i.State != incident.StateRemediating {
+		return
+	}
+	var last time.Time
+	for _, e := range i.Timeline {
+		if e.Kind == incident.KindRemediation || e.Kind == incident.KindClick {
+			last = e.At
+		}
+	}
+	if now.Sub(last) < StallAfter {
+		return
+	}
+	stuck := incident.KeyUnusable(i.KeyState)
+	for _, c := range i.Clusters {
+		if !c.Lost && !c.Recovered && (c.Status == "stopped" || c.Status == "inaccessible-encryption-credentials-recoverable") {
+			stuck = true
+		}
+	}
+	if !stuck {
+		return // clusters are starting: the lifecycle resolves it once they are available
+	}
+	i.State = incident.StateOpen
+	i.Timeline = append(i.Timeline, incident.Entry{At: now, Kind: incident.KindRemediation, Actor: "keywarden",
+		Detail: fmt.Sprintf("remediation stalled: nothing recorded for %s and the key or a cluster is still down (RemediateFunction timed out or gave up; see its on-failure queue); the incident is open again, approve again to retry", StallAfter)})
 }
 
 func (r *Reconciler) announce(ctx context.Context, inc incident.Incident, rep *Report) {

@@ -304,3 +304,34 @@ func TestNothingInCloudTrail(t *testing.T) {
 		t.Errorf("got detail %q, LostAt %v, actor %+v; want the note and LostAt %v", got.TriggerDetail, got.LostAt, got.Actor, found)
 	}
 }
+
+func TestReopenStalled(t *testing.T) {
+	start := time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
+	base := func(key, status string) incident.Incident {
+		return incident.Incident{
+			State: incident.StateRemediating, KeyState: key,
+			Clusters: []incident.Cluster{{Identifier: "orders", Status: status, CanStop: true}},
+			Timeline: []incident.Entry{{At: start, Kind: incident.KindClick, Detail: "remediate: approval 1 of 1; remediation started"}},
+		}
+	}
+	tests := []struct {
+		name  string
+		inc   incident.Incident
+		after time.Duration
+		want  incident.State
+	}{
+		{"recent", base("Disabled", "stopped"), 10 * time.Minute, incident.StateRemediating},
+		{"stalled with the key still disabled", base("Disabled", "stopped"), 31 * time.Minute, incident.StateOpen},
+		{"stalled with a cluster still stopped", base("Enabled", "stopped"), 31 * time.Minute, incident.StateOpen},
+		{"clusters starting: just slow", base("Enabled", "starting"), 45 * time.Minute, incident.StateRemediating},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			inc := tt.inc
+			reopenStalled(&inc, start.Add(tt.after))
+			if inc.State != tt.want {
+				t.Errorf("got %s, want %s", inc.State, tt.want)
+			}
+		})
+	}
+}
