@@ -286,7 +286,7 @@ func (r *Runner) startCluster(ctx context.Context, p *plan, s *Step) (func(*inci
 		status, derr := clusterStatus(ctx, r.rds, s.Target)
 		if derr == nil && (status == statusStarting || status == statusAvailable) {
 			s.Result = "already " + status
-			return setCluster(s.Target, status), nil
+			return started(s.Target, status), nil
 		}
 	}
 	if err != nil {
@@ -297,7 +297,7 @@ func (r *Runner) startCluster(ctx context.Context, p *plan, s *Step) (func(*inci
 	if out.DBCluster != nil && out.DBCluster.Status != nil {
 		status = *out.DBCluster.Status
 	}
-	return setCluster(s.Target, status), nil
+	return started(s.Target, status), nil
 }
 
 func (r *Runner) rebootInstance(ctx context.Context, p *plan, s *Step) (func(*incident.Incident), error) {
@@ -311,7 +311,7 @@ func (r *Runner) rebootInstance(ctx context.Context, p *plan, s *Step) (func(*in
 		status, derr := instanceStatus(ctx, r.rds, s.Target)
 		if derr == nil && status == statusRebooting {
 			s.Result = "already rebooting"
-			return setInstance(s.Target, status), nil
+			return rebooted(s.Target, status), nil
 		}
 	}
 	if err != nil {
@@ -322,7 +322,7 @@ func (r *Runner) rebootInstance(ctx context.Context, p *plan, s *Step) (func(*in
 	if out.DBInstance != nil && out.DBInstance.DBInstanceStatus != nil {
 		status = *out.DBInstance.DBInstanceStatus
 	}
-	return setInstance(s.Target, status), nil
+	return rebooted(s.Target, status), nil
 }
 
 // applyLive copies what the plan read from AWS onto the incident.
@@ -371,6 +371,32 @@ func setInstance(id, status string) func(*incident.Incident) {
 		for k := range i.Instances {
 			if i.Instances[k].Identifier == id {
 				i.Instances[k].Status = status
+			}
+		}
+	}
+}
+
+// started records a cluster StartDBCluster accepted. Starting brings every member instance up
+// against the key again, so none of them still "lost key access": without clearing that, the
+// incident would wait for an RDS-EVENT-0420 that RDS may never send.
+func started(id, status string) func(*incident.Incident) {
+	return func(i *incident.Incident) {
+		setCluster(id, status)(i)
+		for k := range i.Instances {
+			if i.Instances[k].ClusterIdentifier == id {
+				i.Instances[k].LostKeyAccess = false
+			}
+		}
+	}
+}
+
+// rebooted records an instance RebootDBInstance accepted: it reconnects to the key.
+func rebooted(id, status string) func(*incident.Incident) {
+	return func(i *incident.Incident) {
+		setInstance(id, status)(i)
+		for k := range i.Instances {
+			if i.Instances[k].Identifier == id {
+				i.Instances[k].LostKeyAccess = false
 			}
 		}
 	}
