@@ -112,56 +112,17 @@ func (s *Stack) startMoto(ctx context.Context) error {
 			return fmt.Errorf("moto_server not found on PATH (install it with pip install 'moto[server]'): %w", err)
 		}
 	}
-	timeout, err := exec.LookPath("timeout")
-	if err != nil {
-		return fmt.Errorf("timeout(1) from coreutils bounds moto's lifetime and was not found: %w", err)
-	}
-	logPath := filepath.Join(s.opts.StateDir, motoLogFile)
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
-		return fmt.Errorf("moto log: %w", err)
-	}
-	defer logf.Close()
-
 	ttl := max(s.opts.TTL.Round(time.Second), time.Second)
-	cmd := exec.Command(timeout, fmt.Sprintf("%ds", int(ttl.Seconds())),
-		bin, "-H", "127.0.0.1", "-p", strconv.Itoa(s.opts.Port))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// A session of its own: moto outlives this process, and Down can stop timeout, the shim
-	// and python together by signalling the group.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start moto_server: %w", err)
-	}
-	exited := make(chan struct{})
-	// Reap it when it ends, or a test process that runs Up and Down would keep a zombie that
-	// still looks alive.
-	go func() { _ = cmd.Wait(); close(exited) }()
-
-	st := &motoState{PID: cmd.Process.Pid, Port: s.opts.Port, StartedAt: start.UTC(), ExpiresAt: start.Add(ttl).UTC()}
-	if err := s.writeMotoState(st); err != nil {
-		_ = syscall.Kill(-st.PID, syscall.SIGKILL)
+	st, logPath, err := s.startDaemon(ctx, daemon{
+		what: "moto_server", stateFile: motoStateFile, logFile: motoLogFile, port: s.opts.Port, ttl: ttl,
+		argv:       []string{bin, "-H", "127.0.0.1", "-p", strconv.Itoa(s.opts.Port)},
+		answers:    func(ctx context.Context) bool { return motoAnswers(ctx, s.opts.Port) },
+		stop:       s.stopMoto,
+		startLimit: motoStartLimit, tick: 100 * time.Millisecond,
+	})
+	if err != nil {
 		return err
-	}
-
-	deadline := time.NewTimer(motoStartLimit)
-	defer deadline.Stop()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for !motoAnswers(ctx, s.opts.Port) {
-		select {
-		case <-exited:
-			_ = s.removeState(motoStateFile)
-			return fmt.Errorf("moto_server exited during start-up (%s); its log %s ends:\n%s", cmd.ProcessState, logPath, tail(logPath, 2000))
-		case <-ctx.Done():
-			_ = s.stopMoto(st)
-			return ctx.Err()
-		case <-deadline.C:
-			_ = s.stopMoto(st)
-			return fmt.Errorf("moto_server did not answer on port %d within %s; its log %s ends:\n%s", s.opts.Port, motoStartLimit, logPath, tail(logPath, 2000))
-		case <-tick.C:
-		}
 	}
 	fmt.Fprintf(s.opts.Log, "started moto_server on %s in %s (pid %d, stops by itself after %s; log %s)\n",
 		s.Endpoint(), time.Since(start).Round(time.Millisecond), st.PID, ttl, logPath)
@@ -203,6 +164,76 @@ func (s *Stack) stopMoto(st *motoState) error {
 		}
 	}
 	return s.removeState(motoStateFile)
+}
+
+// daemon is a process the stack keeps in the background: moto, or the local services.
+type daemon struct {
+	what      string // for messages: "moto_server", "the local services"
+	stateFile string
+	logFile   string
+	dir       string
+	port      int
+	ttl       time.Duration
+	// argv is the command; timeout(1) runs it, so it ends after ttl whatever happens here.
+	argv       []string
+	answers    func(context.Context) bool
+	stop       func(*motoState) error
+	startLimit time.Duration
+	tick       time.Duration
+}
+
+// startDaemon starts d in a session of its own — it outlives this process, and Down stops
+// timeout, the command and its children together by signalling the group — records its pid
+// file, and waits until it answers. It returns the state and the log's path.
+func (s *Stack) startDaemon(ctx context.Context, d daemon) (*motoState, string, error) {
+	timeout, err := exec.LookPath("timeout")
+	if err != nil {
+		return nil, "", fmt.Errorf("timeout(1) from coreutils bounds the lifetime of %s and was not found: %w", d.what, err)
+	}
+	logPath := filepath.Join(s.opts.StateDir, d.logFile)
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, "", fmt.Errorf("log of %s: %w", d.what, err)
+	}
+	defer logf.Close()
+
+	cmd := exec.Command(timeout, append([]string{fmt.Sprintf("%ds", int(d.ttl.Seconds()))}, d.argv...)...)
+	cmd.Dir = d.dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return nil, "", fmt.Errorf("start %s: %w", d.what, err)
+	}
+	exited := make(chan struct{})
+	// Reap it when it ends, or a test process that runs Up and Down would keep a zombie that
+	// still looks alive.
+	go func() { _ = cmd.Wait(); close(exited) }()
+
+	st := &motoState{PID: cmd.Process.Pid, Port: d.port, StartedAt: start.UTC(), ExpiresAt: start.Add(d.ttl).UTC()}
+	if err := s.writeProcState(d.stateFile, st); err != nil {
+		_ = syscall.Kill(-st.PID, syscall.SIGKILL)
+		return nil, "", err
+	}
+	deadline := time.NewTimer(d.startLimit)
+	defer deadline.Stop()
+	tick := time.NewTicker(d.tick)
+	defer tick.Stop()
+	for !d.answers(ctx) {
+		select {
+		case <-exited:
+			_ = s.removeState(d.stateFile)
+			return nil, "", fmt.Errorf("%s exited during start-up (%s); its log %s ends:\n%s", d.what, cmd.ProcessState, logPath, tail(logPath, 2000))
+		case <-ctx.Done():
+			_ = d.stop(st)
+			return nil, "", ctx.Err()
+		case <-deadline.C:
+			_ = d.stop(st)
+			return nil, "", fmt.Errorf("%s did not answer on port %d within %s; its log %s ends:\n%s", d.what, d.port, d.startLimit, logPath, tail(logPath, 2000))
+		case <-tick.C:
+		}
+	}
+	return st, logPath, nil
 }
 
 // stopGroup sends SIGTERM to the process group pgid, then SIGKILL if it is still there after
@@ -316,14 +347,6 @@ func (s *Stack) readMotoState() (*motoState, error) {
 		return nil, s.removeState(motoStateFile)
 	}
 	return &st, nil
-}
-
-func (s *Stack) writeMotoState(st *motoState) error {
-	data, err := json.Marshal(st)
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(filepath.Join(s.opts.StateDir, motoStateFile), data, 0o644)
 }
 
 // recordCallerEnv merges Options.CallerEnv into the recorded caller environment: a second

@@ -149,7 +149,7 @@ func TestUpStalePIDFile(t *testing.T) {
 	if err := os.MkdirAll(s.opts.StateDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.writeMotoState(&motoState{PID: stranger.Process.Pid, Port: s.opts.Port}); err != nil {
+	if err := s.writeProcState(motoStateFile, &motoState{PID: stranger.Process.Pid, Port: s.opts.Port}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -9,9 +9,7 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"time"
 )
 
@@ -93,10 +91,6 @@ func (s *Stack) ensureServices(ctx context.Context, until time.Time) error {
 }
 
 func (s *Stack) startServices(ctx context.Context, until time.Time) error {
-	timeout, err := exec.LookPath("timeout")
-	if err != nil {
-		return fmt.Errorf("timeout(1) from coreutils bounds the local services' lifetime and was not found: %w", err)
-	}
 	// The CLI is built rather than re-executed: `go run` (make local-up) and test binaries
 	// are not a keywarden that outlives them.
 	bin := filepath.Join(s.opts.StateDir, "bin", "keywarden")
@@ -122,47 +116,17 @@ func (s *Stack) startServices(ctx context.Context, until time.Time) error {
 	if err := writeFileAtomic(configPath, config, 0o644); err != nil {
 		return fmt.Errorf("local services configuration: %w", err)
 	}
-	logPath := filepath.Join(s.opts.StateDir, servicesLogFile)
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
-		return fmt.Errorf("local services log: %w", err)
-	}
-	defer logf.Close()
-
-	cmd := exec.Command(timeout, fmt.Sprintf("%ds", int(ttl.Seconds())), bin, "local", "serve", "--config", configPath)
-	cmd.Dir = s.opts.Dir
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// As moto: a session of its own, so it outlives this process and Down can stop the group.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start the local services: %w", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-
-	st := &motoState{PID: cmd.Process.Pid, Port: s.opts.ServicesPort, StartedAt: start.UTC(), ExpiresAt: start.Add(ttl).UTC()}
-	if err := s.writeProcState(servicesStateFile, st); err != nil {
-		_ = syscall.Kill(-st.PID, syscall.SIGKILL)
+	st, logPath, err := s.startDaemon(ctx, daemon{
+		what: "the local services", stateFile: servicesStateFile, logFile: servicesLogFile, dir: s.opts.Dir,
+		port: s.opts.ServicesPort, ttl: ttl,
+		argv:       []string{bin, "local", "serve", "--config", configPath},
+		answers:    func(ctx context.Context) bool { return s.servicesAnswer(ctx, s.opts.ServicesPort) == nil },
+		stop:       s.stopServices,
+		startLimit: servicesStartLimit, tick: 50 * time.Millisecond,
+	})
+	if err != nil {
 		return err
-	}
-	deadline := time.NewTimer(servicesStartLimit)
-	defer deadline.Stop()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for s.servicesAnswer(ctx, s.opts.ServicesPort) != nil {
-		select {
-		case <-exited:
-			_ = s.removeState(servicesStateFile)
-			return fmt.Errorf("the local services exited during start-up (%s); their log %s ends:\n%s", cmd.ProcessState, logPath, tail(logPath, 2000))
-		case <-ctx.Done():
-			_ = s.stopServices(st)
-			return ctx.Err()
-		case <-deadline.C:
-			_ = s.stopServices(st)
-			return fmt.Errorf("the local services did not answer on port %d within %s; their log %s ends:\n%s", s.opts.ServicesPort, servicesStartLimit, logPath, tail(logPath, 2000))
-		case <-tick.C:
-		}
 	}
 	fmt.Fprintf(s.opts.Log, "started the local services (Slack stand-in %s, Lambda Invoke API %s) in %s (pid %d, stop by themselves after %s; log %s)\n",
 		s.SlackAPIURL(), s.ServicesURL(), time.Since(start).Round(time.Millisecond), st.PID, ttl, logPath)
