@@ -118,7 +118,10 @@ type Cluster struct {
 	// LostAccessAt starts the cluster's 7-day recoverable window: the key event's time until an
 	// RDS event says when the cluster itself noticed.
 	LostAccessAt *time.Time `json:"lost_access_at,omitempty"`
-	Deadline     *time.Time `json:"deadline"`
+	// WindowFromRDS is set once RDS-EVENT-0418/0419 said when the cluster itself lost access:
+	// Aurora's clock starts then, not at the key event, so key-side evidence no longer moves it.
+	WindowFromRDS bool       `json:"window_from_rds,omitempty"`
+	Deadline      *time.Time `json:"deadline"`
 	// Recovered is set once the cluster is available again with the key enabled.
 	Recovered bool `json:"recovered,omitempty"`
 	// Lost is set once the cluster reached the terminal inaccessible-encryption-credentials state.

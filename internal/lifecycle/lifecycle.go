@@ -143,8 +143,12 @@ func KeyAccessLost(inc *incident.Incident, clusterID, instance, eventID string, 
 	var changes []string
 	if i := slices.IndexFunc(inc.Clusters, func(c incident.Cluster) bool { return c.Identifier == clusterID }); i >= 0 {
 		c := &inc.Clusters[i]
-		if c.LostAccessAt == nil || at.Before(*c.LostAccessAt) {
+		// The first RDS report replaces the key-side estimate, later or not: the cluster's own
+		// clock is what Aurora counts (issue 4: RDS refines the window). Further reports only
+		// move it earlier, so duplicates and delivery order cannot move it back and forth.
+		if !c.WindowFromRDS || c.LostAccessAt == nil || at.Before(*c.LostAccessAt) {
 			c.LostAccessAt = &at
+			c.WindowFromRDS = true
 			if c.CanStop {
 				changes = append(changes, fmt.Sprintf("cluster %s's 7-day recoverable window now starts %s", clusterID, at.Format(time.RFC3339)))
 			}
@@ -207,7 +211,7 @@ func ApplyLoss(inc *incident.Incident, eventName, eventID string, actorOf incide
 		old := inc.LostAt
 		for i := range inc.Clusters {
 			c := &inc.Clusters[i]
-			if c.LostAccessAt != nil && at.Before(*c.LostAccessAt) {
+			if !c.WindowFromRDS && c.LostAccessAt != nil && at.Before(*c.LostAccessAt) {
 				c.LostAccessAt = &at
 			}
 		}

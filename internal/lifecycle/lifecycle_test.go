@@ -51,10 +51,11 @@ func TestKeyAccessLostRefinesWindowInAnyOrder(t *testing.T) {
 		events  []ev
 		want    time.Time
 	}{
-		// Earliest evidence wins: RDS times after the key event's never move the start later.
-		{"0418 then 0419", "DisableKey", []ev{{"orders-1", t0418}, {"orders-1", t0419}}, lostAt},
-		{"0419 then 0418", "DisableKey", []ev{{"orders-1", t0419}, {"orders-1", t0418}}, lostAt},
-		{"duplicate", "DisableKey", []ev{{"orders-1", t0419}, {"orders-1", t0419}}, lostAt},
+		// RDS's earliest report replaces the key event's estimate, later or earlier: Aurora's
+		// clock starts when the cluster noticed. Further reports only move it earlier.
+		{"0418 then 0419", "DisableKey", []ev{{"orders-1", t0418}, {"orders-1", t0419}}, t0418},
+		{"0419 then 0418", "DisableKey", []ev{{"orders-1", t0419}, {"orders-1", t0418}}, t0418},
+		{"duplicate", "DisableKey", []ev{{"orders-1", t0419}, {"orders-1", t0419}}, t0419},
 		{"earlier RDS time", "DisableKey", []ev{{"orders-2", t0419}, {"orders-1", early}}, early},
 		{"earlier RDS time first", "DisableKey", []ev{{"orders-1", early}, {"orders-2", t0419}}, early},
 		{"rds-opened, later event", "RDS-EVENT-0418", []ev{{"orders-1", lostAt}, {"orders-2", t0419}}, lostAt},
@@ -87,7 +88,7 @@ func TestKeyAccessLostRefinesWindowInAnyOrder(t *testing.T) {
 func foldKeyEvent(inc *incident.Incident, at time.Time) {
 	for i := range inc.Clusters {
 		c := &inc.Clusters[i]
-		if c.CanStop && (c.LostAccessAt == nil || at.Before(*c.LostAccessAt)) {
+		if c.CanStop && !c.WindowFromRDS && (c.LostAccessAt == nil || at.Before(*c.LostAccessAt)) {
 			c.LostAccessAt = ptr(at)
 		}
 	}
@@ -111,7 +112,8 @@ func permutations(n int) [][]int {
 
 // TestWindowStartSameInAnyOrder: whatever order the evidence of lost access arrives in — RDS
 // events (0418, 0419, duplicates), a key event folded by triage, CloudTrail's look-up — the
-// window start and the deadline are the same: the earliest evidence.
+// window start and the deadline are the same: RDS's earliest report for the cluster, which
+// refines the key-side estimate either way, since Aurora's clock starts when the cluster noticed.
 func TestWindowStartSameInAnyOrder(t *testing.T) {
 	alice := incident.Actor{ARN: "arn:aws:iam::123456789012:user/alice"}
 	for _, tc := range []struct {
@@ -131,7 +133,7 @@ func TestWindowStartSameInAnyOrder(t *testing.T) {
 				KeyAccessLost(i, "orders", "orders-1", "RDS-EVENT-0418", lostAt.Add(20*time.Minute), now)
 			},
 			"key event": func(i *incident.Incident) { foldKeyEvent(i, lostAt.Add(5*time.Minute)) },
-		}, lostAt},
+		}, lostAt.Add(20 * time.Minute)},
 		{"RDS earlier than the key event", "RDS-EVENT-0418", map[string]func(*incident.Incident){
 			"0418": func(i *incident.Incident) {
 				KeyAccessLost(i, "orders", "orders-2", "RDS-EVENT-0418", lostAt.Add(-15*time.Minute), now)
@@ -141,7 +143,7 @@ func TestWindowStartSameInAnyOrder(t *testing.T) {
 			},
 			"key event": func(i *incident.Incident) { foldKeyEvent(i, lostAt.Add(-5*time.Minute)) },
 		}, lostAt.Add(-15 * time.Minute)},
-		{"CloudTrail earliest", "Reconciliation", map[string]func(*incident.Incident){
+		{"CloudTrail earlier than RDS", "Reconciliation", map[string]func(*incident.Incident){
 			"0418": func(i *incident.Incident) {
 				KeyAccessLost(i, "orders", "orders-1", "RDS-EVENT-0418", lostAt.Add(-10*time.Minute), now)
 			},
@@ -149,7 +151,7 @@ func TestWindowStartSameInAnyOrder(t *testing.T) {
 			"cloudtrail": func(i *incident.Incident) {
 				ApplyLoss(i, "DisableKey", "ev-1", alice, lostAt.Add(-2*time.Hour), now)
 			},
-		}, lostAt.Add(-2 * time.Hour)},
+		}, lostAt.Add(-10 * time.Minute)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var names []string

@@ -280,7 +280,8 @@ func mergeKey(inc *incident.Incident, key kmskey.Key) {
 }
 
 // mergeRadius adds dependents not yet on the incident and refreshes the status of known ones.
-// A cluster's window start is never moved later: the earliest evidence of lost access wins.
+// A cluster's window start is never moved later by key-side evidence, and not at all once RDS
+// dated it (lifecycle.KeyAccessLost).
 func mergeRadius(inc *incident.Incident, radius blast.Radius, lostAt time.Time) {
 	at := lostAt.UTC()
 	for _, c := range radius.Clusters {
@@ -295,7 +296,8 @@ func mergeRadius(inc *incident.Incident, radius blast.Radius, lostAt time.Time) 
 		known := &inc.Clusters[i]
 		known.Status, known.CanStop, known.CannotStopReason, known.Uses, known.Members =
 			c.Status, c.CanStop, c.CannotStopReason, c.Uses, c.Members
-		if known.CanStop && (known.LostAccessAt == nil || at.Before(*known.LostAccessAt)) {
+		// A window RDS dated stays: the cluster's own report beats the key event's estimate.
+		if known.CanStop && !known.WindowFromRDS && (known.LostAccessAt == nil || at.Before(*known.LostAccessAt)) {
 			known.LostAccessAt = &at
 		}
 	}
