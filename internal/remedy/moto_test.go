@@ -248,3 +248,36 @@ func liveClusterStatus(t *testing.T, c *rds.Client, id string) string {
 	}
 	return st
 }
+
+// TestPlanSkipsClusterNowOnAnotherKey: a cluster deleted and created again under the same name
+// with another key is not the incident's to start, though its name is on the incident.
+func TestPlanSkipsClusterNowOnAnotherKey(t *testing.T) {
+	ctx := context.Background()
+	cfg := awstest.Config(t, awstest.Moto(t))
+	kmsClient, rdsClient := kms.NewFromConfig(cfg), rds.NewFromConfig(cfg)
+	mine, err := kmsClient.CreateKey(ctx, &kms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := kmsClient.CreateKey(ctx, &kms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := fmt.Sprintf("recreated-%d", time.Now().UnixNano())
+	// Given by key ID, as moto keeps it: the plan must normalise it through DescribeKey.
+	createCluster(t, rdsClient, id, aws.ToString(other.KeyMetadata.KeyId))
+	if _, err := rdsClient.StopDBCluster(ctx, &rds.StopDBClusterInput{DBClusterIdentifier: aws.String(id)}); err != nil {
+		t.Fatal(err)
+	}
+	inc := incident.Incident{ID: "KW-1", State: incident.StateRemediating, KeyARN: aws.ToString(mine.KeyMetadata.Arn),
+		Clusters: []incident.Cluster{{Identifier: id, CanStop: true, Uses: []string{"storage"}}}}
+	steps, err := New(kmsClient, rdsClient, nil, Options{}).Plan(ctx, inc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range steps {
+		if s.Name == StepStartDBCluster && !strings.Contains(s.Skip, "another key") {
+			t.Errorf("got %+v, want StartDBCluster skipped: the cluster is on another key now", s)
+		}
+	}
+}

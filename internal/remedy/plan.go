@@ -150,7 +150,7 @@ func (r *Runner) planKey(ctx context.Context, keyARN string, p *plan) error {
 func (r *Runner) planClusters(ctx context.Context, inc incident.Incident, p *plan) (map[string]bool, error) {
 	starting := map[string]bool{}
 	for _, c := range inc.Clusters {
-		status, err := clusterStatus(ctx, r.rds, c.Identifier)
+		status, ref, err := clusterLive(ctx, r.rds, c.Identifier)
 		if err != nil {
 			return nil, err
 		}
@@ -162,6 +162,16 @@ func (r *Runner) planClusters(ctx context.Context, inc incident.Incident, p *pla
 			if notStorage {
 				s.Skip = notStorageReason(c, status)
 				break
+			}
+			if c.StorageOnKey() {
+				other, otherKey, err := r.onOtherKey(ctx, ref, inc.KeyARN)
+				if err != nil {
+					return nil, fmt.Errorf("storage key of cluster %s: %w", c.Identifier, err)
+				}
+				if other {
+					s.Skip = "its storage is now encrypted with another key (" + otherKey + "): not this incident's to start"
+					break
+				}
 			}
 			starting[c.Identifier] = true
 		case "":
@@ -265,18 +275,47 @@ func describeKey(ctx context.Context, c KMSAPI, keyARN string) (*kmstypes.KeyMet
 
 // clusterStatus is the cluster's live status, "" when RDS does not know the cluster.
 func clusterStatus(ctx context.Context, c RDSAPI, id string) (string, error) {
+	status, _, err := clusterLive(ctx, c, id)
+	return status, err
+}
+
+// clusterLive is the cluster's live status and storage key reference (as RDS gives it: the
+// key ARN on AWS, possibly another form elsewhere); "" and "" when RDS does not know it.
+func clusterLive(ctx context.Context, c RDSAPI, id string) (status, kmsKeyID string, err error) {
 	out, err := c.DescribeDBClusters(ctx, &rds.DescribeDBClustersInput{DBClusterIdentifier: aws.String(id)})
 	var nf *rdstypes.DBClusterNotFoundFault
 	if errors.As(err, &nf) {
-		return "", nil
+		return "", "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("describe cluster %s: %w", id, err)
+		return "", "", fmt.Errorf("describe cluster %s: %w", id, err)
 	}
 	if len(out.DBClusters) == 0 {
-		return "", nil
+		return "", "", nil
 	}
-	return aws.ToString(out.DBClusters[0].Status), nil
+	return aws.ToString(out.DBClusters[0].Status), aws.ToString(out.DBClusters[0].KmsKeyId), nil
+}
+
+// onOtherKey reports whether a cluster's live storage key is not keyARN: a cluster deleted and
+// created again under the same name, with another key, is not this incident's to start — and
+// IAM cannot tell, since StartDBCluster cannot be scoped by a cluster's key.
+func (r *Runner) onOtherKey(ctx context.Context, ref, keyARN string) (bool, string, error) {
+	if ref == "" || ref == keyARN {
+		return false, "", nil
+	}
+	if strings.HasPrefix(ref, "arn:") && strings.Contains(ref, ":key/") {
+		return true, ref, nil
+	}
+	md, err := describeKey(ctx, r.kms, ref)
+	var nf *kmstypes.NotFoundException
+	if errors.As(err, &nf) {
+		return true, ref, nil
+	}
+	if err != nil {
+		return false, "", err
+	}
+	other := aws.ToString(md.Arn)
+	return other != keyARN, other, nil
 }
 
 // instanceStatus is the instance's live status, "" when RDS does not know the instance.
