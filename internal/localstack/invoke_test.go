@@ -45,6 +45,10 @@ func newTestStack(t *testing.T, opts Options) (*Stack, *syncBuffer) {
 	if opts.StateDir == "" {
 		opts.StateDir = t.TempDir()
 	}
+	if opts.ServicesPort == 0 {
+		// Port+1, the default, may be taken by another test's server: pick a free one.
+		opts.ServicesPort = testPort(t)
+	}
 	opts.EnvFile = "testdata/env.json"
 	opts.Functions = map[string]string{
 		"EchoFunction":    "internal/localstack/testdata/echo",
