@@ -246,11 +246,8 @@ func (h *handler) act(ctx context.Context, click approval.Click) outcome {
 		}
 	case slackui.ActionIntentional:
 		mutate = func(i *incident.Incident) error {
-			switch {
-			case i.State.Closed():
-				return errClosed
-			case i.State == incident.StateRemediating:
-				return errRemediating
+			if err := busy(i); err != nil {
+				return err
 			}
 			i.State = incident.StateIntentional
 			detail = slackui.ActionIntentional + ": closed as intended; reminders stop and no fix runs"
@@ -263,11 +260,8 @@ func (h *handler) act(ctx context.Context, click approval.Click) outcome {
 		var approvedBy []string
 		var met bool
 		mutate = func(i *incident.Incident) error {
-			switch {
-			case i.State.Closed():
-				return errClosed
-			case i.State == incident.StateRemediating:
-				return errRemediating
+			if err := busy(i); err != nil {
+				return err
 			}
 			if ok, instead := slackui.Fixable(*i); !ok {
 				return &notFixableError{instead: instead}
@@ -378,6 +372,17 @@ func (h *handler) refused(ctx context.Context, id string, err error, out outcome
 
 func (h *handler) entry(kind, actor, detail string) incident.Entry {
 	return incident.Entry{At: h.now().UTC(), Kind: kind, Actor: actor, Detail: detail}
+}
+
+// busy refuses a decision on an incident that is closed or already being remediated.
+func busy(i *incident.Incident) error {
+	switch {
+	case i.State.Closed():
+		return errClosed
+	case i.State == incident.StateRemediating:
+		return errRemediating
+	}
+	return nil
 }
 
 // approvals lists who approved remediation since it last started, in order, from the click

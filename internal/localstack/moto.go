@@ -60,7 +60,7 @@ func (s *Stack) Up(ctx context.Context) error {
 	}
 	resources := s.opts.Resources
 	if resources == nil {
-		resources = DefaultResources(env)
+		resources = DefaultResources(env, filepath.Join(s.opts.Dir, "template.yaml"))
 	}
 	cfg := s.AWSConfig()
 	for i, create := range resources {
@@ -74,7 +74,7 @@ func (s *Stack) Up(ctx context.Context) error {
 
 // ensureMoto reuses a healthy moto or starts one.
 func (s *Stack) ensureMoto(ctx context.Context) error {
-	st, err := s.readMotoState()
+	st, err := s.readProcState(motoStateFile)
 	if err != nil {
 		return err
 	}
@@ -136,7 +136,7 @@ func (s *Stack) Down(ctx context.Context) error {
 	if err := s.downServices(); err != nil {
 		return fmt.Errorf("local down: %w", err)
 	}
-	st, err := s.readMotoState()
+	st, err := s.readProcState(motoStateFile)
 	if err != nil {
 		return fmt.Errorf("local down: %w", err)
 	}
@@ -272,13 +272,17 @@ func groupAlive(pgid int) bool {
 }
 
 // isOurMoto reports whether pid still runs moto_server under timeout, as startMoto left it.
-// Where /proc cannot tell (not Linux), it trusts the pid file.
-func isOurMoto(pid int) bool {
+func isOurMoto(pid int) bool { return cmdlineHas(pid, "moto_server") }
+
+// cmdlineHas reports whether process pid's command line contains marker: whether a pid from a
+// pid file is still the process the stack started, not one that reused the number. Where /proc
+// cannot tell (not Linux), it trusts the pid file.
+func cmdlineHas(pid int, marker string) bool {
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	if err != nil {
 		return !errors.Is(err, fs.ErrNotExist) || !procAvailable()
 	}
-	return bytes.Contains(cmdline, []byte("moto_server"))
+	return bytes.Contains(cmdline, []byte(marker))
 }
 
 func procAvailable() bool {
@@ -330,23 +334,6 @@ func portInUse(port int) bool {
 	}
 	c.Close()
 	return true
-}
-
-func (s *Stack) readMotoState() (*motoState, error) {
-	data, err := os.ReadFile(filepath.Join(s.opts.StateDir, motoStateFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read moto pid file: %w", err)
-	}
-	var st motoState
-	if err := json.Unmarshal(data, &st); err != nil || st.PID <= 0 {
-		// A torn or hand-edited file names no process we can safely signal.
-		fmt.Fprintf(s.opts.Log, "ignoring unreadable %s\n", filepath.Join(s.opts.StateDir, motoStateFile))
-		return nil, s.removeState(motoStateFile)
-	}
-	return &st, nil
 }
 
 // recordCallerEnv merges Options.CallerEnv into the recorded caller environment: a second

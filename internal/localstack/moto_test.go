@@ -55,7 +55,7 @@ func TestUpDown(t *testing.T) {
 	s, logs := newTestStack(t, Options{
 		Port:      port,
 		TTL:       10 * time.Minute,
-		Resources: append(DefaultResources(env), countCalls),
+		Resources: append(DefaultResources(env, "../../template.yaml"), countCalls),
 		CallerEnv: map[string]string{"SLACK_API_URL": "http://127.0.0.1:1/api/"},
 	})
 	ctx := context.Background()
@@ -192,7 +192,7 @@ func TestUpUsesForeignMoto(t *testing.T) {
 
 func readState(t *testing.T, s *Stack) motoState {
 	t.Helper()
-	st, err := s.readMotoState()
+	st, err := s.readProcState(motoStateFile)
 	if err != nil || st == nil {
 		t.Fatalf("moto state: %v, %v; want a recorded moto", st, err)
 	}

@@ -20,15 +20,16 @@ const DefaultIncidentsTable = "keywarden-incidents"
 
 // DefaultResources is the registry of what the functions need locally — the counterpart of
 // template.yaml's resources. Add to it when a function gains a dependency (a queue, a secret,
-// an EventBridge rule).
-func DefaultResources(env EnvFile) []Resource {
+// an EventBridge rule). templatePath is the template whose rules route events: the stack's own,
+// so Up loads the same rules that Stack.Router routes by.
+func DefaultResources(env EnvFile, templatePath string) []Resource {
 	var rs []Resource
 	// Every INCIDENTS_TABLE any function is given must exist, or that function fails on moto
 	// in a way it never would in AWS.
 	for _, table := range env.Values("INCIDENTS_TABLE", DefaultIncidentsTable) {
 		rs = append(rs, IncidentsTable(table))
 	}
-	rs = append(rs, EventRouting("")) // template.yaml's EventBridge rules, one queue per function
+	rs = append(rs, EventRouting(templatePath)) // the template's EventBridge rules, one queue per function
 	return rs
 }
 

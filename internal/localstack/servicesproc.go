@@ -1,7 +1,6 @@
 package localstack
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -161,14 +160,8 @@ func (s *Stack) stopServices(st *motoState) error {
 }
 
 // isOurServices reports whether pid still runs `keywarden local serve` under timeout, as
-// startServices left it. Where /proc cannot tell (not Linux), it trusts the pid file.
-func isOurServices(pid int) bool {
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return !errors.Is(err, fs.ErrNotExist) || !procAvailable()
-	}
-	return bytes.Contains(cmdline, []byte("local\x00serve\x00"))
-}
+// startServices left it.
+func isOurServices(pid int) bool { return cmdlineHas(pid, "local\x00serve\x00") }
 
 // errForeignServices says that the services on a port belong to another state folder.
 var errForeignServices = errors.New("the local services of another stack listen there")
@@ -200,7 +193,7 @@ func (s *Stack) servicesAnswer(ctx context.Context, port int) error {
 // servicesDeadline is when new services must stop: with the moto this stack started, or
 // Options.TTL from now beside a moto started elsewhere.
 func (s *Stack) servicesDeadline() time.Time {
-	st, err := s.readMotoState()
+	st, err := s.readProcState(motoStateFile)
 	if err != nil || st == nil {
 		return time.Now().Add(s.opts.TTL)
 	}

@@ -14,6 +14,7 @@ import (
 	rdstypes "github.com/aws/aws-sdk-go-v2/service/rds/types"
 
 	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/kmskey"
 )
 
 // Aurora DB cluster and instance statuses that matter to remediation (DescribeDBClusters
@@ -99,7 +100,7 @@ func (r *Runner) planKey(ctx context.Context, keyARN string, p *plan) error {
 	}
 	p.keyID = aws.ToString(md.KeyId)
 	if p.keyID == "" {
-		p.keyID = keyIDFromARN(keyARN)
+		p.keyID = kmskey.IDFromARN(keyARN)
 	}
 	p.keyState = string(md.KeyState)
 	p.deletionDate = md.DeletionDate
@@ -332,13 +333,4 @@ func instanceStatus(ctx context.Context, c RDSAPI, id string) (string, error) {
 		return "", nil
 	}
 	return aws.ToString(out.DBInstances[0].DBInstanceStatus), nil
-}
-
-// keyIDFromARN returns the key ID of arn:aws:kms:region:account:key/ID, or its argument when
-// it is not a key ARN.
-func keyIDFromARN(keyARN string) string {
-	if i := strings.LastIndex(keyARN, ":key/"); i >= 0 && strings.HasPrefix(keyARN, "arn:") {
-		return keyARN[i+len(":key/"):]
-	}
-	return keyARN
 }

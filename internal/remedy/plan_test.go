@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/kmskey"
 )
 
 func testIncident(clusters []incident.Cluster, instances []incident.Instance) incident.Incident {
@@ -248,8 +249,8 @@ func TestKeyIDFromARN(t *testing.T) {
 		testKeyID:                         testKeyID,
 		"arn:aws:kms:us-east-1:1:alias/x": "arn:aws:kms:us-east-1:1:alias/x",
 	} {
-		if got := keyIDFromARN(in); got != want {
-			t.Errorf("keyIDFromARN(%q) = %q, want %q", in, got, want)
+		if got := kmskey.IDFromARN(in); got != want {
+			t.Errorf("kmskey.IDFromARN(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -177,11 +177,17 @@ func (s *Service) keysOf(ctx context.Context, ev keyevent.Event) ([]string, []Ou
 // Ensure makes sure an unusable key with Aurora dependents has exactly one open incident and
 // that this signal is on its timeline.
 func (s *Service) Ensure(ctx context.Context, sig Signal) (Outcome, error) {
-	o := Outcome{KeyARN: sig.KeyARN}
 	key, err := s.describe(ctx, sig.KeyARN)
 	if err != nil {
-		return o, err
+		return Outcome{KeyARN: sig.KeyARN}, err
 	}
+	return s.ensure(ctx, sig, key)
+}
+
+// ensure is Ensure for a key the caller has just described.
+func (s *Service) ensure(ctx context.Context, sig Signal, key kmskey.Key) (Outcome, error) {
+	o := Outcome{KeyARN: sig.KeyARN}
+	openKnown := false // an open incident for the key was seen: alreadyLost need not look again
 	if key.State == incident.KeyStateDeleted && sig.Trigger != keyevent.DetailTypeCMKDeletion {
 		// DescribeKey does not know the key: deleted, or never in this account and Region
 		// (an event forwarded from elsewhere). Only KMS's own deletion event, or an incident
@@ -192,6 +198,7 @@ func (s *Service) Ensure(ctx context.Context, sig Signal) (Outcome, error) {
 		} else if err != nil {
 			return o, fmt.Errorf("find open incident for %s: %w", sig.KeyARN, err)
 		}
+		openKnown = true
 	}
 	if key.Manager != "" && !key.CustomerManaged() {
 		o.Action, o.Reason = ActionIgnored, "AWS-managed key: it cannot be disabled or deleted"
@@ -200,7 +207,7 @@ func (s *Service) Ensure(ctx context.Context, sig Signal) (Outcome, error) {
 	if !incident.KeyUnusable(key.State) && !sig.ClusterLostAccess {
 		return s.stillUsable(ctx, sig, key)
 	}
-	if key.State == incident.KeyStateDeleted {
+	if key.State == incident.KeyStateDeleted && !openKnown {
 		if o, done, err := s.alreadyLost(ctx, sig); done || err != nil {
 			return o, err
 		}
@@ -407,10 +414,10 @@ func (s *Service) access(ctx context.Context, keyARN string, ev keyevent.Event) 
 	if !incident.KeyUnusable(key.State) {
 		return Outcome{KeyARN: keyARN, Action: ActionIgnored, Reason: ev.Name + " on a key that is " + key.State + ": Aurora keeps its grant"}, nil
 	}
-	return s.Ensure(ctx, Signal{
+	return s.ensure(ctx, Signal{
 		KeyARN: keyARN, Trigger: ev.Name, At: ev.Time, Actor: ev.Actor, EventID: ev.ID,
 		TriggerDetail: fmt.Sprintf("%s seen while the key was %s (the event that made it unusable was not received)", ev.Name, key.State),
-	})
+	}, key)
 }
 
 // onOpen records ev on keyARN's open incident with the live key state. With no open incident
