@@ -1,6 +1,35 @@
-// Package incident is keywarden's record of one key-loss incident: which key, who made it
-// unusable, which Aurora resources depend on it, the deadlines that follow, and an append-only
-// timeline of everything that happened since. It knows nothing of Lambda or Slack.
+// Package incident is keywarden's model of one key-loss incident: which key, who made it
+// unusable, which Aurora resources depend on it, the deadlines that follow, who approved what,
+// how far remediation got, and a typed timeline of everything that happened since.
+//
+// It is the model only. It imports no AWS SDK and no Slack package (a test checks `go list
+// -deps`), so a parser or a renderer can use it without linking the database; the DynamoDB
+// store lives in incident/dynamostore.
+//
+// # The state machine
+//
+// Every change of State goes through one method, which refuses an illegal change with a
+// *TransitionError (errors.Is(err, ErrIllegalTransition)):
+//
+//	               Approve (quorum met)              Resolve
+//	  ┌────────┐ ──StartRemediation──▶ ┌─────────────┐ ───────▶ ┌──────────┐
+//	  │  open  │                       │ remediating │          │ resolved │
+//	  └────────┘ ◀──────GiveBack────── └─────────────┘          └──────────┘
+//	    │  │  │                              │                        ▲
+//	    │  │  └────────────Resolve───────────┼────────────────────────┘
+//	    │  └──MarkIntentional──▶ intentional │
+//	    └──────MarkLost──────────▶  lost  ◀──┘ MarkLost
+//
+// resolved, intentional and lost are closed: nothing leaves them. GiveBack is "give the
+// incident back to the approvers": a remediation that failed, stalled or could not be handed
+// off ends, the approval round it spent is over, and the message offers the button again.
+//
+// # The record is typed
+//
+// Decisions read fields, never text: approvals are Approval values, remediation progress is
+// Remediation with its StepRecord values, deliveries count distinct event IDs. Timeline entries
+// carry a Kind, actor, target, Result and the ID of the event or click that caused them; their
+// Detail is words for people, rendered into Slack and never read back.
 //
 // The JSON form of an Incident is a contract: `keywarden incidents --json` prints it and other
 // tools read it, so field names change only with that contract.
@@ -10,23 +39,6 @@ import (
 	"time"
 )
 
-// State is where an incident is in its life: open → remediating → resolved, or open →
-// intentional, or → lost.
-type State string
-
-const (
-	StateOpen        State = "open"
-	StateRemediating State = "remediating"
-	StateResolved    State = "resolved"
-	StateIntentional State = "intentional"
-	StateLost        State = "lost"
-)
-
-// Closed reports whether no further work or reminder belongs to an incident in state s.
-func (s State) Closed() bool {
-	return s == StateResolved || s == StateIntentional || s == StateLost
-}
-
 // Incident is one key's loss, from the first event to its close.
 type Incident struct {
 	ID      string `json:"id"`
@@ -35,8 +47,9 @@ type Incident struct {
 
 	KeyARN   string `json:"key_arn"`
 	KeyAlias string `json:"key_alias,omitempty"`
-	// KeyState is KMS's KeyState as last read with DescribeKey (Disabled, PendingDeletion, …).
-	KeyState string `json:"key_state"`
+	// KeyState is KMS's KeyState as last read with DescribeKey (Disabled, PendingDeletion, …),
+	// or KeyStateDeleted.
+	KeyState KeyState `json:"key_state"`
 	// KeyDeletionDate is DescribeKey's DeletionDate, never CloudTrail's human-formatted string.
 	KeyDeletionDate *time.Time `json:"key_deletion_date,omitempty"`
 	// KeyManager is CUSTOMER or AWS; only customer-managed keys can be made unusable.
@@ -57,23 +70,44 @@ type Incident struct {
 	// Critical is set when some dependent has no recoverable window at all.
 	Critical bool `json:"critical"`
 
-	Actor      Actor `json:"actor"`
-	Deliveries int   `json:"deliveries"`
+	Actor Actor `json:"actor"`
+	// Deliveries counts the distinct events (EventBridge event IDs) folded into the incident; a
+	// redelivery of one event does not count again (see RecordDelivery).
+	Deliveries int `json:"deliveries"`
 
 	Clusters     []Cluster  `json:"clusters"`
 	Instances    []Instance `json:"instances"`
 	Snapshots    []Snapshot `json:"snapshots"`
 	OtherEngines []Cluster  `json:"other_engines"`
+	// InstanceCount and SnapshotCount are len(Instances) and len(Snapshots) as of the last
+	// write (see Count): listings that read only incidents' heads still show the sizes.
+	InstanceCount int `json:"instance_count"`
+	SnapshotCount int `json:"snapshot_count"`
+
+	// Approvals is every approval ever given, in order, never trimmed; the ones of the current
+	// ApprovalRound count towards the quorum (see Approve).
+	Approvals []Approval `json:"approvals"`
+	// ApprovalRound counts the remediation rounds started: each StartRemediation spends the
+	// round's approvals and opens the next, so a reopened incident needs a fresh quorum.
+	ApprovalRound int `json:"approval_round"`
+	// Remediation is the latest remediation run and its steps.
+	Remediation Remediation `json:"remediation"`
 
 	Slack *SlackRef `json:"slack,omitempty"`
-	// SlackPosted counts the timeline entries already posted as replies in the message's
-	// thread, over the whole timeline, elided entries included (see Store.SetSlack). Like Slack,
-	// it is Slack bookkeeping, not incident state: recording it does not change Version.
-	SlackPosted int     `json:"slack_posted,omitempty"`
+	// SlackPosted is the Seq of the last timeline entry posted as a reply in the message's
+	// thread; entries with a higher Seq are still to post. Like Slack, it is Slack bookkeeping,
+	// not incident state: the store records it without a new Version.
+	SlackPosted int64 `json:"slack_posted,omitempty"`
+	// TimelineSeq is the highest Seq given to a timeline entry so far.
+	TimelineSeq int64   `json:"timeline_seq,omitempty"`
 	Timeline    []Entry `json:"timeline"`
-	// TimelineElided counts the timeline entries the store dropped to keep the incident within
-	// DynamoDB's item size limit; a KindElided entry marks where they were.
-	TimelineElided int `json:"timeline_elided,omitempty"`
+}
+
+// Count sets InstanceCount and SnapshotCount from the slices; the store calls it before each
+// write.
+func (inc *Incident) Count() {
+	inc.InstanceCount = len(inc.Instances)
+	inc.SnapshotCount = len(inc.Snapshots)
 }
 
 // Actor is who made the call, from CloudTrail's userIdentity and request context.
@@ -102,12 +136,12 @@ func (a Actor) Name() string {
 // Cluster is one database cluster that depends on the key. The same object appears in
 // `keywarden blast-radius --json` (with no deadline) and in an incident.
 type Cluster struct {
-	Identifier string `json:"identifier"`
-	ARN        string `json:"arn"`
-	Engine     string `json:"engine"`
-	Status     string `json:"status"`
+	Identifier string        `json:"identifier"`
+	ARN        string        `json:"arn"`
+	Engine     string        `json:"engine"`
+	Status     ClusterStatus `json:"status"`
 	// CanStop is false for global database members, clusters with cross-Region replicas and
-	// Aurora Serverless v1: Aurora gives those no recoverable window.
+	// Aurora Serverless v1: Aurora gives those no recoverable window (see CannotStopReason).
 	CanStop          bool   `json:"can_stop"`
 	CannotStopReason string `json:"cannot_stop_reason,omitempty"`
 	// Uses says what the key protects: storage, master-user-secret, performance-insights,
@@ -126,14 +160,18 @@ type Cluster struct {
 	Recovered bool `json:"recovered,omitempty"`
 	// Lost is set once the cluster reached the terminal inaccessible-encryption-credentials state.
 	Lost bool `json:"lost,omitempty"`
+	// LiveKeyARN is the cluster's storage key as RDS reported it at the last live read, as a
+	// key ARN; empty when not read. Remediation starts only clusters whose live key is the
+	// incident's (IAM cannot scope StartDBCluster by key).
+	LiveKeyARN string `json:"live_key_arn,omitempty"`
 }
 
 // Instance is a DB instance of a dependent cluster.
 type Instance struct {
-	Identifier        string `json:"identifier"`
-	ARN               string `json:"arn"`
-	ClusterIdentifier string `json:"cluster_identifier"`
-	Status            string `json:"status"`
+	Identifier        string        `json:"identifier"`
+	ARN               string        `json:"arn"`
+	ClusterIdentifier string        `json:"cluster_identifier"`
+	Status            ClusterStatus `json:"status"`
 	// Uses is non-empty when the instance itself names the key (Performance Insights).
 	Uses []string `json:"uses,omitempty"`
 	// LostKeyAccess is set by RDS-EVENT-0418/0419 and cleared by RDS-EVENT-0420.
@@ -155,28 +193,3 @@ type SlackRef struct {
 	Channel string `json:"channel"`
 	TS      string `json:"ts"`
 }
-
-// Entry is one line of the timeline.
-type Entry struct {
-	At     time.Time `json:"at"`
-	Kind   string    `json:"kind"`
-	Actor  string    `json:"actor,omitempty"`
-	Detail string    `json:"detail"`
-}
-
-// Timeline entry kinds.
-const (
-	KindOpened      = "opened"
-	KindDelivery    = "delivery"
-	KindKeyState    = "key-state"
-	KindCluster     = "cluster"
-	KindSlack       = "slack"
-	KindClick       = "click"
-	KindDenied      = "denied"
-	KindRemediation = "remediation"
-	KindReminder    = "reminder"
-	KindClosed      = "closed"
-	KindNote        = "note"
-	// KindElided marks where the store dropped older entries (see Incident.TimelineElided).
-	KindElided = "elided"
-)
