@@ -20,6 +20,7 @@ import (
 
 	"github.com/keywarden/keywarden/internal/blast"
 	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 	"github.com/keywarden/keywarden/internal/kmskey"
 	"github.com/keywarden/keywarden/internal/slackui"
 )
@@ -142,14 +143,34 @@ func runIncidents(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("incidents", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print JSON")
 	table := fs.String("table", envOr("INCIDENTS_TABLE", "keywarden-incidents"), "incidents table")
-	if err := fs.Parse(args); err != nil {
+	legacy := fs.String("legacy-table", os.Getenv("LEGACY_INCIDENTS_TABLE"), "table of the one-item layout of earlier versions, read too")
+	if err := fs.Parse(flagsFirst(args)); err != nil {
 		return err
+	}
+	if fs.NArg() > 1 {
+		return fmt.Errorf("usage: keywarden incidents [<incident ID>] [--json]")
 	}
 	cfg, err := loadAWS(ctx)
 	if err != nil {
 		return err
 	}
-	list, err := incident.NewStore(dynamodb.NewFromConfig(cfg), *table).List(ctx)
+	var opts []dynamostore.Option
+	if *legacy != "" {
+		opts = append(opts, dynamostore.WithLegacyTable(*legacy))
+	}
+	store := dynamostore.New(dynamodb.NewFromConfig(cfg), *table, opts...)
+	if id := fs.Arg(0); id != "" {
+		inc, err := store.Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		inc = arrays(inc)
+		if *asJSON {
+			return writeJSON(stdout, inc)
+		}
+		return printIncident(stdout, inc, time.Now())
+	}
+	list, err := store.List(ctx)
 	if err != nil {
 		return err
 	}
@@ -157,17 +178,47 @@ func runIncidents(ctx context.Context, args []string, stdout io.Writer) error {
 		list = []incident.Incident{}
 	}
 	for i := range list {
-		// Lists are arrays in the JSON, empty or not, as blast-radius prints them.
-		list[i].Instances = nonNil(list[i].Instances)
-		list[i].Snapshots = nonNil(list[i].Snapshots)
-		list[i].OtherEngines = nonNil(list[i].OtherEngines)
-		list[i].Clusters = nonNil(list[i].Clusters)
-		list[i].Timeline = nonNil(list[i].Timeline)
+		list[i] = arrays(list[i])
 	}
 	if *asJSON {
 		return writeJSON(stdout, list)
 	}
 	return printIncidents(stdout, list, time.Now())
+}
+
+// arrays makes inc's lists arrays in the JSON, empty or not, as blast-radius prints them.
+func arrays(inc incident.Incident) incident.Incident {
+	inc.Instances = nonNil(inc.Instances)
+	inc.Snapshots = nonNil(inc.Snapshots)
+	inc.OtherEngines = nonNil(inc.OtherEngines)
+	inc.Clusters = nonNil(inc.Clusters)
+	inc.Timeline = nonNil(inc.Timeline)
+	inc.Approvals = nonNil(inc.Approvals)
+	inc.Remediation.Steps = nonNil(inc.Remediation.Steps)
+	if inc.Remediation.State == "" {
+		inc.Remediation.State = incident.RemediationNone
+	}
+	return inc
+}
+
+// printIncident prints one incident: its summary line, its dependents' counts, who approved,
+// and the whole timeline.
+func printIncident(w io.Writer, inc incident.Incident, now time.Time) error {
+	if err := printIncidents(w, []incident.Incident{inc}, now); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\n%d cluster(s), %d instance(s), %d snapshot(s) or backup(s) on the key\n",
+		len(inc.Clusters), inc.InstanceCount, inc.SnapshotCount)
+	for _, a := range inc.Approvals {
+		fmt.Fprintf(w, "approved by %s at %s on version %d (round %d)\n", a.User, a.At.UTC().Format(time.RFC3339), a.Version, a.Round)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nAT (UTC)\tKIND\tACTOR\tTARGET\tRESULT\tWHAT")
+	for _, e := range inc.Timeline {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.At.UTC().Format("2006-01-02 15:04:05"), e.Kind,
+			e.Actor, e.Target, e.Result, e.Text())
+	}
+	return tw.Flush()
 }
 
 func printIncidents(w io.Writer, list []incident.Incident, now time.Time) error {

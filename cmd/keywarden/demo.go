@@ -19,6 +19,7 @@ import (
 
 	"github.com/keywarden/keywarden/internal/blast"
 	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 	"github.com/keywarden/keywarden/internal/kmskey"
 	"github.com/keywarden/keywarden/internal/localstack"
 )
@@ -32,7 +33,7 @@ type demo struct {
 	cfg   aws.Config
 	kms   *kms.Client
 	rds   *rds.Client
-	store *incident.Store
+	store *dynamostore.Store
 	step  int
 
 	suffix      string
@@ -52,7 +53,7 @@ func runDemo(ctx context.Context, stack *localstack.Stack, stdout io.Writer) err
 	}
 	d.cfg = stack.AWSConfig()
 	d.kms, d.rds = kms.NewFromConfig(d.cfg), rds.NewFromConfig(d.cfg)
-	d.store = incident.NewStore(dynamodb.NewFromConfig(d.cfg), envOr("INCIDENTS_TABLE", localstack.DefaultIncidentsTable))
+	d.store = dynamostore.New(dynamodb.NewFromConfig(d.cfg), envOr("INCIDENTS_TABLE", localstack.DefaultIncidentsTable))
 	fmt.Fprintf(d.out, "   AWS APIs at %s\n", stack.Endpoint())
 
 	for _, stage := range []func(context.Context) error{
@@ -180,7 +181,7 @@ func (d *demo) deliver(ctx context.Context) error {
 	if err := d.emit(ctx, event); err != nil {
 		return err
 	}
-	d.say("EventBridge delivers at least once: the same event again")
+	d.say("EventBridge delivers at least once: the same event again (same event ID: folded in, not counted twice)")
 	return d.emit(ctx, event)
 }
 
@@ -240,7 +241,8 @@ func (d *demo) show(ctx context.Context) error {
 		}
 		fmt.Fprintf(w, "  %-28s %-18s %s\n", c.Identifier, c.Engine, deadline)
 	}
-	fmt.Fprintf(w, "%d snapshot(s) encrypted with the key; %d other-engine cluster(s) reported separately; %d deliveries folded in\n",
+	fmt.Fprintf(w, "%d snapshot(s) encrypted with the key; %d other-engine cluster(s) reported separately; "+
+		"%d distinct event(s) delivered (a redelivery of the same event ID counts once)\n",
 		len(inc.Snapshots), len(inc.OtherEngines), inc.Deliveries)
 	return nil
 }

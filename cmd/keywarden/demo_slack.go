@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -215,7 +216,7 @@ func (d *demo) remediated(ctx context.Context) error {
 		if inc, err = d.store.OpenFor(ctx, d.keyARN); err != nil {
 			return err
 		}
-		if inc.State == incident.StateRemediating && hasStep(inc, "StartDBCluster") {
+		if inc.State == incident.StateRemediating && startedAny(inc) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -224,8 +225,9 @@ func (d *demo) remediated(ctx context.Context) error {
 		time.Sleep(500 * time.Millisecond)
 	}
 	for _, e := range inc.Timeline {
-		if e.Kind == incident.KindRemediation || e.Kind == incident.KindClick || e.Kind == incident.KindDenied {
-			fmt.Fprintf(d.out, "   %s  %-11s %s\n", e.At.Format("15:04:05"), e.Kind, truncateRunes(e.Detail, 110))
+		switch e.Kind {
+		case incident.KindRemediationStep, incident.KindClick, incident.KindApproval, incident.KindRefusal, incident.KindState:
+			fmt.Fprintf(d.out, "   %s  %-16s %s\n", e.At.Format("15:04:05"), e.Kind, truncateRunes(e.Text(), 110))
 		}
 	}
 	key, err := d.kms.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: &d.keyID})
@@ -243,13 +245,11 @@ func (d *demo) remediated(ctx context.Context) error {
 	return nil
 }
 
-func hasStep(inc incident.Incident, name string) bool {
-	for _, e := range inc.Timeline {
-		if e.Kind == incident.KindRemediation && strings.HasPrefix(e.Detail, name) {
-			return true
-		}
-	}
-	return false
+// startedAny reports whether the remediation has recorded a StartDBCluster step.
+func startedAny(inc incident.Incident) bool {
+	return slices.ContainsFunc(inc.Remediation.Steps, func(s incident.StepRecord) bool {
+		return s.Kind == incident.StepStartDBCluster
+	})
 }
 
 // resolved runs the reconciler, which sees the key Enabled and every cluster available.

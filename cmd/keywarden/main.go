@@ -2,7 +2,7 @@
 // touching it, list incidents, and run the whole system on one machine with no AWS account.
 //
 //	keywarden blast-radius [--json] <key ID | key ARN | alias name | alias ARN>
-//	keywarden incidents [--json]
+//	keywarden incidents [<incident ID>] [--json]
 //	keywarden local up|down|invoke|emit|slack|serve|demo …
 //
 // AWS is reached through the SDK's usual configuration; set AWS_ENDPOINT_URL to point it at the
@@ -20,7 +20,7 @@ import (
 
 const usage = `usage:
   keywarden blast-radius [--json] <key ID | key ARN | alias name | alias ARN>
-  keywarden incidents [--json]
+  keywarden incidents [<incident ID>] [--json]
   keywarden local up|down|invoke|emit|slack|serve|demo ...   (see keywarden local help)
 `
 

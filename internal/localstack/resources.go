@@ -7,7 +7,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
-	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 )
 
 // Resource creates one thing the functions need in the local AWS account. Up runs every
@@ -37,7 +37,7 @@ func DefaultResources(env EnvFile, templatePath string) []Resource {
 func IncidentsTable(table string) Resource {
 	return func(ctx context.Context, cfg aws.Config) error {
 		// CreateTable accepts a table that exists already, as Resource requires.
-		if err := incident.CreateTable(ctx, dynamodb.NewFromConfig(cfg), table); err != nil {
+		if err := dynamostore.CreateTable(ctx, dynamodb.NewFromConfig(cfg), table); err != nil {
 			return fmt.Errorf("incidents table: %w", err)
 		}
 		return nil

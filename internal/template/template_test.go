@@ -9,7 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 	"github.com/keywarden/keywarden/internal/localstack"
 	"github.com/keywarden/keywarden/internal/template"
 )
@@ -259,20 +259,38 @@ func TestTemplateRules(t *testing.T) {
 func TestTemplateResources(t *testing.T) {
 	tpl := loadTemplate(t)
 
-	table := tpl.Resources["IncidentsTable"]
-	if table.Type != "AWS::DynamoDB::Table" || table.DeletionPolicy != "Retain" || table.UpdateReplacePolicy != "Retain" {
-		t.Errorf("IncidentsTable: type %q, DeletionPolicy %q, UpdateReplacePolicy %q; want a retained AWS::DynamoDB::Table",
-			table.Type, table.DeletionPolicy, table.UpdateReplacePolicy)
+	key := func(names ...string) []any {
+		var ks []any
+		for i, n := range names {
+			ks = append(ks, map[string]any{"AttributeName": n, "KeyType": []string{"HASH", "RANGE"}[i]})
+		}
+		return ks
 	}
-	wantTable := map[string]any{
-		"BillingMode":                      "PAY_PER_REQUEST",
-		"PointInTimeRecoverySpecification": map[string]any{"PointInTimeRecoveryEnabled": true},
-		// The store's claims expire through this attribute.
-		"TimeToLiveSpecification": map[string]any{"AttributeName": incident.AttrExpiresAt, "Enabled": true},
+	// The record's table (dynamostore: head and items under one partition key) and the
+	// one-item table of earlier versions, kept unchanged so the store can migrate from it.
+	for name, schema := range map[string][]any{"IncidentRecordsTable": key("pk", "sk"), "IncidentsTable": key("pk")} {
+		table := tpl.Resources[name]
+		if table.Type != "AWS::DynamoDB::Table" || table.DeletionPolicy != "Retain" || table.UpdateReplacePolicy != "Retain" {
+			t.Errorf("%s: type %q, DeletionPolicy %q, UpdateReplacePolicy %q; want a retained AWS::DynamoDB::Table",
+				name, table.Type, table.DeletionPolicy, table.UpdateReplacePolicy)
+		}
+		wantTable := map[string]any{
+			"BillingMode":                      "PAY_PER_REQUEST",
+			"PointInTimeRecoverySpecification": map[string]any{"PointInTimeRecoveryEnabled": true},
+			// The store's claims expire through this attribute.
+			"TimeToLiveSpecification": map[string]any{"AttributeName": dynamostore.AttrExpiresAt, "Enabled": true},
+			"KeySchema":               schema,
+		}
+		for k, v := range wantTable {
+			if diff := cmp.Diff(v, table.Properties[k]); diff != "" {
+				t.Errorf("%s.%s (-want +got):\n%s", name, k, diff)
+			}
+		}
 	}
-	for k, v := range wantTable {
-		if diff := cmp.Diff(v, table.Properties[k]); diff != "" {
-			t.Errorf("IncidentsTable.%s (-want +got):\n%s", k, diff)
+	env, _ := tpl.Globals["Function"].(map[string]any)["Environment"].(map[string]any)["Variables"].(map[string]any)
+	for name, table := range map[string]string{"INCIDENTS_TABLE": "IncidentRecordsTable", "LEGACY_INCIDENTS_TABLE": "IncidentsTable"} {
+		if diff := cmp.Diff(map[string]any{"Ref": table}, env[name]); diff != "" {
+			t.Errorf("Globals %s (-want +got):\n%s", name, diff)
 		}
 	}
 

@@ -4,7 +4,9 @@
 //
 // Shared settings:
 //
-//	INCIDENTS_TABLE                  DynamoDB table of incidents (required)
+//	INCIDENTS_TABLE                  DynamoDB table of incidents (required; dynamostore's layout)
+//	LEGACY_INCIDENTS_TABLE           table of the one-item layout of earlier versions, read and
+//	                                 migrated from (optional)
 //	LOG_LEVEL                        debug, info (default), warn or error
 //	SKIP_CLUSTER_AUTOMATED_BACKUPS   "true" skips DescribeDBClusterAutomatedBackups; only for the
 //	                                 local stack, whose moto does not implement it
@@ -32,7 +34,7 @@ import (
 	"github.com/keywarden/keywarden/internal/announce"
 	"github.com/keywarden/keywarden/internal/blast"
 	"github.com/keywarden/keywarden/internal/env"
-	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 	"github.com/keywarden/keywarden/internal/kmskey"
 	"github.com/keywarden/keywarden/internal/notify"
 	"github.com/keywarden/keywarden/internal/secrets"
@@ -42,6 +44,7 @@ import (
 // Settings are the variables every function reads.
 type Settings struct {
 	Table                       string
+	LegacyTable                 string
 	LogLevel                    string
 	SkipClusterAutomatedBackups bool
 	BotToken                    secrets.Source
@@ -55,6 +58,7 @@ type Settings struct {
 func ReadSettings(r *env.Reader, slackRequired bool) Settings {
 	s := Settings{
 		Table:                       r.Required("INCIDENTS_TABLE"),
+		LegacyTable:                 r.String("LEGACY_INCIDENTS_TABLE", ""),
 		LogLevel:                    r.String("LOG_LEVEL", "info"),
 		SkipClusterAutomatedBackups: r.Bool("SKIP_CLUSTER_AUTOMATED_BACKUPS", false),
 		BotToken:                    secrets.FromEnv(r, "SLACK_BOT_TOKEN", slackRequired),
@@ -71,7 +75,7 @@ type Services struct {
 	AWS     aws.Config
 	KMS     *kms.Client
 	RDS     *rds.Client
-	Store   *incident.Store
+	Store   *dynamostore.Store
 	Keys    *kmskey.Resolver
 	Radius  *blast.Finder
 	Secrets *secrets.Loader
@@ -92,7 +96,7 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*Services, error)
 		AWS:     cfg,
 		KMS:     kms.NewFromConfig(cfg),
 		RDS:     rds.NewFromConfig(cfg),
-		Store:   incident.NewStore(dynamodb.NewFromConfig(cfg), s.Table),
+		Store:   newStore(dynamodb.NewFromConfig(cfg), s),
 		Secrets: secrets.NewLoader(secretsmanager.NewFromConfig(cfg)),
 	}
 	svc.Keys = kmskey.NewResolver(svc.KMS)
@@ -122,4 +126,13 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*Services, error)
 	}
 	svc.Triage = triage.New(svc.Keys, svc.Radius, svc.Store, announcer, log)
 	return svc, nil
+}
+
+// newStore is the incident store on s.Table, migrating from s.LegacyTable when one is set.
+func newStore(db dynamostore.API, s Settings) *dynamostore.Store {
+	var opts []dynamostore.Option
+	if s.LegacyTable != "" {
+		opts = append(opts, dynamostore.WithLegacyTable(s.LegacyTable))
+	}
+	return dynamostore.New(db, s.Table, opts...)
 }
