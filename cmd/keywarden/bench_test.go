@@ -15,7 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/rds"
 
-	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 	"github.com/keywarden/keywarden/internal/localstack"
 	"github.com/keywarden/keywarden/internal/slackui"
 )
@@ -45,7 +45,7 @@ func BenchmarkSlackActionLocalStack(b *testing.B) {
 
 	d := &demo{stack: stack, out: io.Discard, suffix: randomSuffix(), cfg: stack.AWSConfig()}
 	d.kms, d.rds = kms.NewFromConfig(d.cfg), rds.NewFromConfig(d.cfg)
-	d.store = incident.NewStore(dynamodb.NewFromConfig(d.cfg), localstack.DefaultIncidentsTable)
+	d.store = dynamostore.New(dynamodb.NewFromConfig(d.cfg), localstack.DefaultIncidentsTable)
 	for _, step := range []func(context.Context) error{d.seed, d.disable, d.deliver} {
 		if err := step(ctx); err != nil {
 			b.Fatal(err)

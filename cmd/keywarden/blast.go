@@ -62,9 +62,9 @@ func loadAWS(ctx context.Context) (aws.Config, error) {
 
 // blastReport is `keywarden blast-radius --json`.
 type blastReport struct {
-	KeyARN   string `json:"key_arn"`
-	KeyAlias string `json:"key_alias,omitempty"`
-	KeyState string `json:"key_state"`
+	KeyARN   string            `json:"key_arn"`
+	KeyAlias string            `json:"key_alias,omitempty"`
+	KeyState incident.KeyState `json:"key_state"`
 	blast.Radius
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/rds"
 
 	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 	"github.com/keywarden/keywarden/internal/localstack"
 )
 
@@ -93,7 +94,7 @@ func TestKeyEventBootstrapEndToEnd(t *testing.T) {
 		t.Errorf("result: got %s, want an opened incident", results[0].Output)
 	}
 
-	store := incident.NewStore(dynamodb.NewFromConfig(cfg), localstack.DefaultIncidentsTable)
+	store := dynamostore.New(dynamodb.NewFromConfig(cfg), localstack.DefaultIncidentsTable)
 	inc, err := store.OpenFor(ctx, *key.KeyMetadata.Arn)
 	if err != nil {
 		t.Fatal(err)

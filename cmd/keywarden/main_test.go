@@ -17,6 +17,7 @@ import (
 
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 )
 
 func TestMain(m *testing.M) { awstest.Main(m) }
@@ -94,7 +95,7 @@ func TestIncidentsJSON(t *testing.T) {
 	table := fmt.Sprintf("incidents-%d", rand.Int64())
 	t.Setenv("INCIDENTS_TABLE", table)
 	ddb := dynamodb.NewFromConfig(cfg)
-	if err := incident.CreateTable(context.Background(), ddb, table); err != nil {
+	if err := dynamostore.CreateTable(context.Background(), ddb, table); err != nil {
 		t.Fatal(err)
 	}
 	if out := strings.TrimSpace(runCLI(t, "incidents", "--json")); out != "[]" {
@@ -105,12 +106,20 @@ func TestIncidentsJSON(t *testing.T) {
 	inc := incident.Incident{
 		State: incident.StateOpen, KeyARN: "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
 		KeyState: "Disabled", Trigger: "DisableKey", LostAt: lost,
-		Actor:    incident.Actor{ARN: "arn:aws:iam::123456789012:user/alice"},
-		Clusters: []incident.Cluster{{Identifier: "orders", ARN: "arn:aws:rds:us-east-1:123456789012:cluster:orders", Engine: "aurora-postgresql", Status: "stopped", CanStop: true, LostAccessAt: &lost}},
-		Timeline: []incident.Entry{{At: lost, Kind: incident.KindOpened, Detail: "DisableKey"}},
+		Actor:     incident.Actor{ARN: "arn:aws:iam::123456789012:user/alice"},
+		Clusters:  []incident.Cluster{{Identifier: "orders", ARN: "arn:aws:rds:us-east-1:123456789012:cluster:orders", Engine: "aurora-postgresql", Status: "stopped", CanStop: true, LostAccessAt: &lost}},
+		Snapshots: []incident.Snapshot{{Identifier: "orders-snap", ClusterIdentifier: "orders", Type: "manual"}},
 	}
 	inc.RecomputeDeadlines()
-	if _, _, err := incident.NewStore(ddb, table).Open(context.Background(), inc, incident.Entry{}, nil); err != nil {
+	store := dynamostore.New(ddb, table)
+	created, _, err := store.Open(context.Background(), inc, incident.Entry{Source: "ev-1", At: lost, Detail: "DisableKey"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Update(context.Background(), created.ID, func(i *incident.Incident) error {
+		_, _, err := i.Approve("U0APPROVER", i.Version, "click:1.2:U0APPROVER", lost, 2, "run:1.2:U0APPROVER")
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -119,9 +128,42 @@ func TestIncidentsJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &got); err != nil || len(got) != 1 {
 		t.Fatalf("got %v: %s", err, out)
 	}
-	for _, field := range []string{"id", "key_arn", "state", "trigger", "opened_at", "deadline", "actor", "deliveries", "clusters", "timeline"} {
+	// Issue 2's fields, and issue 8's approvals and counts.
+	for _, field := range []string{"id", "key_arn", "state", "trigger", "opened_at", "deadline", "actor", "deliveries", "clusters", "timeline",
+		"approvals", "snapshot_count", "instance_count"} {
 		if _, ok := got[0][field]; !ok {
 			t.Errorf("incident lacks %q: %s", field, out)
+		}
+	}
+	if a, _ := got[0]["approvals"].([]any); len(a) != 1 {
+		t.Errorf("approvals: got %v, want one {user, version, at}", got[0]["approvals"])
+	} else if ap, _ := a[0].(map[string]any); ap["user"] != "U0APPROVER" || ap["version"] == nil || ap["at"] == nil {
+		t.Errorf("approval: got %v, want user U0APPROVER with version and at", ap)
+	}
+	if n, _ := got[0]["snapshot_count"].(float64); n != 1 {
+		t.Errorf("snapshot_count: got %v, want 1", got[0]["snapshot_count"])
+	}
+
+	// One incident, with its whole timeline of typed entries.
+	var one map[string]any
+	if err := json.Unmarshal([]byte(runCLI(t, "incidents", created.ID, "--json")), &one); err != nil || one["id"] != created.ID {
+		t.Fatalf("incidents %s --json: %v, %v", created.ID, err, one["id"])
+	}
+	entries, _ := one["timeline"].([]any)
+	if len(entries) < 2 {
+		t.Fatalf("timeline: got %d entries, want the delivery and the approval", len(entries))
+	}
+	for _, e := range entries {
+		m, _ := e.(map[string]any)
+		for _, field := range []string{"kind", "at", "id"} {
+			if v, _ := m[field].(string); v == "" {
+				t.Errorf("timeline entry lacks %q: %v", field, m)
+			}
+		}
+		for _, field := range []string{"actor", "target", "result"} {
+			if _, ok := m[field]; !ok {
+				t.Errorf("timeline entry lacks %q: %v", field, m)
+			}
 		}
 	}
 	if d, _ := got[0]["deadline"].(string); d != "2026-11-27T09:30:00Z" {

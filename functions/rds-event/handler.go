@@ -6,12 +6,12 @@ import (
 	"errors"
 	"log/slog"
 
-	"github.com/keywarden/keywarden/internal/lifecycle"
+	"github.com/keywarden/keywarden/internal/lifecycle/rdstrack"
 	"github.com/keywarden/keywarden/internal/rdsevent"
 )
 
 type rdsEvents interface {
-	HandleRDSEvent(ctx context.Context, ev rdsevent.Event) (lifecycle.Outcome, error)
+	HandleRDSEvent(ctx context.Context, ev rdsevent.Event) (rdstrack.Outcome, error)
 }
 
 type handler struct {
@@ -23,9 +23,9 @@ func newHandler(svc rdsEvents, log *slog.Logger) *handler { return &handler{svc:
 
 // Result is what the function returns.
 type Result struct {
-	EventID    string             `json:"event_id,omitempty"`
-	RDSEventID string             `json:"rds_event_id,omitempty"`
-	Outcome    *lifecycle.Outcome `json:"outcome,omitempty"`
+	EventID    string            `json:"event_id,omitempty"`
+	RDSEventID string            `json:"rds_event_id,omitempty"`
+	Outcome    *rdstrack.Outcome `json:"outcome,omitempty"`
 	// Rejected explains an event that can never be handled; it is acknowledged, not retried.
 	Rejected string `json:"rejected,omitempty"`
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"github.com/keywarden/keywarden/internal/wire"
-
 	"bytes"
 	"context"
 	"encoding/json"
@@ -25,9 +23,11 @@ import (
 	"github.com/keywarden/keywarden/internal/blast"
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 	"github.com/keywarden/keywarden/internal/kmskey"
-	"github.com/keywarden/keywarden/internal/lifecycle"
+	"github.com/keywarden/keywarden/internal/lifecycle/rdstrack"
 	"github.com/keywarden/keywarden/internal/triage"
+	"github.com/keywarden/keywarden/internal/wire"
 )
 
 func TestMain(m *testing.M) { awstest.Main(m) }
@@ -59,7 +59,7 @@ func (s *syncBuffer) String() string {
 type stack struct {
 	kms     *kms.Client
 	rds     *rds.Client
-	store   *incident.Store
+	store   *dynamostore.Store
 	logs    *syncBuffer
 	handler *handler
 }
@@ -69,15 +69,15 @@ func newStack(t *testing.T) *stack {
 	cfg := awstest.Serial(awstest.Config(t, awstest.Moto(t)))
 	ddb := dynamodb.NewFromConfig(cfg)
 	table := fmt.Sprintf("incidents-%d", rand.Int64())
-	if err := incident.CreateTable(context.Background(), ddb, table); err != nil {
+	if err := dynamostore.CreateTable(context.Background(), ddb, table); err != nil {
 		t.Fatal(err)
 	}
-	s := &stack{kms: kms.NewFromConfig(cfg), rds: rds.NewFromConfig(cfg), store: incident.NewStore(ddb, table), logs: &syncBuffer{}}
+	s := &stack{kms: kms.NewFromConfig(cfg), rds: rds.NewFromConfig(cfg), store: dynamostore.New(ddb, table), logs: &syncBuffer{}}
 	keys := kmskey.NewResolver(s.kms)
 	log := slog.New(slog.NewJSONHandler(s.logs, nil))
 	// moto 5.2.1 has no DescribeDBClusterAutomatedBackups (aws-facts §8).
 	opener := triage.New(keys, blast.New(s.rds, keys, blast.WithoutClusterAutomatedBackups()), s.store, nil, log)
-	s.handler = newHandler(lifecycle.NewTracker(s.rds, keys, s.store, opener, nil, log), log)
+	s.handler = newHandler(rdstrack.NewTracker(s.rds, keys, s.store, opener, nil, log), log)
 	return s
 }
 
@@ -164,7 +164,7 @@ func (s *stack) handle(t *testing.T, raw json.RawMessage) Result {
 	return res
 }
 
-func action(res Result) lifecycle.Action {
+func action(res Result) rdstrack.Action {
 	if res.Outcome == nil {
 		return ""
 	}
@@ -211,13 +211,13 @@ func TestLifecycle(t *testing.T) {
 	}
 
 	// A stop before anything is tracked: not keywarden's business.
-	if res := s.handle(t, sample(t, "rds-cluster-stopped-0150.json", c)); action(res) != lifecycle.ActionIgnored {
+	if res := s.handle(t, sample(t, "rds-cluster-stopped-0150.json", c)); action(res) != rdstrack.ActionIgnored {
 		t.Fatalf("0150 with no incident: got %+v, want ignored", res.Outcome)
 	}
 
 	// 0418 with no incident open: the DisableKey event was lost, RDS opens the incident.
 	lost := sample(t, "rds-instance-key-access-lost-0418.json", c)
-	if res := s.handle(t, lost); action(res) != lifecycle.ActionOpened || res.Outcome.KeyARN != keyARN || res.Outcome.Cluster != c {
+	if res := s.handle(t, lost); action(res) != rdstrack.ActionOpened || res.Outcome.KeyARN != keyARN || res.Outcome.Cluster != c {
 		t.Fatalf("0418: got %+v, want opened for %s on %s", res.Outcome, keyARN, c)
 	}
 	inc := s.incident(t, keyARN)
@@ -233,12 +233,12 @@ func TestLifecycle(t *testing.T) {
 	}
 
 	// The other instance, from a captured-style event without the rds: prefix.
-	if res := s.handle(t, sample(t, "rds-instance-key-access-lost-0418-no-prefix.json", c)); action(res) != lifecycle.ActionUpdated {
+	if res := s.handle(t, sample(t, "rds-instance-key-access-lost-0418-no-prefix.json", c)); action(res) != rdstrack.ActionUpdated {
 		t.Errorf("0418 without prefix: got %+v, want updated", res.Outcome)
 	}
 	// 0419 after 0418, and the 0418 again: nothing new; the window stays at the earliest.
 	for _, name := range []string{"rds-instance-key-access-lost-0419.json", "rds-instance-key-access-lost-0418.json"} {
-		if res := s.handle(t, sample(t, name, c)); action(res) != lifecycle.ActionUnchanged {
+		if res := s.handle(t, sample(t, name, c)); action(res) != rdstrack.ActionUnchanged {
 			t.Errorf("%s: got %+v, want unchanged", name, res.Outcome)
 		}
 	}
@@ -252,10 +252,10 @@ func TestLifecycle(t *testing.T) {
 	if _, err := s.rds.StopDBCluster(ctx, &rds.StopDBClusterInput{DBClusterIdentifier: &c}); err != nil {
 		t.Fatal(err)
 	}
-	if res := s.handle(t, sample(t, "rds-cluster-stopped-0150.json", c)); action(res) != lifecycle.ActionUpdated {
+	if res := s.handle(t, sample(t, "rds-cluster-stopped-0150.json", c)); action(res) != rdstrack.ActionUpdated {
 		t.Errorf("0150: got %+v, want updated", res.Outcome)
 	}
-	if res := s.handle(t, sample(t, "rds-instance-stopped-0087.json", c)); action(res) == lifecycle.ActionIgnored {
+	if res := s.handle(t, sample(t, "rds-instance-stopped-0087.json", c)); action(res) == rdstrack.ActionIgnored {
 		t.Errorf("0087: got %+v, want handled", res.Outcome)
 	}
 	if got := s.incident(t, keyARN).Clusters[0].Status; got != "stopped" {
@@ -266,11 +266,11 @@ func TestLifecycle(t *testing.T) {
 	if _, err := s.rds.StartDBCluster(ctx, &rds.StartDBClusterInput{DBClusterIdentifier: &c}); err != nil {
 		t.Fatal(err)
 	}
-	if res := s.handle(t, sample(t, "rds-cluster-started-0151.json", c)); action(res) != lifecycle.ActionUpdated {
+	if res := s.handle(t, sample(t, "rds-cluster-started-0151.json", c)); action(res) != rdstrack.ActionUpdated {
 		t.Errorf("0151 with the key disabled: got %+v, want updated (not resolved)", res.Outcome)
 	}
 	// A late duplicate 0150 must not mark the running cluster stopped: live status wins.
-	if res := s.handle(t, sample(t, "rds-cluster-stopped-0150.json", c)); action(res) != lifecycle.ActionUnchanged {
+	if res := s.handle(t, sample(t, "rds-cluster-stopped-0150.json", c)); action(res) != rdstrack.ActionUnchanged {
 		t.Errorf("late 0150: got %+v, want unchanged", res.Outcome)
 	}
 	if got := s.incident(t, keyARN).Clusters[0].Status; got == "stopped" {
@@ -284,24 +284,35 @@ func TestLifecycle(t *testing.T) {
 	// Instance -1 reports access back; -2 lost it too (0418 above) and has not: the incident
 	// stays open, since an instance still without the key needs RebootDBInstance.
 	restored := sample(t, "rds-instance-key-access-restored-0420.json", c)
-	if res := s.handle(t, restored); action(res) == lifecycle.ActionResolved {
+	if res := s.handle(t, restored); action(res) == rdstrack.ActionResolved {
 		t.Fatalf("after 0420 for %s-1 only: got %+v, want still open", c, res.Outcome)
 	}
 	res := s.handle(t, json.RawMessage(strings.ReplaceAll(string(restored), c+"-1", c+"-2")))
 	inc = s.incident(t, keyARN)
-	if action(res) != lifecycle.ActionResolved || inc.State != incident.StateResolved {
+	if action(res) != rdstrack.ActionResolved || inc.State != incident.StateResolved {
 		t.Fatalf("after 0420 for both instances: got %+v, state %s; want resolved", res.Outcome, inc.State)
 	}
-	last := inc.Timeline[len(inc.Timeline)-1]
-	if last.Kind != incident.KindClosed || !strings.HasPrefix(last.Detail, "resolved: ") {
-		t.Errorf("got last entry %+v, want the closing entry", last)
+	if last, ok := inc.LastEntry(incident.KindState); !ok || last.Result != incident.Result(incident.StateResolved) || last.Source != "" {
+		t.Errorf("got last state entry %+v, want the resolution", last)
+	}
+	// Each RDS event that changed something is on the timeline once, by its EventBridge ID.
+	ids := map[string]int{}
+	for _, e := range inc.Timeline {
+		if e.Kind == incident.KindRDSEvent {
+			ids[e.ID]++
+		}
+	}
+	for id, n := range ids {
+		if n != 1 {
+			t.Errorf("RDS event entry %s recorded %d times, want once", id, n)
+		}
 	}
 	if instance(inc, c+"-1").LostKeyAccess {
 		t.Errorf("got %s LostKeyAccess after 0420, want false", c+"-1")
 	}
 	// Once resolved, late started events change nothing and open nothing.
 	for _, name := range []string{"rds-instance-started-0088.json", "rds-cluster-started-0151.json"} {
-		if res := s.handle(t, sample(t, name, c)); action(res) != lifecycle.ActionIgnored {
+		if res := s.handle(t, sample(t, name, c)); action(res) != rdstrack.ActionIgnored {
 			t.Errorf("%s after resolution: got %+v, want ignored (no open incident)", name, res.Outcome)
 		}
 	}
@@ -319,12 +330,12 @@ func TestSourceIdentifierOnly(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		sample, id string
-		want       lifecycle.Action
+		want       rdstrack.Action
 	}{
-		{"rds-instance-key-access-lost-0418.json", "rds:" + c + "-1", lifecycle.ActionOpened},
-		{"rds-instance-key-access-lost-0418-no-prefix.json", c + "-2", lifecycle.ActionUpdated},
-		{"rds-cluster-stopped-0150.json", "rds:" + c, lifecycle.ActionUnchanged},
-		{"rds-cluster-started-0151.json", c, lifecycle.ActionUnchanged},
+		{"rds-instance-key-access-lost-0418.json", "rds:" + c + "-1", rdstrack.ActionOpened},
+		{"rds-instance-key-access-lost-0418-no-prefix.json", c + "-2", rdstrack.ActionUpdated},
+		{"rds-cluster-stopped-0150.json", "rds:" + c, rdstrack.ActionUnchanged},
+		{"rds-cluster-started-0151.json", c, rdstrack.ActionUnchanged},
 	} {
 		t.Run(tc.id, func(t *testing.T) {
 			res := s.handle(t, withoutARN(t, sample(t, tc.sample, c), tc.id))
@@ -353,7 +364,7 @@ func TestUntrackedIgnoredAndLogged(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := s.handle(t, tc.raw)
-			if action(res) != lifecycle.ActionIgnored || !strings.Contains(res.Outcome.Reason, tc.reason) {
+			if action(res) != rdstrack.ActionIgnored || !strings.Contains(res.Outcome.Reason, tc.reason) {
 				t.Errorf("got %+v, want ignored because %q", res.Outcome, tc.reason)
 			}
 			if logs := s.logs.String(); !strings.Contains(logs, `"action":"ignored"`) || !strings.Contains(logs, tc.reason) {
@@ -385,10 +396,10 @@ func TestKeyAccessLostWithEnabledKeyOpens(t *testing.T) {
 	keyID, keyARN := s.key(t)
 	c := s.cluster(t, keyID)
 	res := s.handle(t, sample(t, "rds-instance-key-access-lost-0419.json", c))
-	if action(res) != lifecycle.ActionOpened {
+	if action(res) != rdstrack.ActionOpened {
 		t.Fatalf("got %+v, want an incident opened", res.Outcome)
 	}
-	if inc := s.incident(t, keyARN); inc.KeyState != "Enabled" || inc.Trigger != "RDS-EVENT-0419" {
+	if inc := s.incident(t, keyARN); inc.KeyState != incident.KeyStateEnabled || inc.Trigger != "RDS-EVENT-0419" {
 		t.Errorf("got key %s trigger %s, want Enabled and RDS-EVENT-0419", inc.KeyState, inc.Trigger)
 	}
 }

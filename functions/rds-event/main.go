@@ -19,7 +19,7 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 
 	"github.com/keywarden/keywarden/internal/env"
-	"github.com/keywarden/keywarden/internal/lifecycle"
+	"github.com/keywarden/keywarden/internal/lifecycle/rdstrack"
 	"github.com/keywarden/keywarden/internal/triage"
 	"github.com/keywarden/keywarden/internal/wire"
 )
@@ -45,6 +45,6 @@ func main() {
 	if svc.Announcer != nil {
 		announcer = svc.Announcer
 	}
-	tracker := lifecycle.NewTracker(svc.RDS, svc.Keys, svc.Store, svc.Triage, announcer, log)
+	tracker := rdstrack.NewTracker(svc.RDS, svc.Keys, svc.Store, svc.Triage, announcer, log)
 	lambda.Start(newHandler(tracker, log).Handle)
 }

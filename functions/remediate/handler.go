@@ -18,10 +18,9 @@ type runner interface {
 	Run(ctx context.Context, id string, by string) (incident.Incident, []remedy.Step, error)
 }
 
-// incidents is the part of the incident store the handler uses; *incident.Store fits.
+// incidents is the part of the incident store the handler uses; *dynamostore.Store fits.
 type incidents interface {
 	Get(ctx context.Context, id string) (incident.Incident, error)
-	Update(ctx context.Context, id string, mutate func(*incident.Incident) error) (incident.Incident, error)
 }
 
 // announcer refreshes an incident's Slack message; *announce.Announcer fits.
@@ -31,7 +30,11 @@ type announcer interface {
 
 // Request is the function's input, as SlackActionFunction sends it.
 type Request struct {
-	IncidentID string    `json:"incident_id"`
+	IncidentID string `json:"incident_id"`
+	// RunID is the run the approval started (incident.Remediation.RunID). A run that is no
+	// longer the incident's (it was given back, perhaps approved again) is refused. A hand
+	// invoke may leave it out, meaning the incident's current run.
+	RunID      string    `json:"run_id,omitempty"`
 	ApprovedBy approvers `json:"approved_by"`
 }
 
@@ -78,11 +81,11 @@ type handler struct {
 // Handle runs one remediation. It returns an error only when remedy.Retryable says running
 // again could help (throttling, an AWS fault, a key not yet reading Enabled), so that Lambda's
 // asynchronous retries run it again; every run re-plans from live state, so a retry repeats
-// nothing that is done. Anything else is logged, recorded on the timeline and acknowledged, and
-// an incident left remediating is opened again so an approver can act on it: that includes a run
-// that went through every step but left clusters needing attention (remedy.ErrIncomplete), whose
-// timeline entry names them. A run that succeeded leaves the incident remediating; the lifecycle
-// resolves it once the clusters read available.
+// nothing that is done. Anything else is logged and acknowledged: the runner has already given
+// the incident back to the approvers (incident.GiveBack) with the reason, including a run that
+// went through every step but left clusters needing attention (remedy.ErrIncomplete). A run
+// that succeeded leaves the incident remediating; the lifecycle resolves it once the clusters
+// read available. The message is refreshed after every run.
 func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, error) {
 	var req Request
 	if err := json.Unmarshal(raw, &req); err != nil || req.IncidentID == "" || len(req.ApprovedBy) == 0 {
@@ -109,23 +112,21 @@ func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, erro
 		reason := fmt.Sprintf("not approved: incident %s is %s, and only an approved click in Slack starts a remediation", req.IncidentID, current.State)
 		h.log.WarnContext(ctx, "remediation refused", "incident_id", req.IncidentID, "action", "refused", "reason", reason)
 		return Result{IncidentID: req.IncidentID, State: string(current.State), Error: reason}, nil
+	case req.RunID != "" && req.RunID != remedy.RunID(current):
+		reason := fmt.Sprintf("not approved: run %s is not incident %s's current run (%s): it was given back or approved again since",
+			req.RunID, req.IncidentID, remedy.RunID(current))
+		h.log.WarnContext(ctx, "remediation refused", "incident_id", req.IncidentID, "run_id", req.RunID, "action", "refused", "reason", reason)
+		return Result{IncidentID: req.IncidentID, State: string(current.State), Error: reason}, nil
 	}
 	by := strings.Join(req.ApprovedBy, ",")
 	inc, steps, err := h.runner.Run(ctx, req.IncidentID, by)
 	res := Result{IncidentID: req.IncidentID, State: string(inc.State), Steps: steps}
 	for _, s := range steps {
-		h.log.InfoContext(ctx, "remediation step", "incident_id", req.IncidentID, "action", s.Name, "target", s.Target, "result", s.Result)
+		h.log.InfoContext(ctx, "remediation step", "incident_id", req.IncidentID, "run_id", remedy.RunID(inc), "action", s.Name,
+			"target", s.Target, "result", s.Result, "detail", s.Detail)
 	}
 
 	retry := err != nil && !errors.Is(err, incident.ErrNotFound) && remedy.Retryable(err)
-	if err != nil && !retry && inc.State == incident.StateRemediating {
-		if back, uerr := h.reopen(ctx, req.IncidentID, err); uerr != nil {
-			h.log.ErrorContext(ctx, "could not reopen incident after a failed remediation", "incident_id", req.IncidentID, "error", uerr)
-		} else {
-			inc = back
-			res.State = string(back.State)
-		}
-	}
 	if inc.ID != "" {
 		actx, cancel := context.WithTimeout(ctx, h.announceTimeout)
 		if aerr := h.announcer.Announce(actx, inc); aerr != nil {
@@ -150,26 +151,4 @@ func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, erro
 		h.log.WarnContext(ctx, "remediation stopped", "incident_id", req.IncidentID, "action", "stopped", "error", err)
 		return res, nil
 	}
-}
-
-// reopen puts an incident that a failed run left remediating back to open, saying why, so the
-// message shows the remediate button again once the cause is fixed.
-func (h *handler) reopen(ctx context.Context, id string, cause error) (incident.Incident, error) {
-	detail := "remediation stopped: " + cause.Error() + "; the incident is open again"
-	var inc *remedy.IncompleteError
-	if errors.As(cause, &inc) {
-		detail = "remediation finished, but clusters still need attention: " + inc.Attention() +
-			"; the incident is open again: remediate once they are fixed or have settled"
-	}
-	return h.store.Update(ctx, id, func(i *incident.Incident) error {
-		if i.State != incident.StateRemediating {
-			return nil
-		}
-		i.State = incident.StateOpen
-		i.Timeline = append(i.Timeline, incident.Entry{
-			At: time.Now().UTC(), Kind: incident.KindRemediation, Actor: "keywarden",
-			Detail: detail,
-		})
-		return nil
-	})
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 	"github.com/keywarden/keywarden/internal/notify"
 	"github.com/keywarden/keywarden/internal/remedy"
 )
@@ -34,7 +35,7 @@ func TestMain(m *testing.M) { awstest.Main(m) }
 
 var (
 	_ runner    = (*remedy.Runner)(nil)
-	_ incidents = (*incident.Store)(nil)
+	_ incidents = (*dynamostore.Store)(nil)
 	_ announcer = (*announce.Announcer)(nil)
 )
 
@@ -103,7 +104,7 @@ func (c *countingKMS) EnableKey(ctx context.Context, in *kms.EnableKeyInput, o .
 type rig struct {
 	kms   *kms.Client
 	rds   *rds.Client
-	store *incident.Store
+	store *dynamostore.Store
 	slack *announcetest.Slack
 	ckms  *countingKMS
 	crds  *crashingRDS
@@ -115,10 +116,10 @@ func newRig(t *testing.T, allowed []string) *rig {
 	cfg := awstest.Serial(awstest.Config(t, awstest.Moto(t)))
 	db := dynamodb.NewFromConfig(cfg)
 	table := fmt.Sprintf("remediate-%d", rand.Int64())
-	if err := incident.CreateTable(context.Background(), db, table); err != nil {
+	if err := dynamostore.CreateTable(context.Background(), db, table); err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{kms: kms.NewFromConfig(cfg), rds: rds.NewFromConfig(cfg), store: incident.NewStore(db, table)}
+	r := &rig{kms: kms.NewFromConfig(cfg), rds: rds.NewFromConfig(cfg), store: dynamostore.New(db, table)}
 	r.slack = announcetest.Start(t, &announcetest.Slack{Token: botToken})
 	r.ckms = &countingKMS{KMSAPI: r.kms, calls: map[string]int{}}
 	r.crds = &crashingRDS{RDSAPI: r.rds, starts: map[string]int{}}
@@ -135,7 +136,7 @@ func newRig(t *testing.T, allowed []string) *rig {
 }
 
 // incident is a key made unusable by breakKey, two stopped clusters and one running, and the
-// incident as SlackActionFunction leaves it after an approved click: remediating.
+// incident as SlackActionFunction leaves it after an approved click: remediating under run-1.
 func (r *rig) incident(t *testing.T, breakKey func(keyID string) error) (inc incident.Incident, keyID string, stopped []string) {
 	t.Helper()
 	ctx := context.Background()
@@ -163,22 +164,25 @@ func (r *rig) incident(t *testing.T, breakKey func(keyID string) error) (inc inc
 			}
 			status = "stopped"
 		}
-		clusters = append(clusters, incident.Cluster{Identifier: id, Engine: "aurora-mysql", Status: status, CanStop: true})
+		clusters = append(clusters, incident.Cluster{Identifier: id, Engine: "aurora-mysql", Status: incident.ClusterStatus(status), CanStop: true})
 	}
 	if err := breakKey(keyID); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()
 	inc, _, err = r.store.Open(ctx, incident.Incident{
-		KeyARN: keyARN, KeyState: "Disabled", Trigger: "DisableKey", LostAt: now, State: incident.StateRemediating,
+		KeyARN: keyARN, KeyState: incident.KeyStateDisabled, Trigger: "DisableKey", LostAt: now, State: incident.StateOpen,
 		Clusters: clusters,
-		Timeline: []incident.Entry{
-			{At: now, Kind: incident.KindOpened, Detail: "DisableKey"},
-			{At: now, Kind: incident.KindClick, Actor: "U0APPROVR1", Detail: "remediate: approval 1 of 1; remediation started"},
-		},
-	}, incident.Entry{}, nil)
+	}, incident.Entry{Source: fmt.Sprintf("ev-%d", n), Actor: "alice", Detail: "DisableKey"}, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	inc, err = r.store.Update(ctx, inc.ID, func(i *incident.Incident) error {
+		_, _, err := i.Approve("U0APPROVR1", i.Version, "click:1", now, 1, "run-1")
+		return err
+	})
+	if err != nil || inc.State != incident.StateRemediating {
+		t.Fatalf("approve: %v, state %s", err, inc.State)
 	}
 	return inc, keyID, stopped
 }
@@ -219,8 +223,28 @@ func (r *rig) clusterStatus(t *testing.T, id string) string {
 }
 
 func payload(id string, approvedBy ...string) string {
-	b, _ := json.Marshal(map[string]any{"incident_id": id, "approved_by": approvedBy})
+	b, _ := json.Marshal(map[string]any{"incident_id": id, "run_id": "run-1", "approved_by": approvedBy})
 	return string(b)
+}
+
+// recorded is the incident's recorded steps as "Kind target result: detail".
+func recorded(inc incident.Incident) []string {
+	var out []string
+	for _, s := range inc.Remediation.Steps {
+		out = append(out, fmt.Sprintf("%s %s %s: %s", s.Kind, s.Target, s.Result, s.Detail))
+	}
+	return out
+}
+
+// stepCount counts the recorded steps of kind on target with result.
+func stepCount(inc incident.Incident, kind incident.StepKind, target string, result incident.Result) int {
+	n := 0
+	for _, s := range inc.Remediation.Steps {
+		if s.Kind == kind && s.Target == target && s.Result == result {
+			n++
+		}
+	}
+	return n
 }
 
 func TestRemediates(t *testing.T) {
@@ -240,7 +264,7 @@ func TestRemediates(t *testing.T) {
 	}
 	var results []string
 	for _, s := range res.Steps {
-		results = append(results, s.Name+" "+s.Result)
+		results = append(results, string(s.Name)+" "+string(s.Result))
 	}
 	want := []string{"CancelKeyDeletion ok", "EnableKey ok", "WaitEnabled ok", "StartDBCluster ok", "StartDBCluster ok"}
 	if !equalPrefix(results, want) {
@@ -250,17 +274,17 @@ func TestRemediates(t *testing.T) {
 		t.Errorf("result: state %q, error %q", res.State, res.Error)
 	}
 	got, _ := r.store.Get(context.Background(), inc.ID)
-	// A run that did everything leaves the incident remediating: the lifecycle resolves it
-	// once the clusters read available.
-	if got.State != incident.StateRemediating {
-		t.Errorf("stored state %s, want remediating", got.State)
+	// A run that did everything leaves the incident remediating, the run done: the lifecycle
+	// resolves it once the clusters read available.
+	if got.State != incident.StateRemediating || got.Remediation.State != incident.RemediationDone || got.Remediation.RunID != "run-1" {
+		t.Errorf("stored state %s, remediation %s of run %q; want remediating, done, run-1", got.State, got.Remediation.State, got.Remediation.RunID)
 	}
-	if last := got.Timeline[len(got.Timeline)-1]; last.Kind != incident.KindRemediation || last.Actor != "U0APPROVR1,U0APPROVR2" {
-		t.Errorf("last entry: got %+v, want a remediation step by both approvers", last)
+	if last, _ := got.LastEntry(incident.KindRemediationStep); last.Source != "run-1" || last.Actor != incident.Keywarden {
+		t.Errorf("last step entry: got %+v, want keywarden's, of run-1", last)
 	}
-	// The message was posted, with the steps in its thread.
-	if got.Slack == nil || got.SlackPosted != len(got.Timeline) {
-		t.Errorf("message %+v, %d of %d entries posted", got.Slack, got.SlackPosted, len(got.Timeline))
+	// The message was posted, with every entry in its thread.
+	if got.Slack == nil || got.SlackPosted != got.TimelineSeq {
+		t.Errorf("message %+v, entries posted up to %d of %d", got.Slack, got.SlackPosted, got.TimelineSeq)
 	}
 	// The JSON answer is what `make invoke` shows.
 	js, _ := json.Marshal(res)
@@ -314,23 +338,24 @@ func TestResumesAfterCrash(t *testing.T) {
 		t.Errorf("CancelKeyDeletion: called %d times, want 0 for a disabled key", n)
 	}
 	got, _ := r.store.Get(context.Background(), inc.ID)
-	var second []string
-	for _, e := range got.Timeline {
-		if e.Kind == incident.KindRemediation {
-			second = append(second, e.Detail)
+	// The run's steps, recorded once each; the crashed attempt stays on record beside how the
+	// retry found the cluster.
+	for _, want := range []struct {
+		kind   incident.StepKind
+		target string
+		result incident.Result
+	}{
+		{incident.StepEnableKey, inc.KeyARN, incident.ResultOK},
+		{incident.StepStartDBCluster, stopped[0], incident.ResultFailed},
+		{incident.StepStartDBCluster, stopped[0], incident.ResultSkipped},
+		{incident.StepStartDBCluster, stopped[1], incident.ResultOK},
+	} {
+		if n := stepCount(got, want.kind, want.target, want.result); n != 1 {
+			t.Errorf("%s %s %s recorded %d times, want once:\n%s", want.kind, want.target, want.result, n, strings.Join(recorded(got), "\n"))
 		}
 	}
-	joined := strings.Join(second, "\n")
-	for _, want := range []string{
-		"EnableKey " + inc.KeyARN + " → ok",
-		"StartDBCluster " + stopped[0] + " → simulated crash",
-		"EnableKey " + inc.KeyARN + " → skipped: key already Enabled",
-		"StartDBCluster " + stopped[0] + " → skipped",
-		"StartDBCluster " + stopped[1] + " → ok",
-	} {
-		if !strings.Contains(joined, want) {
-			t.Errorf("timeline lacks %q:\n%s", want, joined)
-		}
+	if got.Remediation.State != incident.RemediationDone {
+		t.Errorf("remediation %s after the retry, want done", got.Remediation.State)
 	}
 }
 
@@ -348,8 +373,9 @@ func TestStopsAndReopens(t *testing.T) {
 		t.Errorf("key: got %s, want Disabled", st)
 	}
 	got, _ := r.store.Get(context.Background(), inc.ID)
-	if got.State != incident.StateOpen || !strings.Contains(got.Timeline[len(got.Timeline)-1].Detail, "open again") {
-		t.Errorf("incident: state %s, last %+v, want open again and why", got.State, got.Timeline[len(got.Timeline)-1])
+	if e, _ := got.LastEntry(incident.KindState); got.State != incident.StateOpen || got.Remediation.State != incident.RemediationFailed ||
+		e.Result != incident.Result(incident.StateOpen) {
+		t.Errorf("incident: state %s, remediation %s, last state entry %+v; want given back", got.State, got.Remediation.State, e)
 	}
 }
 
@@ -389,10 +415,13 @@ func TestReopensWhenIncomplete(t *testing.T) {
 		t.Errorf("cluster %s: got %s, want started", stopped[1], st)
 	}
 	got, _ := r.store.Get(context.Background(), inc.ID)
-	last := got.Timeline[len(got.Timeline)-1]
-	if got.State != incident.StateOpen || !strings.Contains(last.Detail, "still need attention: "+stopped[0]+" (StartDBCluster failed: AccessDenied") ||
-		strings.Contains(last.Detail, stopped[1]) || !strings.Contains(last.Detail, "open again") {
-		t.Errorf("incident: state %s, last %q, want open again naming %s only", got.State, last.Detail, stopped[0])
+	why := got.Remediation.Reason
+	if got.State != incident.StateOpen || got.Remediation.State != incident.RemediationFailed ||
+		!strings.Contains(why, "still need attention: "+stopped[0]+" (StartDBCluster failed: AccessDenied") || strings.Contains(why, stopped[1]) {
+		t.Errorf("incident: state %s, remediation %s, reason %q; want given back, telling people about %s only", got.State, got.Remediation.State, why, stopped[0])
+	}
+	if n := stepCount(got, incident.StepStartDBCluster, stopped[0], incident.ResultFailed); n != 1 {
+		t.Errorf("the failed start is recorded %d times, want once", n)
 	}
 	if msg := r.lastMessage(t); !strings.Contains(msg.Blocks, `"action_id":"remediate"`) {
 		t.Errorf("message after the run has no remediate button: %s", msg.Blocks)
@@ -461,8 +490,7 @@ func TestRejectsAndAcknowledges(t *testing.T) {
 	// An open incident nobody approved: a hand invoke must not re-enable its key.
 	open, _, _ := r.incident(t, r.disable)
 	if _, err := r.store.Update(context.Background(), open.ID, func(i *incident.Incident) error {
-		i.State = incident.StateOpen
-		return nil
+		return i.GiveBack("test", time.Now())
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -474,10 +502,28 @@ func TestRejectsAndAcknowledges(t *testing.T) {
 		t.Errorf("EnableKey called %d times for an unapproved incident", n)
 	}
 
+	// A run that is not the incident's current one: given back and approved again since.
+	stale, _, _ := r.incident(t, r.disable)
+	if _, err := r.store.Update(context.Background(), stale.ID, func(i *incident.Incident) error {
+		if err := i.GiveBack("test", time.Now()); err != nil {
+			return err
+		}
+		_, _, err := i.Approve("U0APPROVR2", i.Version, "click:2", time.Now(), 1, "run-2")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	res, err = r.invoke(t, payload(stale.ID, "U0APPROVR1"))
+	if err != nil || !strings.Contains(res.Error, "not approved") {
+		t.Errorf("stale run: got %+v, %v, want refused as not approved", res, err)
+	}
+	if n := r.ckms.calls["EnableKey"]; n != 0 {
+		t.Errorf("EnableKey called %d times for a stale run", n)
+	}
+
 	inc, _, _ := r.incident(t, r.disable)
 	if _, err := r.store.Update(context.Background(), inc.ID, func(i *incident.Incident) error {
-		i.State = incident.StateIntentional
-		return nil
+		return i.MarkLost(incident.Keywarden, "test", time.Now())
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,11 @@
 // RemediateFunction re-enables an incident's KMS key and brings its Aurora clusters back. It is
-// invoked asynchronously by SlackActionFunction once an approved click is recorded, with
-// {"incident_id": "…", "approved_by": ["U…", …]}. It plans from live state and runs, in AWS's
-// documented order, CancelKeyDeletion → EnableKey → wait until DescribeKey says Enabled →
-// StartDBCluster / RebootDBInstance, recording each step and its API result on the timeline and
-// refreshing the Slack message. Safe to run again after a crash, a timeout or Lambda's retry.
+// invoked asynchronously by SlackActionFunction once an approved click moved the incident to
+// remediating, with {"incident_id": "…", "run_id": "…", "approved_by": ["U…", …]}. It refreshes
+// the incident from live state, plans (incident.Plan) and runs, in AWS's documented order,
+// CancelKeyDeletion → EnableKey → wait until DescribeKey says Enabled → StartDBCluster /
+// RebootDBInstance, recording each step and its API result on the incident and refreshing the
+// Slack message. A run that cannot finish gives the incident back to the approvers. Safe to run
+// again after a crash, a timeout or Lambda's retry.
 //
 // Environment:
 //
@@ -17,12 +19,12 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
 
 	"github.com/keywarden/keywarden/internal/env"
+	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/remedy"
 	"github.com/keywarden/keywarden/internal/wire"
 )
@@ -40,7 +42,7 @@ func loadSettings(r *env.Reader) (settings, error) {
 		WaitTimeout: r.Duration("WAIT_TIMEOUT", remedy.DefaultWaitTimeout),
 	}
 	for _, k := range c.AllowedKeys {
-		if !strings.HasPrefix(k, "arn:") || !strings.Contains(k, ":key/") {
+		if !incident.IsKeyARN(k) {
 			r.Fail(fmt.Errorf("REMEDIATION_KEYS: %q is not a KMS key ARN", k))
 		}
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -8,8 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -21,16 +20,19 @@ import (
 	"github.com/keywarden/keywarden/internal/slackui"
 )
 
-// incidents is the part of the incident store the handler uses; *incident.Store fits.
+// incidents is the part of the incident store the handler uses; *dynamostore.Store fits.
 type incidents interface {
 	Get(ctx context.Context, id string) (incident.Incident, error)
 	Update(ctx context.Context, id string, mutate func(*incident.Incident) error) (incident.Incident, error)
 	UpdateAt(ctx context.Context, id string, version int64, mutate func(*incident.Incident) error) (incident.Incident, error)
+	RecordRefusal(ctx context.Context, id string, e incident.Entry) (first bool, err error)
 }
 
-// announcer refreshes an incident's Slack message; *announce.Announcer fits.
+// announcer refreshes an incident's Slack message and posts the one thread reply of a refused
+// click; *announce.Announcer fits.
 type announcer interface {
 	Announce(ctx context.Context, inc incident.Incident) error
+	ReplyRefusal(ctx context.Context, id string, e incident.Entry) error
 }
 
 // remediations hands an approved remediation to RemediateFunction.
@@ -56,13 +58,11 @@ type handler struct {
 	log           *slog.Logger
 	now           func() time.Time
 	// followUp bounds what is done after the decision is recorded and before Slack is
-	// answered: the ephemeral reply and the message refresh. Slack gives 3 s in all; what does
-	// not finish in time is repaired by the next announce (the reconciler runs every few minutes).
+	// answered: the ephemeral reply, the message refresh and a refusal's thread reply. Slack
+	// gives 3 s in all; a refresh that does not finish in time is repaired by the next announce
+	// (the reconciler runs every few minutes).
 	followUp time.Duration
 }
-
-// remediationStarted marks the click that reached quorum.
-const remediationStarted = "remediation started"
 
 // actBudget and answerBudget bound a click's answer from when the request arrived: deciding
 // (the approver check, the conditional write, the hand-off) must end by actBudget, everything by
@@ -85,6 +85,13 @@ type outcome struct {
 	reply string
 	// refresh, when set, is the incident the message should now show.
 	refresh *incident.Incident
+	// stale marks a click on an out-of-date message: the follow-up refreshes the message from
+	// the store first, and only then tells the user, so the reply says the message is current
+	// only when it is.
+	stale bool
+	// refusal, when set, is a refused click that RecordRefusal reported as the first of its
+	// window: it gets the one thread reply.
+	refusal *incident.Entry
 }
 
 // Handle takes the Function URL request (payload format 2.0). The signature is checked on the
@@ -130,7 +137,7 @@ func (h *handler) Handle(ctx context.Context, req events.LambdaFunctionURLReques
 	cancel()
 	h.followUpOn(ctx, click, out, start.Add(answerBudget))
 	h.log.InfoContext(ctx, "slack click", "incident_id", out.incidentID, "action", click.ActionID, "user_id", click.UserID,
-		"result", out.result, "replied", out.reply != "", "ms", time.Since(start).Milliseconds())
+		"result", out.result, "replied", out.reply != "" || out.stale, "thread_reply", out.refusal != nil, "ms", time.Since(start).Milliseconds())
 	return respond(http.StatusOK, ""), nil
 }
 
@@ -144,21 +151,55 @@ func (h *handler) followUpOn(ctx context.Context, click approval.Click, out outc
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	var wg sync.WaitGroup
-	if out.reply != "" {
+	switch {
+	case out.stale:
 		wg.Go(func() {
-			if err := h.ephemeral(ctx, click, out.reply); err != nil {
-				h.log.WarnContext(ctx, "ephemeral reply not sent", "incident_id", out.incidentID, "user_id", click.UserID, "error", err)
+			reply := replyStale
+			if h.refreshLatest(ctx, out.incidentID) {
+				reply = replyStaleRefreshed
 			}
+			h.sendEphemeral(ctx, click, out.incidentID, reply)
 		})
+	case out.reply != "":
+		wg.Go(func() { h.sendEphemeral(ctx, click, out.incidentID, out.reply) })
 	}
 	if out.refresh != nil {
+		wg.Go(func() { h.announce(ctx, *out.refresh) })
+	}
+	if out.refusal != nil {
 		wg.Go(func() {
-			if err := h.announcer.Announce(ctx, *out.refresh); err != nil {
-				h.log.WarnContext(ctx, "slack message not updated; the reconciler will repair it", "incident_id", out.incidentID, "error", err)
+			if err := h.announcer.ReplyRefusal(ctx, out.incidentID, *out.refusal); err != nil {
+				h.log.WarnContext(ctx, "refused click not replied in the thread", "incident_id", out.incidentID, "user_id", click.UserID, "error", err)
 			}
 		})
 	}
 	wg.Wait()
+}
+
+// refreshLatest makes the message show the stored incident and reports whether it does now.
+func (h *handler) refreshLatest(ctx context.Context, id string) bool {
+	cur, err := h.store.Get(ctx, id)
+	if err != nil {
+		h.log.WarnContext(ctx, "could not read the incident to refresh its message", "incident_id", id, "error", err)
+		return false
+	}
+	return h.announce(ctx, cur)
+}
+
+// announce refreshes the message and reports whether it worked; a failure is logged and left
+// for the next announce (the reconciler runs every few minutes) to repair.
+func (h *handler) announce(ctx context.Context, inc incident.Incident) bool {
+	if err := h.announcer.Announce(ctx, inc); err != nil {
+		h.log.WarnContext(ctx, "slack message not updated; the reconciler will repair it", "incident_id", inc.ID, "error", err)
+		return false
+	}
+	return true
+}
+
+func (h *handler) sendEphemeral(ctx context.Context, click approval.Click, id, text string) {
+	if err := h.ephemeral(ctx, click, text); err != nil {
+		h.log.WarnContext(ctx, "ephemeral reply not sent", "incident_id", id, "user_id", click.UserID, "error", err)
+	}
 }
 
 // ephemeral shows text to the clicking user only, in the channel of the message; a click
@@ -182,44 +223,47 @@ func (h *handler) ephemeral(ctx context.Context, click approval.Click, text stri
 
 // Replies. They say what happened and what to do; the detail goes to the log.
 const (
-	replyNotAllowed  = ":no_entry_sign: You are not allowed to act on keywarden incidents, so nothing was done. Your attempt is on the incident's timeline. Ask an on-call approver."
-	replyCannotCheck = ":warning: keywarden could not check whether you may approve (Slack user groups did not answer). Nothing was done; try again in a minute."
-	replyStale       = ":hourglass: That message was out of date: the incident changed since it was shown (or this click was already handled), so nothing was done. The message now shows the current state; click again if it is still needed."
-	replyClosed      = ":information_source: This incident is already closed, so nothing was done."
-	replyRemediating = ":gear: Remediation is already running for this incident; nothing else was done. Each step is posted in the thread."
-	replyNotFound    = ":warning: keywarden has no such incident; nothing was done."
-	replyBadButton   = ":warning: That button is not one keywarden made; nothing was done."
-	replyFailed      = ":warning: keywarden could not record your click, so nothing may have changed. Check the message and try again."
-	replyHandOff     = ":warning: Your approval was recorded but the remediation could not be started. The incident is open again: click *Re-enable key & restart clusters* to retry."
+	replyNotAllowed      = ":no_entry_sign: You are not allowed to act on keywarden incidents, so nothing was done. Your attempt is on the incident's timeline. Ask an on-call approver."
+	replyCannotCheck     = ":warning: keywarden could not check whether you may approve (Slack user groups did not answer). Nothing was done; try again in a minute."
+	replyStaleRefreshed  = ":hourglass: That message was out of date: the incident changed since it was shown (or this click was already handled), so nothing was done. The message now shows the current state; click again if it is still needed."
+	replyStale           = ":hourglass: That message was out of date: the incident changed since it was shown (or this click was already handled), so nothing was done. The message could not be refreshed just now; it catches up within a few minutes. Check the incident before clicking again."
+	replyClosed          = ":information_source: This incident is already closed, so nothing was done."
+	replyRemediating     = ":gear: Remediation is already running for this incident; nothing else was done. Each step is posted in the thread."
+	replyAlreadyApproved = ":hourglass: You have already approved; remediation needs another approver. Nothing was done twice."
+	replyNotFound        = ":warning: keywarden has no such incident; nothing was done."
+	replyBadButton       = ":warning: That button is not one keywarden made; nothing was done."
+	replyFailed          = ":warning: keywarden could not record your click, so nothing may have changed. Check the message and try again."
+	replyHandOff         = ":warning: Your approval was recorded but the remediation could not be started. The incident is open again: click *Re-enable key & restart clusters* to retry."
 )
 
-var (
-	errClosed         = errors.New("incident is closed")
-	errRemediating    = errors.New("remediation already running")
-	errAlreadyApprove = errors.New("already approved by this user")
-)
+// errRunMovedOn: a failed hand-off found the incident no longer remediating under its run.
+var errRunMovedOn = errors.New("the run is no longer the incident's current remediation")
 
-// notFixableError refuses a remediate click on an incident one click cannot fix (the button
-// is not shown then; an old message may still have it). instead says what to do.
-type notFixableError struct{ instead string }
-
-func (e *notFixableError) Error() string { return "not fixable with one click: " + e.instead }
-
-// act authorises the click and records it; it never returns an error, because every outcome,
-// a failure included, is something to tell the user.
+// act authorises the click and applies it; it never returns an error, because every outcome,
+// a failure included, is something to tell the user. An approver's click is one conditional
+// update on the version the message showed, deciding with approval.Apply; a refused click —
+// a stranger, a stale message, a closed or busy incident, a repeated approval, an incident one
+// click cannot fix, a button keywarden did not make — changes nothing and is kept with the
+// store's RecordRefusal.
 func (h *handler) act(ctx context.Context, click approval.Click) outcome {
 	out := outcome{action: click.ActionID}
 	id, version, err := slackui.ParseButtonValue(click.Value)
 	if err != nil {
+		// No incident to keep the refusal beside: the log has it.
 		out.result, out.reply = "bad button value", replyBadButton
 		return out
 	}
 	out.incidentID = id
+	now := h.now().UTC()
+	a := approval.Act{
+		User: click.UserID, Action: click.ActionID, Version: version, At: now, Required: h.required,
+		// Slack always sends action_ts; the fallback keeps two clicks apart if it ever does not.
+		ActionTS: cmp.Or(click.ActionTS, fmt.Sprintf("%d.%06d", now.Unix(), now.Nanosecond()/1000)),
+	}
 	switch click.ActionID {
 	case slackui.ActionRemediate, slackui.ActionAcknowledge, slackui.ActionIntentional:
 	default:
-		out.result, out.reply = "unknown action", replyBadButton
-		return out
+		return h.refuse(ctx, a, out, "not a keywarden button", replyBadButton)
 	}
 
 	ok, err := h.approvers.Allowed(ctx, h.slack, click.UserID)
@@ -229,177 +273,107 @@ func (h *handler) act(ctx context.Context, click approval.Click) outcome {
 		return out
 	}
 	if !ok {
-		return h.deny(ctx, click, id, out)
+		return h.refuse(ctx, a, out, "not an approver", replyNotAllowed)
 	}
 
-	var mutate func(*incident.Incident) error
-	var detail string // what the recorded click says, filled in by mutate
-	switch click.ActionID {
-	case slackui.ActionAcknowledge:
-		mutate = func(i *incident.Incident) error {
-			if i.State.Closed() {
-				return errClosed
-			}
-			detail = slackui.ActionAcknowledge + ": on it"
-			i.Timeline = append(i.Timeline, h.entry(incident.KindClick, click.UserID, detail))
-			return nil
-		}
-	case slackui.ActionIntentional:
-		mutate = func(i *incident.Incident) error {
-			if err := busy(i); err != nil {
-				return err
-			}
-			i.State = incident.StateIntentional
-			detail = slackui.ActionIntentional + ": closed as intended; reminders stop and no fix runs"
-			i.Timeline = append(i.Timeline,
-				h.entry(incident.KindClick, click.UserID, detail),
-				h.entry(incident.KindClosed, click.UserID, "marked intentional in Slack"))
-			return nil
-		}
-	case slackui.ActionRemediate:
-		var approvedBy []string
-		var met bool
-		mutate = func(i *incident.Incident) error {
-			if err := busy(i); err != nil {
-				return err
-			}
-			if ok, instead := slackui.Fixable(*i); !ok {
-				return &notFixableError{instead: instead}
-			}
-			prior := approvals(i.Timeline)
-			if metBefore, _ := approval.Quorum(h.required, prior); !metBefore && slices.Contains(prior, click.UserID) {
-				return errAlreadyApprove
-			}
-			met, approvedBy = approval.Quorum(h.required, append(prior, click.UserID))
-			detail = fmt.Sprintf("%s: approval %d of %d", slackui.ActionRemediate, min(len(approvedBy), max(h.required, 1)), max(h.required, 1))
-			if met {
-				i.State = incident.StateRemediating
-				detail += "; " + remediationStarted
-			}
-			i.Timeline = append(i.Timeline, h.entry(incident.KindClick, click.UserID, detail))
-			return nil
-		}
-		inc, err := h.store.UpdateAt(ctx, id, version, mutate)
-		if err != nil {
-			return h.refused(ctx, id, err, out)
-		}
-		out.refresh = &inc
-		if !met {
-			out.result = detail
-			out.reply = fmt.Sprintf(":white_check_mark: Your approval is recorded (%d of %d). Remediation starts when another approver clicks *Re-enable key & restart clusters*.",
-				len(approvedBy), max(h.required, 1))
-			return out
-		}
-		if err := h.remediations.Start(ctx, remediationRequest{IncidentID: id, ApprovedBy: approvedBy}); err != nil {
-			h.log.ErrorContext(ctx, "remediation hand-off failed", "incident_id", id, "error", err)
-			// The act deadline may be what failed the hand-off: reopening must still happen.
-			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			defer rcancel()
-			back, uerr := h.store.Update(rctx, id, func(i *incident.Incident) error {
-				if i.State == incident.StateRemediating {
-					i.State = incident.StateOpen
-				}
-				i.Timeline = append(i.Timeline, h.entry(incident.KindRemediation, "keywarden",
-					"could not hand the remediation to RemediateFunction; the incident is open again, approve again to retry"))
-				return nil
-			})
-			if uerr != nil {
-				h.log.ErrorContext(ctx, "could not reopen after a failed hand-off; the reconciler will see it remediating", "incident_id", id, "error", uerr)
-			} else {
-				out.refresh = &back
-			}
-			out.result, out.reply = "hand-off failed", replyHandOff
-			return out
-		}
-		out.result = detail
+	var res approval.Outcome
+	inc, err := h.store.UpdateAt(ctx, id, version, func(i *incident.Incident) error {
+		var err error
+		res, err = approval.Apply(i, a)
+		return err
+	})
+	if err != nil {
+		return h.refused(ctx, a, err, out)
+	}
+	out.refresh = &inc
+	switch {
+	case click.ActionID == slackui.ActionAcknowledge:
+		out.result = "acknowledged"
+		return out
+	case click.ActionID == slackui.ActionIntentional:
+		out.result = "marked intentional"
+		return out
+	case !res.Started:
+		out.result = fmt.Sprintf("approval %d of %d", res.Approvals, res.Required)
+		out.reply = fmt.Sprintf(":white_check_mark: Your approval is recorded (%d of %d). Remediation starts when another approver clicks *Re-enable key & restart clusters*.",
+			res.Approvals, res.Required)
 		return out
 	}
-
-	inc, err := h.store.UpdateAt(ctx, id, version, mutate)
-	if err != nil {
-		return h.refused(ctx, id, err, out)
+	out.result = fmt.Sprintf("approval %d of %d; remediation %s started", res.Approvals, res.Required, res.RunID)
+	if err := h.remediations.Start(ctx, remediationRequest{IncidentID: id, ApprovedBy: res.ApprovedBy, RunID: res.RunID}); err != nil {
+		h.log.ErrorContext(ctx, "remediation hand-off failed", "incident_id", id, "run_id", res.RunID, "error", err)
+		out.result, out.reply = "hand-off failed", replyHandOff
+		if back, ok := h.giveBack(ctx, id, res.RunID); ok {
+			out.refresh = &back
+		}
 	}
-	out.result, out.refresh = detail, &inc
 	return out
 }
 
-// deny records a stranger's attempt and changes nothing else. It is recorded whatever version
-// the message showed: the audit trail wants every attempt.
-func (h *handler) deny(ctx context.Context, click approval.Click, id string, out outcome) outcome {
-	out.result, out.reply = "not an approver", replyNotAllowed
-	inc, err := h.store.Update(ctx, id, func(i *incident.Incident) error {
-		i.Timeline = append(i.Timeline, h.entry(incident.KindDenied, click.UserID, click.ActionID+": refused, not an approver"))
-		return nil
+// giveBack gives the incident back to the approvers after its run could not be handed to
+// RemediateFunction: the model's one rule for a run that cannot go on (GiveBack) ends it, and
+// the message offers the button again with a fresh round. It runs even when the act deadline is
+// what failed the hand-off.
+func (h *handler) giveBack(ctx context.Context, id, runID string) (incident.Incident, bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	back, err := h.store.Update(ctx, id, func(i *incident.Incident) error {
+		if i.State != incident.StateRemediating || i.Remediation.RunID != runID {
+			return errRunMovedOn
+		}
+		return i.GiveBack("could not hand remediation run "+runID+" to RemediateFunction", h.now())
 	})
-	switch {
-	case errors.Is(err, incident.ErrNotFound):
-		out.reply = replyNotFound
-	case err != nil:
-		h.log.ErrorContext(ctx, "could not record a refused click", "incident_id", id, "user_id", click.UserID, "error", err)
-	default:
-		out.refresh = &inc
+	if err != nil {
+		h.log.ErrorContext(ctx, "could not give the incident back after a failed hand-off; the reconciler will see it remediating",
+			"incident_id", id, "run_id", runID, "error", err)
+		return incident.Incident{}, false
 	}
-	return out
+	return back, true
 }
 
-// refused turns a click that changed nothing into its reply. A stale click also refreshes the
-// message, in case it is out of date because an earlier refresh failed.
-func (h *handler) refused(ctx context.Context, id string, err error, out outcome) outcome {
-	out.result = err.Error()
-	var nf *notFixableError
+// refused turns an update that changed nothing into a refusal and its reply; a store failure is
+// not a refusal, and a missing incident has nothing to keep one beside.
+func (h *handler) refused(ctx context.Context, a approval.Act, err error, out outcome) outcome {
+	var nf *incident.NotFixableError
 	switch {
+	case errors.Is(err, incident.ErrNotFound):
+		out.result, out.reply = "no such incident", replyNotFound
+		return out
 	case errors.Is(err, incident.ErrStale):
-		out.reply = replyStale
-		if cur, gerr := h.store.Get(ctx, id); gerr == nil {
-			out.refresh = &cur
-		}
-	case errors.Is(err, incident.ErrNotFound):
-		out.reply = replyNotFound
-	case errors.Is(err, errClosed):
-		out.reply = replyClosed
-	case errors.Is(err, errRemediating):
-		out.reply = replyRemediating
-	case errors.Is(err, errAlreadyApprove):
-		out.reply = ":hourglass: You have already approved; remediation needs another approver. Nothing was done twice."
+		out.stale = true
+		return h.refuse(ctx, a, out, fmt.Sprintf("the message was out of date (version %d)", a.Version), "")
+	case errors.Is(err, approval.ErrClosed):
+		return h.refuse(ctx, a, out, "the incident is closed", replyClosed)
+	case errors.Is(err, approval.ErrRemediating):
+		return h.refuse(ctx, a, out, "remediation is already running", replyRemediating)
+	case errors.Is(err, incident.ErrAlreadyApproved):
+		return h.refuse(ctx, a, out, "already approved", replyAlreadyApproved)
 	case errors.As(err, &nf):
-		out.reply = ":no_entry: One click cannot fix this, so nothing was done. " + nf.instead
-	default:
-		h.log.ErrorContext(ctx, "could not record click", "incident_id", id, "error", err)
-		out.result, out.reply = "store error", replyFailed
+		return h.refuse(ctx, a, out, "one click cannot fix this", ":no_entry: One click cannot fix this, so nothing was done. "+nf.Instead)
+	case errors.Is(err, approval.ErrNotFixable), errors.Is(err, incident.ErrIllegalTransition):
+		return h.refuse(ctx, a, out, err.Error(), ":no_entry: Nothing was done: "+err.Error()+".")
 	}
+	h.log.ErrorContext(ctx, "could not record click", "incident_id", out.incidentID, "error", err)
+	out.result, out.reply = "store error", replyFailed
 	return out
 }
 
-func (h *handler) entry(kind, actor, detail string) incident.Entry {
-	return incident.Entry{At: h.now().UTC(), Kind: kind, Actor: actor, Detail: detail}
-}
-
-// busy refuses a decision on an incident that is closed or already being remediated.
-func busy(i *incident.Incident) error {
+// refuse keeps a refused click beside the incident — no update, no new version, the audit
+// trail keeps every attempt — and marks it for the one thread reply when the store reports it
+// as the first of its user's minute, so a burst of refused clicks is one reply, not a flood.
+func (h *handler) refuse(ctx context.Context, a approval.Act, out outcome, reason, reply string) outcome {
+	out.result, out.reply = reason, reply
+	e := incident.NewRefusal(a.User, a.Action, a.Action+": refused, "+reason, a.ClickID(), a.At)
+	first, err := h.store.RecordRefusal(ctx, out.incidentID, e)
 	switch {
-	case i.State.Closed():
-		return errClosed
-	case i.State == incident.StateRemediating:
-		return errRemediating
+	case errors.Is(err, incident.ErrNotFound):
+		out.result, out.reply, out.stale = "no such incident", replyNotFound, false
+	case err != nil:
+		h.log.ErrorContext(ctx, "could not record a refused click", "incident_id", out.incidentID, "user_id", a.User, "error", err)
+	case first:
+		out.refusal = &e
 	}
-	return nil
-}
-
-// approvals lists who approved remediation since it last started, in order, from the click
-// entries (the convention slackui reads too: Kind click, Actor the Slack user, Detail starting
-// with the action ID). Approvals spent on a remediation that started are not counted again: a
-// reopened incident needs a fresh quorum, or one click would satisfy the two-person rule.
-func approvals(tl []incident.Entry) []string {
-	var ids []string
-	for _, e := range tl {
-		if e.Kind == incident.KindClick && e.Actor != "" && strings.HasPrefix(e.Detail, slackui.ActionRemediate+":") {
-			ids = append(ids, e.Actor)
-			if strings.Contains(e.Detail, remediationStarted) {
-				ids = nil
-			}
-		}
-	}
-	return ids
+	return out
 }
 
 // header turns the Function URL's header map (lower-case names, one value each) into an

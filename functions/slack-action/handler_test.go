@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,8 +34,8 @@ import (
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 	"github.com/keywarden/keywarden/internal/notify"
-	"github.com/keywarden/keywarden/internal/remedy"
 	"github.com/keywarden/keywarden/internal/slackui"
 )
 
@@ -41,10 +43,12 @@ func TestMain(m *testing.M) { awstest.Main(m) }
 
 var (
 	_ slackAPI     = (*slack.Client)(nil)
-	_ incidents    = (*incident.Store)(nil)
+	_ incidents    = (*dynamostore.Store)(nil)
 	_ announcer    = (*announce.Announcer)(nil)
 	_ remediations = invoker{}
 	_ lambdaAPI    = (*awslambda.Client)(nil)
+	_ rigStore     = (*dynamostore.Store)(nil)
+	_ rigStore     = (*memStore)(nil)
 )
 
 const (
@@ -92,29 +96,54 @@ func (l *lambdaStandIn) invoked() [][]byte {
 	return slices.Clone(l.payloads)
 }
 
-// rig is SlackActionFunction on the local components: moto for KMS, RDS and DynamoDB, the
-// real store, announcer and Lambda client, a Slack Web API stand-in, and the handler under test
-// built as main builds it.
+// rigStore is what the tests need of an incident store: the handler's and the announcer's
+// methods, and opening incidents as KeyEventFunction does.
+type rigStore interface {
+	incidents
+	announce.Store
+	Open(ctx context.Context, inc incident.Incident, delivery incident.Entry, fold func(*incident.Incident)) (incident.Incident, bool, error)
+	ListActive(ctx context.Context) ([]incident.Incident, error)
+}
+
+// rig is SlackActionFunction on local components: the real announcer, Slack client and Lambda
+// client, a Slack Web API stand-in, a Lambda Invoke stand-in, and the handler under test built
+// as main builds it. Its store is the real one on moto (with KMS and RDS there too), or the
+// in-memory memStore (kms and rds nil).
 type rig struct {
 	kms    *kms.Client
 	rds    *rds.Client
-	store  *incident.Store
+	store  rigStore
 	slack  *announcetest.Slack
 	lambda *lambdaStandIn
 	ann    *announce.Announcer
 	h      *handler
 }
 
+// newRig builds the rig on moto and the real store.
 func newRig(tb testing.TB, required int) *rig {
 	tb.Helper()
 	cfg := awstest.Serial(awstest.Config(tb, awstest.Moto(tb)))
 	db := dynamodb.NewFromConfig(cfg)
 	table := fmt.Sprintf("slack-action-%d", rand.Int64())
-	if err := incident.CreateTable(context.Background(), db, table); err != nil {
+	if err := dynamostore.CreateTable(context.Background(), db, table); err != nil {
 		tb.Fatal(err)
 	}
+	r := build(tb, required, cfg, dynamostore.New(db, table), table)
+	r.kms, r.rds = kms.NewFromConfig(cfg), rds.NewFromConfig(cfg)
+	return r
+}
+
+// newMemRig builds the rig on the in-memory store, with no AWS but the Lambda stand-in.
+func newMemRig(tb testing.TB, required int) *rig {
+	tb.Helper()
+	cfg := aws.Config{Region: awstest.Region, Credentials: aws.AnonymousCredentials{}}
+	return build(tb, required, cfg, newMemStore(), "in-memory")
+}
+
+func build(tb testing.TB, required int, cfg aws.Config, store rigStore, table string) *rig {
+	tb.Helper()
 	r := &rig{
-		kms: kms.NewFromConfig(cfg), rds: rds.NewFromConfig(cfg), store: incident.NewStore(db, table),
+		store:  store,
 		slack:  announcetest.Start(tb, &announcetest.Slack{Token: botToken, Groups: map[string][]string{group: {member}}}),
 		lambda: &lambdaStandIn{},
 	}
@@ -134,20 +163,29 @@ func newRig(tb testing.TB, required int) *rig {
 		tb.Fatal(err)
 	}
 	client := slack.New(botToken, slack.OptionAPIURL(r.slack.APIURL()))
-	r.ann = announce.New(r.store, notify.New(client, settings.Shared.Channel))
+	r.ann = announce.New(store, notify.New(client, settings.Shared.Channel))
+	// The middle of a minute: refusals of one user collapse per minute, and a test's clicks
+	// must not straddle two.
+	clock := time.Now().UTC().Truncate(time.Minute).Add(30 * time.Second)
 	r.h = &handler{
 		signingSecret: signingSecret,
 		approvers:     settings.Approvers,
 		required:      settings.RequiredApprovals,
 		slack:         client,
-		store:         r.store,
+		store:         store,
 		remediations:  invoker{api: lambdaClient, function: settings.RemediateFunction},
 		announcer:     r.ann,
 		log:           slog.New(slog.NewJSONHandler(io.Discard, nil)),
-		now:           time.Now,
+		now:           func() time.Time { return clock },
 		followUp:      defaultFollowUp,
 	}
 	return r
+}
+
+// eachRig runs test on the in-memory rig and on the real store on moto.
+func eachRig(t *testing.T, required int, test func(t *testing.T, r *rig)) {
+	t.Run("memory", func(t *testing.T) { test(t, newMemRig(t, required)) })
+	t.Run("dynamostore", func(t *testing.T) { test(t, newRig(t, required)) })
 }
 
 // scenario is a disabled key with a stopped Aurora cluster (moto's stand-in for
@@ -163,42 +201,46 @@ type scenario struct {
 func (r *rig) scenario(tb testing.TB) scenario {
 	tb.Helper()
 	ctx := context.Background()
-	key, err := r.kms.CreateKey(ctx, &kms.CreateKeyInput{Description: aws.String(tb.Name())})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	sc := scenario{keyID: aws.ToString(key.KeyMetadata.KeyId), keyARN: aws.ToString(key.KeyMetadata.Arn)}
 	suffix := rand.Int32()
-	sc.stopped, sc.running = fmt.Sprintf("orders-%d", suffix), fmt.Sprintf("reports-%d", suffix)
-	for _, id := range []string{sc.stopped, sc.running} {
-		_, err := r.rds.CreateDBCluster(ctx, &rds.CreateDBClusterInput{
-			DBClusterIdentifier: aws.String(id), Engine: aws.String("aurora-postgresql"), StorageEncrypted: aws.Bool(true),
-			KmsKeyId: aws.String(sc.keyARN), MasterUsername: aws.String("admin"), MasterUserPassword: aws.String("not-a-secret-1"),
-		})
+	sc := scenario{stopped: fmt.Sprintf("orders-%d", suffix), running: fmt.Sprintf("reports-%d", suffix)}
+	if r.kms == nil {
+		sc.keyID = fmt.Sprintf("1234abcd-12ab-34cd-56ef-%012d", suffix)
+		sc.keyARN = "arn:aws:kms:" + awstest.Region + ":123456789012:key/" + sc.keyID
+	} else {
+		key, err := r.kms.CreateKey(ctx, &kms.CreateKeyInput{Description: aws.String(tb.Name())})
 		if err != nil {
 			tb.Fatal(err)
 		}
-	}
-	if _, err := r.rds.StopDBCluster(ctx, &rds.StopDBClusterInput{DBClusterIdentifier: aws.String(sc.stopped)}); err != nil {
-		tb.Fatal(err)
-	}
-	if _, err := r.kms.DisableKey(ctx, &kms.DisableKeyInput{KeyId: aws.String(sc.keyID)}); err != nil {
-		tb.Fatal(err)
+		sc.keyID, sc.keyARN = aws.ToString(key.KeyMetadata.KeyId), aws.ToString(key.KeyMetadata.Arn)
+		for _, id := range []string{sc.stopped, sc.running} {
+			_, err := r.rds.CreateDBCluster(ctx, &rds.CreateDBClusterInput{
+				DBClusterIdentifier: aws.String(id), Engine: aws.String("aurora-postgresql"), StorageEncrypted: aws.Bool(true),
+				KmsKeyId: aws.String(sc.keyARN), MasterUsername: aws.String("admin"), MasterUserPassword: aws.String("not-a-secret-1"),
+			})
+			if err != nil {
+				tb.Fatal(err)
+			}
+		}
+		if _, err := r.rds.StopDBCluster(ctx, &rds.StopDBClusterInput{DBClusterIdentifier: aws.String(sc.stopped)}); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := r.kms.DisableKey(ctx, &kms.DisableKeyInput{KeyId: aws.String(sc.keyID)}); err != nil {
+			tb.Fatal(err)
+		}
 	}
 	now := time.Now().UTC()
+	alice := "arn:aws:iam::123456789012:user/alice"
 	inc, _, err := r.store.Open(ctx, incident.Incident{
-		KeyARN: sc.keyARN, KeyState: "Disabled", Trigger: "DisableKey", LostAt: now,
-		Actor: incident.Actor{ARN: "arn:aws:iam::123456789012:user/alice", SourceIP: "203.0.113.7"},
+		ID: incident.NewID(now), KeyARN: sc.keyARN, KeyState: incident.KeyStateDisabled, Trigger: "DisableKey", LostAt: now,
+		Actor: incident.Actor{ARN: alice, SourceIP: "203.0.113.7"},
 		Clusters: []incident.Cluster{
-			{Identifier: sc.stopped, Engine: "aurora-postgresql", Status: "stopped", CanStop: true, LostAccessAt: &now},
-			{Identifier: sc.running, Engine: "aurora-postgresql", Status: "available", CanStop: true, LostAccessAt: &now},
+			{Identifier: sc.stopped, Engine: "aurora-postgresql", Status: incident.StatusStopped, CanStop: true, Uses: []string{"storage"}, LostAccessAt: &now},
+			{Identifier: sc.running, Engine: "aurora-postgresql", Status: incident.StatusAvailable, CanStop: true, Uses: []string{"storage"}, LostAccessAt: &now},
 		},
-		Timeline: []incident.Entry{{At: now, Kind: incident.KindOpened, Actor: "arn:aws:iam::123456789012:user/alice", Detail: "DisableKey"}},
-	}, incident.Entry{At: now, Kind: incident.KindDelivery, Detail: "DisableKey"}, nil)
+	}, incident.Entry{At: now, Source: fmt.Sprintf("ev-%d", suffix), Actor: alice, Detail: "DisableKey"}, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	inc.RecomputeDeadlines()
 	if err := r.ann.Announce(ctx, inc); err != nil {
 		tb.Fatal(err)
 	}
@@ -217,8 +259,11 @@ func (r *rig) get(tb testing.TB, id string) incident.Incident {
 	return inc
 }
 
+// actionTS numbers clicks: each press Slack sends has its own action_ts.
+var actionTS atomic.Int64
+
 // clickBody is the form-encoded block_actions request Slack sends for a press of actionID on
-// the message of inc as it was at version.
+// the message of inc as it was at version. Each call is a new press (its own action_ts).
 func clickBody(sc scenario, user, actionID string, version int64) []byte {
 	payload := map[string]any{
 		"type":         "block_actions",
@@ -231,7 +276,7 @@ func clickBody(sc scenario, user, actionID string, version int64) []byte {
 		"response_url": "http://127.0.0.1:1/unused",
 		"actions": []map[string]any{{
 			"action_id": actionID, "block_id": slackui.ActionsBlockID, "type": "button",
-			"value": slackui.ButtonValue(sc.inc.ID, version), "action_ts": "1795860001.000200",
+			"value": slackui.ButtonValue(sc.inc.ID, version), "action_ts": fmt.Sprintf("1795860001.%06d", actionTS.Add(1)),
 		}},
 	}
 	js, _ := json.Marshal(payload)
@@ -278,192 +323,404 @@ func (r *rig) ephemerals(user string) []string {
 	return out
 }
 
-// unchanged fails unless the incident is exactly as before, Slack bookkeeping aside.
+// threadReplies returns the texts replied in the message's thread.
+func (r *rig) threadReplies(sc scenario) []string {
+	var out []string
+	for _, c := range r.slack.Calls("chat.postMessage") {
+		if c.ThreadTS == sc.messageTS {
+			out = append(out, c.Text)
+		}
+	}
+	return out
+}
+
+// remediationRequests decodes the payloads handed to RemediateFunction.
+func (r *rig) remediationRequests(tb testing.TB) []remediationRequest {
+	tb.Helper()
+	var out []remediationRequest
+	for _, p := range r.lambda.invoked() {
+		var req remediationRequest
+		if err := json.Unmarshal(p, &req); err != nil {
+			tb.Fatal(err)
+		}
+		out = append(out, req)
+	}
+	return out
+}
+
+// unchanged fails unless the incident's head is exactly as before: version, state, timeline
+// entries (refusals, kept beside the head without a Seq, aside) and approvals.
 func unchanged(tb testing.TB, before, after incident.Incident) {
 	tb.Helper()
-	if after.Version != before.Version || after.State != before.State || len(after.Timeline) != len(before.Timeline) {
-		tb.Errorf("incident changed: version %d→%d, state %s→%s, timeline %d→%d entries",
-			before.Version, after.Version, before.State, after.State, len(before.Timeline), len(after.Timeline))
+	if after.Version != before.Version || after.State != before.State || after.TimelineSeq != before.TimelineSeq ||
+		len(after.Approvals) != len(before.Approvals) || after.Remediation.RunID != before.Remediation.RunID {
+		tb.Errorf("incident changed: version %d→%d, state %s→%s, timeline seq %d→%d, approvals %d→%d, run %q→%q",
+			before.Version, after.Version, before.State, after.State, before.TimelineSeq, after.TimelineSeq,
+			len(before.Approvals), len(after.Approvals), before.Remediation.RunID, after.Remediation.RunID)
 	}
+}
+
+// refusals returns the refusal entries of user on the incident.
+func refusals(inc incident.Incident, user string) []incident.Entry {
+	var out []incident.Entry
+	for _, e := range inc.Timeline {
+		if e.Kind == incident.KindRefusal && e.Actor == user {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func TestSignature(t *testing.T) {
-	r := newRig(t, 1)
-	sc := r.scenario(t)
-	body := clickBody(sc, approver, slackui.ActionAcknowledge, sc.inc.Version)
-	now := time.Now()
-	b64 := func(req events.LambdaFunctionURLRequest) events.LambdaFunctionURLRequest {
-		req.Body, req.IsBase64Encoded = base64.StdEncoding.EncodeToString([]byte(req.Body)), true
-		return req
-	}
-	tests := []struct {
-		name       string
-		req        events.LambdaFunctionURLRequest
-		wantStatus int
-	}{
-		{name: "wrong secret", req: signed(body, "not-the-signing-secret", now), wantStatus: 401},
-		{name: "stale", req: signed(body, signingSecret, now.Add(-approval.MaxClockSkew-time.Minute)), wantStatus: 401},
-		{name: "from the future", req: signed(body, signingSecret, now.Add(approval.MaxClockSkew+time.Minute)), wantStatus: 401},
-		{name: "missing headers", req: func() events.LambdaFunctionURLRequest {
-			req := signed(body, signingSecret, now)
-			delete(req.Headers, "x-slack-signature")
-			delete(req.Headers, "x-slack-request-timestamp")
+	eachRig(t, 1, func(t *testing.T, r *rig) {
+		sc := r.scenario(t)
+		body := clickBody(sc, approver, slackui.ActionAcknowledge, sc.inc.Version)
+		now := time.Now()
+		b64 := func(req events.LambdaFunctionURLRequest) events.LambdaFunctionURLRequest {
+			req.Body, req.IsBase64Encoded = base64.StdEncoding.EncodeToString([]byte(req.Body)), true
 			return req
-		}(), wantStatus: 401},
-		{name: "missing signature", req: func() events.LambdaFunctionURLRequest {
-			req := signed(body, signingSecret, now)
-			delete(req.Headers, "x-slack-signature")
-			return req
-		}(), wantStatus: 401},
-		{name: "body changed after signing", req: func() events.LambdaFunctionURLRequest {
-			req := signed(body, signingSecret, now)
-			req.Body = strings.Replace(req.Body, approver, approver2, 1)
-			return req
-		}(), wantStatus: 401},
-		{name: "base64 body signed over its encoding", req: func() events.LambdaFunctionURLRequest {
-			enc := []byte(base64.StdEncoding.EncodeToString(body))
-			req := signed(enc, signingSecret, now)
-			req.IsBase64Encoded = true
-			return req
-		}(), wantStatus: 401},
-		{name: "base64 flag on a body that is not base64", req: func() events.LambdaFunctionURLRequest {
-			req := signed(body, signingSecret, now)
-			req.IsBase64Encoded = true
-			return req
-		}(), wantStatus: 400},
-		// Accepted last: each changes the incident.
-		{name: "valid, base64 body", req: b64(signed(body, signingSecret, now)), wantStatus: 200},
-		{name: "valid", req: signed(clickBody(sc, approver, slackui.ActionAcknowledge, sc.inc.Version+1), signingSecret, now), wantStatus: 200},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			r.slack.Reset()
-			before := r.get(t, sc.inc.ID)
-			resp := r.do(t, tt.req)
-			if resp.StatusCode != tt.wantStatus {
-				t.Fatalf("status: got %d, want %d (body %q)", resp.StatusCode, tt.wantStatus, resp.Body)
-			}
-			after := r.get(t, sc.inc.ID)
-			if tt.wantStatus != 200 {
-				unchanged(t, before, after)
-				if calls := r.slack.Calls(); len(calls) != 0 {
-					t.Errorf("a rejected request reached Slack: %+v", calls)
+		}
+		tests := []struct {
+			name       string
+			req        events.LambdaFunctionURLRequest
+			wantStatus int
+		}{
+			{name: "wrong secret", req: signed(body, "not-the-signing-secret", now), wantStatus: 401},
+			{name: "stale", req: signed(body, signingSecret, now.Add(-approval.MaxClockSkew-time.Minute)), wantStatus: 401},
+			{name: "from the future", req: signed(body, signingSecret, now.Add(approval.MaxClockSkew+time.Minute)), wantStatus: 401},
+			{name: "missing headers", req: func() events.LambdaFunctionURLRequest {
+				req := signed(body, signingSecret, now)
+				delete(req.Headers, "x-slack-signature")
+				delete(req.Headers, "x-slack-request-timestamp")
+				return req
+			}(), wantStatus: 401},
+			{name: "missing signature", req: func() events.LambdaFunctionURLRequest {
+				req := signed(body, signingSecret, now)
+				delete(req.Headers, "x-slack-signature")
+				return req
+			}(), wantStatus: 401},
+			{name: "body changed after signing", req: func() events.LambdaFunctionURLRequest {
+				req := signed(body, signingSecret, now)
+				req.Body = strings.Replace(req.Body, approver, approver2, 1)
+				return req
+			}(), wantStatus: 401},
+			{name: "base64 body signed over its encoding", req: func() events.LambdaFunctionURLRequest {
+				enc := []byte(base64.StdEncoding.EncodeToString(body))
+				req := signed(enc, signingSecret, now)
+				req.IsBase64Encoded = true
+				return req
+			}(), wantStatus: 401},
+			{name: "base64 flag on a body that is not base64", req: func() events.LambdaFunctionURLRequest {
+				req := signed(body, signingSecret, now)
+				req.IsBase64Encoded = true
+				return req
+			}(), wantStatus: 400},
+			// Accepted last: each changes the incident.
+			{name: "valid, base64 body", req: b64(signed(body, signingSecret, now)), wantStatus: 200},
+			{name: "valid", req: signed(clickBody(sc, approver, slackui.ActionAcknowledge, sc.inc.Version+1), signingSecret, now), wantStatus: 200},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				r.slack.Reset()
+				before := r.get(t, sc.inc.ID)
+				resp := r.do(t, tt.req)
+				if resp.StatusCode != tt.wantStatus {
+					t.Fatalf("status: got %d, want %d (body %q)", resp.StatusCode, tt.wantStatus, resp.Body)
 				}
-				return
-			}
-			if after.Version != before.Version+1 {
-				t.Errorf("version: got %d, want %d", after.Version, before.Version+1)
-			}
-			last := after.Timeline[len(after.Timeline)-1]
-			if last.Kind != incident.KindClick || last.Actor != approver || !strings.HasPrefix(last.Detail, slackui.ActionAcknowledge) {
-				t.Errorf("last entry: got %+v, want the acknowledge click", last)
-			}
-			if resp.Body != "" {
-				t.Errorf("body: got %q, want empty", resp.Body)
-			}
-		})
-	}
-	if n := len(r.lambda.invoked()); n != 0 {
-		t.Errorf("invokes: got %d, want none", n)
-	}
-}
-
-func TestAuthorisation(t *testing.T) {
-	t.Run("approver", func(t *testing.T) {
-		r := newRig(t, 1)
-		sc := r.scenario(t)
-		r.click(t, sc, approver, slackui.ActionAcknowledge, sc.inc.Version)
-		got := r.get(t, sc.inc.ID)
-		if last := got.Timeline[len(got.Timeline)-1]; last.Kind != incident.KindClick || last.Actor != approver {
-			t.Errorf("last entry: got %+v, want %s's click", last, approver)
-		}
-		if n := len(r.slack.Calls("usergroups.users.list")); n != 0 {
-			t.Errorf("usergroups.users.list calls: got %d, want 0 for a listed user", n)
-		}
-		if got.State != incident.StateOpen {
-			t.Errorf("state: got %s, want open", got.State)
-		}
-	})
-	t.Run("user-group member", func(t *testing.T) {
-		r := newRig(t, 1)
-		sc := r.scenario(t)
-		r.click(t, sc, member, slackui.ActionAcknowledge, sc.inc.Version)
-		got := r.get(t, sc.inc.ID)
-		if last := got.Timeline[len(got.Timeline)-1]; last.Kind != incident.KindClick || last.Actor != member {
-			t.Errorf("last entry: got %+v, want %s's click", last, member)
-		}
-		if calls := r.slack.Calls("usergroups.users.list"); len(calls) != 1 || calls[0].Text != group {
-			t.Errorf("usergroups.users.list calls: got %+v, want one for %s", calls, group)
-		}
-	})
-	t.Run("stranger", func(t *testing.T) {
-		r := newRig(t, 1)
-		sc := r.scenario(t)
-		for _, action := range []string{slackui.ActionRemediate, slackui.ActionIntentional, slackui.ActionAcknowledge} {
-			before := r.get(t, sc.inc.ID)
-			resp := r.click(t, sc, stranger, action, before.Version)
-			if resp.StatusCode != 200 {
-				t.Fatalf("%s: status %d, want 200", action, resp.StatusCode)
-			}
-			after := r.get(t, sc.inc.ID)
-			if after.State != incident.StateOpen || len(after.Timeline) != len(before.Timeline)+1 {
-				t.Fatalf("%s: state %s, timeline %d→%d, want open and one entry more", action, after.State, len(before.Timeline), len(after.Timeline))
-			}
-			if last := after.Timeline[len(after.Timeline)-1]; last.Kind != incident.KindDenied || last.Actor != stranger || !strings.HasPrefix(last.Detail, action) {
-				t.Errorf("%s: last entry: got %+v, want the denied attempt", action, last)
-			}
-		}
-		if got := r.ephemerals(stranger); len(got) != 3 || !strings.Contains(got[0], "not allowed") {
-			t.Errorf("ephemerals to the stranger: got %q, want three saying not allowed", got)
+				after := r.get(t, sc.inc.ID)
+				if tt.wantStatus != 200 {
+					unchanged(t, before, after)
+					if n := len(refusals(after, approver)); n != 0 {
+						t.Errorf("a rejected request was kept as a refusal")
+					}
+					if calls := r.slack.Calls(); len(calls) != 0 {
+						t.Errorf("a rejected request reached Slack: %+v", calls)
+					}
+					return
+				}
+				if after.Version != before.Version+1 {
+					t.Errorf("version: got %d, want %d", after.Version, before.Version+1)
+				}
+				e, ok := after.LastEntry(incident.KindClick)
+				if !ok || e.Actor != approver || e.Result != incident.Result(slackui.ActionAcknowledge) || e.Seq != after.TimelineSeq {
+					t.Errorf("last click entry: got %+v, want the acknowledge click, newest on the timeline", e)
+				}
+				if resp.Body != "" {
+					t.Errorf("body: got %q, want empty", resp.Body)
+				}
+			})
 		}
 		if n := len(r.lambda.invoked()); n != 0 {
 			t.Errorf("invokes: got %d, want none", n)
 		}
-		if st := keyState(t, r, sc.keyID); st != kmstypes.KeyStateDisabled {
-			t.Errorf("key state: got %s, want Disabled", st)
-		}
-		// The message was refreshed with the new version, and nobody was counted as approving.
-		got := r.get(t, sc.inc.ID)
-		if len(approvals(got.Timeline)) != 0 {
-			t.Errorf("approvals: got %v, want none", approvals(got.Timeline))
-		}
-		if n := len(r.slack.Calls("chat.update")); n != 3 {
-			t.Errorf("chat.update calls: got %d, want 3", n)
-		}
+	})
+}
+
+func TestAuthorisation(t *testing.T) {
+	t.Run("approver", func(t *testing.T) {
+		eachRig(t, 1, func(t *testing.T, r *rig) {
+			sc := r.scenario(t)
+			r.click(t, sc, approver, slackui.ActionAcknowledge, sc.inc.Version)
+			got := r.get(t, sc.inc.ID)
+			if e, ok := got.LastEntry(incident.KindClick); !ok || e.Actor != approver {
+				t.Errorf("click entry: got %+v, want %s's click", e, approver)
+			}
+			if n := len(r.slack.Calls("usergroups.users.list")); n != 0 {
+				t.Errorf("usergroups.users.list calls: got %d, want 0 for a listed user", n)
+			}
+			if got.State != incident.StateOpen {
+				t.Errorf("state: got %s, want open", got.State)
+			}
+		})
+	})
+	t.Run("user-group member", func(t *testing.T) {
+		eachRig(t, 1, func(t *testing.T, r *rig) {
+			sc := r.scenario(t)
+			r.click(t, sc, member, slackui.ActionAcknowledge, sc.inc.Version)
+			got := r.get(t, sc.inc.ID)
+			if e, ok := got.LastEntry(incident.KindClick); !ok || e.Actor != member {
+				t.Errorf("click entry: got %+v, want %s's click", e, member)
+			}
+			if calls := r.slack.Calls("usergroups.users.list"); len(calls) != 1 || calls[0].Text != group {
+				t.Errorf("usergroups.users.list calls: got %+v, want one for %s", calls, group)
+			}
+		})
+	})
+	t.Run("stranger", func(t *testing.T) {
+		eachRig(t, 1, func(t *testing.T, r *rig) {
+			sc := r.scenario(t)
+			before := r.get(t, sc.inc.ID)
+			for _, action := range []string{slackui.ActionRemediate, slackui.ActionIntentional, slackui.ActionAcknowledge} {
+				if resp := r.click(t, sc, stranger, action, before.Version); resp.StatusCode != 200 {
+					t.Fatalf("%s: status %d, want 200", action, resp.StatusCode)
+				}
+				unchanged(t, before, r.get(t, sc.inc.ID))
+			}
+			after := r.get(t, sc.inc.ID)
+			// Kept beside the incident, the three attempts of one minute as one refusal.
+			got := refusals(after, stranger)
+			if len(got) != 1 || got[0].Count != 3 || got[0].Seq != 0 || !strings.Contains(got[0].Detail, "not an approver") {
+				t.Errorf("refusals: got %+v, want one counting 3, without a Seq, saying not an approver", got)
+			}
+			if got := r.ephemerals(stranger); len(got) != 3 || !strings.Contains(got[0], "not allowed") {
+				t.Errorf("ephemerals to the stranger: got %q, want three saying not allowed", got)
+			}
+			if got := r.threadReplies(sc); len(got) != 1 || !strings.Contains(got[0], "not an approver") {
+				t.Errorf("thread replies: got %q, want one for the burst", got)
+			}
+			if n := len(r.slack.Calls("chat.update")); n != 0 {
+				t.Errorf("chat.update calls: got %d, want none: nothing changed", n)
+			}
+			if n := len(r.lambda.invoked()); n != 0 {
+				t.Errorf("invokes: got %d, want none", n)
+			}
+			if len(after.Approvals) != 0 {
+				t.Errorf("approvals: got %+v, want none", after.Approvals)
+			}
+			if r.kms != nil {
+				if st := keyState(t, r, sc.keyID); st != kmstypes.KeyStateDisabled {
+					t.Errorf("key state: got %s, want Disabled", st)
+				}
+			}
+		})
 	})
 	t.Run("two-person rule", func(t *testing.T) {
-		r := newRig(t, 2)
+		eachRig(t, 2, func(t *testing.T, r *rig) {
+			sc := r.scenario(t)
+			r.click(t, sc, approver, slackui.ActionRemediate, sc.inc.Version)
+			first := r.get(t, sc.inc.ID)
+			if first.State != incident.StateOpen || !slices.Equal(first.RoundApprovers(), []string{approver}) {
+				t.Fatalf("after one approval: state %s, approvers %v, want open and %s", first.State, first.RoundApprovers(), approver)
+			}
+			if e, _ := first.LastEntry(incident.KindApproval); e.Actor != approver || e.Detail != "remediate: approval 1 of 2" {
+				t.Errorf("approval entry: got %+v, want approval 1 of 2 by %s", e, approver)
+			}
+			if n := len(r.lambda.invoked()); n != 0 {
+				t.Fatalf("invoked after one approval")
+			}
+			// The same person again, on the refreshed message: refused, counted once.
+			r.click(t, sc, approver, slackui.ActionRemediate, first.Version)
+			unchanged(t, first, r.get(t, sc.inc.ID))
+			if got := r.ephemerals(approver); len(got) != 2 || !strings.Contains(got[1], "already approved") {
+				t.Errorf("ephemerals to %s: got %q, want the second to say already approved", approver, got)
+			}
+			// A group member is the second approver.
+			r.click(t, sc, member, slackui.ActionRemediate, first.Version)
+			second := r.get(t, sc.inc.ID)
+			if second.State != incident.StateRemediating || !slices.Equal(second.Remediation.ApprovedBy, []string{approver, member}) {
+				t.Errorf("after two approvals: state %s, approved by %v, want remediating by %s and %s", second.State, second.Remediation.ApprovedBy, approver, member)
+			}
+			reqs := r.remediationRequests(t)
+			if len(reqs) != 1 {
+				t.Fatalf("invokes: got %d, want 1", len(reqs))
+			}
+			want := remediationRequest{IncidentID: sc.inc.ID, ApprovedBy: []string{approver, member}, RunID: second.Remediation.RunID}
+			if !strings.HasPrefix(want.RunID, "run:") || !strings.HasSuffix(want.RunID, ":"+member) || !slices.Equal(reqs[0].ApprovedBy, want.ApprovedBy) ||
+				reqs[0].IncidentID != want.IncidentID || reqs[0].RunID != want.RunID {
+				t.Errorf("invoke payload: got %+v, want %+v (a run named by the deciding click)", reqs[0], want)
+			}
+		})
+	})
+}
+
+// TestManyStrangersThenOneApprover: 400 clicks by people who are not approvers, then one
+// approver's, under the two-person rule: remediation does not start. The refused clicks
+// changed nothing — no version, no approval — and each stranger's burst got one thread reply.
+func TestManyStrangersThenOneApprover(t *testing.T) {
+	eachRig(t, 2, func(t *testing.T, r *rig) {
 		sc := r.scenario(t)
-		r.click(t, sc, approver, slackui.ActionRemediate, sc.inc.Version)
-		first := r.get(t, sc.inc.ID)
-		if first.State != incident.StateOpen || first.Timeline[len(first.Timeline)-1].Detail != "remediate: approval 1 of 2" {
-			t.Fatalf("after one approval: state %s, last %+v, want open and approval 1 of 2", first.State, first.Timeline[len(first.Timeline)-1])
+		before := r.get(t, sc.inc.ID)
+		strangers := []string{"U0STRANGR1", "U0STRANGR2", "U0STRANGR3", "U0STRANGR4"}
+		for k := range 400 {
+			user := strangers[k%len(strangers)]
+			if resp := r.click(t, sc, user, slackui.ActionRemediate, before.Version); resp.StatusCode != 200 {
+				t.Fatalf("click %d: status %d, want 200", k, resp.StatusCode)
+			}
+		}
+		after := r.get(t, sc.inc.ID)
+		unchanged(t, before, after)
+		counted := 0
+		for _, u := range strangers {
+			for _, e := range refusals(after, u) {
+				counted += e.Count
+			}
+		}
+		if counted != 400 {
+			t.Errorf("refusals kept: %d clicks counted, want 400", counted)
+		}
+		if got := r.threadReplies(sc); len(got) != len(strangers) {
+			t.Errorf("thread replies: got %d, want %d (one per stranger's burst)", len(got), len(strangers))
+		}
+
+		r.click(t, sc, approver, slackui.ActionRemediate, before.Version)
+		got := r.get(t, sc.inc.ID)
+		if got.State != incident.StateOpen || got.Version != before.Version+1 || !slices.Equal(got.RoundApprovers(), []string{approver}) {
+			t.Errorf("after the approver: state %s, version %d, approvers %v; want open, %d, only %s",
+				got.State, got.Version, got.RoundApprovers(), before.Version+1, approver)
 		}
 		if n := len(r.lambda.invoked()); n != 0 {
-			t.Fatalf("invoked after one approval")
+			t.Errorf("remediation handed off %d times, want never", n)
 		}
-		// The same person again, on the refreshed message: counted once.
-		r.click(t, sc, approver, slackui.ActionRemediate, first.Version)
-		unchanged(t, first, r.get(t, sc.inc.ID))
-		if got := r.ephemerals(approver); len(got) != 2 || !strings.Contains(got[1], "already approved") {
-			t.Errorf("ephemerals to %s: got %q, want the second to say already approved", approver, got)
+	})
+}
+
+// TestRefusedClickChangesNothing: every kind of refused click leaves the incident's version
+// and head as they were, is kept beside it as a refusal, tells the user why, and gets one
+// thread reply.
+func TestRefusedClickChangesNothing(t *testing.T) {
+	tests := []struct {
+		name     string
+		required int
+		// setup prepares the incident and returns the version the refused click is made on.
+		setup  func(t *testing.T, r *rig, sc scenario) int64
+		user   string
+		action string
+		reply  string
+	}{
+		{
+			name: "stranger", required: 1, user: stranger, action: slackui.ActionRemediate, reply: "not allowed",
+			setup: func(t *testing.T, r *rig, sc scenario) int64 { return sc.inc.Version },
+		},
+		{
+			name: "stale version", required: 1, user: approver, action: slackui.ActionRemediate, reply: "now shows the current state",
+			setup: func(t *testing.T, r *rig, sc scenario) int64 {
+				r.click(t, sc, approver2, slackui.ActionAcknowledge, sc.inc.Version)
+				return sc.inc.Version // the message before the acknowledgement
+			},
+		},
+		{
+			name: "closed incident", required: 1, user: approver, action: slackui.ActionAcknowledge, reply: "already closed",
+			setup: func(t *testing.T, r *rig, sc scenario) int64 {
+				r.click(t, sc, approver2, slackui.ActionIntentional, sc.inc.Version)
+				return r.get(t, sc.inc.ID).Version
+			},
+		},
+		{
+			name: "already remediating", required: 1, user: approver2, action: slackui.ActionIntentional, reply: "already running",
+			setup: func(t *testing.T, r *rig, sc scenario) int64 {
+				r.click(t, sc, approver, slackui.ActionRemediate, sc.inc.Version)
+				return r.get(t, sc.inc.ID).Version
+			},
+		},
+		{
+			name: "already approved", required: 2, user: approver, action: slackui.ActionRemediate, reply: "already approved",
+			setup: func(t *testing.T, r *rig, sc scenario) int64 {
+				r.click(t, sc, approver, slackui.ActionRemediate, sc.inc.Version)
+				return r.get(t, sc.inc.ID).Version
+			},
+		},
+		{
+			name: "not fixable", required: 1, user: approver, action: slackui.ActionRemediate, reply: "One click cannot fix this",
+			setup: func(t *testing.T, r *rig, sc scenario) int64 {
+				inc, err := r.store.Update(context.Background(), sc.inc.ID, func(i *incident.Incident) error {
+					i.KeyState = incident.KeyStateDeleted
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return inc.Version
+			},
+		},
+		{
+			name: "bad button", required: 1, user: approver, action: "delete-everything", reply: "not one keywarden made",
+			setup: func(t *testing.T, r *rig, sc scenario) int64 { return sc.inc.Version },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			eachRig(t, tt.required, func(t *testing.T, r *rig) {
+				sc := r.scenario(t)
+				version := tt.setup(t, r, sc)
+				invokes := len(r.lambda.invoked())
+				r.slack.Reset()
+				before := r.get(t, sc.inc.ID)
+
+				if resp := r.click(t, sc, tt.user, tt.action, version); resp.StatusCode != 200 {
+					t.Fatalf("status %d, want 200", resp.StatusCode)
+				}
+				after := r.get(t, sc.inc.ID)
+				unchanged(t, before, after)
+				if after.Version != before.Version {
+					t.Errorf("version: got %d, want %d unchanged", after.Version, before.Version)
+				}
+				if got := refusals(after, tt.user); len(got) != 1 || got[0].Target != tt.action || got[0].Result != incident.ResultRefused {
+					t.Errorf("refusals of %s: got %+v, want one for %s", tt.user, got, tt.action)
+				}
+				if got := r.ephemerals(tt.user); len(got) != 1 || !strings.Contains(got[0], tt.reply) {
+					t.Errorf("ephemerals: got %q, want one saying %q", got, tt.reply)
+				}
+				if got := r.threadReplies(sc); len(got) != 1 || !strings.Contains(got[0], "refused") {
+					t.Errorf("thread replies: got %q, want the one refusal", got)
+				}
+				if n := len(r.lambda.invoked()); n != invokes {
+					t.Errorf("invokes: got %d, want %d", n, invokes)
+				}
+			})
+		})
+	}
+}
+
+// TestStaleClickWhenRefreshFails: the reply to a click on an outdated message says the message
+// is current only when the refresh worked.
+func TestStaleClickWhenRefreshFails(t *testing.T) {
+	eachRig(t, 1, func(t *testing.T, r *rig) {
+		sc := r.scenario(t)
+		r.click(t, sc, approver2, slackui.ActionAcknowledge, sc.inc.Version)
+		r.slack.Reset()
+		r.slack.Fail = func(method string) string {
+			if method == "chat.update" {
+				return "fatal_error"
+			}
+			return ""
 		}
-		// A group member is the second approver.
-		r.click(t, sc, member, slackui.ActionRemediate, first.Version)
-		second := r.get(t, sc.inc.ID)
-		if second.State != incident.StateRemediating || second.Timeline[len(second.Timeline)-1].Detail != "remediate: approval 2 of 2; remediation started" {
-			t.Errorf("after two approvals: state %s, last %+v", second.State, second.Timeline[len(second.Timeline)-1])
+		r.click(t, sc, approver, slackui.ActionRemediate, sc.inc.Version)
+		got := r.ephemerals(approver)
+		if len(got) != 1 || !strings.Contains(got[0], "out of date") || strings.Contains(got[0], "now shows") || !strings.Contains(got[0], "could not be refreshed") {
+			t.Errorf("ephemerals: got %q, want one saying out of date and not refreshed", got)
 		}
-		inv := r.lambda.invoked()
-		if len(inv) != 1 {
-			t.Fatalf("invokes: got %d, want 1", len(inv))
-		}
-		var req remediationRequest
-		if err := json.Unmarshal(inv[0], &req); err != nil {
-			t.Fatal(err)
-		}
-		if req.IncidentID != sc.inc.ID || !slices.Equal(req.ApprovedBy, []string{approver, member}) {
-			t.Errorf("invoke payload: got %+v, want %s approved by %s and %s", req, sc.inc.ID, approver, member)
+		if n := len(r.lambda.invoked()); n != 0 {
+			t.Errorf("invokes: got %d, want none", n)
 		}
 	})
 }
@@ -477,204 +734,154 @@ func keyState(tb testing.TB, r *rig, keyID string) kmstypes.KeyState {
 	return out.KeyMetadata.KeyState
 }
 
-func clusterStatus(tb testing.TB, r *rig, id string) string {
-	tb.Helper()
-	out, err := r.rds.DescribeDBClusters(context.Background(), &rds.DescribeDBClustersInput{DBClusterIdentifier: aws.String(id)})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return aws.ToString(out.DBClusters[0].Status)
-}
+// TestClickHandsOff: one approved click moves the incident to remediating and hands the run
+// to RemediateFunction once; a replayed request and a second click on the old message change
+// nothing and say the message was out of date.
+func TestClickHandsOff(t *testing.T) {
+	eachRig(t, 1, func(t *testing.T, r *rig) {
+		sc := r.scenario(t)
+		req := signed(clickBody(sc, approver, slackui.ActionRemediate, sc.inc.Version), signingSecret, time.Now())
+		if resp := r.do(t, req); resp.StatusCode != 200 || resp.Body != "" {
+			t.Fatalf("click: got %d %q, want 200 and an empty body", resp.StatusCode, resp.Body)
+		}
+		clicked := r.get(t, sc.inc.ID)
+		if clicked.State != incident.StateRemediating || clicked.Remediation.State != incident.RemediationApproved {
+			t.Fatalf("after the click: state %s, remediation %s, want remediating and approved", clicked.State, clicked.Remediation.State)
+		}
+		reqs := r.remediationRequests(t)
+		if len(reqs) != 1 || reqs[0].RunID != clicked.Remediation.RunID || reqs[0].IncidentID != sc.inc.ID {
+			t.Fatalf("invokes: got %+v, want one for run %s", reqs, clicked.Remediation.RunID)
+		}
+		if upd := r.slack.Calls("chat.update"); len(upd) != 1 || upd[0].TS != sc.messageTS {
+			t.Errorf("message refresh: got %+v, want one chat.update of %s", upd, sc.messageTS)
+		}
 
-// runRemediations does what Lambda does with the queued invokes: it runs RemediateFunction's
-// domain call (remedy.Runner.Run, then the announce) on each recorded payload.
-// functions/remediate tests that function's handler itself with the same payload shape.
-func (r *rig) runRemediations(t *testing.T) []incident.Incident {
-	t.Helper()
-	runner := remedy.New(r.kms, r.rds, r.store, remedy.Options{WaitTimeout: 10 * time.Second})
-	var out []incident.Incident
-	for _, p := range r.lambda.invoked() {
-		var req remediationRequest
-		if err := json.Unmarshal(p, &req); err != nil {
-			t.Fatal(err)
+		r.slack.Reset()
+		for _, again := range []struct {
+			name string
+			req  events.LambdaFunctionURLRequest
+		}{
+			{"replayed", req},
+			{"second click", signed(clickBody(sc, approver2, slackui.ActionRemediate, sc.inc.Version), signingSecret, time.Now())},
+		} {
+			if resp := r.do(t, again.req); resp.StatusCode != 200 {
+				t.Fatalf("%s: status %d, want 200", again.name, resp.StatusCode)
+			}
+			unchanged(t, clicked, r.get(t, sc.inc.ID))
 		}
-		inc, _, err := runner.Run(context.Background(), req.IncidentID, strings.Join(req.ApprovedBy, ","))
-		if err != nil {
-			t.Fatalf("remediation: %v", err)
+		if n := len(r.lambda.invoked()); n != 1 {
+			t.Errorf("invokes after the replay and second click: got %d, want still 1", n)
 		}
-		if err := r.ann.Announce(context.Background(), inc); err != nil {
-			t.Fatalf("announce after remediation: %v", err)
+		for _, user := range []string{approver, approver2} {
+			if got := r.ephemerals(user); len(got) != 1 || !strings.Contains(got[0], "out of date") {
+				t.Errorf("ephemerals to %s: got %q, want one saying the message was out of date", user, got)
+			}
 		}
-		out = append(out, inc)
-	}
-	return out
-}
-
-// TestClickRemediates: one approved click re-enables the key and starts the stopped cluster;
-// a second click and a replayed request change nothing; the timeline tells the whole story.
-func TestClickRemediates(t *testing.T) {
-	r := newRig(t, 1)
-	sc := r.scenario(t)
-	req := signed(clickBody(sc, approver, slackui.ActionRemediate, sc.inc.Version), signingSecret, time.Now())
-
-	if resp := r.do(t, req); resp.StatusCode != 200 || resp.Body != "" {
-		t.Fatalf("click: got %d %q, want 200 and an empty body", resp.StatusCode, resp.Body)
-	}
-	clicked := r.get(t, sc.inc.ID)
-	if clicked.State != incident.StateRemediating {
-		t.Fatalf("state after the click: got %s, want remediating", clicked.State)
-	}
-	if n := len(r.lambda.invoked()); n != 1 {
-		t.Fatalf("invokes: got %d, want 1", n)
-	}
-	if upd := r.slack.Calls("chat.update"); len(upd) != 1 || upd[0].TS != sc.messageTS {
-		t.Errorf("message refresh: got %+v, want one chat.update of %s", upd, sc.messageTS)
-	}
-
-	// Replayed (the very same signed request) and clicked again on the old message.
-	r.slack.Reset()
-	for name, again := range map[string]events.LambdaFunctionURLRequest{
-		"replayed":     req,
-		"second click": signed(clickBody(sc, approver2, slackui.ActionRemediate, sc.inc.Version), signingSecret, time.Now()),
-	} {
-		if resp := r.do(t, again); resp.StatusCode != 200 {
-			t.Fatalf("%s: status %d, want 200", name, resp.StatusCode)
-		}
-		unchanged(t, clicked, r.get(t, sc.inc.ID))
-	}
-	if n := len(r.lambda.invoked()); n != 1 {
-		t.Errorf("invokes after the replay and second click: got %d, want still 1", n)
-	}
-	for _, user := range []string{approver, approver2} {
-		if got := r.ephemerals(user); len(got) != 1 || !strings.Contains(got[0], "out of date") {
-			t.Errorf("ephemerals to %s: got %q, want one saying the message was out of date", user, got)
-		}
-	}
-
-	// Lambda runs the queued remediation.
-	done := r.runRemediations(t)[0]
-	if st := keyState(t, r, sc.keyID); st != kmstypes.KeyStateEnabled {
-		t.Errorf("key state: got %s, want Enabled", st)
-	}
-	if st := clusterStatus(t, r, sc.stopped); st != "available" && st != "starting" {
-		t.Errorf("stopped cluster: got %s, want started", st)
-	}
-	var story []string
-	for _, e := range r.get(t, sc.inc.ID).Timeline {
-		story = append(story, e.Kind+" "+e.Actor+" "+e.Detail)
-	}
-	want := []string{
-		"opened",
-		"click " + approver + " remediate: approval 1 of 1; remediation started",
-		"remediation " + approver + " CancelKeyDeletion " + sc.keyARN + " → skipped",
-		"remediation " + approver + " EnableKey " + sc.keyARN + " → ok",
-		"remediation " + approver + " WaitEnabled " + sc.keyARN + " → ok",
-		"remediation " + approver + " StartDBCluster " + sc.stopped + " → ok",
-	}
-	for _, w := range want {
-		if !slices.ContainsFunc(story, func(s string) bool { return strings.HasPrefix(s, w) }) {
-			t.Errorf("timeline lacks %q:\n%s", w, strings.Join(story, "\n"))
-		}
-	}
-	if slices.ContainsFunc(story, func(s string) bool { return strings.Contains(s, "StartDBCluster "+sc.running+" → ok") }) {
-		t.Errorf("the running cluster was started:\n%s", strings.Join(story, "\n"))
-	}
-	// Every entry reached the thread once.
-	got := r.get(t, sc.inc.ID)
-	if got.SlackPosted != len(got.Timeline) {
-		t.Errorf("posted %d of %d timeline entries", got.SlackPosted, len(got.Timeline))
-	}
-	if done.State != incident.StateRemediating {
-		t.Errorf("state after the run: got %s, want remediating (RDS events mark it resolved)", done.State)
-	}
+	})
 }
 
 func TestAcknowledgeAndIntentional(t *testing.T) {
-	r := newRig(t, 2)
-	sc := r.scenario(t)
-	r.click(t, sc, member, slackui.ActionAcknowledge, sc.inc.Version)
-	acked := r.get(t, sc.inc.ID)
-	r.click(t, sc, approver, slackui.ActionIntentional, acked.Version)
-	closed := r.get(t, sc.inc.ID)
-	if closed.State != incident.StateIntentional || closed.ClosedAt == nil {
-		t.Fatalf("after intentional: state %s, closed %v, want intentional and a close time", closed.State, closed.ClosedAt)
-	}
-	active, err := r.store.ListActive(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if slices.ContainsFunc(active, func(i incident.Incident) bool { return i.ID == sc.inc.ID }) {
-		t.Errorf("an intentional incident is still active, so reminders would continue")
-	}
-	// A remediate click on the message as it was before: nothing runs.
-	r.click(t, sc, approver2, slackui.ActionRemediate, acked.Version)
-	unchanged(t, closed, r.get(t, sc.inc.ID))
-	if n := len(r.lambda.invoked()); n != 0 {
-		t.Errorf("invokes: got %d, want none", n)
-	}
-	if st := keyState(t, r, sc.keyID); st != kmstypes.KeyStateDisabled {
-		t.Errorf("key state: got %s, want Disabled", st)
-	}
-	// The refreshed message has no buttons left.
-	upd := r.slack.Calls("chat.update")
-	if last := upd[len(upd)-1]; strings.Contains(last.Blocks, slackui.ActionsBlockID) {
-		t.Errorf("the closed incident's message still has buttons")
-	}
+	eachRig(t, 2, func(t *testing.T, r *rig) {
+		sc := r.scenario(t)
+		r.click(t, sc, member, slackui.ActionAcknowledge, sc.inc.Version)
+		acked := r.get(t, sc.inc.ID)
+		r.click(t, sc, approver, slackui.ActionIntentional, acked.Version)
+		closed := r.get(t, sc.inc.ID)
+		if closed.State != incident.StateIntentional || closed.ClosedAt == nil {
+			t.Fatalf("after intentional: state %s, closed %v, want intentional and a close time", closed.State, closed.ClosedAt)
+		}
+		if e, _ := closed.LastEntry(incident.KindState); e.Actor != approver || e.Result != incident.Result(incident.StateIntentional) {
+			t.Errorf("state entry: got %+v, want intentional by %s", e, approver)
+		}
+		active, err := r.store.ListActive(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.ContainsFunc(active, func(i incident.Incident) bool { return i.ID == sc.inc.ID }) {
+			t.Errorf("an intentional incident is still active, so reminders would continue")
+		}
+		// A remediate click on the message as it was before: nothing runs.
+		r.click(t, sc, approver2, slackui.ActionRemediate, acked.Version)
+		unchanged(t, closed, r.get(t, sc.inc.ID))
+		if n := len(r.lambda.invoked()); n != 0 {
+			t.Errorf("invokes: got %d, want none", n)
+		}
+		if r.kms != nil {
+			if st := keyState(t, r, sc.keyID); st != kmstypes.KeyStateDisabled {
+				t.Errorf("key state: got %s, want Disabled", st)
+			}
+		}
+		// The refreshed message has no buttons left.
+		upd := r.slack.Calls("chat.update")
+		if last := upd[len(upd)-1]; strings.Contains(last.Blocks, slackui.ActionsBlockID) {
+			t.Errorf("the closed incident's message still has buttons")
+		}
+	})
 }
 
-// A failed hand-off puts the incident back to open and says to retry; the retry works.
+// A failed hand-off gives the incident back to the approvers and says to retry; the retry,
+// with a fresh approval, works.
 func TestHandOffFails(t *testing.T) {
-	r := newRig(t, 1)
-	sc := r.scenario(t)
-	r.lambda.fail = true
-	r.click(t, sc, approver, slackui.ActionRemediate, sc.inc.Version)
-	back := r.get(t, sc.inc.ID)
-	if back.State != incident.StateOpen {
-		t.Fatalf("state: got %s, want open again", back.State)
-	}
-	if last := back.Timeline[len(back.Timeline)-1]; last.Kind != incident.KindRemediation || !strings.Contains(last.Detail, "could not hand") {
-		t.Errorf("last entry: got %+v, want the failed hand-off", last)
-	}
-	if got := r.ephemerals(approver); len(got) != 1 || !strings.Contains(got[0], "retry") {
-		t.Errorf("ephemerals: got %q, want one saying to retry", got)
-	}
-	r.lambda.fail = false
-	r.click(t, sc, approver, slackui.ActionRemediate, back.Version)
-	if got := r.get(t, sc.inc.ID); got.State != incident.StateRemediating || len(r.lambda.invoked()) != 1 {
-		t.Errorf("retry: state %s, %d invokes, want remediating and 1", got.State, len(r.lambda.invoked()))
-	}
+	eachRig(t, 1, func(t *testing.T, r *rig) {
+		sc := r.scenario(t)
+		r.lambda.fail = true
+		r.click(t, sc, approver, slackui.ActionRemediate, sc.inc.Version)
+		back := r.get(t, sc.inc.ID)
+		if back.State != incident.StateOpen || back.Remediation.State != incident.RemediationFailed {
+			t.Fatalf("state %s, remediation %s: want open again and the run failed", back.State, back.Remediation.State)
+		}
+		if e, _ := back.LastEntry(incident.KindState); e.Result != incident.Result(incident.StateOpen) || !strings.Contains(e.Detail, "could not hand") {
+			t.Errorf("state entry: got %+v, want the give-back after the failed hand-off", e)
+		}
+		if len(back.RoundApprovers()) != 0 {
+			t.Errorf("approvers of the new round: got %v, want none (a fresh quorum)", back.RoundApprovers())
+		}
+		if got := r.ephemerals(approver); len(got) != 1 || !strings.Contains(got[0], "retry") {
+			t.Errorf("ephemerals: got %q, want one saying to retry", got)
+		}
+		r.lambda.fail = false
+		r.click(t, sc, approver, slackui.ActionRemediate, back.Version)
+		if got := r.get(t, sc.inc.ID); got.State != incident.StateRemediating || len(r.lambda.invoked()) != 1 {
+			t.Errorf("retry: state %s, %d invokes, want remediating and 1", got.State, len(r.lambda.invoked()))
+		}
+	})
 }
 
 // Slack slow or down must not hold the answer past the follow-up bound.
 func TestAnswersWhileSlackIsSlow(t *testing.T) {
-	r := newRig(t, 1)
-	sc := r.scenario(t)
-	r.slack.Delay = 1500 * time.Millisecond
-	r.h.followUp = 200 * time.Millisecond
-	start := time.Now()
-	resp := r.click(t, sc, approver, slackui.ActionAcknowledge, sc.inc.Version)
-	if took := time.Since(start); resp.StatusCode != 200 || took > time.Second {
-		t.Errorf("answer: %d after %s, want 200 well within Slack's 3 s", resp.StatusCode, took)
-	}
-	if got := r.get(t, sc.inc.ID); got.Version != sc.inc.Version+1 {
-		t.Errorf("the click was not recorded while Slack was slow")
-	}
+	eachRig(t, 1, func(t *testing.T, r *rig) {
+		sc := r.scenario(t)
+		r.slack.Delay = 1500 * time.Millisecond
+		r.h.followUp = 200 * time.Millisecond
+		start := time.Now()
+		resp := r.click(t, sc, approver, slackui.ActionAcknowledge, sc.inc.Version)
+		if took := time.Since(start); resp.StatusCode != 200 || took > time.Second {
+			t.Errorf("answer: %d after %s, want 200 well within Slack's 3 s", resp.StatusCode, took)
+		}
+		if got := r.get(t, sc.inc.ID); got.Version != sc.inc.Version+1 {
+			t.Errorf("the click was not recorded while Slack was slow")
+		}
+	})
 }
 
 func TestIgnoresOtherInteractions(t *testing.T) {
-	r := newRig(t, 1)
-	body := []byte(url.Values{"payload": {`{"type":"view_submission","user":{"id":"U0APPROVR1"}}`}}.Encode())
-	if resp := r.do(t, signed(body, signingSecret, time.Now())); resp.StatusCode != 200 {
-		t.Errorf("view_submission: status %d, want 200", resp.StatusCode)
-	}
-	if resp := r.do(t, signed([]byte("payload=%7Bnot-json"), signingSecret, time.Now())); resp.StatusCode != 400 {
-		t.Errorf("malformed payload: status %d, want 400", resp.StatusCode)
-	}
-	sc := scenario{inc: incident.Incident{ID: "KW-20261128-000000"}, chanID: "C0KEYWARDEN", messageTS: "1.2"}
-	r.click(t, sc, approver, slackui.ActionAcknowledge, 1)
-	if got := r.ephemerals(approver); len(got) != 1 || !strings.Contains(got[0], "no such incident") {
-		t.Errorf("click for an unknown incident: ephemerals %q", got)
-	}
+	eachRig(t, 1, func(t *testing.T, r *rig) {
+		body := []byte(url.Values{"payload": {`{"type":"view_submission","user":{"id":"U0APPROVR1"}}`}}.Encode())
+		if resp := r.do(t, signed(body, signingSecret, time.Now())); resp.StatusCode != 200 {
+			t.Errorf("view_submission: status %d, want 200", resp.StatusCode)
+		}
+		if resp := r.do(t, signed([]byte("payload=%7Bnot-json"), signingSecret, time.Now())); resp.StatusCode != 400 {
+			t.Errorf("malformed payload: status %d, want 400", resp.StatusCode)
+		}
+		sc := scenario{inc: incident.Incident{ID: "KW-20261128-000000"}, chanID: "C0KEYWARDEN", messageTS: "1.2"}
+		r.click(t, sc, approver, slackui.ActionAcknowledge, 1)
+		if got := r.ephemerals(approver); len(got) != 1 || !strings.Contains(got[0], "no such incident") {
+			t.Errorf("click for an unknown incident: ephemerals %q", got)
+		}
+		if _, err := r.store.Get(context.Background(), sc.inc.ID); !errors.Is(err, incident.ErrNotFound) {
+			t.Errorf("Get after a click for an unknown incident: %v, want ErrNotFound", err)
+		}
+	})
 }
 
 func TestLoadSettings(t *testing.T) {
@@ -686,25 +893,5 @@ func TestLoadSettings(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("configuration error %q does not name %s", err, want)
 		}
-	}
-}
-
-// TestApprovalsSinceLastStart: approvals spent on a remediation that started do not count for
-// the next one, so a reopened incident needs a fresh quorum under the two-person rule.
-func TestApprovalsSinceLastStart(t *testing.T) {
-	click := func(user, detail string) incident.Entry {
-		return incident.Entry{Kind: incident.KindClick, Actor: user, Detail: detail}
-	}
-	tl := []incident.Entry{
-		click("UAAAAAAAAA", "remediate: approval 1 of 2"),
-		click("UBBBBBBBBB", "remediate: approval 2 of 2; remediation started"),
-		{Kind: incident.KindRemediation, Detail: "could not hand the remediation to RemediateFunction; the incident is open again"},
-	}
-	if got := approvals(tl); len(got) != 0 {
-		t.Fatalf("after a start: got %v, want no approvals carried over", got)
-	}
-	tl = append(tl, click("UAAAAAAAAA", "remediate: approval 1 of 2"), click("UCCCCCCCCC", "acknowledge: on it"))
-	if got := approvals(tl); len(got) != 1 || got[0] != "UAAAAAAAAA" {
-		t.Errorf("got %v, want only the new approval", got)
 	}
 }

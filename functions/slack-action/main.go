@@ -4,7 +4,9 @@
 // with a conditional update on the version the message showed (so an outdated message, a second
 // click or a replayed request acts at most once), hands an approved remediation to
 // RemediateFunction with an asynchronous invoke, refreshes the message, and answers Slack within
-// its 3 seconds.
+// its 3 seconds. A refused click (a stranger, an outdated message, a closed incident, …) changes
+// nothing: it is kept beside the incident without a new version, and a burst of them by one
+// user gets one reply in the thread.
 //
 // Environment:
 //

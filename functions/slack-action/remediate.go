@@ -11,10 +11,13 @@ import (
 	lambdatypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
 )
 
-// remediationRequest is RemediateFunction's input: the incident and who approved it.
+// remediationRequest is RemediateFunction's input: the incident, who approved it, and the run
+// the approval started (incident.Remediation.RunID), which RemediateFunction claims so that a
+// duplicate delivery of the request runs it once.
 type remediationRequest struct {
 	IncidentID string   `json:"incident_id"`
 	ApprovedBy []string `json:"approved_by"`
+	RunID      string   `json:"run_id"`
 }
 
 // lambdaAPI is the part of the Lambda client the hand-off uses; *lambda.Client fits.

@@ -5,8 +5,10 @@
 // The store is the record and is always written before anything here runs. A Slack failure is
 // returned for the caller to log; nothing is lost, because the next Announce re-renders the whole
 // message from the incident and posts the thread replies not yet posted. The message reference
-// and the count of posted replies are kept with Store.SetSlack, which does not change the
-// incident's version: refreshing the message must not make its own buttons stale.
+// and the Seq of the last timeline entry replied in its thread are kept with Store.SetSlack,
+// which does not change the incident's version: refreshing the message must not make its own
+// buttons stale. The store never trims a timeline, so "not yet posted" is simply "Seq above
+// SlackPosted".
 package announce
 
 import (
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/slackui"
 )
 
 // PostClaimTTL is how long the right to post an incident's first message is held. Two
@@ -23,17 +26,18 @@ import (
 // the winner died without posting, the reconciler posts once the claim has expired.
 const PostClaimTTL = 5 * time.Minute
 
-// Store is the part of the incident store the Announcer uses; *incident.Store fits.
+// Store is the part of the incident store the Announcer uses; *dynamostore.Store fits.
 type Store interface {
 	Get(ctx context.Context, id string) (incident.Incident, error)
 	Claim(ctx context.Context, name string, ttl time.Duration) (bool, error)
-	SetSlack(ctx context.Context, id string, ref incident.SlackRef, posted int) error
+	SetSlack(ctx context.Context, id string, ref incident.SlackRef, postedSeq int64) error
 }
 
-// Syncer posts or updates an incident's message and replies its timeline from index from on,
-// and posts other replies in its thread; *notify.Notifier fits.
+// Syncer posts or updates an incident's message and replies in its thread the timeline entries
+// with a Seq above inc.SlackPosted, returning the last Seq it handled; it also posts other
+// replies in the thread. *notify.Notifier fits.
 type Syncer interface {
-	Sync(ctx context.Context, inc incident.Incident, from int, now time.Time) (incident.SlackRef, int, error)
+	Sync(ctx context.Context, inc incident.Incident, now time.Time) (incident.SlackRef, int64, error)
 	Reply(ctx context.Context, ref incident.SlackRef, text string) error
 }
 
@@ -58,8 +62,9 @@ func (a *Announcer) WithClock(now func() time.Time) *Announcer {
 
 // Announce makes Slack show inc, which the caller has just stored: it posts the message if the
 // incident has none yet (one poster per incident, see PostClaimTTL), otherwise updates it in
-// place, then replies in the thread every timeline entry not yet posted, and records the message
-// and the new count. Errors are Slack's or the store's, wrapped with the incident ID.
+// place, then replies in the thread every timeline entry not yet posted (Seq above
+// inc.SlackPosted, in Seq order), and records the message and the last Seq posted. Errors are
+// Slack's or the store's, wrapped with the incident ID.
 func (a *Announcer) Announce(ctx context.Context, inc incident.Incident) error {
 	if inc.Slack == nil {
 		won, err := a.store.Claim(ctx, "slack-post#"+inc.ID, PostClaimTTL)
@@ -78,11 +83,10 @@ func (a *Announcer) Announce(ctx context.Context, inc incident.Incident) error {
 		inc = latest
 	}
 
-	from := FromIndex(inc)
-	ref, posted, err := a.notifier.Sync(ctx, inc, from, a.now())
-	if ref.TS != "" && (inc.Slack == nil || *inc.Slack != ref || posted > 0) {
+	ref, posted, err := a.notifier.Sync(ctx, inc, a.now())
+	if ref.TS != "" && (inc.Slack == nil || *inc.Slack != ref || posted > inc.SlackPosted) {
 		// Record even a partly failed sync: the message exists, and what was replied is done.
-		if serr := a.store.SetSlack(ctx, inc.ID, ref, Posted(inc, from+posted)); serr != nil && err == nil {
+		if serr := a.store.SetSlack(ctx, inc.ID, ref, posted); serr != nil && err == nil {
 			err = fmt.Errorf("record slack message of incident %s: %w", inc.ID, serr)
 		}
 	}
@@ -114,49 +118,21 @@ func (a *Announcer) Reply(ctx context.Context, inc incident.Incident, text strin
 	return nil
 }
 
-// The posted count is absolute: it counts the real entries (not the elision marker) over the
-// whole life of the timeline, so it stays true when the store elides old entries to keep the
-// incident within one DynamoDB item. The store keeps a head, then one KindElided marker standing
-// for TimelineElided dropped entries, then the tail; the number of real entries, len(Timeline)
-// minus the marker plus TimelineElided, only grows. A real entry after the marker at index i is
-// entry i-1+TimelineElided of the whole timeline.
-
-// FromIndex is the index in inc.Timeline of the first entry not yet posted, given the absolute
-// count inc.SlackPosted. When some entries were elided before they were posted, it starts at the
-// marker, which says so in the thread.
-func FromIndex(inc incident.Incident) int {
-	p := max(inc.SlackPosted, 0)
-	m := marker(inc)
-	var from int
-	switch {
-	case m < 0 || p <= m:
-		from = p
-	case p < m+inc.TimelineElided:
-		from = m
-	default:
-		from = p + 1 - inc.TimelineElided
+// ReplyRefusal posts the one thread reply for a refused click on incident id: e is the refusal
+// (incident.NewRefusal) that the store's RecordRefusal reported as the first of its window, so
+// a burst of refused clicks by one user is one reply. Refusals have no Seq and never reach the
+// thread through Announce. An incident without a message yet gets no reply: the refusal stays
+// on its timeline.
+func (a *Announcer) ReplyRefusal(ctx context.Context, id string, e incident.Entry) error {
+	inc, err := a.store.Get(ctx, id)
+	if err != nil {
+		return fmt.Errorf("reply to a refused click on incident %s: %w", id, err)
 	}
-	return min(from, len(inc.Timeline))
-}
-
-// Posted converts i, an index into inc.Timeline before which everything is posted, to the
-// absolute count SetSlack stores.
-func Posted(inc incident.Incident, i int) int {
-	if m := marker(inc); m >= 0 && i > m {
-		return i - 1 + inc.TimelineElided
+	if inc.Slack == nil {
+		return fmt.Errorf("reply to a refused click on incident %s: its message is not posted yet", id)
 	}
-	return i
-}
-
-// marker is the index of the KindElided entry, or -1 when nothing was elided.
-func marker(inc incident.Incident) int {
-	if inc.TimelineElided == 0 {
-		return -1
+	if err := a.notifier.Reply(ctx, *inc.Slack, slackui.ThreadText(e)); err != nil {
+		return fmt.Errorf("reply to a refused click on incident %s: %w", id, err)
 	}
-	for i, e := range inc.Timeline {
-		if e.Kind == incident.KindElided {
-			return i
-		}
-	}
-	return -1
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/keywarden/keywarden/internal/announce/announcetest"
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 	"github.com/keywarden/keywarden/internal/notify"
 	"github.com/keywarden/keywarden/internal/triage"
 )
@@ -22,7 +24,7 @@ func TestMain(m *testing.M) { awstest.Main(m) }
 
 var (
 	_ triage.Announcer = (*Announcer)(nil)
-	_ Store            = (*incident.Store)(nil)
+	_ Store            = (*dynamostore.Store)(nil)
 	_ Syncer           = (*notify.Notifier)(nil)
 )
 
@@ -31,7 +33,7 @@ const keyARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1
 var t0 = time.Date(2026, 11, 28, 9, 30, 0, 0, time.UTC)
 
 type rig struct {
-	store *incident.Store
+	store *dynamostore.Store
 	slack *announcetest.Slack
 	a     *Announcer
 }
@@ -41,10 +43,10 @@ func newRig(t *testing.T) *rig {
 	cfg := awstest.Serial(awstest.Config(t, awstest.Moto(t)))
 	db := dynamodb.NewFromConfig(cfg)
 	table := fmt.Sprintf("announce-%d", rand.Int64())
-	if err := incident.CreateTable(context.Background(), db, table); err != nil {
+	if err := dynamostore.CreateTable(context.Background(), db, table); err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{store: incident.NewStore(db, table), slack: announcetest.Start(t, &announcetest.Slack{Token: "xoxb-test"})}
+	r := &rig{store: dynamostore.New(db, table), slack: announcetest.Start(t, &announcetest.Slack{Token: "xoxb-test"})}
 	client := slack.New("xoxb-test", slack.OptionAPIURL(r.slack.APIURL()))
 	r.a = New(r.store, notify.New(client, "#keywarden")).WithClock(func() time.Time { return t0.Add(time.Hour) })
 	return r
@@ -53,10 +55,9 @@ func newRig(t *testing.T) *rig {
 func (r *rig) open(t *testing.T, key string) incident.Incident {
 	t.Helper()
 	inc, _, err := r.store.Open(context.Background(), incident.Incident{
-		KeyARN: key, KeyState: "Disabled", Trigger: "DisableKey", LostAt: t0,
-		Clusters: []incident.Cluster{{Identifier: "orders", Engine: "aurora-postgresql", Status: "stopped", CanStop: true, LostAccessAt: &t0}},
-		Timeline: []incident.Entry{{At: t0, Kind: incident.KindOpened, Actor: "alice", Detail: "DisableKey"}},
-	}, incident.Entry{At: t0, Kind: incident.KindDelivery, Detail: "DisableKey"}, nil)
+		ID: incident.NewID(t0), KeyARN: key, KeyState: incident.KeyStateDisabled, Trigger: "DisableKey", LostAt: t0,
+		Clusters: []incident.Cluster{{Identifier: "orders", Engine: "aurora-postgresql", Status: incident.StatusStopped, CanStop: true, LostAccessAt: &t0}},
+	}, incident.Entry{At: t0, Source: "ev-" + key, Actor: "alice", Detail: "DisableKey"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,6 +73,17 @@ func (r *rig) get(t *testing.T, id string) incident.Incident {
 	return inc
 }
 
+// threaded counts the entries a thread gets: those with a Seq (refusals have none).
+func threaded(inc incident.Incident) int {
+	n := 0
+	for _, e := range inc.Timeline {
+		if e.Seq > 0 {
+			n++
+		}
+	}
+	return n
+}
+
 func TestAnnouncePostsThenUpdates(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
@@ -81,12 +93,13 @@ func TestAnnouncePostsThenUpdates(t *testing.T) {
 		t.Fatalf("first Announce: %v", err)
 	}
 	got := r.get(t, inc.ID)
-	if got.Slack == nil || got.Slack.Channel != announcetest.Channel || got.SlackPosted != 1 || got.Version != inc.Version {
-		t.Fatalf("after first Announce: slack %+v, posted %d, version %d; want the message, 1, version %d", got.Slack, got.SlackPosted, got.Version, inc.Version)
+	if got.Slack == nil || got.Slack.Channel != announcetest.Channel || got.SlackPosted != got.TimelineSeq || got.Version != inc.Version {
+		t.Fatalf("after first Announce: slack %+v, posted %d, version %d; want the message, %d, version %d",
+			got.Slack, got.SlackPosted, got.Version, got.TimelineSeq, inc.Version)
 	}
 	posts := r.slack.Calls("chat.postMessage")
-	if len(posts) != 2 || posts[0].ThreadTS != "" || posts[1].ThreadTS != got.Slack.TS {
-		t.Fatalf("first Announce: got %d posts %+v, want the message and the opening entry in its thread", len(posts), posts)
+	if len(posts) != 1+threaded(got) || posts[0].ThreadTS != "" || posts[1].ThreadTS != got.Slack.TS {
+		t.Fatalf("first Announce: got %d posts %+v, want the message and its %d entries in its thread", len(posts), posts, threaded(got))
 	}
 
 	// The same incident again: the message is updated, nothing is replied twice.
@@ -101,7 +114,8 @@ func TestAnnouncePostsThenUpdates(t *testing.T) {
 	// A change: one more reply.
 	r.slack.Reset()
 	next, err := r.store.Update(ctx, inc.ID, func(i *incident.Incident) error {
-		i.Timeline = append(i.Timeline, incident.Entry{At: t0, Kind: incident.KindClick, Actor: "U0APPROVR1", Detail: "acknowledge"})
+		i.AddEntry(incident.Entry{ID: incident.EntryID("click", "1795860001.000200", "U0APPROVR1"), At: t0,
+			Kind: incident.KindClick, Actor: "U0APPROVR1", Result: "acknowledge", Detail: "acknowledge: on it"})
 		return nil
 	})
 	if err != nil {
@@ -114,8 +128,8 @@ func TestAnnouncePostsThenUpdates(t *testing.T) {
 	if len(calls) != 2 || calls[0].Method != "chat.update" || calls[1].ThreadTS != got.Slack.TS {
 		t.Errorf("Announce after a change: got %+v, want chat.update then one reply", calls)
 	}
-	if got := r.get(t, inc.ID); got.SlackPosted != 2 || got.Version != next.Version {
-		t.Errorf("after the change: posted %d, version %d, want 2, %d", got.SlackPosted, got.Version, next.Version)
+	if got := r.get(t, inc.ID); got.SlackPosted != next.TimelineSeq || got.Version != next.Version {
+		t.Errorf("after the change: posted %d, version %d, want %d, %d", got.SlackPosted, got.Version, next.TimelineSeq, next.Version)
 	}
 }
 
@@ -165,14 +179,14 @@ func TestAnnounceSlackDown(t *testing.T) {
 	if err := later.Announce(context.Background(), inc); err != nil {
 		t.Fatalf("Announce after the claim expired: %v", err)
 	}
-	if got := r.get(t, inc.ID); got.Slack == nil || got.SlackPosted != 1 {
-		t.Errorf("after the repair: slack %+v, posted %d, want the message and 1", got.Slack, got.SlackPosted)
+	if got := r.get(t, inc.ID); got.Slack == nil || got.SlackPosted != got.TimelineSeq {
+		t.Errorf("after the repair: slack %+v, posted %d, want the message and %d", got.Slack, got.SlackPosted, got.TimelineSeq)
 	}
 }
 
-// TestAnnounceAcrossElision: a timeline the store trims is still posted exactly once per entry
-// that survives, with the marker standing for those dropped before they were posted.
-func TestAnnounceAcrossElision(t *testing.T) {
+// TestAnnounceLongTimeline: every entry of a long timeline reaches the thread once, in Seq
+// order, and a later Announce posts only what was added since. The store keeps every entry.
+func TestAnnounceLongTimeline(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
 	inc := r.open(t, keyARN)
@@ -183,7 +197,7 @@ func TestAnnounceAcrossElision(t *testing.T) {
 		t.Helper()
 		got, err := r.store.Update(ctx, inc.ID, func(i *incident.Incident) error {
 			for k := range n {
-				i.Timeline = append(i.Timeline, incident.Entry{At: t0, Kind: incident.KindNote, Detail: fmt.Sprintf("%s %d", tag, k)})
+				i.AddEntry(incident.Entry{ID: fmt.Sprintf("note:%s:%d", tag, k), At: t0, Kind: incident.KindNote, Detail: fmt.Sprintf("%s %d", tag, k)})
 			}
 			return nil
 		})
@@ -192,78 +206,80 @@ func TestAnnounceAcrossElision(t *testing.T) {
 		}
 		return got
 	}
-	// 10 entries, posted; then 400 more at once, so the store drops some before they are posted.
-	if err := r.a.Announce(ctx, add(10, "a")); err != nil {
-		t.Fatal(err)
-	}
 	r.slack.Reset()
 	big := add(400, "b")
-	if big.TimelineElided == 0 {
-		t.Fatalf("the store elided nothing; the test needs a longer timeline")
-	}
 	if err := r.a.Announce(ctx, big); err != nil {
 		t.Fatal(err)
 	}
-	replies := len(r.slack.Calls("chat.postMessage"))
-	m := marker(big)
-	// From the head's unposted part (the head keeps 20; 11 were posted) to the end, marker included.
-	if want := len(big.Timeline) - 11; replies != want {
-		t.Errorf("replies: got %d, want %d (marker at %d, %d elided)", replies, want, m, big.TimelineElided)
+	var replies []string
+	for _, c := range r.slack.Calls("chat.postMessage") {
+		replies = append(replies, c.Text)
 	}
-	got := r.get(t, inc.ID)
-	if want := len(big.Timeline) - 1 + big.TimelineElided; got.SlackPosted != want {
-		t.Errorf("SlackPosted: got %d, want %d", got.SlackPosted, want)
+	if len(replies) != 400 {
+		t.Fatalf("replies: got %d, want 400", len(replies))
+	}
+	for k, text := range replies {
+		if want := fmt.Sprintf("b %d", k); !strings.HasSuffix(text, want) {
+			t.Fatalf("reply %d = %q, want it to end with %q (Seq order)", k, text, want)
+		}
+	}
+	if got := r.get(t, inc.ID); got.SlackPosted != big.TimelineSeq || len(got.Timeline) < 401 {
+		t.Errorf("after 400 entries: posted %d, timeline %d, want %d and every entry kept", got.SlackPosted, len(got.Timeline), big.TimelineSeq)
 	}
 
-	// More entries, another trim: only the new ones are posted.
 	r.slack.Reset()
-	more := add(5, "c")
-	if err := r.a.Announce(ctx, more); err != nil {
+	if err := r.a.Announce(ctx, add(5, "c")); err != nil {
 		t.Fatal(err)
 	}
 	if replies := len(r.slack.Calls("chat.postMessage")); replies != 5 {
-		t.Errorf("replies after a further trim: got %d, want 5", replies)
+		t.Errorf("replies after five more: got %d, want 5", replies)
 	}
 }
 
-func TestFromIndexAndPosted(t *testing.T) {
-	entries := func(n int, elidedAt int) []incident.Entry {
-		es := make([]incident.Entry, n)
-		for i := range es {
-			es[i].Kind = incident.KindNote
-		}
-		if elidedAt >= 0 {
-			es[elidedAt].Kind = incident.KindElided
-		}
-		return es
+// TestReplyRefusal: a burst of refused clicks by one user is recorded without touching the
+// incident and gets one thread reply, posted for the refusal RecordRefusal reports first.
+func TestReplyRefusal(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	inc := r.open(t, keyARN)
+	if err := r.a.Announce(ctx, inc); err != nil {
+		t.Fatal(err)
 	}
-	tests := []struct {
-		name     string
-		inc      incident.Incident
-		wantFrom int
-	}{
-		{name: "nothing posted", inc: incident.Incident{Timeline: entries(5, -1)}, wantFrom: 0},
-		{name: "some posted", inc: incident.Incident{Timeline: entries(5, -1), SlackPosted: 3}, wantFrom: 3},
-		{name: "all posted", inc: incident.Incident{Timeline: entries(5, -1), SlackPosted: 5}, wantFrom: 5},
-		{name: "count beyond the timeline", inc: incident.Incident{Timeline: entries(5, -1), SlackPosted: 9}, wantFrom: 5},
-		// Head of 20, marker for 100 dropped, tail of 10: 130 real entries in all.
-		{name: "head partly posted", inc: incident.Incident{Timeline: entries(31, 20), TimelineElided: 100, SlackPosted: 12}, wantFrom: 12},
-		{name: "dropped entries unposted", inc: incident.Incident{Timeline: entries(31, 20), TimelineElided: 100, SlackPosted: 50}, wantFrom: 20},
-		{name: "all dropped were posted", inc: incident.Incident{Timeline: entries(31, 20), TimelineElided: 100, SlackPosted: 120}, wantFrom: 21},
-		{name: "tail partly posted", inc: incident.Incident{Timeline: entries(31, 20), TimelineElided: 100, SlackPosted: 125}, wantFrom: 26},
-		{name: "everything posted", inc: incident.Incident{Timeline: entries(31, 20), TimelineElided: 100, SlackPosted: 130}, wantFrom: 31},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := FromIndex(tt.inc); got != tt.wantFrom {
-				t.Errorf("FromIndex: got %d, want %d", got, tt.wantFrom)
+	before := r.get(t, inc.ID)
+	r.slack.Reset()
+	for k := range 5 {
+		e := incident.NewRefusal("U0STRANGER", "remediate", "remediate: refused, not an approver",
+			incident.EntryID("click", fmt.Sprintf("1795860001.%06d", k), "U0STRANGER"), t0.Add(time.Duration(k)*time.Second))
+		first, err := r.store.RecordRefusal(ctx, inc.ID, e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first {
+			if err := r.a.ReplyRefusal(ctx, inc.ID, e); err != nil {
+				t.Fatalf("ReplyRefusal: %v", err)
 			}
-		})
-	}
-	inc := incident.Incident{Timeline: entries(31, 20), TimelineElided: 100}
-	for i, want := range map[int]int{0: 0, 20: 20, 21: 120, 31: 130} {
-		if got := Posted(inc, i); got != want {
-			t.Errorf("Posted(%d): got %d, want %d", i, got, want)
 		}
+	}
+	posts := r.slack.Calls("chat.postMessage")
+	if len(posts) != 1 || posts[0].ThreadTS != before.Slack.TS || !strings.Contains(posts[0].Text, "not an approver") {
+		t.Errorf("replies: got %+v, want one in the thread saying not an approver", posts)
+	}
+	after := r.get(t, inc.ID)
+	if after.Version != before.Version || after.State != before.State {
+		t.Errorf("refusals changed the incident: version %d→%d, state %s→%s", before.Version, after.Version, before.State, after.State)
+	}
+	// The refusal (no Seq) is not posted again by the next Announce.
+	r.slack.Reset()
+	if err := r.a.Announce(ctx, after); err != nil {
+		t.Fatal(err)
+	}
+	if calls := r.slack.Calls(); len(calls) != 1 || calls[0].Method != "chat.update" {
+		t.Errorf("Announce after refusals: got %+v, want one chat.update", calls)
+	}
+
+	// No message yet: an error, nothing posted.
+	other := r.open(t, keyARN+"0")
+	if err := r.a.ReplyRefusal(ctx, other.ID, incident.NewRefusal("U0STRANGER", "remediate", "refused", "click:1:U0STRANGER", t0)); err == nil {
+		t.Errorf("ReplyRefusal without a message: got nil error")
 	}
 }

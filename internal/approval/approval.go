@@ -1,7 +1,9 @@
 // Package approval decides whether a Slack button click is genuine and allowed: it checks Slack's
 // request signature, decodes the click, authorises the clicking user against the configured
-// approvers, and counts approvals for the two-person rule. It knows nothing of AWS or Lambda; the
-// SlackActionFunction handler maps its errors to HTTP statuses and Slack replies.
+// approvers, and applies an approver's click to the incident (Apply) with the model's rules —
+// the two-person rule is incident.Incident.Approve's, read from typed approvals, never from
+// timeline text. It knows nothing of AWS or Lambda; the SlackActionFunction handler maps its
+// errors to HTTP statuses, refusals and Slack replies.
 package approval
 
 import "errors"

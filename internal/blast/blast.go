@@ -442,7 +442,7 @@ func (inv *inventory) radius(keyARN string, resolved map[string]string) Radius {
 				Identifier:        aws.ToString(i.DBInstanceIdentifier),
 				ARN:               aws.ToString(i.DBInstanceArn),
 				ClusterIdentifier: id,
-				Status:            aws.ToString(i.DBInstanceStatus),
+				Status:            incident.ClusterStatus(aws.ToString(i.DBInstanceStatus)),
 			}
 			if is(i.PerformanceInsightsKMSKeyId) {
 				in.Uses = []string{UsePerformanceInsights}
@@ -495,24 +495,20 @@ func (inv *inventory) radius(keyARN string, resolved map[string]string) Radius {
 // it gets the 7-day recoverable window at all.
 func (inv *inventory) cluster(c types.DBCluster, uses []string) incident.Cluster {
 	clusterARN := aws.ToString(c.DBClusterArn)
-	var reasons []string
-	if g := aws.ToString(c.GlobalClusterIdentifier); g != "" {
-		reasons = append(reasons, "member of global database "+g)
-	} else if g, ok := inv.globalMembers[clusterARN]; ok && clusterARN != "" {
-		reasons = append(reasons, "member of global database "+g)
+	facts := incident.StopFacts{GlobalCluster: aws.ToString(c.GlobalClusterIdentifier), EngineMode: aws.ToString(c.EngineMode)}
+	if g, ok := inv.globalMembers[clusterARN]; ok && facts.GlobalCluster == "" && clusterARN != "" {
+		facts.GlobalCluster = g
 	}
 	region := regionOf(clusterARN)
 	for _, r := range c.ReadReplicaIdentifiers {
 		if crossRegion(region, r) {
-			reasons = append(reasons, "has cross-Region read replica "+r)
+			facts.CrossRegionReplicas = append(facts.CrossRegionReplicas, r)
 		}
 	}
 	if r := aws.ToString(c.ReplicationSourceIdentifier); crossRegion(region, r) {
-		reasons = append(reasons, "cross-Region read replica of "+r)
+		facts.CrossRegionSource = r
 	}
-	if strings.EqualFold(aws.ToString(c.EngineMode), "serverless") {
-		reasons = append(reasons, "Aurora Serverless v1")
-	}
+	reason := incident.CannotStopReason(facts)
 
 	var members []string
 	for _, m := range c.DBClusterMembers {
@@ -526,9 +522,9 @@ func (inv *inventory) cluster(c types.DBCluster, uses []string) incident.Cluster
 		Identifier:       aws.ToString(c.DBClusterIdentifier),
 		ARN:              clusterARN,
 		Engine:           aws.ToString(c.Engine),
-		Status:           aws.ToString(c.Status),
-		CanStop:          len(reasons) == 0,
-		CannotStopReason: strings.Join(reasons, "; "),
+		Status:           incident.ClusterStatus(aws.ToString(c.Status)),
+		CanStop:          reason == "",
+		CannotStopReason: reason,
 		Uses:             uses,
 		Members:          members,
 	}

@@ -56,7 +56,8 @@ const (
 	ResultPosted   Result = "posted"
 )
 
-// Entry is one line of the timeline. Entries are immutable once written: the store writes an
+// Entry is one line of the timeline; its JSON always has id, seq, at, kind, actor, target and
+// result (`keywarden incidents <id> --json` is a contract). Entries are immutable once written: the store writes an
 // entry once per ID however often it is added.
 type Entry struct {
 	// ID is deterministic, derived from what caused the entry: the EventBridge event ID, the
@@ -69,10 +70,10 @@ type Entry struct {
 	At   time.Time `json:"at"`
 	Kind Kind      `json:"kind"`
 	// Actor is who did it: an IAM principal's ARN, a Slack user ID, or "keywarden".
-	Actor string `json:"actor,omitempty"`
+	Actor string `json:"actor"`
 	// Target is what it was done to: a key ARN, a cluster or instance identifier.
-	Target string `json:"target,omitempty"`
-	Result Result `json:"result,omitempty"`
+	Target string `json:"target"`
+	Result Result `json:"result"`
 	// Source is the ID of the event or click that caused the entry, when there is one.
 	Source string `json:"source,omitempty"`
 	// Detail is words for people. It is rendered into Slack and the CLI and never read back:

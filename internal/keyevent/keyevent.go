@@ -315,19 +315,17 @@ func isAlias(s string) bool {
 	return len(parts) == 6 && parts[2] == "kms" && strings.HasPrefix(parts[5], "alias/") && len(parts[5]) > len("alias/")
 }
 
-// isKeyARN reports whether s looks like a KMS key ARN,
-// arn:<aws partition>:kms:<region>:<account>:key/<key id>. It checks the shape only, loosely, so
-// that new partitions and key ID forms pass.
+// isKeyARN reports whether s is a KMS key ARN (incident.IsKeyARN) of a plausible shape: an aws
+// partition, an identifier for Region and key ID, a 12-digit account. It checks loosely, so that
+// new partitions and key ID forms pass, but strictly enough that outside input of another shape
+// is never taken for a key.
 func isKeyARN(s string) bool {
+	if !incident.IsKeyARN(s) {
+		return false
+	}
 	parts := strings.SplitN(s, ":", 6)
-	if len(parts) != 6 || parts[0] != "arn" || !strings.HasPrefix(parts[1], "aws") || parts[2] != "kms" {
-		return false
-	}
-	if !isIdentifier(parts[3]) || !isAccount(parts[4]) {
-		return false
-	}
-	id, ok := strings.CutPrefix(parts[5], "key/")
-	return ok && isIdentifier(id)
+	id := strings.TrimPrefix(parts[5], "key/")
+	return strings.HasPrefix(parts[1], "aws") && isIdentifier(parts[3]) && isAccount(parts[4]) && isIdentifier(id)
 }
 
 func isAccount(s string) bool {

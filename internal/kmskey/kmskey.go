@@ -20,6 +20,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/arn"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
+
+	"github.com/keywarden/keywarden/internal/incident"
 )
 
 // ErrNotFound means the key or alias does not exist (KMS NotFoundException): it was never
@@ -39,7 +41,7 @@ type Key struct {
 	ARN string
 	ID  string
 	// State is KMS's KeyState: Enabled, Disabled, PendingDeletion, PendingReplicaDeletion, …
-	State string
+	State incident.KeyState
 	// Manager is CUSTOMER or AWS. AWS managed (and AWS owned) keys cannot be disabled or
 	// deleted by anyone, so they can never cause an incident.
 	Manager string
@@ -89,7 +91,7 @@ func NewResolver(api KMSAPI) *Resolver {
 // since been deleted; every other form goes through DescribeKey once and is then answered from
 // the cache. Errors wrap ErrNotFound when the key or alias does not exist.
 func (r *Resolver) ARN(ctx context.Context, ref string) (string, error) {
-	if isKeyARN(ref) {
+	if incident.IsKeyARN(ref) {
 		return ref, nil
 	}
 	if a, ok := r.lookup(ref); ok {
@@ -209,17 +211,10 @@ func (r *Resolver) KeysInStore(ctx context.Context, storeID string) ([]Key, erro
 // ID is already an ID). moto's KMS write APIs misbehave when given a key ARN (aws-facts §8),
 // and real KMS accepts the ID for keys in the caller's own account, so writers pass the ID.
 func IDFromARN(s string) string {
-	if !isKeyARN(s) {
+	if !incident.IsKeyARN(s) {
 		return s
 	}
 	return s[strings.LastIndex(s, ":key/")+len(":key/"):]
-}
-
-// isKeyARN reports whether s is a full key ARN (arn:<partition>:kms:<region>:<account>:key/<id>),
-// as opposed to an alias ARN or a bare ID or alias name.
-func isKeyARN(s string) bool {
-	a, err := arn.Parse(s)
-	return err == nil && a.Service == "kms" && strings.HasPrefix(a.Resource, "key/") && len(a.Resource) > len("key/")
 }
 
 func (r *Resolver) lookup(ref string) (string, bool) {
@@ -244,7 +239,7 @@ func (r *Resolver) remember(ref string, k Key) {
 	if k.ID != "" {
 		r.cache[k.ID] = cached{arn: k.ARN}
 	}
-	if isKeyARN(ref) || ref == k.ID {
+	if incident.IsKeyARN(ref) || ref == k.ID {
 		return
 	}
 	var expires time.Time
@@ -267,7 +262,7 @@ func keyFrom(m *types.KeyMetadata) Key {
 	k := Key{
 		ARN:              aws.ToString(m.Arn),
 		ID:               aws.ToString(m.KeyId),
-		State:            string(m.KeyState),
+		State:            incident.KeyState(m.KeyState),
 		Manager:          string(m.KeyManager),
 		Origin:           string(m.Origin),
 		CustomKeyStoreID: aws.ToString(m.CustomKeyStoreId),

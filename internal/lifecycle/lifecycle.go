@@ -1,14 +1,19 @@
-// Package lifecycle holds the rules that move an open incident as its key and clusters change:
-// what a live key state, a cluster or instance status, or an RDS key-access event means for the
-// incident's clusters and deadlines, and when the incident is over — resolved when the key is
-// Enabled and every dependent cluster is available again, lost when the key is deleted or no
-// dependent can be started any more. RdsEventFunction and ReconcileFunction both apply them, so an
-// incident follows the same rules whichever of the two sees a change first.
+// Package lifecycle holds the rules that move an incident as its key and clusters change: what
+// a live key state, a cluster or instance status, an RDS key-access event or key-side evidence
+// of the loss means for the incident's clusters and deadlines, and when the incident is over —
+// resolved when the key is Enabled and every dependent cluster is available again, lost when
+// the key is deleted or no dependent can be started any more.
 //
-// The rules are functions on *incident.Incident that change it in place and append a timeline
-// entry only when something really changed. They are meant to run inside incident.Store.Update,
-// which writes nothing when nothing changed: a duplicate or out-of-order event, or a reconcile
-// pass that finds nothing new, leaves the incident (and its version) as it was.
+// It is the one owner of these rules: triage applies them to key events, lifecycle/rdstrack to
+// RDS events, the reconciler to what it reads live, remedy to what it finds and does — so an
+// incident follows the same rules whichever path sees a change first. The package imports only
+// the incident model and kmskey's Key, so every one of those paths can call it.
+//
+// The rules are functions on *incident.Incident that change it in place and add a timeline
+// entry, with a deterministic ID, only when something really changed. They are meant to run
+// inside a store's Update, which writes nothing when nothing changed: a duplicate or
+// out-of-order event, or a reconcile pass that finds nothing new, leaves the incident (and its
+// version) as it was. Closing goes through the model's transitions (Resolve, MarkLost).
 package lifecycle
 
 import (
@@ -21,46 +26,62 @@ import (
 	"github.com/keywarden/keywarden/internal/kmskey"
 )
 
-// Cluster and instance statuses (DescribeDBClusters Status, DescribeDBInstances
-// DBInstanceStatus) the rules look at, and one of keywarden's own.
-const (
-	StatusAvailable = "available"
-	StatusStopped   = "stopped"
-	// StatusRecoverable is where Aurora keeps a cluster for 7 days after it lost its key;
-	// StartDBCluster brings it back once the key is Enabled.
-	StatusRecoverable = "inaccessible-encryption-credentials-recoverable"
-	// StatusTerminal is the end: only a restore from backup (which needs the key) helps.
-	StatusTerminal = "inaccessible-encryption-credentials"
-	// StatusDeleted is not an RDS status: keywarden records it when RDS no longer knows a
-	// dependent cluster (DBClusterNotFoundFault).
-	StatusDeleted = "deleted"
-)
+// StatusDeleted is not an RDS status: keywarden records it when RDS no longer knows a dependent
+// cluster (DBClusterNotFoundFault, or absent from DescribeDBClusters).
+const StatusDeleted incident.ClusterStatus = "deleted"
 
-// Inaccessible reports whether status is one of Aurora's lost-key states, recoverable or not.
-func Inaccessible(status string) bool {
-	return strings.HasPrefix(status, StatusTerminal)
+// Source says what saw a change, and makes the entry that records it idempotent.
+type Source struct {
+	// EventID is the EventBridge ID of the event that reported the change; "" for a pass that
+	// read live state (the reconciler, a remediation run).
+	EventID string
+	// Name is what saw it, for people: an RDS event code ("RDS-EVENT-0151"), a KMS event name,
+	// "reconciliation".
+	Name string
 }
 
-const keyEnabled = "Enabled"
+// Reconciliation is the Source of what a reconcile pass reads live.
+var Reconciliation = Source{Name: "reconciliation"}
 
-// actor is how keywarden signs the timeline entries it writes itself.
-const actor = "keywarden"
+// entryID is the ID of the entry recording a change seen by s. An event's change is recorded
+// once per event ID however often the event is delivered; a live read's change once per
+// version of the incident, so the same change found again after the incident moved on (a key
+// disabled, enabled and disabled again) is recorded again.
+func (s Source) entryID(inc *incident.Incident, kind string, parts ...string) string {
+	if s.EventID != "" {
+		return incident.EntryID(append([]string{kind, s.EventID}, parts...)...)
+	}
+	return incident.EntryID(append(append([]string{kind, s.Name}, parts...), fmt.Sprintf("v%d", inc.Version))...)
+}
 
-// SetKey records the key's live state and deletion date, with a timeline entry when the state
-// changed. source says who looked ("reconciliation", "RDS-EVENT-0151", …).
-func SetKey(inc *incident.Incident, key kmskey.Key, source string, now time.Time) {
-	if key.State == "" {
+func (s Source) name() string {
+	if s.Name != "" {
+		return s.Name
+	}
+	return s.EventID
+}
+
+// SetKey records the key's live state and deletion date, with a key-change entry when a known
+// state changed (a new incident's first state is its opening, not a change). Only PendingDeletion has a deletion date: once the key is anything else the
+// deadline it set is gone (DescribeKey's DeletionDate, never CloudTrail's string).
+func SetKey(inc *incident.Incident, key kmskey.Key, src Source, now time.Time) {
+	state := key.State
+	if state == "" {
 		return
 	}
-	if inc.KeyState != key.State {
-		add(inc, now, incident.KindKeyState, fmt.Sprintf("key state %s → %s (seen by %s)", or(inc.KeyState, "unknown"), key.State, source))
+	if inc.KeyState != "" && inc.KeyState != state {
+		inc.AddEntry(incident.Entry{
+			ID: src.entryID(inc, "key", string(state)), At: now.UTC(), Kind: incident.KindKeyChange, Actor: incident.Keywarden,
+			Target: inc.KeyARN, Result: incident.Result(state), Source: src.EventID,
+			Detail: fmt.Sprintf("key state %s → %s (seen by %s)", or(string(inc.KeyState), "unknown"), state, src.name()),
+		})
 	}
-	inc.KeyState = key.State
+	inc.KeyState = state
 	if key.Manager != "" {
 		inc.KeyManager = key.Manager
 	}
 	inc.KeyDeletionDate = nil
-	if key.State == "PendingDeletion" {
+	if state == incident.KeyStatePendingDeletion {
 		inc.KeyDeletionDate = key.DeletionDate
 	}
 }
@@ -70,10 +91,14 @@ func KeyDeleted(keyARN string) kmskey.Key {
 	return kmskey.Key{ARN: keyARN, State: incident.KeyStateDeleted}
 }
 
-// SetClusterStatus records a dependent cluster's live status, with a timeline entry when it
-// changed; a cluster the incident does not list is ignored. It reports whether the incident
+// SetClusterStatus records a dependent cluster's live status, with a cluster-change entry when
+// it changed; a cluster the incident does not list is ignored. It reports whether the incident
 // lists the cluster.
-func SetClusterStatus(inc *incident.Incident, id, status, source string, now time.Time) bool {
+//
+// A cluster started again (stopped or recoverable before) that reads available with the key
+// Enabled has started its instances, which opened the key afresh: their lost access is over
+// even if RDS-EVENT-0420, delivered best effort, never comes.
+func SetClusterStatus(inc *incident.Incident, id string, status incident.ClusterStatus, src Source, now time.Time) bool {
 	i := slices.IndexFunc(inc.Clusters, func(c incident.Cluster) bool { return c.Identifier == id })
 	if i < 0 {
 		return false
@@ -82,17 +107,14 @@ func SetClusterStatus(inc *incident.Incident, id, status, source string, now tim
 	if status == "" || c.Status == status {
 		return true
 	}
-	detail := fmt.Sprintf("cluster %s: %s → %s (seen by %s)", id, or(c.Status, "unknown"), status, source)
+	detail := fmt.Sprintf("cluster %s: %s → %s (seen by %s)", id, or(string(c.Status), "unknown"), status, src.name())
 	switch status {
-	case StatusTerminal:
+	case incident.StatusTerminal:
 		detail += "; it can no longer be started, only restored from a backup"
 	case StatusDeleted:
-		detail = fmt.Sprintf("cluster %s no longer exists in RDS (seen by %s)", id, source)
+		detail = fmt.Sprintf("cluster %s no longer exists in RDS (seen by %s)", id, src.name())
 	}
-	// A cluster started again (stopped or recoverable before) with the key Enabled has started
-	// its instances, which opened the key afresh: their lost access is over even if
-	// RDS-EVENT-0420, delivered best effort, never comes.
-	if status == StatusAvailable && inc.KeyState == keyEnabled && restarting(c.Status) {
+	if status == incident.StatusAvailable && inc.KeyState == incident.KeyStateEnabled && restarting(c.Status) {
 		var cleared []string
 		for i := range inc.Instances {
 			if in := &inc.Instances[i]; in.ClusterIdentifier == id && in.LostKeyAccess {
@@ -104,19 +126,22 @@ func SetClusterStatus(inc *incident.Incident, id, status, source string, now tim
 			detail += "; it started with the key Enabled, so " + strings.Join(cleared, ", ") + " can reach the key again"
 		}
 	}
-	add(inc, now, incident.KindCluster, detail)
+	inc.AddEntry(incident.Entry{
+		ID: src.entryID(inc, "cluster", id, string(status)), At: now.UTC(), Kind: incident.KindClusterChange, Actor: incident.Keywarden,
+		Target: id, Result: incident.Result(status), Source: src.EventID, Detail: detail,
+	})
 	c.Status = status
 	return true
 }
 
 // restarting reports whether a cluster in status is on its way back through StartDBCluster.
-func restarting(status string) bool {
-	return status == StatusStopped || status == "starting" || status == StatusRecoverable
+func restarting(status incident.ClusterStatus) bool {
+	return status.Startable() || status == incident.StatusStarting
 }
 
 // SetInstanceStatus records a member instance's live status (no timeline entry: the cluster's
 // status tells the story). It reports whether the incident lists the instance.
-func SetInstanceStatus(inc *incident.Incident, id, status string) bool {
+func SetInstanceStatus(inc *incident.Incident, id string, status incident.ClusterStatus) bool {
 	i := slices.IndexFunc(inc.Instances, func(in incident.Instance) bool { return in.Identifier == id })
 	if i < 0 {
 		return false
@@ -127,99 +152,184 @@ func SetInstanceStatus(inc *incident.Incident, id, status string) bool {
 	return true
 }
 
-// KeyAccessLost applies RDS-EVENT-0418/0419: RDS says instance (of cluster clusterID) could not
-// reach the key at time at. instance is "" for an event about the cluster itself, which marks
-// every member instance of the cluster (as RDS-EVENT-0420 about the cluster clears them all).
+// AccessReport is what an RDS key-access event (RDS-EVENT-0418/0419/0420) says.
+type AccessReport struct {
+	// Cluster is the cluster the event is about, or the cluster of its instance.
+	Cluster string
+	// Instance is the instance the event is about; "" for an event about the cluster itself,
+	// which concerns every member instance.
+	Instance string
+	// EventID is the EventBridge event ID; Code is RDS's catalogue ID (RDS-EVENT-0418).
+	EventID, Code string
+	// At is when RDS says it happened.
+	At time.Time
+}
+
+func (r AccessReport) target() string { return or(r.Instance, r.Cluster) }
+
+// entryID is the ID of the entry the report adds: one per event, however often delivered.
+func (r AccessReport) entryID() string {
+	if r.EventID != "" {
+		return incident.EntryID("rds", r.EventID)
+	}
+	return incident.EntryID("rds", r.Code, r.target(), r.At.UTC().Format(time.RFC3339Nano))
+}
+
+func (r AccessReport) concerns(in incident.Instance) bool {
+	return in.Identifier == r.Instance || (r.Instance == "" && in.ClusterIdentifier == r.Cluster)
+}
+
+// KeyAccessLost applies RDS-EVENT-0418/0419: RDS says an instance (or the cluster) could not
+// reach the key at r.At.
 //
-// A cluster's window start follows one rule on every path — triage's fold of a key event,
-// this RDS event, ApplyLoss's CloudTrail look-up: the earliest evidence wins. Aurora's 7-day
-// clock starts when the cluster itself noticed, which is never before the key became
-// unusable, so the earliest time anyone reports can only make the deadline more cautious,
-// never let it pass unseen; and because the minimum does not depend on order, duplicates and
-// out-of-order deliveries (0419 before 0418, a key event folded after the RDS event) cannot
-// move the deadline back and forth.
-func KeyAccessLost(inc *incident.Incident, clusterID, instance, eventID string, at, now time.Time) {
-	at = at.UTC()
+// The first RDS report replaces the key-side estimate of the cluster's window start, later or
+// not: Aurora's 7-day clock starts when the cluster itself noticed (RDS refines the window).
+// Further reports only move it earlier, so duplicates and out-of-order deliveries (0419 before
+// 0418, a key event folded after the RDS event) cannot move the deadline back and forth; and
+// key-side evidence (KeyEvidence) no longer moves it at all.
+func KeyAccessLost(inc *incident.Incident, r AccessReport, now time.Time) {
+	at := r.At.UTC()
 	var changes []string
-	if i := slices.IndexFunc(inc.Clusters, func(c incident.Cluster) bool { return c.Identifier == clusterID }); i >= 0 {
+	if i := slices.IndexFunc(inc.Clusters, func(c incident.Cluster) bool { return c.Identifier == r.Cluster }); i >= 0 {
 		c := &inc.Clusters[i]
-		// The first RDS report replaces the key-side estimate, later or not: the cluster's own
-		// clock is what Aurora counts (issue 4: RDS refines the window). Further reports only
-		// move it earlier, so duplicates and delivery order cannot move it back and forth.
 		if !c.WindowFromRDS || c.LostAccessAt == nil || at.Before(*c.LostAccessAt) {
 			c.LostAccessAt = &at
 			c.WindowFromRDS = true
 			if c.CanStop {
-				changes = append(changes, fmt.Sprintf("cluster %s's 7-day recoverable window now starts %s", clusterID, at.Format(time.RFC3339)))
+				changes = append(changes, fmt.Sprintf("cluster %s's 7-day recoverable window now starts %s", r.Cluster, at.Format(time.RFC3339)))
 			}
 		}
 		if c.Recovered {
 			c.Recovered = false
-			changes = append(changes, fmt.Sprintf("cluster %s is no longer counted as recovered", clusterID))
+			changes = append(changes, fmt.Sprintf("cluster %s is no longer counted as recovered", r.Cluster))
 		}
 	}
 	for i := range inc.Instances {
 		in := &inc.Instances[i]
-		if in.LostKeyAccess || !(in.Identifier == instance || (instance == "" && in.ClusterIdentifier == clusterID)) {
+		if in.LostKeyAccess || !r.concerns(*in) {
 			continue
 		}
 		in.LostKeyAccess = true
 		changes = append(changes, "instance "+in.Identifier+" lost key access")
 	}
 	if len(changes) > 0 {
-		add(inc, now, incident.KindCluster, fmt.Sprintf("%s on %s at %s: %s", eventID, or(instance, clusterID), at.Format(time.RFC3339), strings.Join(changes, "; ")))
+		inc.AddEntry(incident.Entry{
+			ID: r.entryID(), At: now.UTC(), Kind: incident.KindRDSEvent, Actor: incident.Keywarden, Target: r.target(),
+			Result: incident.Result(r.Code), Source: r.EventID,
+			Detail: fmt.Sprintf("%s on %s at %s: %s", r.Code, r.target(), at.Format(time.RFC3339), strings.Join(changes, "; ")),
+		})
 	}
 	inc.RecomputeDeadlines()
 }
 
-// KeyAccessRestored applies RDS-EVENT-0420: instance can reach the key again. For an event
-// about the cluster itself (instance ""), every member instance of clusterID is cleared.
-func KeyAccessRestored(inc *incident.Incident, clusterID, instance, eventID string, at, now time.Time) {
+// KeyAccessRestored applies RDS-EVENT-0420: the instance (or, for an event about the cluster,
+// every member instance) can reach the key again.
+func KeyAccessRestored(inc *incident.Incident, r AccessReport, now time.Time) {
 	var cleared []string
 	for i := range inc.Instances {
 		in := &inc.Instances[i]
-		if !in.LostKeyAccess {
-			continue
-		}
-		if in.Identifier == instance || (instance == "" && in.ClusterIdentifier == clusterID) {
+		if in.LostKeyAccess && r.concerns(*in) {
 			in.LostKeyAccess = false
 			cleared = append(cleared, in.Identifier)
 		}
 	}
 	if len(cleared) > 0 {
-		add(inc, now, incident.KindCluster, fmt.Sprintf("%s at %s: RDS can reach the key again from %s", eventID, at.UTC().Format(time.RFC3339), strings.Join(cleared, ", ")))
+		inc.AddEntry(incident.Entry{
+			ID: r.entryID(), At: now.UTC(), Kind: incident.KindRDSEvent, Actor: incident.Keywarden, Target: r.target(),
+			Result: incident.Result(r.Code), Source: r.EventID,
+			Detail: fmt.Sprintf("%s at %s: RDS can reach the key again from %s", r.Code, r.At.UTC().Format(time.RFC3339), strings.Join(cleared, ", ")),
+		})
 	}
 }
 
-// ApplyLoss records what CloudTrail event history says made the key unusable: who, and when.
-// The incident's LostAt and the window start of every cluster that starts later move to the
-// call's time when it is earlier — a backstop finds a loss minutes or days after it happened —
-// by the same rule as KeyAccessLost: the earliest evidence wins. A later time is recorded but
-// moves nothing. The actor replaces an unknown one (see ActorUnknown).
-func ApplyLoss(inc *incident.Incident, eventName, eventID string, actorOf incident.Actor, at, now time.Time) {
+// KeyEvidence applies key-side evidence that the key has been unusable since at (a key event,
+// CloudTrail's event history) to one cluster: a cluster that can stop starts its window then,
+// unless an earlier report already started it or RDS dated it (KeyAccessLost): the cluster's
+// own report beats the key side's estimate. It reports whether the window start moved.
+//
+// With KeyAccessLost this is the one rule for a window's start on every path, and the earliest
+// evidence wins: Aurora's clock starts when the cluster noticed, which is never before the key
+// became unusable, so the earliest time anyone reports can only make the deadline more
+// cautious; and because the minimum does not depend on order, neither does the deadline.
+func KeyEvidence(c *incident.Cluster, at time.Time) bool {
 	at = at.UTC()
+	if !c.CanStop || c.WindowFromRDS || (c.LostAccessAt != nil && !at.Before(*c.LostAccessAt)) {
+		return false
+	}
+	c.LostAccessAt = &at
+	return true
+}
+
+// LookupSource is the Source of the note that records CloudTrail event history's answer about
+// who made the key unusable (ApplyLoss, ApplyNoLoss); LossLookedUp finds it.
+const LookupSource = "cloudtrail-lookup"
+
+// Loss is the call CloudTrail event history names as the one that made the key unusable.
+type Loss struct {
+	EventName string
+	// EventID is CloudTrail's event ID, when known.
+	EventID string
+	Actor   incident.Actor
+	At      time.Time
+}
+
+// ApplyLoss records what CloudTrail event history says made the key unusable: who, and when.
+// The incident's LostAt and the window start of every cluster moves to the call's time when it
+// is earlier (KeyEvidence) — a backstop finds a loss minutes or days after it happened. A later
+// time is recorded but moves nothing. The actor replaces an unknown one (see ActorUnknown).
+// The answer is a note with Source LookupSource and Result ok.
+func ApplyLoss(inc *incident.Incident, l Loss, now time.Time) {
+	at := l.At.UTC()
 	if ActorUnknown(*inc) {
-		inc.Actor = actorOf
+		inc.Actor = l.Actor
 	}
-	found := fmt.Sprintf("%s%s by %s at %s", lossFound, eventName, actorOf.Name(), at.Format(time.RFC3339))
-	if eventID != "" {
-		found += " (event " + eventID + ")"
+	found := fmt.Sprintf("CloudTrail event history: %s by %s at %s", l.EventName, l.Actor.Name(), at.Format(time.RFC3339))
+	if l.EventID != "" {
+		found += " (event " + l.EventID + ")"
 	}
-	inc.TriggerDetail = joinDetail(inc.TriggerDetail, found)
 	detail := found
 	if !at.IsZero() && at.Before(inc.LostAt) {
 		old := inc.LostAt
 		for i := range inc.Clusters {
-			c := &inc.Clusters[i]
-			if !c.WindowFromRDS && c.LostAccessAt != nil && at.Before(*c.LostAccessAt) {
-				c.LostAccessAt = &at
-			}
+			KeyEvidence(&inc.Clusters[i], at)
 		}
 		inc.LostAt = at
 		detail += fmt.Sprintf("; the key has been unusable since then, not since %s, and the windows start then", old.Format(time.RFC3339))
 	}
-	add(inc, now, incident.KindNote, detail)
+	added := inc.AddEntry(incident.Entry{
+		ID: incident.EntryID(LookupSource, "found", or(l.EventID, at.Format(time.RFC3339Nano))), At: now.UTC(), Kind: incident.KindNote,
+		Actor: incident.Keywarden, Target: inc.KeyARN, Result: incident.ResultOK, Source: LookupSource, Detail: detail,
+	})
+	if added {
+		// For people reading the message; nothing reads it back.
+		inc.TriggerDetail = joinDetail(inc.TriggerDetail, found)
+	}
 	inc.RecomputeDeadlines()
+}
+
+// NoLossFound is what the incident says when event history has no call that made the key
+// unusable.
+const NoLossFound = "CloudTrail event history has no call that made the key unusable: the windows start when the loss was found"
+
+// ApplyNoLoss records that event history had nothing: the incident keeps the time the loss was
+// found as its start. The answer is a note with Source LookupSource and Result skipped.
+func ApplyNoLoss(inc *incident.Incident, now time.Time) {
+	added := inc.AddEntry(incident.Entry{
+		ID: incident.EntryID(LookupSource, "none"), At: now.UTC(), Kind: incident.KindNote, Actor: incident.Keywarden,
+		Target: inc.KeyARN, Result: incident.ResultSkipped, Source: LookupSource,
+		Detail: fmt.Sprintf("%s (%s)", NoLossFound, inc.LostAt.UTC().Format(time.RFC3339)),
+	})
+	if added {
+		inc.TriggerDetail = joinDetail(inc.TriggerDetail, NoLossFound)
+	}
+}
+
+// LossLookedUp reports whether CloudTrail event history was already asked about the incident's
+// key and answered, found or not: a note with Source LookupSource is on the timeline.
+func LossLookedUp(inc incident.Incident) bool {
+	return slices.ContainsFunc(inc.Timeline, func(e incident.Entry) bool {
+		return e.Kind == incident.KindNote && e.Source == LookupSource
+	})
 }
 
 // ActorUnknown reports whether the incident does not say who made its key unusable: no actor
@@ -233,35 +343,33 @@ func ActorUnknown(inc incident.Incident) bool {
 // kmsService is the principal of KMS's own events.
 const kmsService = "kms.amazonaws.com"
 
-// lossFound starts what ApplyLoss adds to TriggerDetail.
-const lossFound = "CloudTrail event history: "
-
-// LossLookedUp reports whether CloudTrail event history was already asked about the incident's
-// key and answered (found or not): the answer is in TriggerDetail.
-func LossLookedUp(inc incident.Incident) bool {
-	return strings.Contains(inc.TriggerDetail, lossFound) || strings.Contains(inc.TriggerDetail, NoLossFound)
-}
-
-// NoLossFound is added to TriggerDetail when event history has no call that made the key
-// unusable; its presence also tells the reconciler the look-up is done.
-const NoLossFound = "CloudTrail event history has no call that made the key unusable: the windows start when the loss was found"
-
-// ApplyNoLoss records that event history had nothing: the incident keeps the time the loss was
-// found as its start.
-func ApplyNoLoss(inc *incident.Incident, now time.Time) {
-	if strings.Contains(inc.TriggerDetail, NoLossFound) {
-		return
+// MarkClusters brings the clusters' Recovered and Lost flags and the deadlines up to date with
+// their recorded status: a cluster is lost in the terminal state or once RDS no longer knows
+// it; it is recovered while it is available with the key Enabled. A recovered cluster seen
+// without its key again starts a new window from now.
+func MarkClusters(inc *incident.Incident, now time.Time) {
+	now = now.UTC()
+	enabled := inc.KeyState == incident.KeyStateEnabled
+	for i := range inc.Clusters {
+		c := &inc.Clusters[i]
+		switch {
+		case c.Status == incident.StatusTerminal || c.Status == StatusDeleted:
+			c.Lost, c.Recovered = true, false
+		case c.Status == incident.StatusAvailable && enabled:
+			c.Recovered = true
+		case c.Recovered && !enabled:
+			c.Recovered = false
+			if c.CanStop {
+				c.LostAccessAt = &now
+			}
+		}
 	}
-	inc.TriggerDetail = joinDetail(inc.TriggerDetail, NoLossFound)
-	add(inc, now, incident.KindNote, fmt.Sprintf("%s (%s)", NoLossFound, inc.LostAt.UTC().Format(time.RFC3339)))
+	inc.RecomputeDeadlines()
 }
 
-// Settle brings an open incident's cluster flags and deadlines up to date with what it records
-// and closes it when it is over. It returns the closing state, or "" while it stays open.
+// Settle brings an active incident's cluster flags and deadlines up to date (MarkClusters) and
+// closes it when it is over. It returns the closing state, or "" while it stays active.
 //
-//   - A cluster is lost in the terminal state or once RDS no longer knows it; it is recovered
-//     while it is available with the key Enabled. A recovered cluster seen without its key
-//     again starts a new window from now.
 //   - The incident is lost when the key is deleted, or when every dependent cluster is lost.
 //   - With the key Enabled and every cluster available it is resolved; when some clusters are
 //     available and the rest lost, it is lost, naming what recovery remains. Neither happens
@@ -272,23 +380,9 @@ func Settle(inc *incident.Incident, now time.Time) incident.State {
 		return ""
 	}
 	now = now.UTC()
-	enabled := inc.KeyState == keyEnabled
-	for i := range inc.Clusters {
-		c := &inc.Clusters[i]
-		switch {
-		case c.Status == StatusTerminal || c.Status == StatusDeleted:
-			c.Lost, c.Recovered = true, false
-		case c.Status == StatusAvailable && enabled:
-			c.Recovered = true
-		case c.Recovered && !enabled:
-			c.Recovered = false
-			if c.CanStop {
-				c.LostAccessAt = &now
-			}
-		}
-	}
-	inc.RecomputeDeadlines()
+	MarkClusters(inc, now)
 
+	enabled := inc.KeyState == incident.KeyStateEnabled
 	var available, lost []string
 	lostCluster := map[string]bool{}
 	for _, c := range inc.Clusters {
@@ -296,28 +390,31 @@ func Settle(inc *incident.Incident, now time.Time) incident.State {
 		case c.Lost:
 			lost = append(lost, c.Identifier)
 			lostCluster[c.Identifier] = true
-		case c.Status == StatusAvailable:
+		case c.Status == incident.StatusAvailable:
 			available = append(available, c.Identifier)
 		}
 	}
-	// An instance that reported lost key access (0418/0419) with no 0420 since still needs
-	// RebootDBInstance, however available its cluster reads: the incident stays open for it.
 	blocked := slices.ContainsFunc(inc.Instances, func(in incident.Instance) bool {
 		return in.LostKeyAccess && !lostCluster[in.ClusterIdentifier]
 	})
+	var err error
 	switch {
 	case inc.KeyState == incident.KeyStateDeleted:
-		Close(inc, incident.StateLost, actor, "the key was deleted: data encrypted under it cannot be recovered, and snapshots and backups encrypted with it cannot be restored", now)
+		err = inc.MarkLost(incident.Keywarden, "the key was deleted: data encrypted under it cannot be recovered, and snapshots and backups encrypted with it cannot be restored", now)
 	case len(inc.Clusters) > 0 && len(lost) == len(inc.Clusters):
-		Close(inc, incident.StateLost, actor, "every dependent cluster is lost ("+strings.Join(lost, ", ")+"). "+restoreAdvice(inc), now)
+		err = inc.MarkLost(incident.Keywarden, "every dependent cluster is lost ("+strings.Join(lost, ", ")+"). "+restoreAdvice(inc), now)
 	case blocked:
 		return ""
 	case enabled && len(inc.Clusters) > 0 && len(available)+len(lost) == len(inc.Clusters) && len(lost) > 0:
-		Close(inc, incident.StateLost, actor, fmt.Sprintf("the key is Enabled and %s available again, but %s lost. %s",
+		err = inc.MarkLost(incident.Keywarden, fmt.Sprintf("the key is Enabled and %s available again, but %s lost. %s",
 			strings.Join(available, ", "), strings.Join(lost, ", "), restoreAdvice(inc)), now)
 	case enabled && len(inc.Clusters) > 0 && len(available) == len(inc.Clusters):
-		Close(inc, incident.StateResolved, actor, "the key is Enabled and every dependent cluster is available ("+strings.Join(available, ", ")+")", now)
+		err = inc.Resolve(incident.Keywarden, "the key is Enabled and every dependent cluster is available ("+strings.Join(available, ", ")+")", now)
 	default:
+		return ""
+	}
+	if err != nil {
+		// Not reachable: an active incident may be resolved or lost.
 		return ""
 	}
 	return inc.State
@@ -331,38 +428,19 @@ func restoreAdvice(inc *incident.Incident) string {
 		s += fmt.Sprintf(" (%d snapshot(s) or backup(s) are encrypted with the key)", n)
 	}
 	s += ", and both need the key"
-	switch inc.KeyState {
-	case keyEnabled:
+	switch {
+	case inc.KeyState == incident.KeyStateEnabled:
 		return s + ", which is Enabled: keep it that way."
-	case "PendingDeletion", "PendingReplicaDeletion":
+	case inc.KeyState.PendingDeletion():
 		return s + ": cancel its deletion and enable it first."
 	}
-	return s + ": make it usable again first (key is " + or(inc.KeyState, "unknown") + ")."
+	return s + ": make it usable again first (key is " + or(string(inc.KeyState), "unknown") + ")."
 }
 
-// Close ends an incident in state (resolved, intentional or lost) with a final timeline entry
-// saying so and why. The timeline is kept whole; a closed incident gets no reminders. Closing
-// a closed incident changes nothing.
-func Close(inc *incident.Incident, state incident.State, by, why string, now time.Time) {
-	if inc.State.Closed() || !state.Closed() {
-		return
-	}
-	now = now.UTC()
-	inc.State = state
-	inc.ClosedAt = &now
-	inc.Timeline = append(inc.Timeline, incident.Entry{At: now, Kind: incident.KindClosed, Actor: by, Detail: string(state) + ": " + why})
-}
-
-func add(inc *incident.Incident, now time.Time, kind, detail string) {
-	inc.Timeline = append(inc.Timeline, incident.Entry{At: now.UTC(), Kind: kind, Actor: actor, Detail: detail})
-}
-
+// joinDetail appends b to the people's text a, once.
 func joinDetail(a, b string) string {
 	if a == "" {
 		return b
-	}
-	if strings.Contains(a, b) {
-		return a
 	}
 	return a + "; " + b
 }

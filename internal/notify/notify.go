@@ -13,9 +13,11 @@
 package notify
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/slack-go/slack"
@@ -52,17 +54,23 @@ const messageNotFound = "message_not_found"
 // Sync makes Slack show the incident as it is at time now. It posts the main message when the
 // incident has none and returns the new SlackRef for the caller to store; otherwise it updates
 // the message in place and returns the stored ref. A message someone deleted is posted again,
-// and its new thread gets the whole timeline. Then it posts, as thread replies and in order,
-// the timeline entries from index from on, and reports how many of those it posted, so the
-// caller can remember from+posted as its next from even when a later reply fails.
+// and its new thread gets the whole timeline.
+//
+// Then it posts, as thread replies in Seq order, the timeline entries still to post: those with
+// a Seq above inc.SlackPosted (all of them in a new thread). Entries without a Seq — refusals,
+// kept beside the incident and replied to once by whoever recorded them — are never posted
+// here. posted is the Seq of the last entry handled, which the caller records (Store.SetSlack)
+// as the next SlackPosted, even when a later reply failed: nothing is posted twice and nothing
+// is skipped.
 //
 // Errors are returned wrapped with the incident ID. The caller has already stored the
 // incident; a failed call is repaired by the next Sync, which re-renders everything.
-func (n *Notifier) Sync(ctx context.Context, inc incident.Incident, from int, now time.Time) (ref incident.SlackRef, posted int, err error) {
+func (n *Notifier) Sync(ctx context.Context, inc incident.Incident, now time.Time) (ref incident.SlackRef, posted int64, err error) {
 	blocks, fallback := slackui.Message(inc, now)
 	msg := []slack.MsgOption{slack.MsgOptionBlocks(blocks...), slack.MsgOptionText(fallback, false)}
 
-	start := max(from, 0) // where this call starts posting the timeline
+	posted = max(inc.SlackPosted, 0)
+	after := posted // entries with a higher Seq are posted by this call
 	if inc.Slack != nil && inc.Slack.TS != "" {
 		ref = *inc.Slack
 		err = n.retry(ctx, func() error {
@@ -72,34 +80,44 @@ func (n *Notifier) Sync(ctx context.Context, inc incident.Incident, from int, no
 		if isSlackError(err, messageNotFound) {
 			ref, err = n.post(ctx, msg)
 			if err != nil {
-				return *inc.Slack, 0, fmt.Errorf("repost deleted message of incident %s: %w", inc.ID, err)
+				return *inc.Slack, posted, fmt.Errorf("repost deleted message of incident %s: %w", inc.ID, err)
 			}
-			start = 0 // the new thread gets the whole timeline
+			after = 0 // the new thread gets the whole timeline
 		} else if err != nil {
-			return ref, 0, fmt.Errorf("update message %s of incident %s: %w", ref.TS, inc.ID, err)
+			return ref, posted, fmt.Errorf("update message %s of incident %s: %w", ref.TS, inc.ID, err)
 		}
 	} else {
 		ref, err = n.post(ctx, msg)
 		if err != nil {
-			return incident.SlackRef{}, 0, fmt.Errorf("post message of incident %s: %w", inc.ID, err)
+			return incident.SlackRef{}, posted, fmt.Errorf("post message of incident %s: %w", inc.ID, err)
 		}
 	}
 
-	// posted counts only entries at or after from, so from+posted stays the caller's next
-	// from even when a reposted thread replays older entries.
 	// Reminders are the exception: the reconciler posts each one itself, with the escalation
 	// mention that must ping, so mirroring its timeline entry would say it twice.
-	for i := start; i < len(inc.Timeline); i++ {
-		if inc.Timeline[i].Kind != incident.KindReminder {
-			if err := n.Reply(ctx, ref, slackui.ThreadText(inc.Timeline[i])); err != nil {
-				return ref, posted, fmt.Errorf("post timeline entry %d of incident %s: %w", i, inc.ID, err)
+	for _, e := range unposted(inc.Timeline, after) {
+		if e.Kind != incident.KindReminder {
+			if err := n.Reply(ctx, ref, slackui.ThreadText(e)); err != nil {
+				return ref, posted, fmt.Errorf("post timeline entry %d of incident %s: %w", e.Seq, inc.ID, err)
 			}
 		}
-		if i >= from {
-			posted++
-		}
+		posted = max(posted, e.Seq)
 	}
 	return ref, posted, nil
+}
+
+// unposted returns the entries of tl with a Seq above after, in Seq order: the ones a thread
+// whose replies reached after still lacks. Entries without a Seq (refusals) are never among
+// them.
+func unposted(tl []incident.Entry, after int64) []incident.Entry {
+	var out []incident.Entry
+	for _, e := range tl {
+		if e.Seq > 0 && e.Seq > after {
+			out = append(out, e)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b incident.Entry) int { return cmp.Compare(a.Seq, b.Seq) })
+	return out
 }
 
 // Reply posts text as a reply in the incident's thread: reminders, and the timeline.

@@ -119,13 +119,11 @@ func testIncident() incident.Incident {
 		KeyAlias: "alias/orders-db", KeyState: "Disabled", Trigger: "DisableKey", LostAt: lost,
 		Actor: incident.Actor{ARN: "arn:aws:iam::111122223333:user/alice", SourceIP: "203.0.113.7"},
 		Clusters: []incident.Cluster{{
-			Identifier: "orders-prod", Engine: "aurora-postgresql", Status: "available", CanStop: true, LostAccessAt: &lost,
+			Identifier: "orders-prod", Engine: "aurora-postgresql", Status: incident.StatusAvailable, CanStop: true, LostAccessAt: &lost,
 		}},
-		Timeline: []incident.Entry{
-			{At: lost, Kind: incident.KindOpened, Actor: "arn:aws:iam::111122223333:user/alice", Detail: "DisableKey"},
-			{At: lost.Add(time.Minute), Kind: incident.KindDelivery, Detail: "second delivery of the same event"},
-		},
 	}
+	inc.RecordDelivery(incident.Entry{At: lost, Source: "ev-1", Actor: "arn:aws:iam::111122223333:user/alice", Detail: "DisableKey"})
+	inc.RecordDelivery(incident.Entry{At: lost.Add(time.Minute), Source: "ev-2", Detail: "RDS-EVENT-0419 for orders-prod-1"})
 	inc.RecomputeDeadlines()
 	return inc
 }
@@ -136,7 +134,7 @@ func TestSyncPostsOnceThenUpdatesInPlace(t *testing.T) {
 	ctx := t.Context()
 	inc := testIncident()
 
-	ref, posted, err := n.Sync(ctx, inc, 0, now)
+	ref, posted, err := n.Sync(ctx, inc, now)
 	if err != nil {
 		t.Fatalf("first Sync: %v", err)
 	}
@@ -145,16 +143,19 @@ func TestSyncPostsOnceThenUpdatesInPlace(t *testing.T) {
 		t.Fatalf("first Sync = %+v, %d, want %+v, 2", ref, posted, want)
 	}
 
-	// The caller stores the ref and, later, the incident changes.
-	inc.Slack = &ref
+	// The caller stores the ref and what was posted and, later, the incident changes. A
+	// refusal kept beside it (no Seq) is not the thread's to post: its handler replied once.
+	inc.Slack, inc.SlackPosted = &ref, posted
 	inc.Version++
-	inc.Timeline = append(inc.Timeline, incident.Entry{At: now, Kind: incident.KindClick, Actor: "U012ABCDEF", Detail: slackui.ActionAcknowledge})
-	ref2, posted, err := n.Sync(ctx, inc, 2, now.Add(time.Minute))
+	inc.AddEntry(incident.Entry{ID: "click:1795860001.000200:U012ABCDEF", At: now, Kind: incident.KindClick, Actor: "U012ABCDEF",
+		Result: incident.Result(slackui.ActionAcknowledge), Detail: "acknowledge: on it"})
+	inc.Timeline = append(inc.Timeline, incident.NewRefusal("U0STRANGER", slackui.ActionRemediate, "refused: not an approver", "click:1:U0STRANGER", now))
+	ref2, posted, err := n.Sync(ctx, inc, now.Add(time.Minute))
 	if err != nil {
 		t.Fatalf("second Sync: %v", err)
 	}
-	if ref2 != ref || posted != 1 {
-		t.Fatalf("second Sync = %+v, %d, want %+v, 1", ref2, posted, ref)
+	if ref2 != ref || posted != 3 {
+		t.Fatalf("second Sync = %+v, %d, want %+v, 3", ref2, posted, ref)
 	}
 
 	_, fallback := slackui.Message(inc, now.Add(time.Minute))
@@ -182,7 +183,7 @@ func TestSyncAgainstStockSlacktest(t *testing.T) {
 	n := New(newSlack(t, nil), "C0STOCK")
 	inc := testIncident()
 	inc.Timeline = nil
-	ref, posted, err := n.Sync(t.Context(), inc, 0, now)
+	ref, posted, err := n.Sync(t.Context(), inc, now)
 	if err != nil {
 		t.Fatalf("Sync: %v", err)
 	}
@@ -203,7 +204,7 @@ func TestSyncFailures(t *testing.T) {
 		slack      *incident.SlackRef
 		fail       func(string, int) (int, http.Header, string)
 		wantRef    incident.SlackRef
-		wantPosted int
+		wantPosted int64
 		wantErr    string
 	}{
 		{
@@ -230,7 +231,7 @@ func TestSyncFailures(t *testing.T) {
 			},
 			wantRef:    incident.SlackRef{Channel: "C0KEYWARDEN", TS: "1795860000.000001"},
 			wantPosted: 1,
-			wantErr:    "post timeline entry 1 of incident KW-20261128-1f3a9c: reply in thread 1795860000.000001: msg_too_long",
+			wantErr:    "post timeline entry 2 of incident KW-20261128-1f3a9c: reply in thread 1795860000.000001: msg_too_long",
 		},
 	}
 	for _, tt := range tests {
@@ -238,7 +239,7 @@ func TestSyncFailures(t *testing.T) {
 			n := New(newSlack(t, &recorder{fail: tt.fail}), "#keywarden")
 			inc := testIncident()
 			inc.Slack = tt.slack
-			ref, posted, err := n.Sync(t.Context(), inc, 0, now)
+			ref, posted, err := n.Sync(t.Context(), inc, now)
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("Sync error = %v, want it to contain %q", err, tt.wantErr)
 			}
@@ -264,14 +265,15 @@ func TestSyncRepostsDeletedMessage(t *testing.T) {
 	n := New(newSlack(t, rec), "#keywarden")
 	inc := testIncident()
 	inc.Slack = &incident.SlackRef{Channel: "C0KEYWARDEN", TS: "1795850000.000009"}
-	ref, posted, err := n.Sync(t.Context(), inc, 2, now)
+	inc.SlackPosted = 2
+	ref, posted, err := n.Sync(t.Context(), inc, now)
 	if err != nil {
 		t.Fatalf("Sync: %v", err)
 	}
-	// from was 2 and the timeline has 2 entries: the caller's next from stays 2, though the
-	// new thread was given both entries again.
-	if ref.TS != "1795860000.000001" || posted != 0 {
-		t.Errorf("Sync = %+v, %d, want the new message and posted 0", ref, posted)
+	// Both entries were posted in the old thread; the new thread was given them again, and
+	// the last posted Seq stays 2.
+	if ref.TS != "1795860000.000001" || posted != 2 {
+		t.Errorf("Sync = %+v, %d, want the new message and posted 2", ref, posted)
 	}
 	var replies int
 	for _, c := range rec.seen() {
@@ -303,7 +305,7 @@ func TestSyncRateLimit(t *testing.T) {
 		n := New(newSlack(t, rec), "#keywarden")
 		var waited []time.Duration
 		n.wait = func(ctx context.Context, d time.Duration) error { waited = append(waited, d); return nil }
-		ref, _, err := n.Sync(t.Context(), testIncident(), 0, now)
+		ref, _, err := n.Sync(t.Context(), testIncident(), now)
 		if err != nil {
 			t.Fatalf("Sync: %v", err)
 		}
@@ -320,7 +322,7 @@ func TestSyncRateLimit(t *testing.T) {
 	t.Run("really waits", func(t *testing.T) {
 		n := New(newSlack(t, &recorder{fail: limited(1, "1")}), "#keywarden")
 		start := time.Now()
-		if _, _, err := n.Sync(t.Context(), testIncident(), 0, now); err != nil {
+		if _, _, err := n.Sync(t.Context(), testIncident(), now); err != nil {
 			t.Fatalf("Sync: %v", err)
 		}
 		if d := time.Since(start); d < time.Second {
@@ -331,7 +333,7 @@ func TestSyncRateLimit(t *testing.T) {
 		rec := &recorder{fail: limited(2, "1")}
 		n := New(newSlack(t, rec), "#keywarden")
 		n.wait = func(context.Context, time.Duration) error { return nil }
-		_, _, err := n.Sync(t.Context(), testIncident(), 0, now)
+		_, _, err := n.Sync(t.Context(), testIncident(), now)
 		var rl *slack.RateLimitedError
 		if !errors.As(err, &rl) {
 			t.Fatalf("Sync error = %v, want a RateLimitedError", err)
@@ -345,7 +347,7 @@ func TestSyncRateLimit(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 		defer cancel()
 		start := time.Now()
-		_, _, err := n.Sync(ctx, testIncident(), 0, now)
+		_, _, err := n.Sync(ctx, testIncident(), now)
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Sync error = %v, want context.DeadlineExceeded", err)
 		}
@@ -368,5 +370,45 @@ func TestReply(t *testing.T) {
 	}
 	if err := n.Reply(t.Context(), incident.SlackRef{}, "x"); err == nil {
 		t.Errorf("Reply without a message = nil error, want one")
+	}
+}
+
+// TestSyncPostsBySeq: the thread follows Seq, not the slice's order (a store may return the
+// timeline sorted by time, refusals among it); refusals and entries already posted are left
+// out; a reminder, which the reconciler posts itself, is not mirrored but counts as handled.
+func TestSyncPostsBySeq(t *testing.T) {
+	rec := &recorder{}
+	n := New(newSlack(t, rec), "#keywarden")
+	inc := testIncident()
+	inc.Slack, inc.SlackPosted = &incident.SlackRef{Channel: "C0KEYWARDEN", TS: "1795850000.000009"}, 1
+	inc.AddEntry(incident.Entry{ID: "note:a", At: now, Kind: incident.KindNote, Detail: "third"})
+	inc.AddEntry(incident.Entry{ID: "reminder:KW-20261128-1f3a9c:24h", At: now, Kind: incident.KindReminder, Detail: "24h left"})
+	inc.AddEntry(incident.Entry{ID: "note:b", At: now.Add(-time.Hour), Kind: incident.KindNote, Detail: "fifth"})
+	inc.Timeline = append(inc.Timeline, incident.NewRefusal("U0STRANGER", "remediate", "refused: not an approver", "click:1:U0STRANGER", now))
+	incident.SortTimeline(inc.Timeline) // by time: "fifth" now comes first
+
+	_, posted, err := n.Sync(t.Context(), inc, now)
+	if err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	if posted != 5 {
+		t.Errorf("posted = %d, want 5 (the last Seq)", posted)
+	}
+	var got []string
+	for _, c := range rec.seen() {
+		if c.ThreadTS != "" {
+			got = append(got, c.Text)
+		}
+	}
+	var want []string
+	for _, seq := range []int64{2, 3, 5} {
+		for _, e := range inc.Timeline {
+			if e.Seq == seq {
+				want = append(want, slackui.ThreadText(e))
+			}
+		}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("thread replies mismatch (-want +got):\n%s", diff)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/blast"
 	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 	"github.com/keywarden/keywarden/internal/keyevent"
 	"github.com/keywarden/keywarden/internal/kmskey"
 	"github.com/keywarden/keywarden/internal/trail"
@@ -56,7 +57,7 @@ type world struct {
 	kms     *kms.Client
 	rds     *rds.Client
 	rdsAPI  interface{ blast.RDSAPI }
-	store   *incident.Store
+	store   *dynamostore.Store
 	keys    *kmskey.Resolver
 	replies *replies
 	log     *slog.Logger
@@ -67,11 +68,11 @@ func newWorld(t *testing.T) *world {
 	cfg := awstest.Serial(awstest.Config(t, awstest.Moto(t)))
 	ddb := dynamodb.NewFromConfig(cfg)
 	table := fmt.Sprintf("incidents-%d", rand.Int64())
-	if err := incident.CreateTable(context.Background(), ddb, table); err != nil {
+	if err := dynamostore.CreateTable(context.Background(), ddb, table); err != nil {
 		t.Fatal(err)
 	}
 	w := &world{
-		kms: kms.NewFromConfig(cfg), rds: rds.NewFromConfig(cfg), store: incident.NewStore(ddb, table),
+		kms: kms.NewFromConfig(cfg), rds: rds.NewFromConfig(cfg), store: dynamostore.New(ddb, table),
 		replies: &replies{}, log: slog.New(slog.NewJSONHandler(io.Discard, nil)),
 	}
 	w.rdsAPI = w.rds
@@ -185,7 +186,7 @@ func run(t *testing.T, r *Reconciler) Report {
 	return rep
 }
 
-func countKind(inc incident.Incident, kind string) int {
+func countKind(inc incident.Incident, kind incident.Kind) int {
 	n := 0
 	for _, e := range inc.Timeline {
 		if e.Kind == kind {
@@ -252,6 +253,9 @@ func TestReminderOnceOverTwoRuns(t *testing.T) {
 	if n := countKind(after, incident.KindReminder); n != 1 {
 		t.Errorf("got %d reminder entries on the timeline, want 1", n)
 	}
+	if e, _ := after.LastEntry(incident.KindReminder); e.ID != ReminderEntryID(inc.ID, 6*time.Hour) {
+		t.Errorf("got reminder entry ID %q, want %q", e.ID, ReminderEntryID(inc.ID, 6*time.Hour))
+	}
 	if after.State != incident.StateOpen {
 		t.Errorf("got state %s, want open", after.State)
 	}
@@ -313,9 +317,9 @@ func TestFixedByHandResolves(t *testing.T) {
 	if got.State != incident.StateResolved || got.ClosedAt == nil || !got.Clusters[0].Recovered {
 		t.Fatalf("got state %s, closed %v, recovered %v (report %+v); want resolved", got.State, got.ClosedAt, got.Clusters[0].Recovered, rep)
 	}
-	last := got.Timeline[len(got.Timeline)-1]
-	if last.Kind != incident.KindClosed || !strings.Contains(last.Detail, "every dependent cluster is available") {
-		t.Errorf("got last entry %+v, want the resolution", last)
+	last, ok := got.LastEntry(incident.KindState)
+	if !ok || last.Result != incident.Result(incident.StateResolved) || !strings.Contains(last.Detail, "every dependent cluster is available") {
+		t.Errorf("got last state entry %+v, want the resolution, saying why", last)
 	}
 	// Closed: no more reminders, no more changes.
 	run(t, w.reconciler(nil))

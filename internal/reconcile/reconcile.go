@@ -65,13 +65,19 @@ type Radius interface {
 	FindMany(ctx context.Context, keyARNs []string) (map[string]blast.Radius, error)
 }
 
-// Incidents lists, updates and claims; *incident.Store fits.
+// Incidents lists, updates and claims; *dynamostore.Store fits.
 type Incidents interface {
 	List(ctx context.Context) ([]incident.Incident, error)
 	Update(ctx context.Context, id string, mutate func(*incident.Incident) error) (incident.Incident, error)
 	Claim(ctx context.Context, name string, ttl time.Duration) (bool, error)
 	// Release gives a claim back (a reminder whose Slack reply failed), so the next run retries.
 	Release(ctx context.Context, name string) error
+}
+
+// Opener opens or folds an incident for an unusable key, by triage's rules; *triage.Service
+// fits.
+type Opener interface {
+	Ensure(ctx context.Context, sig triage.Signal) (triage.Outcome, error)
 }
 
 // LossFinder asks CloudTrail event history for the call that made a key unusable;
@@ -94,7 +100,7 @@ type Deps struct {
 	Keys      Keys
 	Radius    Radius
 	Incidents Incidents
-	Opener    lifecycle.Opener
+	Opener    Opener
 	Trail     LossFinder
 	Announcer triage.Announcer
 	Replier   Replier
@@ -366,7 +372,7 @@ func latestByKey(all []incident.Incident) map[string]incident.Incident {
 // lost-key state is one that incident already named. Anything else — the key moved on (say
 // from Disabled to PendingDeletion), or another cluster lost access — is news and opens a new
 // incident. "" means the key is not settled.
-func settled(last incident.Incident, found bool, keyState string, inaccessible []string) string {
+func settled(last incident.Incident, found bool, keyState incident.KeyState, inaccessible []string) string {
 	if !found || (last.State != incident.StateLost && last.State != incident.StateIntentional) || keyState != last.KeyState {
 		return ""
 	}
@@ -407,14 +413,14 @@ func split(all []incident.Incident, now time.Time) (active, closed []incident.In
 type inventory struct {
 	clusters  map[string]rdstypes.DBCluster
 	order     []string
-	instances map[string]string
+	instances map[string]incident.ClusterStatus
 }
 
 // maxRecords is RDS's largest page.
 var maxRecords = aws.Int32(100)
 
 func (r *Reconciler) inventory(ctx context.Context, b *budget) (*inventory, error) {
-	inv := &inventory{clusters: map[string]rdstypes.DBCluster{}, instances: map[string]string{}}
+	inv := &inventory{clusters: map[string]rdstypes.DBCluster{}, instances: map[string]incident.ClusterStatus{}}
 	cp := rds.NewDescribeDBClustersPaginator(r.d.RDS, &rds.DescribeDBClustersInput{MaxRecords: maxRecords})
 	for cp.HasMorePages() {
 		if !b.spend(1) {
@@ -440,19 +446,19 @@ func (r *Reconciler) inventory(ctx context.Context, b *budget) (*inventory, erro
 			return nil, fmt.Errorf("describe db instances: %w", err)
 		}
 		for _, in := range page.DBInstances {
-			inv.instances[aws.ToString(in.DBInstanceIdentifier)] = aws.ToString(in.DBInstanceStatus)
+			inv.instances[aws.ToString(in.DBInstanceIdentifier)] = incident.ClusterStatus(aws.ToString(in.DBInstanceStatus))
 		}
 	}
 	return inv, nil
 }
 
 // status is a cluster's live status; a cluster RDS no longer lists is deleted.
-func (inv *inventory) status(id string) string {
+func (inv *inventory) status(id string) incident.ClusterStatus {
 	c, ok := inv.clusters[id]
 	if !ok {
 		return lifecycle.StatusDeleted
 	}
-	return aws.ToString(c.Status)
+	return incident.ClusterStatus(aws.ToString(c.Status))
 }
 
 // refresh applies the live state to one active incident, keeps its Slack message current and
@@ -479,10 +485,10 @@ func (r *Reconciler) refresh(ctx context.Context, inc incident.Incident, inv *in
 		if i.State.Closed() {
 			return nil
 		}
-		lifecycle.SetKey(i, key, "reconciliation", now)
+		lifecycle.SetKey(i, key, lifecycle.Reconciliation, now)
 		for _, c := range i.Clusters {
 			if !c.Lost {
-				lifecycle.SetClusterStatus(i, c.Identifier, inv.status(c.Identifier), "reconciliation", now)
+				lifecycle.SetClusterStatus(i, c.Identifier, inv.status(c.Identifier), lifecycle.Reconciliation, now)
 			}
 		}
 		for _, in := range i.Instances {
@@ -491,7 +497,7 @@ func (r *Reconciler) refresh(ctx context.Context, inc incident.Incident, inv *in
 			}
 		}
 		lifecycle.Settle(i, now)
-		reopenStalled(i, now)
+		giveBackStalled(i, now)
 		return nil
 	})
 	if err != nil {
@@ -520,11 +526,10 @@ func (r *Reconciler) refresh(ctx context.Context, inc incident.Incident, inv *in
 	return got
 }
 
+// closingDetail is what the incident's closing transition told people.
 func closingDetail(inc incident.Incident) string {
-	for i := len(inc.Timeline) - 1; i >= 0; i-- {
-		if inc.Timeline[i].Kind == incident.KindClosed {
-			return inc.Timeline[i].Detail
-		}
+	if e, ok := inc.LastEntry(incident.KindState); ok && e.Result == incident.Result(inc.State) {
+		return e.Detail
 	}
 	return string(inc.State)
 }
@@ -535,35 +540,55 @@ func closingDetail(inc incident.Incident) string {
 // coming, and the invocation is on the on-failure queue.
 const StallAfter = 30 * time.Minute
 
-// reopenStalled puts a remediating incident back to open when its remediation stopped short —
-// the key still unusable, or a cluster still stopped — and nothing was recorded for
-// StallAfter: without this, a remediation that timed out or crashed for good would leave the
-// incident remediating, where Slack offers no fix button.
-func reopenStalled(i *incident.Incident, now time.Time) {
-	if i.State != incident.StateRemediating {
-		return
-	}
+// lastRemediationActivity is when the incident's remediation last showed life: the latest
+// recorded step, or the approval that started the run.
+func lastRemediationActivity(i *incident.Incident) time.Time {
 	var last time.Time
-	for _, e := range i.Timeline {
-		if e.Kind == incident.KindRemediation || e.Kind == incident.KindClick {
-			last = e.At
+	for _, s := range i.Remediation.Steps {
+		last = latest(last, s.At)
+	}
+	for _, k := range []incident.Kind{incident.KindRemediationStep, incident.KindApproval} {
+		if e, ok := i.LastEntry(k); ok {
+			last = latest(last, e.At)
 		}
 	}
-	if now.Sub(last) < StallAfter {
+	return last
+}
+
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// stalled reports whether a remediating incident's run stopped short — the key still unusable,
+// or a cluster still stopped — with nothing recorded for StallAfter.
+func stalled(i *incident.Incident, now time.Time) bool {
+	if i.State != incident.StateRemediating || now.Sub(lastRemediationActivity(i)) < StallAfter {
+		return false
+	}
+	if i.KeyState.Unusable() {
+		return true
+	}
+	for _, c := range i.Clusters {
+		if !c.Lost && !c.Recovered && c.Status.Startable() {
+			return true
+		}
+	}
+	return false // clusters are starting: the lifecycle resolves it once they are available
+}
+
+// giveBackStalled gives a stalled remediation's incident back to the approvers
+// (incident.GiveBack): without it, a remediation that timed out or crashed for good would
+// leave the incident remediating, where Slack offers no fix button.
+func giveBackStalled(i *incident.Incident, now time.Time) {
+	if !stalled(i, now) {
 		return
 	}
-	stuck := incident.KeyUnusable(i.KeyState)
-	for _, c := range i.Clusters {
-		if !c.Lost && !c.Recovered && (c.Status == "stopped" || c.Status == "inaccessible-encryption-credentials-recoverable") {
-			stuck = true
-		}
-	}
-	if !stuck {
-		return // clusters are starting: the lifecycle resolves it once they are available
-	}
-	i.State = incident.StateOpen
-	i.Timeline = append(i.Timeline, incident.Entry{At: now, Kind: incident.KindRemediation, Actor: "keywarden",
-		Detail: fmt.Sprintf("remediation stalled: nothing recorded for %s and the key or a cluster is still down (RemediateFunction timed out or gave up; see its on-failure queue); the incident is open again, approve again to retry", StallAfter)})
+	// GiveBack refuses only an incident that is not remediating, which stalled excludes.
+	_ = i.GiveBack(fmt.Sprintf("remediation stalled: nothing recorded for %s and the key or a cluster is still down "+
+		"(RemediateFunction timed out or gave up; see its on-failure queue)", StallAfter), now)
 }
 
 func (r *Reconciler) announce(ctx context.Context, inc incident.Incident, rep *Report) {
@@ -575,10 +600,10 @@ func (r *Reconciler) announce(ctx context.Context, inc incident.Incident, rep *R
 	}
 }
 
-// keyStates are the states the backstop opens for: every unusable state KMS reports
-// (Disabled, PendingDeletion, PendingReplicaDeletion, PendingImport, Unavailable).
-func backstopState(state string) bool {
-	return state != incident.KeyStateDeleted && incident.KeyUnusable(state)
+// backstopState reports whether the backstop opens for a key in state: every unusable state
+// KMS reports (Disabled, PendingDeletion, PendingReplicaDeletion, PendingImport, Unavailable).
+func backstopState(state incident.KeyState) bool {
+	return state != incident.KeyStateDeleted && state.Unusable()
 }
 
 // backstop opens incidents the events missed: for unusable customer-managed keys with Aurora
@@ -598,7 +623,7 @@ func (r *Reconciler) backstop(ctx context.Context, inv *inventory, openKeys map[
 		if ref == "" || !strings.HasPrefix(aws.ToString(c.Engine), "aurora") {
 			continue
 		}
-		if !strings.HasPrefix(ref, "arn:") && !b.spend(1) { // a key ID or alias costs a DescribeKey once
+		if !incident.IsKeyARN(ref) && !b.spend(1) { // a key ID or alias costs a DescribeKey once
 			return errBudget
 		}
 		keyARN, err := r.d.Keys.ARN(ctx, ref)
@@ -611,7 +636,7 @@ func (r *Reconciler) backstop(ctx context.Context, inv *inventory, openKeys map[
 		if openKeys[keyARN] {
 			continue
 		}
-		if lifecycle.Inaccessible(aws.ToString(c.Status)) {
+		if incident.ClusterStatus(aws.ToString(c.Status)).Inaccessible() {
 			inaccessible[keyARN] = append(inaccessible[keyARN], id+" ("+aws.ToString(c.Status)+")")
 			inaccessibleIDs[keyARN] = append(inaccessibleIDs[keyARN], id)
 		}
@@ -632,7 +657,7 @@ func (r *Reconciler) backstop(ctx context.Context, inv *inventory, openKeys map[
 	}
 
 	var unusable []string
-	states := map[string]string{}
+	states := map[string]incident.KeyState{}
 	for _, k := range candidates {
 		if !b.spend(1) {
 			break
@@ -679,9 +704,9 @@ func (r *Reconciler) backstop(ctx context.Context, inv *inventory, openKeys map[
 		if !b.spend(ensureCost) {
 			return errBudget
 		}
-		detail := "found by reconciliation: the key is " + states[k] + " and no event about it was received"
+		detail := "found by reconciliation: the key is " + string(states[k]) + " and no event about it was received"
 		if cl := inaccessible[k]; len(cl) > 0 {
-			detail = "found by reconciliation: cluster(s) " + strings.Join(cl, ", ") + " lost access to the key (key is " + states[k] + ") and no event about it was received"
+			detail = "found by reconciliation: cluster(s) " + strings.Join(cl, ", ") + " lost access to the key (key is " + string(states[k]) + ") and no event about it was received"
 		}
 		// A cluster in a lost-key state is a loss whatever KMS says of the key (Enabled, with
 		// the cluster still waiting for StartDBCluster): ClusterLostAccess makes triage open.
@@ -699,7 +724,7 @@ func (r *Reconciler) backstop(ctx context.Context, inv *inventory, openKeys map[
 			o.Action, o.Reason = ActionLost, detail+"; the key is deleted"
 		default:
 			o.Action, o.Reason = ActionSkipped, fmt.Sprintf("triage %s: %s", out.Action, out.Reason)
-			if cl := inaccessible[k]; len(cl) > 0 && !incident.KeyUnusable(states[k]) {
+			if cl := inaccessible[k]; len(cl) > 0 && !states[k].Unusable() {
 				o.Reason += "; cluster(s) " + strings.Join(cl, ", ") + " still need StartDBCluster before their window ends"
 			}
 		}
@@ -718,7 +743,7 @@ func (r *Reconciler) noteKeyState(ctx context.Context, last incident.Incident, f
 	}
 	now := r.now().UTC()
 	_, err := r.d.Incidents.Update(ctx, last.ID, func(i *incident.Incident) error {
-		lifecycle.SetKey(i, key, "reconciliation, after the incident closed", now)
+		lifecycle.SetKey(i, key, lifecycle.Source{Name: "reconciliation, after the incident closed"}, now)
 		return nil
 	})
 	if err != nil {

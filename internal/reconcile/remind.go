@@ -19,6 +19,12 @@ func ReminderClaim(id string, th time.Duration) string {
 	return fmt.Sprintf("reminder#%s#%s", id, th)
 }
 
+// ReminderEntryID is the ID of the timeline entry of the reminder for threshold th of incident
+// id: one entry per threshold, however often the write is retried.
+func ReminderEntryID(id string, th time.Duration) string {
+	return incident.EntryID("reminder", id, th.String())
+}
+
 // remind posts the reminder for the most urgent threshold the time left has crossed, if no run
 // posted it before. Only the most urgent one counts: a run that comes after two thresholds were
 // crossed (a paused schedule, a deadline brought forward) posts one reminder, not two, and the
@@ -83,7 +89,8 @@ func (r *Reconciler) remind(ctx context.Context, inc incident.Incident, now time
 		if mention != "" {
 			detail += "; escalated to " + mention
 		}
-		i.Timeline = append(i.Timeline, incident.Entry{At: now, Kind: incident.KindReminder, Actor: "keywarden", Detail: detail})
+		i.AddEntry(incident.Entry{ID: ReminderEntryID(i.ID, mark), At: now, Kind: incident.KindReminder, Actor: incident.Keywarden,
+			Result: incident.ResultPosted, Detail: detail})
 		return nil
 	})
 	if err != nil {
@@ -123,7 +130,7 @@ func (l loss) apply(i *incident.Incident, now time.Time) {
 	}
 	switch {
 	case l.found != nil:
-		lifecycle.ApplyLoss(i, l.found.EventName, l.found.EventID, l.found.Actor, l.found.At, now)
+		lifecycle.ApplyLoss(i, lifecycle.Loss{EventName: l.found.EventName, EventID: l.found.EventID, Actor: l.found.Actor, At: l.found.At}, now)
 	case l.none:
 		lifecycle.ApplyNoLoss(i, now)
 	}

@@ -68,8 +68,8 @@ func TestTerminalClustersLoseTheIncident(t *testing.T) {
 	w.disable(t, keyID)
 	inc := w.open(t, keyARN, time.Now().Add(-7*24*time.Hour-time.Minute))
 
-	statuses.set(a, lifecycle.StatusTerminal)
-	statuses.set(b, lifecycle.StatusRecoverable)
+	statuses.set(a, string(incident.StatusTerminal))
+	statuses.set(b, string(incident.StatusRecoverable))
 	run(t, w.reconciler(nil))
 	got := w.get(t, inc.ID)
 	if got.State != incident.StateOpen {
@@ -81,15 +81,15 @@ func TestTerminalClustersLoseTheIncident(t *testing.T) {
 		}
 	}
 
-	statuses.set(b, lifecycle.StatusTerminal)
+	statuses.set(b, string(incident.StatusTerminal))
 	rep := run(t, w.reconciler(nil))
 	got = w.get(t, inc.ID)
 	if got.State != incident.StateLost {
 		t.Fatalf("got state %s (report %+v), want lost", got.State, rep)
 	}
-	last := got.Timeline[len(got.Timeline)-1]
-	if last.Kind != incident.KindClosed || !strings.Contains(last.Detail, "restore from a snapshot") || !strings.Contains(last.Detail, "make it usable again first") {
-		t.Errorf("got closing entry %+v, want what recovery remains", last)
+	last, ok := got.LastEntry(incident.KindState)
+	if !ok || last.Result != incident.Result(incident.StateLost) || !strings.Contains(last.Detail, "restore from a snapshot") || !strings.Contains(last.Detail, "make it usable again first") {
+		t.Errorf("got closing entry %+v, want the loss, telling people what recovery remains", last)
 	}
 	if n := countKind(got, incident.KindReminder); n != 1 {
 		t.Errorf("got %d reminders, want 1 (deadline passed, posted in the first run only)", n)
@@ -116,8 +116,7 @@ func TestIntentionalNotReopened(t *testing.T) {
 	w.disable(t, keyID)
 	inc := w.open(t, keyARN, time.Now().Add(-time.Hour))
 	if _, err := w.store.Update(ctx, inc.ID, func(i *incident.Incident) error {
-		lifecycle.Close(i, incident.StateIntentional, "U123", "an approver says the key loss is wanted", time.Now())
-		return nil
+		return i.MarkIntentional("U123", time.Now())
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -149,17 +148,17 @@ func TestBackstopInaccessibleCluster(t *testing.T) {
 	keyID, keyARN := w.key(t)
 	c := w.cluster(t, keyID)
 	w.disable(t, keyID)
-	statuses.set(c, lifecycle.StatusRecoverable)
+	statuses.set(c, string(incident.StatusRecoverable))
 
 	run(t, w.reconciler(nil))
 	incs := w.forKey(t, keyARN)
-	if len(incs) != 1 || !strings.Contains(incs[0].TriggerDetail, c+" ("+lifecycle.StatusRecoverable+")") {
+	if len(incs) != 1 || !strings.Contains(incs[0].TriggerDetail, c+" ("+string(incident.StatusRecoverable)+")") {
 		t.Fatalf("got %+v, want one incident naming the inaccessible cluster", incs)
 	}
 
 	enabledID, enabledARN := w.key(t)
 	e := w.cluster(t, enabledID)
-	statuses.set(e, lifecycle.StatusRecoverable)
+	statuses.set(e, string(incident.StatusRecoverable))
 	rep := run(t, w.reconciler(nil))
 	var saw bool
 	for _, o := range rep.Outcomes {
@@ -168,7 +167,7 @@ func TestBackstopInaccessibleCluster(t *testing.T) {
 		}
 	}
 	incs = w.forKey(t, enabledARN)
-	if !saw || len(incs) != 1 || incs[0].KeyState != "Enabled" || !strings.Contains(incs[0].TriggerDetail, e+" ("+lifecycle.StatusRecoverable+")") {
+	if !saw || len(incs) != 1 || incs[0].KeyState != "Enabled" || !strings.Contains(incs[0].TriggerDetail, e+" ("+string(incident.StatusRecoverable)+")") {
 		t.Fatalf("got outcomes %+v, incidents %+v; want one opened for %s naming %s", rep.Outcomes, incs, enabledARN, e)
 	}
 	// The next run keeps it open: the cluster is still not available.
@@ -264,8 +263,8 @@ func TestBackstopActorFromCloudTrail(t *testing.T) {
 	if want := disabledAt.Add(incident.RecoverableWindow); got.Deadline == nil || !got.Deadline.Equal(want) {
 		t.Errorf("got deadline %v, want %v", got.Deadline, want)
 	}
-	if !strings.Contains(got.TriggerDetail, "CloudTrail event history: DisableKey by arn:aws:iam::123456789012:user/alice") {
-		t.Errorf("got trigger detail %q", got.TriggerDetail)
+	if note, ok := got.LastEntry(incident.KindNote); !ok || note.Source != lifecycle.LookupSource || note.Result != incident.ResultOK || !lifecycle.LossLookedUp(got) {
+		t.Errorf("got note %+v, want event history's answer recorded as found", note)
 	}
 	ft.mu.Lock()
 	asked := append([]string(nil), ft.resource...)
@@ -300,19 +299,31 @@ func TestNothingInCloudTrail(t *testing.T) {
 	_, finder := newFakeTrail(t, nil)
 	run(t, w.reconciler(func(d *Deps) { d.Trail = finder }))
 	got := w.get(t, o.IncidentID)
-	if !strings.Contains(got.TriggerDetail, lifecycle.NoLossFound) || !got.LostAt.Equal(found) || got.Actor != (incident.Actor{}) {
-		t.Errorf("got detail %q, LostAt %v, actor %+v; want the note and LostAt %v", got.TriggerDetail, got.LostAt, got.Actor, found)
+	note, ok := got.LastEntry(incident.KindNote)
+	if !ok || note.Source != lifecycle.LookupSource || note.Result != incident.ResultSkipped || !got.LostAt.Equal(found) || got.Actor != (incident.Actor{}) {
+		t.Errorf("got note %+v, LostAt %v, actor %+v; want event history's empty answer and LostAt %v", note, got.LostAt, got.Actor, found)
 	}
 }
 
-func TestReopenStalled(t *testing.T) {
+// TestGiveBackStalled: the stall rule reads the remediation's typed progress — the approval
+// that started the run and the steps it recorded — never entry text, and gives the incident
+// back with incident.GiveBack.
+func TestGiveBackStalled(t *testing.T) {
 	start := time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
-	base := func(key, status string) incident.Incident {
-		return incident.Incident{
-			State: incident.StateRemediating, KeyState: key,
+	base := func(key incident.KeyState, status incident.ClusterStatus, steps ...time.Duration) incident.Incident {
+		inc := incident.Incident{
+			ID: "KW-1", State: incident.StateOpen, KeyState: key,
 			Clusters: []incident.Cluster{{Identifier: "orders", Status: status, CanStop: true}},
-			Timeline: []incident.Entry{{At: start, Kind: incident.KindClick, Detail: "remediate: approval 1 of 1; remediation started"}},
 		}
+		if _, started, err := inc.Approve("U1", 0, "click:1", start, 1, "run-1"); err != nil || !started {
+			t.Fatalf("Approve: %v, %v", started, err)
+		}
+		inc.Remediation.State = incident.RemediationRunning
+		for _, d := range steps {
+			inc.RecordStep(incident.StepRecord{Kind: incident.StepEnableKey, Target: "k", Result: incident.ResultOK, At: start.Add(d),
+				ID: incident.StepID("run-1", incident.StepEnableKey, d.String())})
+		}
+		return inc
 	}
 	tests := []struct {
 		name  string
@@ -320,17 +331,28 @@ func TestReopenStalled(t *testing.T) {
 		after time.Duration
 		want  incident.State
 	}{
-		{"recent", base("Disabled", "stopped"), 10 * time.Minute, incident.StateRemediating},
-		{"stalled with the key still disabled", base("Disabled", "stopped"), 31 * time.Minute, incident.StateOpen},
-		{"stalled with a cluster still stopped", base("Enabled", "stopped"), 31 * time.Minute, incident.StateOpen},
-		{"clusters starting: just slow", base("Enabled", "starting"), 45 * time.Minute, incident.StateRemediating},
+		{"recent", base(incident.KeyStateDisabled, incident.StatusStopped), 10 * time.Minute, incident.StateRemediating},
+		{"stalled with the key still disabled", base(incident.KeyStateDisabled, incident.StatusStopped), 31 * time.Minute, incident.StateOpen},
+		{"stalled with a cluster still stopped", base(incident.KeyStateEnabled, incident.StatusStopped), 31 * time.Minute, incident.StateOpen},
+		{"stalled with a cluster recoverable", base(incident.KeyStateEnabled, incident.StatusRecoverable), 31 * time.Minute, incident.StateOpen},
+		{"clusters starting: just slow", base(incident.KeyStateEnabled, incident.StatusStarting), 45 * time.Minute, incident.StateRemediating},
+		{"a step recorded lately", base(incident.KeyStateDisabled, incident.StatusStopped, 25*time.Minute), 31 * time.Minute, incident.StateRemediating},
+		{"the last step long ago", base(incident.KeyStateDisabled, incident.StatusStopped, 5*time.Minute), 36 * time.Minute, incident.StateOpen},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			inc := tt.inc
-			reopenStalled(&inc, start.Add(tt.after))
+			giveBackStalled(&inc, start.Add(tt.after))
 			if inc.State != tt.want {
-				t.Errorf("got %s, want %s", inc.State, tt.want)
+				t.Fatalf("got %s, want %s", inc.State, tt.want)
+			}
+			if tt.want != incident.StateOpen {
+				return
+			}
+			e, _ := inc.LastEntry(incident.KindState)
+			if inc.Remediation.State != incident.RemediationFailed || e.Result != incident.Result(incident.StateOpen) || len(inc.RoundApprovers()) != 0 {
+				t.Errorf("got remediation %s, state entry %+v, approvers %v; want failed, given back, a fresh round",
+					inc.Remediation.State, e, inc.RoundApprovers())
 			}
 		})
 	}

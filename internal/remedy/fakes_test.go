@@ -15,13 +15,24 @@ import (
 	rdstypes "github.com/aws/aws-sdk-go-v2/service/rds/types"
 
 	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 )
 
 // The real clients and store fit the interfaces as they are.
 var (
 	_ KMSAPI    = (*kms.Client)(nil)
 	_ RDSAPI    = (*rds.Client)(nil)
-	_ Incidents = (*incident.Store)(nil)
+	_ Incidents = (*dynamostore.Store)(nil)
+)
+
+// RDS statuses as the fakes keep them.
+const (
+	statusAvailable   = string(incident.StatusAvailable)
+	statusStarting    = string(incident.StatusStarting)
+	statusStopped     = string(incident.StatusStopped)
+	statusRebooting   = string(incident.StatusRebooting)
+	statusRecoverable = string(incident.StatusRecoverable)
+	statusTerminal    = string(incident.StatusTerminal)
 )
 
 const (
@@ -83,9 +94,11 @@ type world struct {
 	enableLag int
 	clusters  map[string]string
 	instances map[string]string
-	calls     map[string]int
-	kms       *fakeKMS
-	rds       *fakeRDS
+	// storageKeys maps a cluster to its KmsKeyId as DescribeDBClusters gives it; none when unset.
+	storageKeys map[string]string
+	calls       map[string]int
+	kms         *fakeKMS
+	rds         *fakeRDS
 }
 
 func newWorld(keyState kmstypes.KeyState, clusters, instances map[string]string) *world {
@@ -146,7 +159,11 @@ func newWorld(keyState kmstypes.KeyState, clusters, instances map[string]string)
 			if !ok {
 				return nil, &rdstypes.DBClusterNotFoundFault{Message: aws.String("DBCluster " + id + " not found.")}
 			}
-			return &rds.DescribeDBClustersOutput{DBClusters: []rdstypes.DBCluster{{DBClusterIdentifier: aws.String(id), Status: aws.String(status)}}}, nil
+			c := rdstypes.DBCluster{DBClusterIdentifier: aws.String(id), Status: aws.String(status)}
+			if k, ok := w.storageKeys[id]; ok {
+				c.KmsKeyId = aws.String(k)
+			}
+			return &rds.DescribeDBClustersOutput{DBClusters: []rdstypes.DBCluster{c}}, nil
 		},
 		startDBCluster: func(in *rds.StartDBClusterInput) (*rds.StartDBClusterOutput, error) {
 			w.calls["StartDBCluster"]++
@@ -289,13 +306,41 @@ func (w *world) runner(s Incidents, c *clock, opts Options) *Runner {
 	return New(w.kms, w.rds, s, opts)
 }
 
-// details is the remediation part of a timeline, as text.
-func details(inc incident.Incident) []string {
-	var out []string
-	for _, e := range inc.Timeline {
-		if e.Kind == incident.KindRemediation {
-			out = append(out, e.Detail)
-		}
+// step is a recorded step as the tests compare it.
+type step struct {
+	Kind   incident.StepKind
+	Target string
+	Result incident.Result
+	Detail string
+}
+
+// steps are the incident's recorded remediation steps, in order.
+func steps(inc incident.Incident) []step {
+	var out []step
+	for _, s := range inc.Remediation.Steps {
+		out = append(out, step{s.Kind, s.Target, s.Result, s.Detail})
 	}
 	return out
+}
+
+func ok(kind incident.StepKind, target string) step {
+	return step{Kind: kind, Target: target, Result: incident.ResultOK}
+}
+
+func skipped(kind incident.StepKind, target, why string) step {
+	return step{Kind: kind, Target: target, Result: incident.ResultSkipped, Detail: why}
+}
+
+func failed(kind incident.StepKind, target, detail string) step {
+	return step{Kind: kind, Target: target, Result: incident.ResultFailed, Detail: detail}
+}
+
+// givenBack checks that a run gave inc back to the approvers: open, the run failed, a state
+// entry saying so.
+func givenBack(t *testing.T, inc incident.Incident) {
+	t.Helper()
+	e, _ := inc.LastEntry(incident.KindState)
+	if inc.State != incident.StateOpen || inc.Remediation.State != incident.RemediationFailed || e.Result != incident.Result(incident.StateOpen) {
+		t.Errorf("got state %s, remediation %s, last state entry %+v; want it given back (open, failed)", inc.State, inc.Remediation.State, e)
+	}
 }

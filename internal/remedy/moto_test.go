@@ -75,7 +75,7 @@ func TestRunAgainstMoto(t *testing.T) {
 		name      string
 		breakKey  func(ctx context.Context, c *kms.Client, keyID string) error
 		wantState kmstypes.KeyState // before remediation
-		wantKey   []string          // key steps' results on the first run
+		wantKey   []step            // key steps on the first run
 	}{
 		{
 			name: "disabled",
@@ -84,7 +84,8 @@ func TestRunAgainstMoto(t *testing.T) {
 				return err
 			},
 			wantState: kmstypes.KeyStateDisabled,
-			wantKey:   []string{"skipped: no deletion scheduled (key Disabled)", "ok", "ok"},
+			wantKey: []step{skipped(incident.StepCancelKeyDeletion, "", "no deletion scheduled (key Disabled)"),
+				ok(incident.StepEnableKey, ""), ok(incident.StepWaitEnabled, "")},
 		},
 		{
 			name: "deletion scheduled",
@@ -93,7 +94,7 @@ func TestRunAgainstMoto(t *testing.T) {
 				return err
 			},
 			wantState: kmstypes.KeyStatePendingDeletion,
-			wantKey:   []string{"ok", "ok", "ok"},
+			wantKey:   []step{ok(incident.StepCancelKeyDeletion, ""), ok(incident.StepEnableKey, ""), ok(incident.StepWaitEnabled, "")},
 		},
 	}
 	ep := awstest.Moto(t)
@@ -124,22 +125,20 @@ func TestRunAgainstMoto(t *testing.T) {
 			if got := keyState(t, kmsClient, keyARN); got != tt.wantState {
 				t.Fatalf("key state before = %s, want %s", got, tt.wantState)
 			}
-			if got := liveClusterStatus(t, rdsClient, stopped); got != statusStopped {
+			if got := liveClusterStatus(t, rdsClient, stopped); got != incident.StatusStopped {
 				t.Fatalf("cluster %s status before = %s, want stopped", stopped, got)
 			}
 
-			inc := incident.Incident{
-				ID: "inc-" + suffix, State: incident.StateOpen, KeyARN: keyARN, KeyState: string(tt.wantState),
-				Trigger: "DisableKey",
-				Clusters: []incident.Cluster{
-					{Identifier: stopped, Engine: "aurora-postgresql", Status: statusStopped, CanStop: true},
-					{Identifier: running, Engine: "aurora-postgresql", Status: statusAvailable, CanStop: true},
+			inc := testIncident(
+				[]incident.Cluster{
+					{Identifier: stopped, Engine: "aurora-postgresql", Status: incident.StatusStopped, CanStop: true},
+					{Identifier: running, Engine: "aurora-postgresql", Status: incident.StatusAvailable, CanStop: true},
 				},
-				Instances: []incident.Instance{
+				[]incident.Instance{
 					{Identifier: stopped + "-1", ClusterIdentifier: stopped, LostKeyAccess: true},
-					{Identifier: running + "-1", ClusterIdentifier: running, Status: statusAvailable, LostKeyAccess: true},
-				},
-			}
+					{Identifier: running + "-1", ClusterIdentifier: running, Status: incident.StatusAvailable, LostKeyAccess: true},
+				})
+			inc.ID, inc.KeyARN, inc.KeyState = "inc-"+suffix, keyARN, incident.KeyState(tt.wantState)
 			store := newMemStore(inc)
 			ck := &countingKMS{KMSAPI: kmsClient, calls: map[string]int{}}
 			cr := &countingRDS{RDSAPI: rdsClient, calls: map[string]int{}}
@@ -152,22 +151,23 @@ func TestRunAgainstMoto(t *testing.T) {
 			if st := keyState(t, kmsClient, keyARN); st != kmstypes.KeyStateEnabled {
 				t.Errorf("key state after = %s, want Enabled", st)
 			}
-			if st := liveClusterStatus(t, rdsClient, stopped); st == statusStopped {
+			if st := liveClusterStatus(t, rdsClient, stopped); st == incident.StatusStopped {
 				t.Errorf("cluster %s still stopped after Run", stopped)
 			}
-			want := []string{
-				"CancelKeyDeletion " + keyARN + " → " + tt.wantKey[0],
-				"EnableKey " + keyARN + " → " + tt.wantKey[1],
-				"WaitEnabled " + keyARN + " → " + tt.wantKey[2],
-				"StartDBCluster " + stopped + " → ok",
-				"StartDBCluster " + running + " → skipped: already available",
-				"RebootDBInstance " + stopped + "-1 → skipped: cluster " + stopped + " is being started, which starts its instances",
-				"RebootDBInstance " + running + "-1 → ok",
+			var want []step
+			for _, k := range tt.wantKey {
+				k.Target = keyARN
+				want = append(want, k)
 			}
-			if diff := cmp.Diff(want, details(got)); diff != "" {
-				t.Errorf("timeline (-want +got):\n%s", diff)
+			want = append(want,
+				ok(incident.StepStartDBCluster, stopped),
+				skipped(incident.StepStartDBCluster, running, "already available"),
+				skipped(incident.StepRebootDBInstance, stopped+"-1", "cluster "+stopped+" is being started, which starts its instances"),
+				ok(incident.StepRebootDBInstance, running+"-1"))
+			if diff := cmp.Diff(want, steps(got)); diff != "" {
+				t.Errorf("recorded steps (-want +got):\n%s", diff)
 			}
-			if got.State != incident.StateRemediating || got.KeyState != "Enabled" || got.KeyDeletionDate != nil {
+			if got.State != incident.StateRemediating || got.KeyState != incident.KeyStateEnabled || got.KeyDeletionDate != nil {
 				t.Errorf("incident state %s key %s deletion %v, want remediating, Enabled, none", got.State, got.KeyState, got.KeyDeletionDate)
 			}
 			first := map[string]int{}
@@ -178,7 +178,7 @@ func TestRunAgainstMoto(t *testing.T) {
 				first[k] = v
 			}
 
-			again, steps, err := r.Run(ctx, inc.ID, approver)
+			again, ran, err := r.Run(ctx, inc.ID, approver)
 			if err != nil {
 				t.Fatalf("second Run: %v", err)
 			}
@@ -192,15 +192,13 @@ func TestRunAgainstMoto(t *testing.T) {
 			if diff := cmp.Diff(first, second); diff != "" {
 				t.Errorf("second Run made write calls (-first +after second):\n%s", diff)
 			}
-			for _, s := range steps {
-				if s.Runs() {
+			for _, s := range ran {
+				if s.Runs() || s.Result != incident.ResultSkipped {
 					t.Errorf("second Run ran %s %s (%s)", s.Name, s.Target, s.Result)
 				}
 			}
-			for _, d := range details(again)[len(want):] {
-				if !strings.Contains(d, "→ skipped: ") {
-					t.Errorf("second Run entry %q, want skipped", d)
-				}
+			if diff := cmp.Diff(want, steps(again)); diff != "" {
+				t.Errorf("the same run recorded steps again (-first +after second):\n%s", diff)
 			}
 		})
 	}
@@ -240,7 +238,7 @@ func keyState(t *testing.T, c *kms.Client, keyARN string) kmstypes.KeyState {
 	return out.KeyMetadata.KeyState
 }
 
-func liveClusterStatus(t *testing.T, c *rds.Client, id string) string {
+func liveClusterStatus(t *testing.T, c *rds.Client, id string) incident.ClusterStatus {
 	t.Helper()
 	st, err := clusterStatus(context.Background(), c, id)
 	if err != nil {
@@ -269,14 +267,14 @@ func TestPlanSkipsClusterNowOnAnotherKey(t *testing.T) {
 	if _, err := rdsClient.StopDBCluster(ctx, &rds.StopDBClusterInput{DBClusterIdentifier: aws.String(id)}); err != nil {
 		t.Fatal(err)
 	}
-	inc := incident.Incident{ID: "KW-1", State: incident.StateRemediating, KeyARN: aws.ToString(mine.KeyMetadata.Arn),
-		Clusters: []incident.Cluster{{Identifier: id, CanStop: true, Uses: []string{"storage"}}}}
+	inc := testIncident([]incident.Cluster{{Identifier: id, CanStop: true, Uses: []string{"storage"}}}, nil)
+	inc.KeyARN = aws.ToString(mine.KeyMetadata.Arn)
 	steps, err := New(kmsClient, rdsClient, nil, Options{}).Plan(ctx, inc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range steps {
-		if s.Name == StepStartDBCluster && !strings.Contains(s.Skip, "another key") {
+		if s.Kind == incident.StepStartDBCluster && (s.Runs() || !strings.Contains(s.Skip, "another key")) {
 			t.Errorf("got %+v, want StartDBCluster skipped: the cluster is on another key now", s)
 		}
 	}

@@ -3,6 +3,7 @@ package remedy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -14,53 +15,63 @@ import (
 	"github.com/keywarden/keywarden/internal/kmskey"
 )
 
+// testIncident is an incident an approved click moved to remediating under run-1.
 func testIncident(clusters []incident.Cluster, instances []incident.Instance) incident.Incident {
-	return incident.Incident{
+	inc := incident.Incident{
 		ID:        "inc-1",
 		State:     incident.StateOpen,
 		KeyARN:    testKeyARN,
-		KeyState:  "Disabled",
+		KeyState:  incident.KeyStateDisabled,
 		Trigger:   "DisableKey",
 		Clusters:  clusters,
 		Instances: instances,
 	}
+	if _, started, err := inc.Approve(approver, 0, "click:1", time.Date(2026, 3, 2, 8, 59, 0, 0, time.UTC), 1, "run-1"); err != nil || !started {
+		panic(fmt.Sprint("approve: ", started, err))
+	}
+	return inc
 }
 
+// TestPlanKeyStates: the live key state decides the key steps, and a key one click cannot fix
+// is the model's NotFixableError, matching ErrNotFixable.
 func TestPlanKeyStates(t *testing.T) {
-	cancel := Step{Name: StepCancelKeyDeletion, Target: testKeyARN}
-	enable := Step{Name: StepEnableKey, Target: testKeyARN}
-	wait := Step{Name: StepWaitEnabled, Target: testKeyARN}
-	skip := func(s Step, why string) Step { s.Skip = why; return s }
+	cancel := incident.PlannedStep{Kind: incident.StepCancelKeyDeletion, Target: testKeyARN}
+	enable := incident.PlannedStep{Kind: incident.StepEnableKey, Target: testKeyARN}
+	wait := incident.PlannedStep{Kind: incident.StepWaitEnabled, Target: testKeyARN}
+	skip := func(s incident.PlannedStep, why string) incident.PlannedStep { s.Skip = why; return s }
 
 	tests := []struct {
-		name    string
-		state   kmstypes.KeyState
-		missing bool
-		want    []Step
-		wantErr error
-		// errHas is part of the message that says what to do instead.
-		errHas string
+		name        string
+		state       kmstypes.KeyState
+		missing     bool
+		want        []incident.PlannedStep
+		notFixable  bool
+		wantErr     bool
+		wantLiveKey incident.KeyState
 	}{
-		{name: "pending deletion", state: kmstypes.KeyStatePendingDeletion, want: []Step{cancel, enable, wait}},
-		{name: "pending replica deletion", state: kmstypes.KeyStatePendingReplicaDeletion, want: []Step{cancel, enable, wait}},
+		{name: "pending deletion", state: kmstypes.KeyStatePendingDeletion, want: []incident.PlannedStep{cancel, enable, wait}},
+		{name: "pending replica deletion", state: kmstypes.KeyStatePendingReplicaDeletion, want: []incident.PlannedStep{cancel, enable, wait}},
 		{name: "disabled", state: kmstypes.KeyStateDisabled,
-			want: []Step{skip(cancel, "no deletion scheduled (key Disabled)"), enable, wait}},
+			want: []incident.PlannedStep{skip(cancel, "no deletion scheduled (key Disabled)"), enable, wait}},
 		{name: "enabled", state: kmstypes.KeyStateEnabled,
-			want: []Step{skip(cancel, "no deletion scheduled (key Enabled)"), skip(enable, "key already Enabled"), skip(wait, "key already Enabled")}},
-		{name: "pending import", state: kmstypes.KeyStatePendingImport, wantErr: ErrNotFixable, errHas: "import the same key material"},
-		{name: "unavailable", state: kmstypes.KeyStateUnavailable, wantErr: ErrNotFixable, errHas: "reconnect the custom key store"},
-		{name: "deleted", missing: true, wantErr: ErrNotFixable, errHas: "restore the clusters from a snapshot"},
+			want: []incident.PlannedStep{skip(cancel, "no deletion scheduled (key Enabled)"), skip(enable, "key already Enabled"), skip(wait, "key already Enabled")}},
+		{name: "pending import", state: kmstypes.KeyStatePendingImport, notFixable: true, wantErr: true},
+		{name: "unavailable", state: kmstypes.KeyStateUnavailable, notFixable: true, wantErr: true},
+		{name: "deleted", missing: true, notFixable: true, wantErr: true},
+		// Transient: a retry a little later sees the settled state.
+		{name: "updating", state: kmstypes.KeyStateUpdating, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			w := newWorld(tt.state, nil, nil)
 			w.keyMissing = tt.missing
 			got, err := w.runner(newMemStore(), newClock(), Options{}).Plan(context.Background(), testIncident(nil, nil))
-			if !errors.Is(err, tt.wantErr) {
-				t.Fatalf("Plan error = %v, want %v", err, tt.wantErr)
+			var nf *incident.NotFixableError
+			if (err != nil) != tt.wantErr || errors.Is(err, ErrNotFixable) != tt.notFixable || errors.As(err, &nf) != tt.notFixable {
+				t.Fatalf("Plan error = %v, want error %v, not fixable %v", err, tt.wantErr, tt.notFixable)
 			}
-			if err != nil && !strings.Contains(err.Error(), tt.errHas) {
-				t.Errorf("Plan error = %q, want it to say %q", err, tt.errHas)
+			if tt.notFixable && nf.Instead == "" {
+				t.Error("NotFixableError does not say what to do instead")
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("Plan steps (-want +got):\n%s", diff)
@@ -72,26 +83,19 @@ func TestPlanKeyStates(t *testing.T) {
 	}
 }
 
-func TestPlanTransientKeyStateIsRetryable(t *testing.T) {
-	w := newWorld(kmstypes.KeyStateUpdating, nil, nil)
-	_, err := w.runner(newMemStore(), newClock(), Options{}).Plan(context.Background(), testIncident(nil, nil))
-	if err == nil || errors.Is(err, ErrNotFixable) {
-		t.Fatalf("Plan error = %v, want a retryable error that is not ErrNotFixable", err)
-	}
-}
-
 func TestPlanClusters(t *testing.T) {
 	tests := []struct {
-		status   string // "" for a cluster RDS no longer knows
-		wantRuns bool
-		skipHas  string
+		status       string // "" for a cluster RDS no longer knows
+		wantRuns     bool
+		wantSettling bool
+		skipHas      string
 	}{
 		{status: statusStopped, wantRuns: true},
 		{status: statusRecoverable, wantRuns: true},
 		{status: statusAvailable, skipHas: "already available"},
 		{status: statusStarting, skipHas: "already starting"},
 		{status: statusTerminal, skipHas: "restore from a snapshot"},
-		{status: "stopping", skipHas: "status stopping"},
+		{status: "stopping", wantSettling: true, skipHas: "status stopping"},
 		{status: "", skipHas: "not found"},
 	}
 	for _, tt := range tests {
@@ -101,20 +105,25 @@ func TestPlanClusters(t *testing.T) {
 				live["orders-aurora"] = tt.status
 			}
 			w := newWorld(kmstypes.KeyStateEnabled, live, nil)
-			inc := testIncident([]incident.Cluster{{Identifier: "orders-aurora", Engine: "aurora-postgresql", CanStop: true}}, nil)
+			// Another cluster keeps the incident fixable when this one is terminal.
+			w.clusters["other"] = statusAvailable
+			inc := testIncident([]incident.Cluster{
+				{Identifier: "orders-aurora", Engine: "aurora-postgresql", Status: incident.StatusStopped, CanStop: true},
+				{Identifier: "other", CanStop: true},
+			}, nil)
 			steps, err := w.runner(newMemStore(), newClock(), Options{}).Plan(context.Background(), inc)
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := steps[len(steps)-1]
-			if got.Name != StepStartDBCluster || got.Target != "orders-aurora" {
-				t.Fatalf("last step = %+v, want StartDBCluster orders-aurora", got)
+			got := steps[3]
+			if got.Kind != incident.StepStartDBCluster || got.Target != "orders-aurora" {
+				t.Fatalf("step = %+v, want StartDBCluster orders-aurora", got)
 			}
-			if got.Runs() != tt.wantRuns {
-				t.Errorf("StartDBCluster runs = %v (skip %q), want %v", got.Runs(), got.Skip, tt.wantRuns)
+			if got.Runs() != tt.wantRuns || got.Settling != tt.wantSettling {
+				t.Errorf("StartDBCluster runs = %v, settling = %v (skip %q), want %v, %v", got.Runs(), got.Settling, got.Skip, tt.wantRuns, tt.wantSettling)
 			}
 			if !strings.Contains(got.Skip, tt.skipHas) {
-				t.Errorf("skip = %q, want it to contain %q", got.Skip, tt.skipHas)
+				t.Errorf("skip = %q, want it to tell people %q", got.Skip, tt.skipHas)
 			}
 		})
 	}
@@ -158,44 +167,47 @@ func TestPlanClustersNotOnStorage(t *testing.T) {
 	}
 }
 
+// TestPlanInstances: which lost-access instances get a reboot reads live status and the steps
+// earlier runs recorded (Remediation.Steps), never timeline text.
 func TestPlanInstances(t *testing.T) {
-	rebooted := incident.Entry{At: time.Date(2026, 3, 2, 8, 0, 0, 0, time.UTC), Kind: incident.KindRemediation,
-		Detail: "RebootDBInstance orders-1 → ok"}
+	at := time.Date(2026, 3, 2, 8, 0, 0, 0, time.UTC)
+	rec := func(kind incident.StepKind, target string, result incident.Result) incident.StepRecord {
+		return incident.StepRecord{ID: incident.StepID("run-0", kind, target), Kind: kind, Target: target, Result: result, At: at}
+	}
 	tests := []struct {
 		name          string
 		clusterStatus string
 		instance      string
 		lost          bool
-		timeline      []incident.Entry
-		want          []Step // RDS steps only
+		done          []incident.StepRecord
+		want          []incident.PlannedStep // RDS steps only
 	}{
 		{name: "running and lost access", clusterStatus: statusAvailable, instance: statusAvailable, lost: true,
-			want: []Step{{Name: StepStartDBCluster, Target: "orders", Skip: "already available"},
-				{Name: StepRebootDBInstance, Target: "orders-1"}}},
+			want: []incident.PlannedStep{{Kind: incident.StepStartDBCluster, Target: "orders", Skip: "already available"},
+				{Kind: incident.StepRebootDBInstance, Target: "orders-1"}}},
 		{name: "access not lost", clusterStatus: statusAvailable, instance: statusAvailable,
-			want: []Step{{Name: StepStartDBCluster, Target: "orders", Skip: "already available"}}},
+			want: []incident.PlannedStep{{Kind: incident.StepStartDBCluster, Target: "orders", Skip: "already available"}}},
 		{name: "cluster being started", clusterStatus: statusRecoverable, instance: statusRecoverable, lost: true,
-			want: []Step{{Name: StepStartDBCluster, Target: "orders"},
-				{Name: StepRebootDBInstance, Target: "orders-1", Skip: "cluster orders is being started, which starts its instances"}}},
+			want: []incident.PlannedStep{{Kind: incident.StepStartDBCluster, Target: "orders"},
+				{Kind: incident.StepRebootDBInstance, Target: "orders-1", Skip: "cluster orders is being started, which starts its instances"}}},
 		{name: "already rebooting", clusterStatus: statusAvailable, instance: statusRebooting, lost: true,
-			want: []Step{{Name: StepStartDBCluster, Target: "orders", Skip: "already available"},
-				{Name: StepRebootDBInstance, Target: "orders-1", Skip: "already rebooting"}}},
+			want: []incident.PlannedStep{{Kind: incident.StepStartDBCluster, Target: "orders", Skip: "already available"},
+				{Kind: incident.StepRebootDBInstance, Target: "orders-1", Skip: "already rebooting"}}},
 		{name: "rebooted by an earlier run", clusterStatus: statusAvailable, instance: statusAvailable, lost: true,
-			timeline: []incident.Entry{rebooted},
-			want: []Step{{Name: StepStartDBCluster, Target: "orders", Skip: "already available"},
-				{Name: StepRebootDBInstance, Target: "orders-1", Skip: "rebooted at 2026-03-02T08:00:00Z; waiting for RDS-EVENT-0420"}}},
+			done: []incident.StepRecord{rec(incident.StepRebootDBInstance, "orders-1", incident.ResultOK)},
+			want: []incident.PlannedStep{{Kind: incident.StepStartDBCluster, Target: "orders", Skip: "already available"},
+				{Kind: incident.StepRebootDBInstance, Target: "orders-1", Skip: "rebooted at 2026-03-02T08:00:00Z; waiting for RDS-EVENT-0420"}}},
 		{name: "cluster started by an earlier run", clusterStatus: statusAvailable, instance: statusAvailable, lost: true,
-			timeline: []incident.Entry{{At: time.Date(2026, 3, 2, 8, 0, 0, 0, time.UTC), Kind: incident.KindRemediation,
-				Detail: "StartDBCluster orders → ok"}},
-			want: []Step{{Name: StepStartDBCluster, Target: "orders", Skip: "already available"},
-				{Name: StepRebootDBInstance, Target: "orders-1", Skip: "cluster orders was started at 2026-03-02T08:00:00Z, which starts its instances"}}},
+			done: []incident.StepRecord{rec(incident.StepStartDBCluster, "orders", incident.ResultOK)},
+			want: []incident.PlannedStep{{Kind: incident.StepStartDBCluster, Target: "orders", Skip: "already available"},
+				{Kind: incident.StepRebootDBInstance, Target: "orders-1", Skip: "cluster orders was started at 2026-03-02T08:00:00Z, which starts its instances"}}},
 		{name: "failed reboot is tried again", clusterStatus: statusAvailable, instance: statusAvailable, lost: true,
-			timeline: []incident.Entry{{Kind: incident.KindRemediation, Detail: "RebootDBInstance orders-1 → ThrottlingException: Rate exceeded"}},
-			want: []Step{{Name: StepStartDBCluster, Target: "orders", Skip: "already available"},
-				{Name: StepRebootDBInstance, Target: "orders-1"}}},
+			done: []incident.StepRecord{rec(incident.StepRebootDBInstance, "orders-1", incident.ResultFailed)},
+			want: []incident.PlannedStep{{Kind: incident.StepStartDBCluster, Target: "orders", Skip: "already available"},
+				{Kind: incident.StepRebootDBInstance, Target: "orders-1"}}},
 		{name: "instance gone", clusterStatus: statusAvailable, instance: "", lost: true,
-			want: []Step{{Name: StepStartDBCluster, Target: "orders", Skip: "already available"},
-				{Name: StepRebootDBInstance, Target: "orders-1", Skip: "instance not found"}}},
+			want: []incident.PlannedStep{{Kind: incident.StepStartDBCluster, Target: "orders", Skip: "already available"},
+				{Kind: incident.StepRebootDBInstance, Target: "orders-1", Skip: "instance not found"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -206,14 +218,51 @@ func TestPlanInstances(t *testing.T) {
 			w := newWorld(kmstypes.KeyStateEnabled, map[string]string{"orders": tt.clusterStatus}, live)
 			inc := testIncident(
 				[]incident.Cluster{{Identifier: "orders", CanStop: true}},
-				[]incident.Instance{{Identifier: "orders-1", ClusterIdentifier: "orders", LostKeyAccess: tt.lost}})
-			inc.Timeline = tt.timeline
+				[]incident.Instance{{Identifier: "orders-1", ClusterIdentifier: "orders", Status: incident.StatusAvailable, LostKeyAccess: tt.lost}})
+			inc.Remediation.Steps = tt.done
 			steps, err := w.runner(newMemStore(), newClock(), Options{}).Plan(context.Background(), inc)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if diff := cmp.Diff(tt.want, steps[3:]); diff != "" {
 				t.Errorf("RDS steps (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestPlanStorageKey: a stopped cluster is started only when its live storage key, normalised
+// to a key ARN (DescribeKey for any other form), is the incident's key.
+func TestPlanStorageKey(t *testing.T) {
+	other := "arn:aws:kms:us-east-1:111122223333:key/0000abcd-0000-0000-0000-000000000000"
+	tests := []struct {
+		name         string
+		ref          string // "" for none
+		wantRuns     bool
+		wantDescribe int // DescribeKey calls beyond the incident key's
+	}{
+		{name: "the incident's key ARN", ref: testKeyARN, wantRuns: true},
+		{name: "the incident's key by ID", ref: testKeyID, wantRuns: true, wantDescribe: 1},
+		{name: "another key ARN", ref: other},
+		{name: "a key KMS does not know", ref: "alias/gone", wantDescribe: 1},
+		{name: "none reported", ref: "", wantRuns: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newWorld(kmstypes.KeyStateEnabled, map[string]string{"orders": statusStopped}, nil)
+			if tt.ref != "" {
+				w.storageKeys = map[string]string{"orders": tt.ref}
+			}
+			inc := testIncident([]incident.Cluster{{Identifier: "orders", CanStop: true, Uses: []string{"storage"}}}, nil)
+			steps, err := w.runner(newMemStore(), newClock(), Options{}).Plan(context.Background(), inc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := steps[3]; got.Runs() != tt.wantRuns {
+				t.Errorf("StartDBCluster runs = %v (skip %q), want %v", got.Runs(), got.Skip, tt.wantRuns)
+			}
+			if n := w.calls["DescribeKey"] - 1; n != tt.wantDescribe {
+				t.Errorf("DescribeKey calls for the storage key = %d, want %d", n, tt.wantDescribe)
 			}
 		})
 	}
@@ -240,6 +289,21 @@ func TestPlanAllowedKeys(t *testing.T) {
 				t.Errorf("calls = %v, want none for a key that is not allowed", w.calls)
 			}
 		})
+	}
+}
+
+func TestRunID(t *testing.T) {
+	approved := testIncident(nil, nil)
+	if got := RunID(approved); got != "run-1" {
+		t.Errorf("RunID of an approved run = %q, want run-1", got)
+	}
+	manual := incident.Incident{ID: "KW-1", State: incident.StateRemediating, ApprovalRound: 2}
+	if a, b := RunID(manual), RunID(manual); a == "" || a != b {
+		t.Errorf("RunID of a run without one = %q, %q; want one, the same each time", a, b)
+	}
+	manual.ApprovalRound++
+	if RunID(manual) == RunID(incident.Incident{ID: "KW-1", ApprovalRound: 2}) {
+		t.Error("RunID is the same for two approval rounds")
 	}
 }
 

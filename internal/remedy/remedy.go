@@ -3,10 +3,12 @@
 // Enabled, then StartDBCluster for clusters that stopped and RebootDBInstance for instances that
 // are still running but lost key access.
 //
-// A Runner plans from live state (DescribeKey, DescribeDBClusters, DescribeDBInstances) rather
-// than from what the incident remembers, so a run that crashed, timed out or was retried by
-// Lambda can simply be run again: what is already done shows up as skipped, not repeated. Every
-// step and its API result goes on the incident's timeline.
+// The plan is the model's one plan, (*incident.Incident).Plan: the confirm dialog shows it from
+// the stored incident, and a Runner computes it again on a copy refreshed from live state
+// (DescribeKey, DescribeDBClusters, DescribeDBInstances) and runs exactly its steps. So a run
+// that crashed, timed out or was retried by Lambda can simply be run again: what is already done
+// shows up as skipped, not repeated. Every step and its API result is recorded on the incident
+// (incident.RecordStep), once per run, step and target.
 package remedy
 
 import (
@@ -37,7 +39,7 @@ type RDSAPI interface {
 	RebootDBInstance(context.Context, *rds.RebootDBInstanceInput, ...func(*rds.Options)) (*rds.RebootDBInstanceOutput, error)
 }
 
-// Incidents reads and conditionally updates incidents; *incident.Store fits. Update applies
+// Incidents reads and conditionally updates incidents; *dynamostore.Store fits. Update applies
 // mutate to the current incident and writes the result, or writes nothing when mutate fails.
 type Incidents interface {
 	Get(ctx context.Context, id string) (incident.Incident, error)
@@ -54,11 +56,14 @@ var (
 	// ErrClosed means the incident was resolved, closed as intentional or lost, so nothing may
 	// be changed on its behalf (for example a retry that arrives after an "intentional" click).
 	ErrClosed = errors.New("incident is closed")
+	// ErrNotApproved means the incident is not remediating under the run: no approved click
+	// started one, or it was given back (and perhaps approved again, as another run) meanwhile.
+	ErrNotApproved = errors.New("no approved remediation run")
 	// ErrIncomplete means a run went through every step but left clusters that a person must
 	// look at, or remediate again once they settle: a cluster or instance step failed for good,
 	// or a cluster was in a status StartDBCluster does not accept. Run returns it as an
 	// *IncompleteError, which names them. A retry would change nothing, so it is not Retryable;
-	// the incident should go back to open so the remediate button returns.
+	// Run gives the incident back to the approvers so the remediate button returns.
 	ErrIncomplete = errors.New("remediation incomplete")
 )
 
@@ -94,27 +99,21 @@ func (e *IncompleteError) Attention() string {
 	return strings.Join(parts, "; ")
 }
 
-// Step names, in the order a plan runs them.
-const (
-	StepCancelKeyDeletion = "CancelKeyDeletion"
-	StepEnableKey         = "EnableKey"
-	StepWaitEnabled       = "WaitEnabled"
-	StepStartDBCluster    = "StartDBCluster"
-	StepRebootDBInstance  = "RebootDBInstance"
-)
-
-// Step is one action of a plan. Plan fills Name, Target and Skip; Run also fills Result and,
-// when the step failed, Err.
+// Step is one step of a run: the plan's step (incident.PlannedStep) and what came of it, as
+// RemediateFunction returns it.
 type Step struct {
-	// Name is one of the Step* constants.
-	Name string `json:"name"`
+	// Name is the step's kind, by the AWS API it calls.
+	Name incident.StepKind `json:"name"`
 	// Target is the key ARN for key steps, the cluster or instance identifier for RDS steps.
 	Target string `json:"target"`
 	// Skip says why the step is not needed; "" when it runs.
 	Skip string `json:"skip,omitempty"`
-	// Result is what happened, as recorded on the timeline: "ok", "already starting",
-	// "skipped: …", or the API error ("InvalidDBClusterStateFault: …").
-	Result string `json:"result,omitempty"`
+	// Settling marks a cluster whose passing status alone kept it from starting.
+	Settling bool `json:"settling,omitempty"`
+	// Result is ok, skipped or failed, as recorded on the incident.
+	Result incident.Result `json:"result,omitempty"`
+	// Detail is the API's answer for people: "already starting", "InvalidDBClusterStateFault: …".
+	Detail string `json:"detail,omitempty"`
 	// Err is the step's failure, nil when it succeeded, was already done or was skipped.
 	Err error `json:"-"`
 }
@@ -146,7 +145,7 @@ const DefaultWaitTimeout = 60 * time.Second
 // key yet. With DefaultWaitTimeout it stays well inside RemediateFunction's 180s timeout.
 const DefaultKeyAccessTimeout = 45 * time.Second
 
-// Runner plans and runs remediation for incidents.
+// Runner refreshes incidents from live state and runs their remediation plans.
 type Runner struct {
 	kms   KMSAPI
 	rds   RDSAPI

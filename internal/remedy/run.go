@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -16,9 +17,9 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/kmskey"
+	"github.com/keywarden/keywarden/internal/lifecycle"
 )
-
-const resultOK = "ok"
 
 // Wait backoff between DescribeKey polls: KMS is eventually consistent, so a key just enabled
 // may read back Disabled for a few seconds.
@@ -27,151 +28,304 @@ const (
 	maxPoll   = 8 * time.Second
 )
 
-// Run plans incident id's remediation from live state and executes it on behalf of by (the
-// approver or approvers), recording one timeline entry per step with its result. It moves an
-// open incident to remediating and copies the live key state and cluster and instance statuses
-// onto the incident.
+// run is one execution of an incident's plan.
+type run struct {
+	id, runID string
+	live      *live
+	// keyAccessBy is when the run stops retrying RDS calls that cannot reach the key yet; zero
+	// until the first KMSKeyNotAccessibleFault.
+	keyAccessBy time.Time
+}
+
+// RunID is the run a remediation of inc records its steps under: the run its approval started
+// (Remediation.RunID), or, for an incident that has none (one that went remediating before runs
+// had IDs, run by hand), one derived from the incident and its approval round, so that running
+// it again records the same steps once.
+func RunID(inc incident.Incident) string {
+	if inc.Remediation.RunID != "" {
+		return inc.Remediation.RunID
+	}
+	return incident.EntryID("run", inc.ID, fmt.Sprint(inc.ApprovalRound))
+}
+
+// Plan reads the key's and the dependents' live state into a copy of inc and returns that
+// copy's plan (incident.Plan): what Run would do now. It changes nothing.
+//
+// It returns an error wrapping ErrNotAllowed for a key outside Options.AllowedKeys and
+// ErrNotFixable (with the model's *incident.NotFixableError, which says what to do instead) for
+// a key one click cannot bring back.
+func (r *Runner) Plan(ctx context.Context, inc incident.Incident) ([]incident.PlannedStep, error) {
+	if err := r.allowed(inc); err != nil {
+		return nil, err
+	}
+	lv, err := r.read(ctx, inc)
+	if err != nil {
+		return nil, err
+	}
+	return plan(lv.view(inc, r.opts.Now()))
+}
+
+func (r *Runner) allowed(inc incident.Incident) error {
+	if inc.KeyARN == "" {
+		return fmt.Errorf("incident %s has no key ARN", inc.ID)
+	}
+	if r.opts.AllowedKeys != nil && !r.opts.AllowedKeys(inc.KeyARN) {
+		return fmt.Errorf("key %s: %w", inc.KeyARN, ErrNotAllowed)
+	}
+	return nil
+}
+
+// plan is v.Plan with a NotFixableError also matching ErrNotFixable.
+func plan(v incident.Incident) ([]incident.PlannedStep, error) {
+	steps, err := v.Plan()
+	var nf *incident.NotFixableError
+	if errors.As(err, &nf) {
+		return nil, fmt.Errorf("key %s: %w: %w", v.KeyARN, ErrNotFixable, nf)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("key %s: %w", v.KeyARN, err)
+	}
+	return steps, nil
+}
+
+// Run remediates incident id, which an approved click moved to remediating: it reads the live
+// state into a copy of the incident, plans on it (incident.Plan) and runs exactly those steps,
+// recording each on the incident with its result under the run's ID (RunID). It marks the run
+// running as it starts and records the live state. by names who asked for the run; the steps
+// are keywarden's, and the approvers are on Remediation.ApprovedBy already.
 //
 // Run is safe to repeat after a crash, a timeout or Lambda's automatic retry: steps already done
-// are planned as skipped and recorded as such. Errors a retry could fix (throttling, a
-// dependency down, the key not yet reading Enabled, RDS not yet reaching the enabled key after
-// Options.KeyAccessTimeout) are returned; so is any KMS failure, since no cluster starts without
-// its key. A cluster or instance that fails for good is recorded in its Step (Err) and on the
-// timeline, and the other clusters still run; once all have run, Run returns an
-// *IncompleteError (ErrIncomplete) naming those clusters and the ones whose status made it skip
-// them until they settle. A key one click cannot fix, or one outside Options.AllowedKeys, is
-// recorded and returned as ErrNotFixable or ErrNotAllowed before anything changes.
+// are planned as skipped, and a step is recorded once per run. Errors a retry could fix
+// (throttling, a dependency down, the key not yet reading Enabled, RDS not yet reaching the
+// enabled key after Options.KeyAccessTimeout) are returned and leave the run running; so is
+// any KMS failure a retry may cure, since no cluster starts without its key.
+//
+// Everything else ends the run and gives the incident back to the approvers
+// (incident.GiveBack), so the message offers the button again: a key one click cannot fix or
+// outside Options.AllowedKeys (ErrNotFixable, ErrNotAllowed, before anything changes), a KMS
+// failure for good, and a run that went through every step but left clusters needing attention
+// (an *IncompleteError, ErrIncomplete). A cluster or instance that fails for good is recorded
+// in its Step (Err) and the other clusters still run.
 //
 // A nil error means every cluster is started, starting, available or beyond a click's reach
-// (terminal, gone, not on the key); the incident stays remediating until the clusters read
-// available.
+// (terminal, gone, not on the key): the run is done, and the incident stays remediating until
+// the lifecycle sees the clusters available. An incident not remediating is ErrNotApproved, a
+// closed one ErrClosed; neither changes anything.
 func (r *Runner) Run(ctx context.Context, id string, by string) (incident.Incident, []Step, error) {
 	inc, err := r.store.Get(ctx, id)
 	if err != nil {
 		return incident.Incident{}, nil, fmt.Errorf("remediate: %w", err)
 	}
-	if inc.State.Closed() {
+	switch {
+	case inc.State.Closed():
 		return inc, nil, fmt.Errorf("remediate incident %s (%s): %w", id, inc.State, ErrClosed)
+	case inc.State != incident.StateRemediating:
+		return inc, nil, fmt.Errorf("remediate incident %s (%s): %w", id, inc.State, ErrNotApproved)
 	}
-	p, err := r.plan(ctx, inc)
-	if errors.Is(err, ErrNotFixable) || errors.Is(err, ErrNotAllowed) {
-		// Permanent: say so on the timeline, so whoever clicked sees why nothing happened.
-		if rec, uerr := r.record(ctx, id, by, "remediation refused: "+err.Error(), nil); uerr == nil {
-			inc = rec
-		}
-		return inc, nil, fmt.Errorf("remediate incident %s: %w", id, err)
+	ru := &run{id: id, runID: RunID(inc)}
+	if err := r.allowed(inc); err != nil {
+		return r.refuse(ctx, ru, inc, nil, err)
+	}
+	ru.live, err = r.read(ctx, inc)
+	if err != nil {
+		return inc, nil, fmt.Errorf("remediate incident %s: read live state: %w", id, err)
+	}
+	planned, err := plan(ru.live.view(inc, r.opts.Now()))
+	if errors.Is(err, ErrNotFixable) {
+		return r.refuse(ctx, ru, inc, ru.live, err)
 	}
 	if err != nil {
 		return inc, nil, fmt.Errorf("plan remediation of incident %s: %w", id, err)
 	}
 
-	started, err := r.store.Update(ctx, id, func(i *incident.Incident) error {
-		if i.State.Closed() {
-			return ErrClosed
+	inc, err = r.store.Update(ctx, id, func(i *incident.Incident) error {
+		if err := ru.current(i); err != nil {
+			return err
 		}
-		if i.State == incident.StateOpen {
-			i.State = incident.StateRemediating
+		if i.Remediation.RunID == "" {
+			i.Remediation.RunID = ru.runID
 		}
-		p.applyLive(i)
+		i.Remediation.State = incident.RemediationRunning
+		ru.live.apply(i, r.opts.Now())
 		return nil
 	})
 	if err != nil {
 		return inc, nil, fmt.Errorf("start remediation of incident %s: %w", id, err)
 	}
-	inc = started
 
-	for i := range p.steps {
-		s := &p.steps[i]
-		var apply func(*incident.Incident)
+	steps := make([]Step, 0, len(planned))
+	for _, ps := range planned {
+		s := Step{Name: ps.Kind, Target: ps.Target, Skip: ps.Skip, Settling: ps.Settling}
+		var apply func(*incident.Incident, time.Time)
 		var stop error
-		if s.Skip != "" {
-			s.Result = "skipped: " + s.Skip
+		if ps.Runs() {
+			apply, stop = r.exec(ctx, ru, &s)
 		} else {
-			apply, stop = r.exec(ctx, p, s)
+			s.Result, s.Detail = incident.ResultSkipped, ps.Skip
 		}
-		rec, err := r.record(ctx, id, by, s.Name+" "+s.Target+" → "+s.Result, apply)
+		steps = append(steps, s)
+		rec, err := r.record(ctx, ru, s, stop != nil && Retryable(stop), apply)
 		if err != nil {
-			// The API call happened but is not recorded; a retry re-plans from live state.
-			return inc, p.steps[:i+1], fmt.Errorf("record %s %s on incident %s: %w", s.Name, s.Target, id, err)
+			// The API call happened but is not recorded; a retry plans from live state.
+			return inc, steps, fmt.Errorf("record %s %s on incident %s: %w", s.Name, s.Target, id, err)
 		}
 		inc = rec
 		if stop != nil {
-			return inc, p.steps[:i+1], fmt.Errorf("remediate incident %s: %w", id, stop)
+			return r.end(ctx, ru, inc, steps, fmt.Errorf("remediate incident %s: %w", id, stop))
 		}
-		if inc.State.Closed() {
-			// Someone closed the incident (for example "intentional") while this ran.
-			return inc, p.steps[:i+1], fmt.Errorf("remediate incident %s (%s): %w", id, inc.State, ErrClosed)
+		if err := ru.current(&inc); err != nil {
+			// Closed ("intentional") or given back while this ran: stop here.
+			return inc, steps, fmt.Errorf("remediate incident %s: %w", id, err)
 		}
 	}
-	if left := p.unfinished(); len(left) > 0 {
-		return inc, p.steps, &IncompleteError{Incident: id, Clusters: left}
+	if left := unfinished(steps, inc); len(left) > 0 {
+		return r.end(ctx, ru, inc, steps, &IncompleteError{Incident: id, Clusters: left})
 	}
-	return inc, p.steps, nil
+	return r.end(ctx, ru, inc, steps, nil)
+}
+
+// current checks that i is still remediating under the run.
+func (ru *run) current(i *incident.Incident) error {
+	switch {
+	case i.State.Closed():
+		return fmt.Errorf("incident %s is %s: %w", i.ID, i.State, ErrClosed)
+	case i.State != incident.StateRemediating:
+		return fmt.Errorf("incident %s is %s: %w", i.ID, i.State, ErrNotApproved)
+	case i.Remediation.RunID != "" && i.Remediation.RunID != ru.runID:
+		return fmt.Errorf("incident %s is remediating under run %s, not %s: %w", i.ID, i.Remediation.RunID, ru.runID, ErrNotApproved)
+	}
+	return nil
+}
+
+// refuse ends a run that may not start: the live state read, if any, is recorded, and the
+// incident is given back saying why.
+func (r *Runner) refuse(ctx context.Context, ru *run, inc incident.Incident, lv *live, cause error) (incident.Incident, []Step, error) {
+	why := "remediation refused: " + cause.Error()
+	var nf *incident.NotFixableError
+	if errors.As(cause, &nf) {
+		why = "remediation refused: " + nf.Instead
+	}
+	got, err := r.store.Update(ctx, ru.id, func(i *incident.Incident) error {
+		if ru.current(i) != nil {
+			return nil
+		}
+		now := r.opts.Now()
+		if lv != nil {
+			lv.apply(i, now)
+		}
+		return i.GiveBack(why, now)
+	})
+	if err == nil {
+		inc = got
+	}
+	return inc, nil, fmt.Errorf("remediate incident %s: %w", ru.id, cause)
+}
+
+// end closes the run: done when cause is nil, left running for Lambda's retry when a retry
+// could help, given back to the approvers otherwise.
+func (r *Runner) end(ctx context.Context, ru *run, inc incident.Incident, steps []Step, cause error) (incident.Incident, []Step, error) {
+	if Retryable(cause) {
+		return inc, steps, cause
+	}
+	why := ""
+	var ie *IncompleteError
+	switch {
+	case errors.As(cause, &ie):
+		why = "remediation finished, but clusters still need attention: " + ie.Attention() + "; remediate once they are fixed or have settled"
+	case cause != nil:
+		why = "remediation stopped: " + cause.Error()
+	}
+	got, err := r.store.Update(ctx, ru.id, func(i *incident.Incident) error {
+		if ru.current(i) != nil {
+			return nil
+		}
+		if cause == nil {
+			i.Remediation.State = incident.RemediationDone
+			return nil
+		}
+		return i.GiveBack(why, r.opts.Now())
+	})
+	if err != nil {
+		if cause == nil {
+			cause = fmt.Errorf("finish remediation of incident %s: %w", ru.id, err)
+		}
+		return inc, steps, cause
+	}
+	return got, steps, cause
 }
 
 // unfinished lists, in plan order, the clusters a finished run leaves for a person or a later
 // click: a start or a member's reboot that failed for good, or a start skipped until the
 // cluster's status settles.
-func (p *plan) unfinished() []Unfinished {
+func unfinished(steps []Step, inc incident.Incident) []Unfinished {
 	var out []Unfinished
-	for _, s := range p.steps {
+	for _, s := range steps {
 		switch {
-		case s.Name == StepStartDBCluster && s.Err != nil:
-			out = append(out, Unfinished{Cluster: s.Target, Reason: "StartDBCluster failed: " + s.Result})
-		case s.Name == StepStartDBCluster && p.unsettled[s.Target] != "":
-			out = append(out, Unfinished{Cluster: s.Target, Reason: p.unsettled[s.Target]})
-		case s.Name == StepRebootDBInstance && s.Err != nil:
-			out = append(out, Unfinished{Cluster: p.instanceCluster[s.Target],
-				Reason: "RebootDBInstance " + s.Target + " failed: " + s.Result})
+		case s.Name == incident.StepStartDBCluster && s.Err != nil:
+			out = append(out, Unfinished{Cluster: s.Target, Reason: "StartDBCluster failed: " + s.Detail})
+		case s.Name == incident.StepStartDBCluster && s.Settling:
+			out = append(out, Unfinished{Cluster: s.Target, Reason: s.Skip})
+		case s.Name == incident.StepRebootDBInstance && s.Err != nil:
+			cluster := s.Target
+			if k := slices.IndexFunc(inc.Instances, func(in incident.Instance) bool { return in.Identifier == s.Target }); k >= 0 {
+				cluster = inc.Instances[k].ClusterIdentifier
+			}
+			out = append(out, Unfinished{Cluster: cluster, Reason: "RebootDBInstance " + s.Target + " failed: " + s.Detail})
 		}
 	}
 	return out
 }
 
-// record adds one remediation entry to the timeline, applying apply to the incident in the
-// same write.
-func (r *Runner) record(ctx context.Context, id, by, detail string, apply func(*incident.Incident)) (incident.Incident, error) {
-	return r.store.Update(ctx, id, func(i *incident.Incident) error {
+// record records one step on the incident (incident.RecordStep), applying apply to it in the
+// same write. A step is recorded once per run; a failure that stops the run for Lambda's retry
+// is recorded per attempt instead, so the retry can still record how the step ended.
+func (r *Runner) record(ctx context.Context, ru *run, s Step, retried bool, apply func(*incident.Incident, time.Time)) (incident.Incident, error) {
+	now := r.opts.Now().UTC()
+	rec := incident.StepRecord{
+		ID:   incident.StepID(ru.runID, s.Name, s.Target),
+		Kind: s.Name, Target: s.Target, Result: s.Result, Detail: s.Detail, At: now,
+	}
+	if retried {
+		rec.ID = incident.EntryID(rec.ID, "attempt", now.Format(time.RFC3339Nano))
+	}
+	return r.store.Update(ctx, ru.id, func(i *incident.Incident) error {
 		if apply != nil {
-			apply(i)
+			apply(i, now)
+			lifecycle.MarkClusters(i, now)
 		}
-		i.Timeline = append(i.Timeline, incident.Entry{
-			At:     r.opts.Now().UTC(),
-			Kind:   incident.KindRemediation,
-			Actor:  by,
-			Detail: detail,
-		})
+		i.RecordStep(rec)
 		return nil
 	})
 }
 
-// exec runs one step, fills its Result and Err, and returns the change it makes to the
+// exec runs one step, fills its Result, Detail and Err, and returns the change it makes to the
 // incident. A non-nil stop ends the run: any KMS failure, and any transient RDS failure.
-func (r *Runner) exec(ctx context.Context, p *plan, s *Step) (apply func(*incident.Incident), stop error) {
+func (r *Runner) exec(ctx context.Context, ru *run, s *Step) (apply func(*incident.Incident, time.Time), stop error) {
 	var err error
 	switch s.Name {
-	case StepCancelKeyDeletion:
-		apply, err = r.cancelDeletion(ctx, p, s)
-	case StepEnableKey:
-		apply, err = r.enableKey(ctx, p, s)
-	case StepWaitEnabled:
+	case incident.StepCancelKeyDeletion:
+		apply, err = r.cancelDeletion(ctx, ru, s)
+	case incident.StepEnableKey:
+		apply, err = r.enableKey(ctx, ru, s)
+	case incident.StepWaitEnabled:
 		apply, err = r.waitEnabled(ctx, s)
-	case StepStartDBCluster:
-		apply, err = r.startCluster(ctx, p, s)
-	case StepRebootDBInstance:
-		apply, err = r.rebootInstance(ctx, p, s)
+	case incident.StepStartDBCluster:
+		apply, err = r.startCluster(ctx, ru, s)
+	case incident.StepRebootDBInstance:
+		apply, err = r.rebootInstance(ctx, ru, s)
 	default:
 		err = fmt.Errorf("unknown step %q", s.Name)
 	}
 	if err == nil {
+		s.Result = incident.ResultOK
 		return apply, nil
 	}
-	s.Err = err
-	if s.Result == "" {
-		s.Result = describeErr(err)
+	s.Err, s.Result = err, incident.ResultFailed
+	if s.Detail == "" {
+		s.Detail = describeErr(err)
 	}
 	switch s.Name {
-	case StepStartDBCluster, StepRebootDBInstance:
+	case incident.StepStartDBCluster, incident.StepRebootDBInstance:
 		if !transient(err) {
 			// One cluster's permanent failure must not keep the others down.
 			return apply, nil
@@ -180,39 +334,37 @@ func (r *Runner) exec(ctx context.Context, p *plan, s *Step) (apply func(*incide
 	return apply, fmt.Errorf("%s %s: %w", s.Name, s.Target, err)
 }
 
-func (r *Runner) cancelDeletion(ctx context.Context, p *plan, s *Step) (func(*incident.Incident), error) {
-	_, err := r.kms.CancelKeyDeletion(ctx, &kms.CancelKeyDeletionInput{KeyId: aws.String(p.keyID)})
+func (r *Runner) cancelDeletion(ctx context.Context, ru *run, s *Step) (func(*incident.Incident, time.Time), error) {
+	_, err := r.kms.CancelKeyDeletion(ctx, &kms.CancelKeyDeletionInput{KeyId: aws.String(ru.live.keyID)})
 	var invalid *kmstypes.KMSInvalidStateException
 	if errors.As(err, &invalid) {
 		// Refused because the key is no longer pending deletion: someone (or a run that crashed
 		// before recording) cancelled it already.
 		md, derr := describeKey(ctx, r.kms, s.Target)
-		if derr == nil && md.KeyState != kmstypes.KeyStatePendingDeletion && md.KeyState != kmstypes.KeyStatePendingReplicaDeletion {
-			s.Result = "already cancelled (key " + string(md.KeyState) + ")"
-			return setKey(string(md.KeyState)), nil
+		if derr == nil && !incident.KeyState(md.KeyState).PendingDeletion() {
+			s.Detail = "already cancelled (key " + string(md.KeyState) + ")"
+			return setKey(incident.KeyState(md.KeyState)), nil
 		}
 	}
 	if err != nil {
 		return nil, err
 	}
-	s.Result = resultOK
 	// CancelKeyDeletion leaves the key Disabled; EnableKey comes next.
-	return setKey(string(kmstypes.KeyStateDisabled)), nil
+	return setKey(incident.KeyStateDisabled), nil
 }
 
-func (r *Runner) enableKey(ctx context.Context, p *plan, s *Step) (func(*incident.Incident), error) {
+func (r *Runner) enableKey(ctx context.Context, ru *run, _ *Step) (func(*incident.Incident, time.Time), error) {
 	// EnableKey on an enabled key succeeds, so a repeat is harmless.
-	if _, err := r.kms.EnableKey(ctx, &kms.EnableKeyInput{KeyId: aws.String(p.keyID)}); err != nil {
+	if _, err := r.kms.EnableKey(ctx, &kms.EnableKeyInput{KeyId: aws.String(ru.live.keyID)}); err != nil {
 		return nil, err
 	}
-	s.Result = resultOK
 	return nil, nil
 }
 
 // waitEnabled polls DescribeKey with backoff until the key reads Enabled, for at most
 // WaitTimeout. StartDBCluster on a key that RDS still sees as disabled would fail or leave the
 // cluster inaccessible, so the clusters wait for KMS to agree.
-func (r *Runner) waitEnabled(ctx context.Context, s *Step) (func(*incident.Incident), error) {
+func (r *Runner) waitEnabled(ctx context.Context, s *Step) (func(*incident.Incident, time.Time), error) {
 	start := r.opts.Now()
 	deadline := start.Add(r.opts.WaitTimeout)
 	backoff := firstPoll
@@ -222,13 +374,12 @@ func (r *Runner) waitEnabled(ctx context.Context, s *Step) (func(*incident.Incid
 			return nil, err
 		}
 		if md.KeyState == kmstypes.KeyStateEnabled {
-			s.Result = resultOK
-			return setKey(string(kmstypes.KeyStateEnabled)), nil
+			return setKey(incident.KeyStateEnabled), nil
 		}
 		left := deadline.Sub(r.opts.Now())
 		if left <= 0 {
-			s.Result = fmt.Sprintf("timed out after %s: key still %s", r.opts.WaitTimeout, md.KeyState)
-			return setKey(string(md.KeyState)), fmt.Errorf("key %s still %s after %s", s.Target, md.KeyState, r.opts.WaitTimeout)
+			s.Detail = fmt.Sprintf("timed out after %s: key still %s", r.opts.WaitTimeout, md.KeyState)
+			return setKey(incident.KeyState(md.KeyState)), fmt.Errorf("key %s still %s after %s", s.Target, md.KeyState, r.opts.WaitTimeout)
 		}
 		if err := r.opts.Sleep(ctx, min(backoff, left)); err != nil {
 			return nil, err
@@ -241,9 +392,9 @@ func (r *Runner) waitEnabled(ctx context.Context, s *Step) (func(*incident.Incid
 // right after EnableKey, KMS is eventually consistent and RDS may not reach a key that
 // DescribeKey already calls Enabled. The retries share one budget per run
 // (Options.KeyAccessTimeout from the first such fault), so many clusters cannot add up past the
-// function's timeout. Past the budget the fault is returned, with s.Result saying so; it is
+// function's timeout. Past the budget the fault is returned, with s.Detail saying so; it is
 // transient, so the run stops and Lambda runs it again.
-func (r *Runner) untilKeyReachable(ctx context.Context, p *plan, s *Step, call func() error) error {
+func (r *Runner) untilKeyReachable(ctx context.Context, ru *run, s *Step, call func() error) error {
 	backoff := firstPoll
 	for {
 		err := call()
@@ -251,12 +402,12 @@ func (r *Runner) untilKeyReachable(ctx context.Context, p *plan, s *Step, call f
 			return err
 		}
 		now := r.opts.Now()
-		if p.keyAccessBy.IsZero() {
-			p.keyAccessBy = now.Add(r.opts.KeyAccessTimeout)
+		if ru.keyAccessBy.IsZero() {
+			ru.keyAccessBy = now.Add(r.opts.KeyAccessTimeout)
 		}
-		left := p.keyAccessBy.Sub(now)
+		left := ru.keyAccessBy.Sub(now)
 		if left <= 0 || r.opts.Sleep(ctx, min(backoff, left)) != nil {
-			s.Result = fmt.Sprintf("%s (RDS cannot reach the key yet; retried for %s, will run again)",
+			s.Detail = fmt.Sprintf("%s (RDS cannot reach the key yet; retried for %s, will run again)",
 				describeErr(err), r.opts.KeyAccessTimeout)
 			return err
 		}
@@ -272,9 +423,9 @@ func keyNotAccessible(err error) bool {
 
 const codeKMSKeyNotAccessible = "KMSKeyNotAccessibleFault"
 
-func (r *Runner) startCluster(ctx context.Context, p *plan, s *Step) (func(*incident.Incident), error) {
+func (r *Runner) startCluster(ctx context.Context, ru *run, s *Step) (func(*incident.Incident, time.Time), error) {
 	var out *rds.StartDBClusterOutput
-	err := r.untilKeyReachable(ctx, p, s, func() (err error) {
+	err := r.untilKeyReachable(ctx, ru, s, func() (err error) {
 		out, err = r.rds.StartDBCluster(ctx, &rds.StartDBClusterInput{DBClusterIdentifier: aws.String(s.Target)})
 		return err
 	})
@@ -284,104 +435,58 @@ func (r *Runner) startCluster(ctx context.Context, p *plan, s *Step) (func(*inci
 		// because it is already starting or running (a concurrent run, or one that crashed
 		// before recording), the step is done.
 		status, derr := clusterStatus(ctx, r.rds, s.Target)
-		if derr == nil && (status == statusStarting || status == statusAvailable) {
-			s.Result = "already " + status
+		if derr == nil && (status == incident.StatusStarting || status == incident.StatusAvailable) {
+			s.Detail = "already " + string(status)
 			return started(s.Target, status), nil
 		}
 	}
 	if err != nil {
 		return nil, err
 	}
-	s.Result = resultOK
-	status := statusStarting
+	status := incident.StatusStarting
 	if out.DBCluster != nil && out.DBCluster.Status != nil {
-		status = *out.DBCluster.Status
+		status = incident.ClusterStatus(*out.DBCluster.Status)
 	}
 	return started(s.Target, status), nil
 }
 
-func (r *Runner) rebootInstance(ctx context.Context, p *plan, s *Step) (func(*incident.Incident), error) {
+func (r *Runner) rebootInstance(ctx context.Context, ru *run, s *Step) (func(*incident.Incident, time.Time), error) {
 	var out *rds.RebootDBInstanceOutput
-	err := r.untilKeyReachable(ctx, p, s, func() (err error) {
+	err := r.untilKeyReachable(ctx, ru, s, func() (err error) {
 		out, err = r.rds.RebootDBInstance(ctx, &rds.RebootDBInstanceInput{DBInstanceIdentifier: aws.String(s.Target)})
 		return err
 	})
 	var invalid *rdstypes.InvalidDBInstanceStateFault
 	if errors.As(err, &invalid) {
 		status, derr := instanceStatus(ctx, r.rds, s.Target)
-		if derr == nil && status == statusRebooting {
-			s.Result = "already rebooting"
+		if derr == nil && status == incident.StatusRebooting {
+			s.Detail = "already rebooting"
 			return rebooted(s.Target, status), nil
 		}
 	}
 	if err != nil {
 		return nil, err
 	}
-	s.Result = resultOK
-	status := statusRebooting
+	status := incident.StatusRebooting
 	if out.DBInstance != nil && out.DBInstance.DBInstanceStatus != nil {
-		status = *out.DBInstance.DBInstanceStatus
+		status = incident.ClusterStatus(*out.DBInstance.DBInstanceStatus)
 	}
 	return rebooted(s.Target, status), nil
 }
 
-// applyLive copies what the plan read from AWS onto the incident.
-func (p *plan) applyLive(i *incident.Incident) {
-	setKey(p.keyState)(i)
-	if p.keyState == string(kmstypes.KeyStatePendingDeletion) {
-		i.KeyDeletionDate = p.deletionDate
-	}
-	for id, status := range p.clusters {
-		if status != "" {
-			setCluster(id, status)(i)
-		}
-	}
-	for id, status := range p.instances {
-		if status != "" {
-			setInstance(id, status)(i)
-		}
-	}
-}
-
-// setKey records the key's state. Only PendingDeletion has a deletion date; once the key is
-// anything else the deadline it set is gone.
-func setKey(state string) func(*incident.Incident) {
-	return func(i *incident.Incident) {
-		i.KeyState = state
-		if state != string(kmstypes.KeyStatePendingDeletion) {
-			i.KeyDeletionDate = nil
-		}
-		markClusters(i)
-	}
-}
-
-func setCluster(id, status string) func(*incident.Incident) {
-	return func(i *incident.Incident) {
-		for k := range i.Clusters {
-			if i.Clusters[k].Identifier == id {
-				i.Clusters[k].Status = status
-			}
-		}
-		markClusters(i)
-	}
-}
-
-func setInstance(id, status string) func(*incident.Incident) {
-	return func(i *incident.Incident) {
-		for k := range i.Instances {
-			if i.Instances[k].Identifier == id {
-				i.Instances[k].Status = status
-			}
-		}
+// setKey records the key state a step left, by lifecycle's key rule.
+func setKey(state incident.KeyState) func(*incident.Incident, time.Time) {
+	return func(i *incident.Incident, now time.Time) {
+		lifecycle.SetKey(i, kmskey.Key{ARN: i.KeyARN, State: state, DeletionDate: i.KeyDeletionDate}, source, now)
 	}
 }
 
 // started records a cluster StartDBCluster accepted. Starting brings every member instance up
 // against the key again, so none of them still "lost key access": without clearing that, the
 // incident would wait for an RDS-EVENT-0420 that RDS may never send.
-func started(id, status string) func(*incident.Incident) {
-	return func(i *incident.Incident) {
-		setCluster(id, status)(i)
+func started(id string, status incident.ClusterStatus) func(*incident.Incident, time.Time) {
+	return func(i *incident.Incident, now time.Time) {
+		lifecycle.SetClusterStatus(i, id, status, source, now)
 		for k := range i.Instances {
 			if i.Instances[k].ClusterIdentifier == id {
 				i.Instances[k].LostKeyAccess = false
@@ -391,9 +496,9 @@ func started(id, status string) func(*incident.Incident) {
 }
 
 // rebooted records an instance RebootDBInstance accepted: it reconnects to the key.
-func rebooted(id, status string) func(*incident.Incident) {
-	return func(i *incident.Incident) {
-		setInstance(id, status)(i)
+func rebooted(id string, status incident.ClusterStatus) func(*incident.Incident, time.Time) {
+	return func(i *incident.Incident, _ time.Time) {
+		lifecycle.SetInstanceStatus(i, id, status)
 		for k := range i.Instances {
 			if i.Instances[k].Identifier == id {
 				i.Instances[k].LostKeyAccess = false
@@ -402,29 +507,14 @@ func rebooted(id, status string) func(*incident.Incident) {
 	}
 }
 
-// markClusters sets Recovered on clusters available with the key Enabled and Lost on clusters
-// in the terminal state, as the model defines them, and recomputes the deadlines that follow.
-func markClusters(i *incident.Incident) {
-	for k := range i.Clusters {
-		c := &i.Clusters[k]
-		switch {
-		case c.Status == statusTerminal:
-			c.Lost = true
-		case c.Status == statusAvailable && i.KeyState == string(kmstypes.KeyStateEnabled):
-			c.Recovered = true
-		}
-	}
-	i.RecomputeDeadlines()
-}
-
 // Retryable reports whether running again could help after Run returned err: throttling, a
 // service fault or outage, a key that did not yet read Enabled, or RDS not yet reaching it. It
-// is false for a closed incident, a key one click cannot fix or that is not allowed, a run that
-// finished incomplete (ErrIncomplete), and for AWS refusals such as AccessDenied, which need a
+// is false for a closed or unapproved incident, a key one click cannot fix or that is not
+// allowed, a run that finished incomplete (ErrIncomplete), and for AWS refusals such as AccessDenied, which need a
 // person.
 func Retryable(err error) bool {
 	if err == nil || errors.Is(err, ErrNotFixable) || errors.Is(err, ErrNotAllowed) || errors.Is(err, ErrClosed) ||
-		errors.Is(err, ErrIncomplete) {
+		errors.Is(err, ErrNotApproved) || errors.Is(err, ErrIncomplete) {
 		return false
 	}
 	return transient(err)

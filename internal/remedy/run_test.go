@@ -29,16 +29,16 @@ func threeClusters() (*world, incident.Incident) {
 		map[string]string{"orders-1": statusStopped, "billing-1": statusRecoverable, "reports-1": statusAvailable})
 	inc := testIncident(
 		[]incident.Cluster{
-			{Identifier: "orders", Engine: "aurora-postgresql", Status: statusStopped, CanStop: true},
-			{Identifier: "billing", Engine: "aurora-mysql", Status: statusRecoverable, CanStop: true},
-			{Identifier: "reports", Engine: "aurora-postgresql", Status: statusAvailable, CanStop: true},
+			{Identifier: "orders", Engine: "aurora-postgresql", Status: incident.StatusStopped, CanStop: true},
+			{Identifier: "billing", Engine: "aurora-mysql", Status: incident.StatusRecoverable, CanStop: true},
+			{Identifier: "reports", Engine: "aurora-postgresql", Status: incident.StatusAvailable, CanStop: true},
 		},
 		[]incident.Instance{
 			{Identifier: "orders-1", ClusterIdentifier: "orders", LostKeyAccess: true},
 			{Identifier: "billing-1", ClusterIdentifier: "billing", LostKeyAccess: true},
-			{Identifier: "reports-1", ClusterIdentifier: "reports", Status: statusAvailable, LostKeyAccess: true},
+			{Identifier: "reports-1", ClusterIdentifier: "reports", Status: incident.StatusAvailable, LostKeyAccess: true},
 		})
-	inc.KeyState = "PendingDeletion"
+	inc.KeyState = incident.KeyStatePendingDeletion
 	inc.KeyDeletionDate = aws.Time(time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC))
 	inc.Trigger = "ScheduleKeyDeletion"
 	return w, inc
@@ -48,35 +48,40 @@ func TestRunPendingDeletion(t *testing.T) {
 	w, inc := threeClusters()
 	store := newMemStore(inc)
 	clk := newClock()
-	got, steps, err := w.runner(store, clk, Options{}).Run(context.Background(), inc.ID, approver)
+	got, ran, err := w.runner(store, clk, Options{}).Run(context.Background(), inc.ID, approver)
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 
-	wantTimeline := []string{
-		"CancelKeyDeletion " + testKeyARN + " → ok",
-		"EnableKey " + testKeyARN + " → ok",
-		"WaitEnabled " + testKeyARN + " → ok",
-		"StartDBCluster orders → ok",
-		"StartDBCluster billing → ok",
-		"StartDBCluster reports → skipped: already available",
-		"RebootDBInstance orders-1 → skipped: cluster orders is being started, which starts its instances",
-		"RebootDBInstance billing-1 → skipped: cluster billing is being started, which starts its instances",
-		"RebootDBInstance reports-1 → ok",
+	want := []step{
+		ok(incident.StepCancelKeyDeletion, testKeyARN),
+		ok(incident.StepEnableKey, testKeyARN),
+		ok(incident.StepWaitEnabled, testKeyARN),
+		ok(incident.StepStartDBCluster, "orders"),
+		ok(incident.StepStartDBCluster, "billing"),
+		skipped(incident.StepStartDBCluster, "reports", "already available"),
+		skipped(incident.StepRebootDBInstance, "orders-1", "cluster orders is being started, which starts its instances"),
+		skipped(incident.StepRebootDBInstance, "billing-1", "cluster billing is being started, which starts its instances"),
+		ok(incident.StepRebootDBInstance, "reports-1"),
 	}
-	if diff := cmp.Diff(wantTimeline, details(got)); diff != "" {
-		t.Errorf("timeline (-want +got):\n%s", diff)
+	if diff := cmp.Diff(want, steps(got)); diff != "" {
+		t.Errorf("recorded steps (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff(got, store.get(t, inc.ID)); diff != "" {
 		t.Errorf("returned incident differs from stored (-returned +stored):\n%s", diff)
 	}
-	for _, e := range got.Timeline {
-		if e.Actor != approver || !e.At.Equal(clk.now) {
-			t.Errorf("entry %q: actor %q at %v, want %q at %v", e.Detail, e.Actor, e.At, approver, clk.now)
+	for _, s := range got.Remediation.Steps {
+		if s.ID != incident.StepID("run-1", s.Kind, s.Target) || !s.At.Equal(clk.now) {
+			t.Errorf("step %s %s: ID %q at %v, want run-1's ID at %v", s.Kind, s.Target, s.ID, s.At, clk.now)
 		}
 	}
-	if len(steps) != len(wantTimeline) {
-		t.Errorf("got %d steps, want %d", len(steps), len(wantTimeline))
+	for _, e := range got.Timeline {
+		if e.Kind == incident.KindRemediationStep && (e.Actor != incident.Keywarden || e.Source != "run-1") {
+			t.Errorf("step entry %+v: want keywarden's, from run-1", e)
+		}
+	}
+	if len(ran) != len(want) {
+		t.Errorf("got %d steps, want %d", len(ran), len(want))
 	}
 
 	// The world, not just nil errors: the key is Enabled and the stopped clusters start.
@@ -94,26 +99,27 @@ func TestRunPendingDeletion(t *testing.T) {
 		}
 	}
 
-	// The incident follows: remediating, key Enabled with no deletion date, per-cluster status.
-	if got.State != incident.StateRemediating {
-		t.Errorf("state = %s, want remediating", got.State)
+	// The incident follows: remediating with the run done, key Enabled with no deletion
+	// date, per-cluster status.
+	if got.State != incident.StateRemediating || got.Remediation.State != incident.RemediationDone || got.Remediation.RunID != "run-1" {
+		t.Errorf("state %s, remediation %s run %q; want remediating, done, run-1", got.State, got.Remediation.State, got.Remediation.RunID)
 	}
-	if got.KeyState != "Enabled" || got.KeyDeletionDate != nil {
+	if got.KeyState != incident.KeyStateEnabled || got.KeyDeletionDate != nil {
 		t.Errorf("key state %s deletion %v, want Enabled and none", got.KeyState, got.KeyDeletionDate)
 	}
 	type clusterView struct {
-		Status    string
+		Status    incident.ClusterStatus
 		Recovered bool
 	}
 	var gotClusters []clusterView
 	for _, c := range got.Clusters {
 		gotClusters = append(gotClusters, clusterView{c.Status, c.Recovered})
 	}
-	wantClusters := []clusterView{{statusStarting, false}, {statusStarting, false}, {statusAvailable, true}}
+	wantClusters := []clusterView{{incident.StatusStarting, false}, {incident.StatusStarting, false}, {incident.StatusAvailable, true}}
 	if diff := cmp.Diff(wantClusters, gotClusters); diff != "" {
 		t.Errorf("incident clusters (-want +got):\n%s", diff)
 	}
-	if got.Instances[2].Status != statusRebooting {
+	if got.Instances[2].Status != incident.StatusRebooting {
 		t.Errorf("reports-1 status = %s, want rebooting", got.Instances[2].Status)
 	}
 }
@@ -122,42 +128,47 @@ func TestRunAgainRepeatsNothing(t *testing.T) {
 	w, inc := threeClusters()
 	store := newMemStore(inc)
 	r := w.runner(store, newClock(), Options{})
-	if _, _, err := r.Run(context.Background(), inc.ID, approver); err != nil {
+	first, _, err := r.Run(context.Background(), inc.ID, approver)
+	if err != nil {
 		t.Fatalf("first Run: %v", err)
 	}
-	first := w.writes()
+	writes := w.writes()
 
-	got, steps, err := r.Run(context.Background(), inc.ID, approver)
+	// Lambda runs the same run again (a retry of a lost answer).
+	got, ran, err := r.Run(context.Background(), inc.ID, approver)
 	if err != nil {
 		t.Fatalf("second Run: %v", err)
 	}
-	if n := w.writes() - first; n != 0 {
+	if n := w.writes() - writes; n != 0 {
 		t.Errorf("second Run made %d write calls (%v), want 0", n, w.calls)
 	}
-	for _, s := range steps {
-		if s.Runs() {
-			t.Errorf("second Run step %s %s ran, want it skipped", s.Name, s.Target)
+	var skips []step
+	for _, s := range ran {
+		if s.Runs() || s.Result != incident.ResultSkipped {
+			t.Errorf("second Run step %s %s ran (%s), want it skipped", s.Name, s.Target, s.Result)
 		}
+		skips = append(skips, step{s.Name, s.Target, s.Result, s.Detail})
+	}
+	want := []step{
+		skipped(incident.StepCancelKeyDeletion, testKeyARN, "no deletion scheduled (key Enabled)"),
+		skipped(incident.StepEnableKey, testKeyARN, "key already Enabled"),
+		skipped(incident.StepWaitEnabled, testKeyARN, "key already Enabled"),
+		skipped(incident.StepStartDBCluster, "orders", "already starting"),
+		skipped(incident.StepStartDBCluster, "billing", "already starting"),
+		skipped(incident.StepStartDBCluster, "reports", "already available"),
+	}
+	if diff := cmp.Diff(want, skips); diff != "" {
+		t.Errorf("second Run steps (-want +got):\n%s", diff)
 	}
 	// The first run's starts and reboot brought the instances back to the key, so the second
-	// plans no reboot at all.
+	// plans no reboot at all; and each step of the run is recorded once.
 	for _, in := range got.Instances {
 		if in.LostKeyAccess {
 			t.Errorf("instance %s still marked as without its key after its cluster started or it rebooted", in.Identifier)
 		}
 	}
-	all := details(got)
-	second := all[len(all)-len(steps):]
-	want := []string{
-		"CancelKeyDeletion " + testKeyARN + " → skipped: no deletion scheduled (key Enabled)",
-		"EnableKey " + testKeyARN + " → skipped: key already Enabled",
-		"WaitEnabled " + testKeyARN + " → skipped: key already Enabled",
-		"StartDBCluster orders → skipped: already starting",
-		"StartDBCluster billing → skipped: already starting",
-		"StartDBCluster reports → skipped: already available",
-	}
-	if diff := cmp.Diff(want, second); diff != "" {
-		t.Errorf("second Run timeline (-want +got):\n%s", diff)
+	if diff := cmp.Diff(steps(first), steps(got)); diff != "" {
+		t.Errorf("the same run recorded steps again (-first +after second):\n%s", diff)
 	}
 }
 
@@ -166,15 +177,16 @@ func TestRunAgainRepeatsNothing(t *testing.T) {
 func TestRunResumesAfterCrash(t *testing.T) {
 	tests := []struct {
 		name string
-		// crash fails the Update that would record a step, as a Lambda dying after the API call.
-		crashOn   string
-		wantCalls map[string]int
+		// crash fails the Update that would record this step, as a Lambda dying after the API call.
+		crashKind   incident.StepKind
+		crashTarget string
+		wantCalls   map[string]int
 	}{
-		{name: "after EnableKey", crashOn: "EnableKey ",
+		{name: "after EnableKey", crashKind: incident.StepEnableKey, crashTarget: testKeyARN,
 			wantCalls: map[string]int{"CancelKeyDeletion": 1, "EnableKey": 1, "StartDBCluster": 2, "RebootDBInstance": 1}},
-		{name: "after StartDBCluster", crashOn: "StartDBCluster orders ",
+		{name: "after StartDBCluster", crashKind: incident.StepStartDBCluster, crashTarget: "orders",
 			wantCalls: map[string]int{"CancelKeyDeletion": 1, "EnableKey": 1, "StartDBCluster": 2, "RebootDBInstance": 1}},
-		{name: "after RebootDBInstance", crashOn: "RebootDBInstance reports-1 ",
+		{name: "after RebootDBInstance", crashKind: incident.StepRebootDBInstance, crashTarget: "reports-1",
 			wantCalls: map[string]int{"CancelKeyDeletion": 1, "EnableKey": 1, "StartDBCluster": 2, "RebootDBInstance": 1}},
 	}
 	for _, tt := range tests {
@@ -183,14 +195,17 @@ func TestRunResumesAfterCrash(t *testing.T) {
 			store := newMemStore(inc)
 			crashed := errors.New("lambda timed out")
 			store.failUpdate = func(i incident.Incident) error {
-				if d := details(i); len(d) > 0 && strings.HasPrefix(d[len(d)-1], tt.crashOn) {
+				if s := i.Remediation.Steps; len(s) > 0 && s[len(s)-1].Kind == tt.crashKind && s[len(s)-1].Target == tt.crashTarget {
 					return crashed
 				}
 				return nil
 			}
 			r := w.runner(store, newClock(), Options{})
-			if _, _, err := r.Run(context.Background(), inc.ID, approver); !errors.Is(err, crashed) {
-				t.Fatalf("first Run error = %v, want %v", err, crashed)
+			if _, _, err := r.Run(context.Background(), inc.ID, approver); !errors.Is(err, crashed) || !Retryable(err) {
+				t.Fatalf("first Run error = %v, want %v, retryable", err, crashed)
+			}
+			if got := store.get(t, inc.ID); got.State != incident.StateRemediating || got.Remediation.State != incident.RemediationRunning {
+				t.Fatalf("after the crash: state %s, remediation %s; want remediating and running", got.State, got.Remediation.State)
 			}
 
 			store.failUpdate = nil
@@ -206,8 +221,18 @@ func TestRunResumesAfterCrash(t *testing.T) {
 			if w.keyState != kmstypes.KeyStateEnabled || w.clusters["orders"] != statusStarting || w.clusters["billing"] != statusStarting {
 				t.Errorf("key %s, clusters %v: want Enabled and both started", w.keyState, w.clusters)
 			}
-			if got.KeyState != "Enabled" {
-				t.Errorf("incident key state = %s, want Enabled", got.KeyState)
+			if got.KeyState != incident.KeyStateEnabled || got.Remediation.State != incident.RemediationDone {
+				t.Errorf("incident key state = %s, remediation %s; want Enabled, done", got.KeyState, got.Remediation.State)
+			}
+			// The crashed step is recorded by the retry, once.
+			n := 0
+			for _, s := range got.Remediation.Steps {
+				if s.Kind == tt.crashKind && s.Target == tt.crashTarget {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Errorf("%s %s recorded %d times, want once", tt.crashKind, tt.crashTarget, n)
 			}
 		})
 	}
@@ -225,7 +250,7 @@ func TestRunWaitEnabledBackoff(t *testing.T) {
 	if diff := cmp.Diff([]time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second}, clk.sleeps); diff != "" {
 		t.Errorf("sleeps (-want +got):\n%s", diff)
 	}
-	if got.KeyState != "Enabled" {
+	if got.KeyState != incident.KeyStateEnabled {
 		t.Errorf("key state = %s, want Enabled", got.KeyState)
 	}
 }
@@ -236,26 +261,30 @@ func TestRunWaitEnabledTimesOut(t *testing.T) {
 	store := newMemStore(testIncident([]incident.Cluster{{Identifier: "orders", CanStop: true}}, nil))
 	clk := newClock()
 	start := clk.now
-	got, steps, err := w.runner(store, clk, Options{WaitTimeout: 20 * time.Second}).Run(context.Background(), "inc-1", approver)
+	got, ran, err := w.runner(store, clk, Options{WaitTimeout: 20 * time.Second}).Run(context.Background(), "inc-1", approver)
 	if err == nil || !strings.Contains(err.Error(), "still Disabled after 20s") {
 		t.Fatalf("Run error = %v, want the wait to time out", err)
 	}
 	if waited := clk.now.Sub(start); waited != 20*time.Second {
 		t.Errorf("waited %s, want exactly the 20s bound", waited)
 	}
-	want := []string{
-		"CancelKeyDeletion " + testKeyARN + " → skipped: no deletion scheduled (key Disabled)",
-		"EnableKey " + testKeyARN + " → ok",
-		"WaitEnabled " + testKeyARN + " → timed out after 20s: key still Disabled",
+	want := []step{
+		skipped(incident.StepCancelKeyDeletion, testKeyARN, "no deletion scheduled (key Disabled)"),
+		ok(incident.StepEnableKey, testKeyARN),
+		failed(incident.StepWaitEnabled, testKeyARN, "timed out after 20s: key still Disabled"),
 	}
-	if diff := cmp.Diff(want, details(got)); diff != "" {
-		t.Errorf("timeline (-want +got):\n%s", diff)
+	if diff := cmp.Diff(want, steps(got)); diff != "" {
+		t.Errorf("recorded steps (-want +got):\n%s", diff)
 	}
-	if steps[len(steps)-1].Err == nil {
+	if ran[len(ran)-1].Err == nil {
 		t.Error("WaitEnabled step has no Err")
 	}
 	if w.calls["StartDBCluster"] != 0 {
 		t.Errorf("StartDBCluster calls = %d, want 0: clusters wait for the key", w.calls["StartDBCluster"])
+	}
+	// Lambda retries: the run stays running, the incident remediating.
+	if !Retryable(err) || got.State != incident.StateRemediating || got.Remediation.State != incident.RemediationRunning {
+		t.Errorf("retryable %v, state %s, remediation %s; want a retry of a running run", Retryable(err), got.State, got.Remediation.State)
 	}
 }
 
@@ -269,13 +298,18 @@ func TestRunKMSFailureStops(t *testing.T) {
 	if err == nil {
 		t.Fatal("Run succeeded, want the EnableKey failure")
 	}
-	want := []string{
-		"CancelKeyDeletion " + testKeyARN + " → skipped: no deletion scheduled (key Disabled)",
-		"EnableKey " + testKeyARN + " → AccessDeniedException: not authorized to perform kms:EnableKey",
+	want := []step{
+		skipped(incident.StepCancelKeyDeletion, testKeyARN, "no deletion scheduled (key Disabled)"),
+		failed(incident.StepEnableKey, testKeyARN, "AccessDeniedException: not authorized to perform kms:EnableKey"),
 	}
-	if diff := cmp.Diff(want, details(got)); diff != "" {
-		t.Errorf("timeline (-want +got):\n%s", diff)
+	if diff := cmp.Diff(want, steps(got)); diff != "" {
+		t.Errorf("recorded steps (-want +got):\n%s", diff)
 	}
+	// Denied for good: no retry, the incident goes back to the approvers.
+	if Retryable(err) {
+		t.Errorf("Run error %v is retryable, want not", err)
+	}
+	givenBack(t, got)
 	if w.calls["StartDBCluster"] != 0 {
 		t.Errorf("StartDBCluster calls = %d, want 0", w.calls["StartDBCluster"])
 	}
@@ -286,9 +320,9 @@ func TestRunClusterFailures(t *testing.T) {
 		name string
 		// fail is StartDBCluster's answer for cluster "orders".
 		fail func(w *world) error
-		// wantDetail is orders' timeline result.
-		wantDetail string
-		wantErr    bool
+		// want is orders' recorded step.
+		want    step
+		wantErr bool
 		// wantIncomplete is whether the run finishes with orders named as needing attention.
 		wantIncomplete bool
 		// wantBilling is whether the next cluster is still started.
@@ -299,7 +333,7 @@ func TestRunClusterFailures(t *testing.T) {
 			fail: func(*world) error {
 				return &smithy.GenericAPIError{Code: "AccessDenied", Message: "not authorized to perform rds:StartDBCluster", Fault: smithy.FaultClient}
 			},
-			wantDetail:     "StartDBCluster orders → AccessDenied: not authorized to perform rds:StartDBCluster",
+			want:           failed(incident.StepStartDBCluster, "orders", "AccessDenied: not authorized to perform rds:StartDBCluster"),
 			wantErr:        true,
 			wantIncomplete: true,
 			wantBilling:    true,
@@ -310,7 +344,7 @@ func TestRunClusterFailures(t *testing.T) {
 				w.clusters["orders"] = statusStarting // someone else started it meanwhile
 				return &rdstypes.InvalidDBClusterStateFault{Message: aws.String("DbCluster orders is in starting state but expected it to be one of stopped, inaccessible-encryption-credentials-recoverable.")}
 			},
-			wantDetail:  "StartDBCluster orders → already starting",
+			want:        step{incident.StepStartDBCluster, "orders", incident.ResultOK, "already starting"},
 			wantBilling: true,
 		},
 		{
@@ -319,7 +353,7 @@ func TestRunClusterFailures(t *testing.T) {
 				w.clusters["orders"] = "stopping"
 				return &rdstypes.InvalidDBClusterStateFault{Message: aws.String("DbCluster orders is in stopping state but expected it to be one of stopped, inaccessible-encryption-credentials-recoverable.")}
 			},
-			wantDetail:     "StartDBCluster orders → InvalidDBClusterStateFault: DbCluster orders is in stopping state but expected it to be one of stopped, inaccessible-encryption-credentials-recoverable.",
+			want:           failed(incident.StepStartDBCluster, "orders", "InvalidDBClusterStateFault: DbCluster orders is in stopping state but expected it to be one of stopped, inaccessible-encryption-credentials-recoverable."),
 			wantErr:        true,
 			wantIncomplete: true,
 			wantBilling:    true,
@@ -329,8 +363,8 @@ func TestRunClusterFailures(t *testing.T) {
 			fail: func(*world) error {
 				return &smithy.GenericAPIError{Code: "ThrottlingException", Message: "Rate exceeded", Fault: smithy.FaultClient}
 			},
-			wantDetail: "StartDBCluster orders → ThrottlingException: Rate exceeded",
-			wantErr:    true,
+			want:    failed(incident.StepStartDBCluster, "orders", "ThrottlingException: Rate exceeded"),
+			wantErr: true,
 		},
 	}
 	for _, tt := range tests {
@@ -357,9 +391,17 @@ func TestRunClusterFailures(t *testing.T) {
 			if tt.wantIncomplete && (!errors.As(err, &inc) || len(inc.Clusters) != 1 || inc.Clusters[0].Cluster != "orders") {
 				t.Errorf("Run error = %#v, want an IncompleteError naming orders only", err)
 			}
-			d := details(got)
-			if d[3] != tt.wantDetail {
-				t.Errorf("orders entry = %q, want %q", d[3], tt.wantDetail)
+			if diff := cmp.Diff(tt.want, steps(got)[3]); diff != "" {
+				t.Errorf("orders step (-want +got):\n%s", diff)
+			}
+			// A run that cannot finish goes back to the approvers; one Lambda retries stays.
+			switch {
+			case tt.wantIncomplete:
+				givenBack(t, got)
+			case tt.wantErr:
+				if got.State != incident.StateRemediating || got.Remediation.State != incident.RemediationRunning {
+					t.Errorf("state %s, remediation %s; want remediating and running for the retry", got.State, got.Remediation.State)
+				}
 			}
 			if started := w.clusters["billing"] == statusStarting; started != tt.wantBilling {
 				t.Errorf("billing started = %v, want %v", started, tt.wantBilling)
@@ -371,19 +413,33 @@ func TestRunClusterFailures(t *testing.T) {
 func TestRunRefusesNotFixable(t *testing.T) {
 	w := newWorld(kmstypes.KeyStatePendingImport, map[string]string{"orders": statusStopped}, nil)
 	store := newMemStore(testIncident([]incident.Cluster{{Identifier: "orders", CanStop: true}}, nil))
-	got, steps, err := w.runner(store, newClock(), Options{}).Run(context.Background(), "inc-1", approver)
-	if !errors.Is(err, ErrNotFixable) {
-		t.Fatalf("Run error = %v, want ErrNotFixable", err)
+	got, ran, err := w.runner(store, newClock(), Options{}).Run(context.Background(), "inc-1", approver)
+	var nf *incident.NotFixableError
+	if !errors.Is(err, ErrNotFixable) || !errors.As(err, &nf) || Retryable(err) {
+		t.Fatalf("Run error = %v, want a NotFixableError, not retryable", err)
 	}
-	if steps != nil || w.writes() != 0 {
-		t.Errorf("steps %v, writes %d: want nothing done", steps, w.writes())
+	if ran != nil || w.writes() != 0 || len(got.Remediation.Steps) != 0 {
+		t.Errorf("steps %v, writes %d, recorded %v: want nothing done", ran, w.writes(), got.Remediation.Steps)
 	}
-	d := details(got)
-	if len(d) != 1 || !strings.HasPrefix(d[0], "remediation refused: ") || !strings.Contains(d[0], "ImportKeyMaterial") {
-		t.Errorf("timeline = %q, want one refusal that says what to do", d)
+	givenBack(t, got)
+	// The live key state is recorded, and the reason tells people what to do instead.
+	if got.KeyState != incident.KeyStatePendingImport || !strings.Contains(got.Remediation.Reason, "ImportKeyMaterial") {
+		t.Errorf("key %s, reason %q; want PendingImport and what to do", got.KeyState, got.Remediation.Reason)
 	}
-	if got.State != incident.StateOpen {
-		t.Errorf("state = %s, want still open", got.State)
+}
+
+// Every cluster terminal: one click cannot bring any back, so nothing runs — not even the key,
+// which the message says to enable before a restore.
+func TestRunRefusesAllTerminal(t *testing.T) {
+	w := newWorld(kmstypes.KeyStateDisabled, map[string]string{"orders": statusTerminal}, nil)
+	store := newMemStore(testIncident([]incident.Cluster{{Identifier: "orders", CanStop: true}}, nil))
+	got, _, err := w.runner(store, newClock(), Options{}).Run(context.Background(), "inc-1", approver)
+	if !errors.Is(err, ErrNotFixable) || w.writes() != 0 {
+		t.Fatalf("Run error = %v after %d writes, want ErrNotFixable and none", err, w.writes())
+	}
+	givenBack(t, got)
+	if c := got.Clusters[0]; !c.Lost || c.Status != incident.StatusTerminal {
+		t.Errorf("cluster = %+v, want lost in %s", c, incident.StatusTerminal)
 	}
 }
 
@@ -391,56 +447,91 @@ func TestRunRefusesNotAllowed(t *testing.T) {
 	w := newWorld(kmstypes.KeyStateDisabled, nil, nil)
 	store := newMemStore(testIncident(nil, nil))
 	r := w.runner(store, newClock(), Options{AllowedKeys: func(string) bool { return false }})
-	if _, _, err := r.Run(context.Background(), "inc-1", approver); !errors.Is(err, ErrNotAllowed) {
+	got, _, err := r.Run(context.Background(), "inc-1", approver)
+	if !errors.Is(err, ErrNotAllowed) {
 		t.Fatalf("Run error = %v, want ErrNotAllowed", err)
 	}
 	if len(w.calls) != 0 {
 		t.Errorf("calls = %v, want none", w.calls)
 	}
+	givenBack(t, got)
 }
 
-func TestRunClosedIncident(t *testing.T) {
-	w := newWorld(kmstypes.KeyStateDisabled, nil, nil)
-	inc := testIncident(nil, nil)
-	inc.State = incident.StateIntentional
-	store := newMemStore(inc)
-	if _, _, err := w.runner(store, newClock(), Options{}).Run(context.Background(), "inc-1", approver); !errors.Is(err, ErrClosed) {
-		t.Fatalf("Run error = %v, want ErrClosed", err)
-	}
-	if len(w.calls) != 0 {
-		t.Errorf("calls = %v, want none on a closed incident", w.calls)
-	}
-}
-
-func TestRunKeepsRemediatingState(t *testing.T) {
-	w := newWorld(kmstypes.KeyStateEnabled, nil, nil)
-	inc := testIncident(nil, nil)
-	inc.State = incident.StateRemediating
-	got, _, err := w.runner(newMemStore(inc), newClock(), Options{}).Run(context.Background(), "inc-1", approver)
-	if err != nil {
+// Only an incident an approved click moved to remediating is remediated; a closed one, or one
+// still open, changes nothing.
+func TestRunRefusesUnapproved(t *testing.T) {
+	closed := testIncident(nil, nil)
+	if err := closed.MarkLost("keywarden", "test", time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if got.State != incident.StateRemediating {
-		t.Errorf("state = %s, want remediating", got.State)
+	open := incident.Incident{ID: "inc-1", State: incident.StateOpen, KeyARN: testKeyARN, KeyState: incident.KeyStateDisabled}
+	for _, tt := range []struct {
+		name string
+		inc  incident.Incident
+		want error
+	}{
+		{"closed", closed, ErrClosed},
+		{"open", open, ErrNotApproved},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newWorld(kmstypes.KeyStateDisabled, nil, nil)
+			store := newMemStore(tt.inc)
+			_, _, err := w.runner(store, newClock(), Options{}).Run(context.Background(), "inc-1", approver)
+			if !errors.Is(err, tt.want) || Retryable(err) {
+				t.Fatalf("Run error = %v, want %v, not retryable", err, tt.want)
+			}
+			if len(w.calls) != 0 {
+				t.Errorf("calls = %v, want none", w.calls)
+			}
+			if diff := cmp.Diff(tt.inc, store.get(t, "inc-1")); diff != "" {
+				t.Errorf("the incident changed (-before +after):\n%s", diff)
+			}
+		})
 	}
 }
 
-func TestRunTerminalClusterMarkedLost(t *testing.T) {
-	w := newWorld(kmstypes.KeyStateDisabled, map[string]string{"orders": statusTerminal}, nil)
+// A run whose incident was given back and approved again meanwhile (another run) stops.
+func TestRunStopsWhenSuperseded(t *testing.T) {
+	w := newWorld(kmstypes.KeyStateDisabled, map[string]string{"orders": statusStopped}, nil)
 	store := newMemStore(testIncident([]incident.Cluster{{Identifier: "orders", CanStop: true}}, nil))
+	enable := w.kms.enableKey
+	w.kms.enableKey = func(in *kms.EnableKeyInput) (*kms.EnableKeyOutput, error) {
+		_, _ = store.Update(context.Background(), "inc-1", func(i *incident.Incident) error {
+			if err := i.GiveBack("stalled", time.Now()); err != nil {
+				return err
+			}
+			_, _, err := i.Approve("U2", i.Version, "click:2", time.Now(), 1, "run-2")
+			return err
+		})
+		return enable(in)
+	}
+	got, _, err := w.runner(store, newClock(), Options{}).Run(context.Background(), "inc-1", approver)
+	if !errors.Is(err, ErrNotApproved) {
+		t.Fatalf("Run error = %v, want ErrNotApproved", err)
+	}
+	if w.calls["StartDBCluster"] != 0 || got.Remediation.RunID != "run-2" || got.State != incident.StateRemediating {
+		t.Errorf("StartDBCluster calls %d, run %s, state %s: want the old run stopped and run-2 left alone",
+			w.calls["StartDBCluster"], got.Remediation.RunID, got.State)
+	}
+}
+
+// A terminal cluster beside one that can still be started: the key is enabled (a restore needs
+// it too), the stopped one started, the terminal one marked lost and skipped.
+func TestRunTerminalClusterMarkedLost(t *testing.T) {
+	w := newWorld(kmstypes.KeyStateDisabled, map[string]string{"orders": statusTerminal, "billing": statusStopped}, nil)
+	store := newMemStore(testIncident([]incident.Cluster{{Identifier: "orders", CanStop: true}, {Identifier: "billing", CanStop: true}}, nil))
 	got, _, err := w.runner(store, newClock(), Options{}).Run(context.Background(), "inc-1", approver)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The key is still worth enabling: a restore from backup needs it.
 	if w.keyState != kmstypes.KeyStateEnabled {
 		t.Errorf("key state = %s, want Enabled", w.keyState)
 	}
-	if c := got.Clusters[0]; !c.Lost || c.Status != statusTerminal {
-		t.Errorf("cluster = %+v, want lost in %s", c, statusTerminal)
+	if c := got.Clusters[0]; !c.Lost || c.Status != incident.StatusTerminal {
+		t.Errorf("cluster = %+v, want lost in %s", c, incident.StatusTerminal)
 	}
-	if w.calls["StartDBCluster"] != 0 {
-		t.Errorf("StartDBCluster calls = %d, want 0", w.calls["StartDBCluster"])
+	if w.calls["StartDBCluster"] != 1 || w.clusters["billing"] != statusStarting {
+		t.Errorf("StartDBCluster calls = %d, billing %s; want billing alone started", w.calls["StartDBCluster"], w.clusters["billing"])
 	}
 }
 
@@ -477,6 +568,7 @@ func TestRetryable(t *testing.T) {
 		{"not fixable", fmt.Errorf("remediate incident x: %w", ErrNotFixable), false},
 		{"not allowed", fmt.Errorf("remediate incident x: %w", ErrNotAllowed), false},
 		{"closed", fmt.Errorf("remediate incident x: %w", ErrClosed), false},
+		{"not approved", fmt.Errorf("remediate incident x: %w", ErrNotApproved), false},
 		{"access denied", fmt.Errorf("EnableKey k: %w", &smithy.GenericAPIError{Code: "AccessDeniedException", Fault: smithy.FaultClient}), false},
 		{"throttled", fmt.Errorf("StartDBCluster c: %w", &smithy.GenericAPIError{Code: "ThrottlingException"}), true},
 		{"wait timed out", errors.New("WaitEnabled k: key k still Disabled after 1m0s"), true},
@@ -521,15 +613,15 @@ func TestRunKeyNotAccessibleYetIsRetriedInRun(t *testing.T) {
 	if diff := cmp.Diff([]time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second}, clk.sleeps); diff != "" {
 		t.Errorf("sleeps (-want +got):\n%s", diff)
 	}
-	want := []string{
-		"CancelKeyDeletion " + testKeyARN + " → skipped: no deletion scheduled (key Disabled)",
-		"EnableKey " + testKeyARN + " → ok",
-		"WaitEnabled " + testKeyARN + " → ok",
-		"StartDBCluster orders → ok",
-		"StartDBCluster billing → ok",
+	want := []step{
+		skipped(incident.StepCancelKeyDeletion, testKeyARN, "no deletion scheduled (key Disabled)"),
+		ok(incident.StepEnableKey, testKeyARN),
+		ok(incident.StepWaitEnabled, testKeyARN),
+		ok(incident.StepStartDBCluster, "orders"),
+		ok(incident.StepStartDBCluster, "billing"),
 	}
-	if diff := cmp.Diff(want, details(got)); diff != "" {
-		t.Errorf("timeline (-want +got):\n%s", diff)
+	if diff := cmp.Diff(want, steps(got)); diff != "" {
+		t.Errorf("recorded steps (-want +got):\n%s", diff)
 	}
 	if w.clusters["orders"] != statusStarting || w.clusters["billing"] != statusStarting {
 		t.Errorf("clusters = %v, want both starting", w.clusters)
@@ -550,7 +642,7 @@ func TestRunKeyNotAccessibleIsRetryable(t *testing.T) {
 	clk := newClock()
 	start := clk.now
 	r := w.runner(store, clk, Options{KeyAccessTimeout: 10 * time.Second})
-	got, steps, err := r.Run(context.Background(), "inc-1", approver)
+	got, ran, err := r.Run(context.Background(), "inc-1", approver)
 	if err == nil || !Retryable(err) || errors.Is(err, ErrIncomplete) {
 		t.Fatalf("Run error = %v, want a retryable error", err)
 	}
@@ -564,12 +656,13 @@ func TestRunKeyNotAccessibleIsRetryable(t *testing.T) {
 	if n := w.calls["StartDBCluster"]; n < 3 {
 		t.Errorf("StartDBCluster calls = %d, want retries within the run", n)
 	}
-	if last := steps[len(steps)-1]; last.Target != "orders" || last.Err == nil {
+	if last := ran[len(ran)-1]; last.Target != "orders" || last.Err == nil {
 		t.Errorf("last step = %+v, want orders failed", last)
 	}
-	d := details(got)
-	if last := d[len(d)-1]; !strings.HasPrefix(last, "StartDBCluster orders → KMSKeyNotAccessibleFault: ") || !strings.Contains(last, "will run again") {
-		t.Errorf("last entry = %q, want the fault and that it will run again", last)
+	rec := got.Remediation.Steps[len(got.Remediation.Steps)-1]
+	if rec.Kind != incident.StepStartDBCluster || rec.Target != "orders" || rec.Result != incident.ResultFailed ||
+		!strings.HasPrefix(rec.Detail, "KMSKeyNotAccessibleFault: ") || !strings.Contains(rec.Detail, "will run again") {
+		t.Errorf("last recorded step = %+v, want orders failed, telling people it will run again", rec)
 	}
 	if w.clusters["billing"] != statusStopped {
 		t.Errorf("billing = %s: the run should stop for the retry", w.clusters["billing"])
@@ -583,6 +676,10 @@ func TestRunKeyNotAccessibleIsRetryable(t *testing.T) {
 	}
 	if w.clusters["orders"] != statusStarting || w.clusters["billing"] != statusStarting || got.State != incident.StateRemediating {
 		t.Errorf("clusters %v, state %s: want both starting and remediating", w.clusters, got.State)
+	}
+	// The failed attempt and the retry's success are both on record; orders counts as done.
+	if _, done := got.StepDone(incident.StepStartDBCluster, "orders"); !done {
+		t.Errorf("steps %+v: want orders' start recorded as done by the retry", steps(got))
 	}
 }
 
@@ -603,7 +700,7 @@ func TestRunIncompleteNamesClusters(t *testing.T) {
 	}
 	store := newMemStore(testIncident(
 		[]incident.Cluster{{Identifier: "orders"}, {Identifier: "billing"}, {Identifier: "lost"}, {Identifier: "gone"}, {Identifier: "reports"}, {Identifier: "ledger"}},
-		[]incident.Instance{{Identifier: "ledger-1", ClusterIdentifier: "ledger", Status: statusAvailable, LostKeyAccess: true}}))
+		[]incident.Instance{{Identifier: "ledger-1", ClusterIdentifier: "ledger", Status: incident.StatusAvailable, LostKeyAccess: true}}))
 	got, _, err := w.runner(store, newClock(), Options{}).Run(context.Background(), "inc-1", approver)
 	var inc *IncompleteError
 	if !errors.As(err, &inc) || !errors.Is(err, ErrIncomplete) || Retryable(err) {
@@ -619,12 +716,13 @@ func TestRunIncompleteNamesClusters(t *testing.T) {
 	if !strings.Contains(err.Error(), "orders (status stopping") || !strings.Contains(err.Error(), "ledger (RebootDBInstance ledger-1 failed") {
 		t.Errorf("error text %q does not name the clusters", err)
 	}
-	// Everything else still ran, and Run leaves the state to its caller.
+	// Everything else still ran, and the incident goes back to the approvers, naming them.
 	if w.keyState != kmstypes.KeyStateEnabled || w.clusters["billing"] != statusStarting {
 		t.Errorf("key %s, clusters %v: want Enabled and billing started", w.keyState, w.clusters)
 	}
-	if got.State != incident.StateRemediating {
-		t.Errorf("state = %s, want remediating (the handler reopens it)", got.State)
+	givenBack(t, got)
+	if !strings.Contains(got.Remediation.Reason, "orders (status stopping") {
+		t.Errorf("reason %q does not tell people which clusters need attention", got.Remediation.Reason)
 	}
 }
 
@@ -643,8 +741,8 @@ func TestRunLeavesClusterNotOnKeyStopped(t *testing.T) {
 	if w.clusters["orders"] != statusStarting || w.clusters["analytics"] != statusStopped || w.calls["StartDBCluster"] != 1 {
 		t.Errorf("clusters %v after %d StartDBCluster calls: want orders started and analytics left stopped", w.clusters, w.calls["StartDBCluster"])
 	}
-	d := details(got)
-	if want := "StartDBCluster analytics → skipped: the key does not encrypt its storage (used for performance-insights, master-user-secret); left stopped, as its owner may want it"; d[len(d)-1] != want {
-		t.Errorf("last entry = %q, want %q", d[len(d)-1], want)
+	want := skipped(incident.StepStartDBCluster, "analytics", "the key does not encrypt its storage (used for performance-insights, master-user-secret); left stopped, as its owner may want it")
+	if diff := cmp.Diff(want, steps(got)[len(got.Remediation.Steps)-1]); diff != "" {
+		t.Errorf("last step (-want +got):\n%s", diff)
 	}
 }

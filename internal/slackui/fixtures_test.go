@@ -33,7 +33,7 @@ func alice() incident.Actor {
 	}
 }
 
-func cluster(id, engine, status string, lostAccess *time.Time) incident.Cluster {
+func cluster(id, engine string, status incident.ClusterStatus, lostAccess *time.Time) incident.Cluster {
 	return incident.Cluster{
 		Identifier:   id,
 		ARN:          "arn:aws:rds:eu-west-1:111122223333:cluster:" + id,
@@ -45,7 +45,7 @@ func cluster(id, engine, status string, lostAccess *time.Time) incident.Cluster 
 	}
 }
 
-func instance(id, clusterID, status string, lost bool) incident.Instance {
+func instance(id, clusterID string, status incident.ClusterStatus, lost bool) incident.Instance {
 	return incident.Instance{
 		Identifier:        id,
 		ARN:               "arn:aws:rds:eu-west-1:111122223333:db:" + id,
@@ -72,7 +72,7 @@ func disabledThree() incident.Incident {
 		ID: "KW-20261128-1f3a9c", Version: 3, State: incident.StateOpen,
 		KeyARN: keyARN, KeyAlias: "alias/orders-db", KeyState: "Disabled", KeyManager: "CUSTOMER",
 		Trigger: "DisableKey", LostAt: lost, OpenedAt: lost.Add(40 * time.Second), UpdatedAt: lost.Add(20 * time.Minute),
-		Actor: alice(), Deliveries: 1,
+		Actor: alice(), // Deliveries: RecordDelivery counts the one event below.
 		Clusters: []incident.Cluster{
 			cluster("orders-prod", "aurora-postgresql", "available", &lost),
 			cluster("billing", "aurora-mysql", "inaccessible-encryption-credentials-recoverable", &lost),
@@ -89,11 +89,11 @@ func disabledThree() incident.Incident {
 			snapshot("orders-prod-before-upgrade", "orders-prod", "manual"),
 			snapshot("billing-2026-11-27", "billing", "automated"),
 		},
-		Timeline: []incident.Entry{
-			{At: lost.Add(40 * time.Second), Kind: incident.KindOpened, Actor: "arn:aws:iam::111122223333:user/alice", Detail: "DisableKey from 203.0.113.7"},
-			{At: lost.Add(20 * time.Minute), Kind: incident.KindClick, Actor: "U012ABCDEF", Detail: "acknowledge"},
-		},
 	}
+	inc.RecordDelivery(incident.Entry{At: lost.Add(40 * time.Second), Source: "3c5d0f2e-0b8e-4c2a-9f7e-1a2b3c4d5e6f",
+		Actor: "arn:aws:iam::111122223333:user/alice", Detail: "DisableKey from 203.0.113.7"})
+	inc.AddEntry(incident.Entry{ID: incident.EntryID("click", "1795850400.000100", "U012ABCDEF"), At: lost.Add(20 * time.Minute),
+		Kind: incident.KindClick, Actor: "U012ABCDEF", Result: incident.Result(ActionAcknowledge), Detail: "acknowledge: on it"})
 	inc.Clusters[0].Uses = []string{"storage", "master-user-secret"}
 	inc.RecomputeDeadlines()
 	return inc

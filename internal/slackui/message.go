@@ -32,7 +32,7 @@ const maxOtherLines = 10
 // shows in notifications and to clients that cannot draw blocks.
 func Message(inc incident.Incident, now time.Time) (blocks []slack.Block, fallback string) {
 	sev := Severity(inc, now)
-	fixable, instead := Fixable(inc)
+	instead := notFixable(inc)
 
 	blocks = append(blocks, slack.NewHeaderBlock(plain(truncate(headline(inc, sev), maxHeaderText))))
 	blocks = append(blocks, keyBlock(inc, sev))
@@ -43,11 +43,11 @@ func Message(inc incident.Incident, now time.Time) (blocks []slack.Block, fallba
 	blocks = append(blocks, slack.NewDividerBlock())
 	blocks = append(blocks, dependentBlocks(inc, now)...)
 	blocks = append(blocks, slack.NewDividerBlock())
-	if !fixable && inc.State != incident.StateIntentional {
+	if instead != "" && inc.State != incident.StateIntentional {
 		blocks = append(blocks, section(":no_entry: *One click cannot fix this.* "+esc(instead)))
 	}
 	blocks = append(blocks, stateBlock(inc, now))
-	if a := actionsBlock(inc, fixable); a != nil {
+	if a := actionsBlock(inc); a != nil {
 		blocks = append(blocks, a)
 	}
 	blocks = append(blocks, slack.NewContextBlock("", mrkdwn(fmt.Sprintf("keywarden · %s · version %d · updated %s",
@@ -83,32 +83,32 @@ func headline(inc incident.Incident, sev string) string {
 
 // keyPhrase says what happened to the key in words, from its last known KMS state.
 func keyPhrase(inc incident.Incident) string {
-	if keyDeleted(inc) {
+	if inc.KeyDeleted() {
 		return "deleted"
 	}
 	switch inc.KeyState {
-	case "Disabled":
+	case incident.KeyStateDisabled:
 		return "disabled"
-	case "PendingDeletion":
+	case incident.KeyStatePendingDeletion:
 		return "scheduled for deletion"
-	case "PendingReplicaDeletion":
+	case incident.KeyStatePendingReplicaDeletion:
 		return "scheduled for deletion (waiting for its replicas)"
-	case "PendingImport":
+	case incident.KeyStatePendingImport:
 		return "lost its imported key material"
-	case "Unavailable":
+	case incident.KeyStateUnavailable:
 		return "unavailable (custom key store disconnected)"
-	case "Enabled":
+	case incident.KeyStateEnabled:
 		return "enabled again"
 	case "":
 		return "unusable"
 	}
-	return "unusable (" + inc.KeyState + ")"
+	return "unusable (" + string(inc.KeyState) + ")"
 }
 
 // keyStateText is the key's state as KMS last reported it; a deleted key that DescribeKey no
 // longer finds reads as deleted rather than blank.
 func keyStateText(inc incident.Incident) string {
-	if inc.KeyState == "" && keyDeleted(inc) {
+	if inc.KeyState == "" && inc.KeyDeleted() {
 		return "deleted (DescribeKey: not found)"
 	}
 	return stateWord(inc.KeyState)
@@ -175,7 +175,7 @@ func deadlineBlock(inc incident.Incident, now time.Time) *slack.SectionBlock {
 		if inc.Critical {
 			text += "\nAlso: a cluster that cannot stop has no recoverable window and is hurt now."
 		}
-	case keyDeleted(inc):
+	case inc.KeyDeleted():
 		text = ":hourglass: *No deadline left*: the key is deleted."
 	case inc.Critical:
 		text = ":hourglass: *No recoverable window*: a cluster that cannot stop is hurt from the first minute, and Aurora may make it terminal without the 7-day grace."
@@ -188,7 +188,7 @@ func deadlineBlock(inc incident.Incident, now time.Time) *slack.SectionBlock {
 // deadlineReason says what happens at the deadline, because the two causes call for different
 // urgency: a key deletion ends everything, a cluster's window ends that cluster.
 func deadlineReason(inc incident.Incident) string {
-	if inc.KeyState == "PendingDeletion" && inc.KeyDeletionDate != nil && inc.KeyDeletionDate.Equal(*inc.Deadline) {
+	if inc.KeyState == incident.KeyStatePendingDeletion && inc.KeyDeletionDate != nil && inc.KeyDeletionDate.Equal(*inc.Deadline) {
 		return "KMS deletes the key for good then; every cluster, snapshot and backup under it becomes unrecoverable."
 	}
 	var ids []string
@@ -261,7 +261,7 @@ func dependentBlocks(inc incident.Incident, now time.Time) []slack.Block {
 				other = append(other, fmt.Sprintf("_…and %d more._", len(inc.OtherEngines)-i))
 				break
 			}
-			other = append(other, fmt.Sprintf("• %s · %s · %s", code(c.Identifier), esc(c.Engine), code(c.Status)))
+			other = append(other, fmt.Sprintf("• %s · %s · %s", code(c.Identifier), esc(c.Engine), code(string(c.Status))))
 		}
 		blocks = append(blocks, packSections(
 			fmt.Sprintf("*Other databases using this key: %d* — the one-click fix enables the key but does not restart these; check them after.", len(inc.OtherEngines)),
@@ -292,7 +292,7 @@ func byUrgency(a, b incident.Cluster) int {
 
 func clusterLine(c incident.Cluster, instances, snapshots int, inc incident.Incident, now time.Time) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "• *%s* · %s · %s", esc(c.Identifier), esc(c.Engine), code(c.Status))
+	fmt.Fprintf(&b, "• *%s* · %s · %s", esc(c.Identifier), esc(c.Engine), code(string(c.Status)))
 	if instances > 0 {
 		b.WriteString(" · " + plural(instances, "instance", "instances"))
 	}
@@ -303,7 +303,7 @@ func clusterLine(c incident.Cluster, instances, snapshots int, inc incident.Inci
 	switch {
 	case c.Recovered:
 		b.WriteString(":white_check_mark: recovered")
-	case c.Lost && keyDeleted(inc):
+	case c.Lost && inc.KeyDeleted():
 		b.WriteString(":x: terminal — unrecoverable, the key is deleted")
 	case c.Lost:
 		b.WriteString(":x: terminal — restore from a snapshot or PITR with the key enabled")
@@ -314,7 +314,7 @@ func clusterLine(c incident.Cluster, instances, snapshots int, inc incident.Inci
 		}
 	case c.Deadline != nil:
 		until := "recoverable until"
-		if inc.KeyState == "PendingDeletion" && inc.KeyDeletionDate != nil && c.Deadline.Equal(*inc.KeyDeletionDate) {
+		if inc.KeyState == incident.KeyStatePendingDeletion && inc.KeyDeletionDate != nil && c.Deadline.Equal(*inc.KeyDeletionDate) {
 			until = "until the key's deletion"
 		}
 		fmt.Fprintf(&b, "%s %s (%s)", until, utc(*c.Deadline), countdown(c.Deadline.Sub(now)))
@@ -343,8 +343,9 @@ func packSections(title string, lines []string) []slack.Block {
 	return append(blocks, section(cur))
 }
 
-// stateBlock says where the incident stands and who has taken it on, read from the timeline's
-// click entries so that the message and the audit trail cannot disagree.
+// stateBlock says where the incident stands and who has taken it on, read from the typed
+// record — Approvals, the Remediation's approvers, click and state entries' actors — so that
+// the message and the audit trail cannot disagree.
 func stateBlock(inc incident.Incident, now time.Time) *slack.SectionBlock {
 	var b strings.Builder
 	switch inc.State {
@@ -357,19 +358,21 @@ func stateBlock(inc incident.Incident, now time.Time) *slack.SectionBlock {
 		if inc.ClosedAt != nil {
 			fmt.Fprintf(&b, " at %s", utc(*inc.ClosedAt))
 		}
-		if e, ok := lastOf(inc.Timeline, incident.KindClosed); ok && e.Detail != "" {
-			b.WriteString(" — " + esc(truncate(e.Detail, 500)))
+		if e, ok := closingEntry(inc); ok {
+			b.WriteString(" — " + esc(truncate(e.Text(), 500)))
 		}
 	}
-	people := clickers(inc.Timeline)
-	for _, p := range []struct{ label, action string }{
-		{"Acknowledged by", ActionAcknowledge},
-		{"Approved by", ActionRemediate},
-		{"Marked intentional by", ActionIntentional},
+	for _, p := range []struct {
+		label string
+		users []string
+	}{
+		{"Acknowledged by", clickers(inc.Timeline, incident.Result(ActionAcknowledge))},
+		{"Approved by", approvers(inc)},
+		{"Marked intentional by", stateActors(inc.Timeline, incident.StateIntentional)},
 	} {
-		if ids := people[p.action]; len(ids) > 0 {
-			names := make([]string, len(ids))
-			for i, id := range ids {
+		if len(p.users) > 0 {
+			names := make([]string, len(p.users))
+			for i, id := range p.users {
 				names[i] = who(id)
 			}
 			fmt.Fprintf(&b, "\n*%s* %s", p.label, listNames(names, 10))
@@ -378,51 +381,64 @@ func stateBlock(inc incident.Incident, now time.Time) *slack.SectionBlock {
 	return slack.NewSectionBlock(mrkdwn(truncate(b.String(), maxSectionText)), nil, nil, slack.SectionBlockOptionBlockID("incident_state"))
 }
 
-// clickers reads who pressed which button from the timeline. A click entry's Detail starts with
-// the button's action ID (anything after it, such as ": approval 1 of 2", is the result); refused
-// clicks are recorded as KindDenied and do not count.
-func clickers(tl []incident.Entry) map[string][]string {
-	out := map[string][]string{}
+// clickers lists, in order and once each, the users whose acted-on clicks (KindClick entries)
+// had result action. Refused clicks are KindRefusal entries and never count.
+func clickers(tl []incident.Entry, action incident.Result) []string {
+	var users []string
 	for _, e := range tl {
-		if e.Kind != incident.KindClick || e.Actor == "" {
-			continue
-		}
-		action := strings.FieldsFunc(e.Detail, func(r rune) bool { return r == ' ' || r == ':' })
-		if len(action) == 0 {
-			continue
-		}
-		if !slices.Contains(out[action[0]], e.Actor) {
-			out[action[0]] = append(out[action[0]], e.Actor)
+		if e.Kind == incident.KindClick && e.Result == action && e.Actor != "" && !slices.Contains(users, e.Actor) {
+			users = append(users, e.Actor)
 		}
 	}
-	return out
+	return users
 }
 
-func lastOf(tl []incident.Entry, kind string) (incident.Entry, bool) {
-	for i := len(tl) - 1; i >= 0; i-- {
-		if tl[i].Kind == kind {
-			return tl[i], true
+// approvers is who approved what the message shows: the approvers of the running or last
+// remediation once one started, otherwise the approvals counting in the current round.
+func approvers(inc incident.Incident) []string {
+	if inc.State == incident.StateOpen {
+		return inc.RoundApprovers()
+	}
+	return inc.Remediation.ApprovedBy
+}
+
+// stateActors lists, once each, who moved the incident to state to.
+func stateActors(tl []incident.Entry, to incident.State) []string {
+	var users []string
+	for _, e := range tl {
+		if e.Kind == incident.KindState && e.Result == incident.Result(to) && e.Actor != "" &&
+			e.Actor != incident.Keywarden && !slices.Contains(users, e.Actor) {
+			users = append(users, e.Actor)
+		}
+	}
+	return users
+}
+
+// closingEntry is the state entry that closed the incident: its text says why.
+func closingEntry(inc incident.Incident) (incident.Entry, bool) {
+	for i := len(inc.Timeline) - 1; i >= 0; i-- {
+		if e := inc.Timeline[i]; e.Kind == incident.KindState && e.Result == incident.Result(inc.State) {
+			return e, true
 		}
 	}
 	return incident.Entry{}, false
 }
 
 // actionsBlock holds the buttons. Closed incidents get none; a running remediation keeps only
-// acknowledge, so nobody starts it twice; remediate appears only when one click can fix it.
-func actionsBlock(inc incident.Incident, fixable bool) *slack.ActionBlock {
+// acknowledge, so nobody starts it twice; remediate appears only when one click can fix it and
+// the plan has something to run, and its confirm dialog lists exactly the plan's running steps.
+func actionsBlock(inc incident.Incident) *slack.ActionBlock {
 	if inc.State.Closed() {
 		return nil
 	}
 	value := ButtonValue(inc.ID, inc.Version)
 	var elems []slack.BlockElement
-	if fixable && inc.State == incident.StateOpen {
-		intro := "For key " + truncate(keyLabel(inc), 40) + " this will:\n"
-		steps := intro + strings.Join(stepsWithin(inc, maxConfirmText-len([]rune(intro))), "\n")
+	if steps, text := ConfirmSteps(inc); len(steps) > 0 && inc.State == incident.StateOpen {
 		elems = append(elems, slack.NewButtonBlockElement(ActionRemediate, value, plain("Re-enable key & restart clusters")).
 			WithStyle(slack.StylePrimary).
 			WithConfirm(slack.NewConfirmationBlockObject(
 				plain("Re-enable key & restart?"),
-				plain(truncate(steps, maxConfirmText)),
+				plain(text),
 				plain("Run it"), plain("Cancel")).WithStyle(slack.StylePrimary)))
 	}
 	elems = append(elems, slack.NewButtonBlockElement(ActionAcknowledge, value, plain("Acknowledge")))

@@ -133,12 +133,26 @@ func TestMessageContent(t *testing.T) {
 }
 
 func TestMessageClosedHasNoButtons(t *testing.T) {
-	for _, st := range []incident.State{incident.StateResolved, incident.StateIntentional, incident.StateLost} {
+	closedAt := now.Add(-time.Minute)
+	for _, tt := range []struct {
+		state incident.State
+		close func(*incident.Incident) error
+		why   string
+	}{
+		{incident.StateResolved, func(i *incident.Incident) error {
+			return i.Resolve(incident.Keywarden, "every cluster is available with the key Enabled", closedAt)
+		}, "every cluster is available"},
+		{incident.StateIntentional, func(i *incident.Incident) error { return i.MarkIntentional("U0APPROVR1", closedAt) }, "marked intentional"},
+		{incident.StateLost, func(i *incident.Incident) error {
+			return i.MarkLost(incident.Keywarden, "the key was deleted", closedAt)
+		}, "the key was deleted"},
+	} {
+		st := tt.state
 		t.Run(string(st), func(t *testing.T) {
 			inc := disabledThree()
-			inc.State = st
-			inc.ClosedAt = ptr(now.Add(-time.Minute))
-			inc.Timeline = append(inc.Timeline, incident.Entry{At: *inc.ClosedAt, Kind: incident.KindClosed, Detail: "closed as " + string(st)})
+			if err := tt.close(&inc); err != nil {
+				t.Fatal(err)
+			}
 			blocks, fallback := Message(inc, now)
 			checkLimits(t, blocks)
 			for _, b := range blocks {
@@ -147,7 +161,7 @@ func TestMessageClosedHasNoButtons(t *testing.T) {
 				}
 			}
 			text := render(t, inc)
-			if !strings.Contains(text, "*Final state:*") || !strings.Contains(text, "closed as "+string(st)) {
+			if !strings.Contains(text, "*Final state:*") || !strings.Contains(text, tt.why) {
 				t.Errorf("closed message does not show its final state:\n%s", text)
 			}
 			if strings.Contains(text, "left") && strings.Contains(text, "*Deadline") {
@@ -238,7 +252,9 @@ func TestSeverity(t *testing.T) {
 	}
 }
 
-func TestFixable(t *testing.T) {
+// TestNotFixable: the message offers the fix exactly when the model's Fixable allows it, and
+// otherwise says what to do instead.
+func TestNotFixable(t *testing.T) {
 	tests := []struct {
 		name    string
 		mod     func(*incident.Incident)
@@ -265,12 +281,15 @@ func TestFixable(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			inc := disabledThree()
 			tt.mod(&inc)
-			ok, instead := Fixable(inc)
-			if ok != tt.want {
-				t.Errorf("Fixable() ok = %v, want %v", ok, tt.want)
+			if err := inc.Fixable(); (err == nil) != tt.want {
+				t.Errorf("Fixable() = %v, want fixable %v", err, tt.want)
 			}
+			instead := notFixable(inc)
 			if tt.instead == "" && instead != "" || !strings.Contains(instead, tt.instead) {
-				t.Errorf("Fixable() instead = %q, want it to mention %q", instead, tt.instead)
+				t.Errorf("notFixable() = %q, want it to mention %q", instead, tt.instead)
+			}
+			if text := render(t, inc); tt.instead != "" && !strings.Contains(text, "One click cannot fix this") {
+				t.Errorf("message does not say one click cannot fix it")
 			}
 			blocks, _ := Message(inc, now)
 			if got := hasAction(blocks, ActionRemediate); got != tt.want {
@@ -280,24 +299,143 @@ func TestFixable(t *testing.T) {
 	}
 }
 
-func TestSteps(t *testing.T) {
+func TestConfirmSteps(t *testing.T) {
 	inc := deletionBeforeWindow()
 	inc.Instances = append(inc.Instances, instance("other-1", "elsewhere", "available", true))
-	got := Steps(inc)
-	want := []string{
-		"1. CancelKeyDeletion (key is PendingDeletion)",
-		"2. EnableKey",
-		"3. Wait until DescribeKey says Enabled",
-		"4. StartDBCluster: payments, payments-analytics",
-		"5. RebootDBInstance: other-1",
-	}
+	_, got := ConfirmSteps(inc)
+	want := "For key alias/payments this will:\n" +
+		"1. CancelKeyDeletion (key is PendingDeletion)\n" +
+		"2. EnableKey\n" +
+		"3. Wait until DescribeKey says Enabled\n" +
+		"4. StartDBCluster: payments, payments-analytics\n" +
+		"5. RebootDBInstance: other-1"
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("Steps() mismatch (-want +got):\n%s", diff)
+		t.Errorf("ConfirmSteps() text mismatch (-want +got):\n%s", diff)
 	}
+
+	// Too many names: cut at a name boundary, every kind still listed. Half the clusters still
+	// run, so their instances that reported lost key access are rebooted.
 	inc = manyClusters(40)
-	if n := len(strings.Join(Steps(inc), "\n")); n > maxConfirmText {
-		t.Errorf("Steps() for 40 clusters is %d characters, want at most %d", n, maxConfirmText)
+	for i := range inc.Clusters {
+		if i%2 == 1 {
+			inc.Clusters[i].Status = incident.StatusAvailable
+		}
 	}
+	_, got = ConfirmSteps(inc)
+	if n := utf8.RuneCountInString(got); n > maxConfirmText {
+		t.Errorf("ConfirmSteps() for 40 clusters is %d characters, want at most %d", n, maxConfirmText)
+	}
+	for _, w := range []string{"1. EnableKey", "2. Wait until DescribeKey says Enabled", "3. StartDBCluster: ", " more", "4. RebootDBInstance: "} {
+		if !strings.Contains(got, w) {
+			t.Errorf("ConfirmSteps() for 40 clusters = %q, want it to contain %q", got, w)
+		}
+	}
+	for _, line := range strings.Split(got, "\n")[1:] {
+		_, names, ok := strings.Cut(line, ": ")
+		if !ok {
+			continue
+		}
+		names, _, _ = strings.Cut(names, " … and ")
+		for _, n := range strings.Split(names, ", ") {
+			if !strings.HasPrefix(n, "tenant-") || !strings.HasSuffix(n, "-eu-west-1") && !strings.HasSuffix(n, "-1") {
+				t.Errorf("ConfirmSteps() cut a name: %q in %q", n, line)
+			}
+		}
+	}
+
+	// Nothing to run, or nothing one click can do: no steps, no dialog.
+	for name, mod := range map[string]func(*incident.Incident){
+		"key deleted": func(i *incident.Incident) { i.KeyState = incident.KeyStateDeleted },
+		"nothing to run": func(i *incident.Incident) {
+			i.KeyState = incident.KeyStateEnabled
+			i.Instances = nil
+			for j := range i.Clusters {
+				i.Clusters[j].Status = incident.StatusAvailable
+			}
+		},
+	} {
+		inc := disabledThree()
+		mod(&inc)
+		if steps, text := ConfirmSteps(inc); len(steps) != 0 || text != "" {
+			t.Errorf("%s: ConfirmSteps() = %v, %q, want none", name, steps, text)
+		}
+		if blocks, _ := Message(inc, now); hasAction(blocks, ActionRemediate) {
+			t.Errorf("%s: the message offers remediate", name)
+		}
+	}
+}
+
+// TestConfirmDialogIsThePlan: for every golden incident (and the largest), the steps the
+// confirm dialog lists are inc.Plan()'s running steps — same kinds, same targets, same order —
+// and the dialog Slack shows is the text ConfirmSteps rendered from them.
+func TestConfirmDialogIsThePlan(t *testing.T) {
+	for name, inc := range map[string]incident.Incident{
+		"disabled_three_clusters": disabledThree(),
+		"deletion_before_window":  deletionBeforeWindow(),
+		"cluster_cannot_stop":     cannotStop(),
+		"key_deleted":             keyDeletedOpen(),
+		"200_clusters":            manyClusters(200),
+	} {
+		t.Run(name, func(t *testing.T) {
+			plan, err := inc.Plan()
+			var running []incident.PlannedStep
+			for _, s := range plan {
+				if s.Runs() {
+					running = append(running, s)
+				}
+			}
+			steps, text := ConfirmSteps(inc)
+			if diff := cmp.Diff(running, steps); diff != "" {
+				t.Errorf("dialog steps differ from the plan's running steps (plan error %v) (-plan +dialog):\n%s", err, diff)
+			}
+			dialog, ok := confirmText(Message(inc, now))
+			if ok != (len(running) > 0) {
+				t.Fatalf("remediate confirm dialog present = %v, want %v (%d running steps)", ok, len(running) > 0, len(running))
+			}
+			if !ok {
+				return
+			}
+			if dialog != text {
+				t.Errorf("the dialog shows %q, want ConfirmSteps' %q", dialog, text)
+			}
+			// One numbered line per run of one kind, in the plan's order.
+			var kinds []incident.StepKind
+			for _, s := range running {
+				if len(kinds) == 0 || kinds[len(kinds)-1] != s.Kind {
+					kinds = append(kinds, s.Kind)
+				}
+			}
+			lines := strings.Split(dialog, "\n")[1:]
+			if len(lines) != len(kinds) {
+				t.Fatalf("dialog has %d step lines, want %d (kinds %v):\n%s", len(lines), len(kinds), kinds, dialog)
+			}
+			for i, k := range kinds {
+				word := string(k)
+				if k == incident.StepWaitEnabled {
+					word = "Wait until DescribeKey says Enabled"
+				}
+				if want := strconv.Itoa(i+1) + ". " + word; !strings.HasPrefix(lines[i], want) {
+					t.Errorf("dialog line %d = %q, want it to start with %q", i+1, lines[i], want)
+				}
+			}
+		})
+	}
+}
+
+// confirmText is the remediate button's confirm text in blocks.
+func confirmText(blocks []slack.Block, _ string) (string, bool) {
+	for _, b := range blocks {
+		a, ok := b.(*slack.ActionBlock)
+		if !ok {
+			continue
+		}
+		for _, e := range a.Elements.ElementSet {
+			if btn, ok := e.(*slack.ButtonBlockElement); ok && btn.ActionID == ActionRemediate && btn.Confirm != nil {
+				return btn.Confirm.Text.Text, true
+			}
+		}
+	}
+	return "", false
 }
 
 func TestButtonValue(t *testing.T) {
@@ -394,10 +532,14 @@ func TestThreadText(t *testing.T) {
 		e    incident.Entry
 		want string
 	}{
-		{incident.Entry{At: now, Kind: incident.KindClick, Actor: "U012ABCDEF", Detail: "remediate: approval 1 of 2"},
-			":point_right: `2026-11-28 10:00:00 UTC` *click* · <@U012ABCDEF> — remediate: approval 1 of 2"},
-		{incident.Entry{At: now, Kind: incident.KindRemediation, Detail: "EnableKey: ok"},
-			":wrench: `2026-11-28 10:00:00 UTC` *remediation* — EnableKey: ok"},
+		{incident.Entry{At: now, Kind: incident.KindApproval, Actor: "U012ABCDEF", Result: incident.ResultApproved, Detail: "remediate: approval 1 of 2"},
+			":ballot_box_with_check: `2026-11-28 10:00:00 UTC` *approval* · <@U012ABCDEF> — remediate: approval 1 of 2"},
+		{incident.Entry{At: now, Kind: incident.KindRemediationStep, Actor: incident.Keywarden, Target: "orders", Result: incident.ResultOK},
+			":wrench: `2026-11-28 10:00:00 UTC` *remediation-step* · keywarden — remediation-step orders → ok"},
+		{incident.NewRefusal("U0STRANGER", "remediate", "remediate: refused, not an approver", "click:1.2:U0STRANGER", now),
+			":no_entry_sign: `2026-11-28 10:00:00 UTC` *refusal* · <@U0STRANGER> — remediate: refused, not an approver"},
+		{incident.Entry{At: now, Kind: incident.KindRefusal, Actor: "U0STRANGER", Detail: "refused", Count: 3},
+			":no_entry_sign: `2026-11-28 10:00:00 UTC` *refusal* · <@U0STRANGER> — refused (×3)"},
 		{incident.Entry{At: now, Kind: "new-kind", Actor: "arn:aws:iam::1:user/a&b", Detail: "x"},
 			":small_blue_diamond: `2026-11-28 10:00:00 UTC` *new-kind* · arn:aws:iam::1:user/a&amp;b — x"},
 	}

@@ -107,7 +107,8 @@ func keyLabel(inc incident.Incident) string {
 	if inc.KeyAlias != "" {
 		return inc.KeyAlias
 	}
-	if _, id, ok := strings.Cut(inc.KeyARN, ":key/"); ok {
+	if incident.IsKeyARN(inc.KeyARN) {
+		_, id, _ := strings.Cut(inc.KeyARN, ":key/")
 		return id
 	}
 	if inc.KeyARN != "" {
@@ -133,34 +134,38 @@ func listNames(names []string, max int) string {
 }
 
 // kindEmoji makes the kinds of timeline entry tell apart at a glance in a long thread.
-var kindEmoji = map[string]string{
-	incident.KindOpened:      ":rotating_light:",
-	incident.KindDelivery:    ":inbox_tray:",
-	incident.KindKeyState:    ":key:",
-	incident.KindCluster:     ":card_file_box:",
-	incident.KindSlack:       ":speech_balloon:",
-	incident.KindClick:       ":point_right:",
-	incident.KindDenied:      ":no_entry_sign:",
-	incident.KindRemediation: ":wrench:",
-	incident.KindReminder:    ":alarm_clock:",
-	incident.KindClosed:      ":checkered_flag:",
-	incident.KindNote:        ":memo:",
-	incident.KindElided:      ":scissors:",
+var kindEmoji = map[incident.Kind]string{
+	incident.KindDelivery:        ":inbox_tray:",
+	incident.KindKeyChange:       ":key:",
+	incident.KindClusterChange:   ":card_file_box:",
+	incident.KindRDSEvent:        ":card_file_box:",
+	incident.KindClick:           ":point_right:",
+	incident.KindApproval:        ":ballot_box_with_check:",
+	incident.KindRefusal:         ":no_entry_sign:",
+	incident.KindRemediationStep: ":wrench:",
+	incident.KindReminder:        ":alarm_clock:",
+	incident.KindSlackDelivery:   ":speech_balloon:",
+	incident.KindState:           ":checkered_flag:",
+	incident.KindNote:            ":memo:",
 }
 
-// ThreadText renders one timeline entry as a thread reply. The time is absolute UTC with
-// seconds because the thread is the audit trail: two clicks a second apart must read apart.
+// ThreadText renders one timeline entry as a thread reply: its kind, who, and Entry.Text. The
+// time is absolute UTC with seconds because the thread is the audit trail: two clicks a second
+// apart must read apart.
 func ThreadText(e incident.Entry) string {
 	emoji := kindEmoji[e.Kind]
 	if emoji == "" {
 		emoji = ":small_blue_diamond:"
 	}
-	line := fmt.Sprintf("%s `%s` *%s*", emoji, e.At.UTC().Format("2006-01-02 15:04:05 UTC"), esc(e.Kind))
+	line := fmt.Sprintf("%s `%s` *%s*", emoji, e.At.UTC().Format("2006-01-02 15:04:05 UTC"), esc(string(e.Kind)))
 	if e.Actor != "" {
 		line += " · " + who(e.Actor)
 	}
-	if e.Detail != "" {
-		line += " — " + esc(e.Detail)
+	if text := e.Text(); text != "" {
+		line += " — " + esc(text)
+	}
+	if e.Count > 1 {
+		line += fmt.Sprintf(" (×%d)", e.Count)
 	}
 	return truncate(line, maxSectionText)
 }
@@ -188,9 +193,9 @@ func Reminder(inc incident.Incident, left time.Duration, mention string, now tim
 	} else if inc.Critical {
 		b.WriteString(" A cluster that cannot stop has no recoverable window: act now.")
 	}
-	if ok, instead := Fixable(inc); ok {
+	if steps, _ := ConfirmSteps(inc); len(steps) > 0 {
 		b.WriteString(" Use *Re-enable key & restart clusters* on the message above, or *Intentional* if this is wanted.")
-	} else {
+	} else if instead := notFixable(inc); instead != "" {
 		b.WriteString(" " + instead)
 	}
 	return truncate(b.String(), maxSectionText)
@@ -208,11 +213,11 @@ func threshold(d time.Duration) string {
 }
 
 // stateWord is how a KMS key state reads in a sentence.
-func stateWord(keyState string) string {
+func stateWord(keyState incident.KeyState) string {
 	if keyState == "" {
 		return "unusable"
 	}
-	return keyState
+	return string(keyState)
 }
 
 // active counts clusters still waiting for their key: neither recovered nor lost.

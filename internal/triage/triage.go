@@ -20,6 +20,7 @@ import (
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/keyevent"
 	"github.com/keywarden/keywarden/internal/kmskey"
+	"github.com/keywarden/keywarden/internal/lifecycle"
 )
 
 // Keys resolves and describes KMS keys; *kmskey.Resolver fits.
@@ -35,7 +36,9 @@ type Radius interface {
 	Find(ctx context.Context, keyARN string) (blast.Radius, error)
 }
 
-// Incidents stores incidents; *incident.Store fits.
+// Incidents stores incidents; *dynamostore.Store fits. Open records a new incident with its
+// first delivery, or folds the delivery (once per event ID) into the incident already open for
+// the key and applies fold.
 type Incidents interface {
 	Open(ctx context.Context, inc incident.Incident, delivery incident.Entry, fold func(*incident.Incident)) (incident.Incident, bool, error)
 	OpenFor(ctx context.Context, keyARN string) (incident.Incident, error)
@@ -100,8 +103,10 @@ type Signal struct {
 	Trigger       string
 	TriggerDetail string
 	// At is when the key became unusable as far as the signal knows.
-	At      time.Time
-	Actor   incident.Actor
+	At    time.Time
+	Actor incident.Actor
+	// EventID is the EventBridge ID of the event the signal came from; "" for a signal no event
+	// carried (the reconciler's backstop).
 	EventID string
 	// ClusterLostAccess is set when a cluster itself reported it cannot use the key (RDS-EVENT-
 	// 0418/0419, or a cluster found inaccessible): that is a loss even while KMS says the key is
@@ -204,7 +209,7 @@ func (s *Service) ensure(ctx context.Context, sig Signal, key kmskey.Key) (Outco
 		o.Action, o.Reason = ActionIgnored, "AWS-managed key: it cannot be disabled or deleted"
 		return o, nil
 	}
-	if !incident.KeyUnusable(key.State) && !sig.ClusterLostAccess {
+	if !key.State.Unusable() && !sig.ClusterLostAccess {
 		return s.stillUsable(ctx, sig, key)
 	}
 	if key.State == incident.KeyStateDeleted && !openKnown {
@@ -218,19 +223,21 @@ func (s *Service) ensure(ctx context.Context, sig Signal, key kmskey.Key) (Outco
 		return o, fmt.Errorf("blast radius of %s: %w", sig.KeyARN, err)
 	}
 	now := s.now().UTC()
-	delivery := incident.Entry{At: now, Kind: incident.KindDelivery, Actor: sig.Actor.Name(), Detail: describeSignal(sig, key)}
+	delivery := s.delivery(sig, key, now)
 	if radius.Empty() {
 		return s.noImpact(ctx, sig, key, delivery, radius)
 	}
+	delivery.Detail += fmt.Sprintf("; %d Aurora cluster(s) depend on the key", len(radius.Clusters))
 
 	alias, err := s.keys.Alias(ctx, sig.KeyARN)
 	if err != nil {
 		s.log.WarnContext(ctx, "key alias unavailable", "key_arn", sig.KeyARN, "error", err)
 	}
 	fresh := s.newIncident(sig, key, alias, radius, now)
+	src := source(sig)
 	got, opened, err := s.incidents.Open(ctx, fresh, delivery, func(inc *incident.Incident) {
-		mergeKey(inc, key)
-		mergeRadius(inc, radius, sig.At)
+		lifecycle.SetKey(inc, key, src, now)
+		mergeRadius(inc, radius, sig.At, src, now)
 		inc.RecomputeDeadlines()
 	})
 	if err != nil {
@@ -243,8 +250,10 @@ func (s *Service) ensure(ctx context.Context, sig Signal, key kmskey.Key) (Outco
 	}
 	if key.State == incident.KeyStateDeleted {
 		got, err = s.incidents.Update(ctx, got.ID, func(inc *incident.Incident) error {
-			closeLost(inc, now, "the key was deleted: data encrypted under it cannot be recovered, and backups encrypted with it cannot be restored")
-			return nil
+			if inc.State.Closed() {
+				return nil
+			}
+			return inc.MarkLost(incident.Keywarden, "the key was deleted: data encrypted under it cannot be recovered, and backups encrypted with it cannot be restored", now)
 		})
 		if err != nil {
 			return o, fmt.Errorf("close incident %s as lost: %w", o.IncidentID, err)
@@ -253,6 +262,22 @@ func (s *Service) ensure(ctx context.Context, sig Signal, key kmskey.Key) (Outco
 	}
 	s.announce(ctx, got)
 	return o, nil
+}
+
+// source is the lifecycle Source of what a signal reports.
+func source(sig Signal) lifecycle.Source {
+	return lifecycle.Source{EventID: sig.EventID, Name: sig.Trigger}
+}
+
+// delivery is the entry that records a signal on an incident: one per event, however often
+// EventBridge delivers it. A signal no event carried (the backstop) is named by its trigger,
+// key and time.
+func (s *Service) delivery(sig Signal, key kmskey.Key, now time.Time) incident.Entry {
+	id := sig.EventID
+	if id == "" {
+		id = incident.EntryID(sig.Trigger, sig.KeyARN, sig.At.UTC().Format(time.RFC3339Nano))
+	}
+	return incident.Entry{At: now, Actor: sig.Actor.Name(), Target: sig.KeyARN, Source: id, Detail: describeSignal(sig, key)}
 }
 
 func (s *Service) newIncident(sig Signal, key kmskey.Key, alias string, radius blast.Radius, now time.Time) incident.Incident {
@@ -266,47 +291,29 @@ func (s *Service) newIncident(sig Signal, key kmskey.Key, alias string, radius b
 		OpenedAt:      now,
 		Actor:         sig.Actor,
 	}
-	mergeKey(&inc, key)
-	mergeRadius(&inc, radius, sig.At)
+	src := source(sig)
+	lifecycle.SetKey(&inc, key, src, now)
+	mergeRadius(&inc, radius, sig.At, src, now)
 	inc.RecomputeDeadlines()
-	inc.Timeline = []incident.Entry{{
-		At: now, Kind: incident.KindOpened, Actor: sig.Actor.Name(),
-		Detail: fmt.Sprintf("%s; %d Aurora cluster(s) depend on the key", describeSignal(sig, key), len(radius.Clusters)),
-	}}
 	return inc
 }
 
-// mergeKey records the key's live state.
-func mergeKey(inc *incident.Incident, key kmskey.Key) {
-	inc.KeyState = key.State
-	inc.KeyManager = key.Manager
-	inc.KeyDeletionDate = nil
-	if key.State == "PendingDeletion" {
-		inc.KeyDeletionDate = key.DeletionDate
-	}
-}
-
-// mergeRadius adds dependents not yet on the incident and refreshes the status of known ones.
-// A cluster's window start is never moved later by key-side evidence, and not at all once RDS
-// dated it (lifecycle.KeyAccessLost).
-func mergeRadius(inc *incident.Incident, radius blast.Radius, lostAt time.Time) {
-	at := lostAt.UTC()
+// mergeRadius adds dependents not yet on the incident and refreshes the status and stop facts
+// of known ones. A cluster's window starts by lifecycle's rule for key-side evidence
+// (lifecycle.KeyEvidence): never later, and not at all once RDS dated it.
+func mergeRadius(inc *incident.Incident, radius blast.Radius, lostAt time.Time, src lifecycle.Source, now time.Time) {
 	for _, c := range radius.Clusters {
 		i := slices.IndexFunc(inc.Clusters, func(k incident.Cluster) bool { return k.ARN == c.ARN })
 		if i < 0 {
-			if c.CanStop {
-				c.LostAccessAt = &at
-			}
+			c.LostAccessAt = nil
+			lifecycle.KeyEvidence(&c, lostAt)
 			inc.Clusters = append(inc.Clusters, c)
 			continue
 		}
+		lifecycle.SetClusterStatus(inc, inc.Clusters[i].Identifier, c.Status, src, now)
 		known := &inc.Clusters[i]
-		known.Status, known.CanStop, known.CannotStopReason, known.Uses, known.Members =
-			c.Status, c.CanStop, c.CannotStopReason, c.Uses, c.Members
-		// A window RDS dated stays: the cluster's own report beats the key event's estimate.
-		if known.CanStop && !known.WindowFromRDS && (known.LostAccessAt == nil || at.Before(*known.LostAccessAt)) {
-			known.LostAccessAt = &at
-		}
+		known.CanStop, known.CannotStopReason, known.Uses, known.Members = c.CanStop, c.CannotStopReason, c.Uses, c.Members
+		lifecycle.KeyEvidence(known, lostAt)
 	}
 	inc.Instances = mergeBy(inc.Instances, radius.Instances, func(i incident.Instance) string { return i.ARN })
 	inc.Snapshots = mergeBy(inc.Snapshots, radius.Snapshots, func(s incident.Snapshot) string { return s.ARN })
@@ -331,12 +338,12 @@ func (s *Service) noImpact(ctx context.Context, sig Signal, key kmskey.Key, deli
 	// The key may have had dependents when an incident opened (the clusters were since
 	// deleted); keep that incident's timeline complete rather than recording a sighting.
 	if open, err := s.incidents.OpenFor(ctx, sig.KeyARN); err == nil {
-		return s.record(ctx, open.ID, key, delivery, ActionFolded)
+		return s.record(ctx, open.ID, key, sig, delivery, ActionFolded)
 	} else if !errors.Is(err, incident.ErrNotFound) {
 		return o, fmt.Errorf("find open incident for %s: %w", sig.KeyARN, err)
 	}
 	err := s.incidents.RecordSighting(ctx, incident.Sighting{
-		KeyARN: sig.KeyARN, EventName: sig.Trigger, At: sig.At.UTC(), Actor: sig.Actor, Note: o.Reason + "; key " + key.State,
+		KeyARN: sig.KeyARN, EventName: sig.Trigger, At: sig.At.UTC(), Actor: sig.Actor, Note: o.Reason + "; key " + string(key.State),
 	})
 	if err != nil {
 		return o, fmt.Errorf("record sighting of %s: %w", sig.KeyARN, err)
@@ -360,11 +367,10 @@ func (s *Service) alreadyLost(ctx context.Context, sig Signal) (Outcome, bool, e
 	}
 	for _, inc := range past {
 		if inc.State == incident.StateLost {
-			entry := incident.Entry{At: s.now().UTC(), Kind: incident.KindDelivery, Actor: sig.Actor.Name(),
-				Detail: describeSignal(sig, kmskey.Key{State: incident.KeyStateDeleted}) + " (already recorded as lost)"}
+			entry := s.delivery(sig, kmskey.Key{State: incident.KeyStateDeleted}, s.now().UTC())
+			entry.Detail += " (already recorded as lost)"
 			got, err := s.incidents.Update(ctx, inc.ID, func(i *incident.Incident) error {
-				i.Deliveries++
-				i.Timeline = append(i.Timeline, entry)
+				i.RecordDelivery(entry)
 				return nil
 			})
 			if err != nil {
@@ -380,22 +386,21 @@ func (s *Service) alreadyLost(ctx context.Context, sig Signal) (Outcome, bool, e
 // events arrived out of order, or someone already fixed it. An open incident records the
 // signal; otherwise nothing opens (the reconciler's backstop looks again later).
 func (s *Service) stillUsable(ctx context.Context, sig Signal, key kmskey.Key) (Outcome, error) {
-	now := s.now().UTC()
-	delivery := incident.Entry{At: now, Kind: incident.KindDelivery, Actor: sig.Actor.Name(), Detail: describeSignal(sig, key)}
+	delivery := s.delivery(sig, key, s.now().UTC())
 	open, err := s.incidents.OpenFor(ctx, sig.KeyARN)
 	switch {
 	case err == nil:
-		return s.record(ctx, open.ID, key, delivery, ActionFolded)
+		return s.record(ctx, open.ID, key, sig, delivery, ActionFolded)
 	case !errors.Is(err, incident.ErrNotFound):
 		return Outcome{KeyARN: sig.KeyARN}, fmt.Errorf("find open incident for %s: %w", sig.KeyARN, err)
 	}
-	return Outcome{KeyARN: sig.KeyARN, Action: ActionIgnored, Reason: "key is " + key.State + " again: nothing to open"}, nil
+	return Outcome{KeyARN: sig.KeyARN, Action: ActionIgnored, Reason: "key is " + string(key.State) + " again: nothing to open"}, nil
 }
 
 // restore records EnableKey or CancelKeyDeletion on the key's open incident. It never opens
 // one: the clusters may still need a restart, which the incident goes on tracking.
 func (s *Service) restore(ctx context.Context, keyARN string, ev keyevent.Event) (Outcome, error) {
-	return s.onOpen(ctx, keyARN, ev, incident.KindKeyState, "no open incident for the key")
+	return s.onOpen(ctx, keyARN, ev, "no open incident for the key")
 }
 
 // access records a key-policy or grant change on the key's open incident. Such a change alone
@@ -403,7 +408,7 @@ func (s *Service) restore(ctx context.Context, keyARN string, ev keyevent.Event)
 // if it does cut Aurora off, RDS-EVENT-0418/0419 or the reconciler opens the incident. But a
 // key found unusable right now is a loss whose own event we missed: open for it.
 func (s *Service) access(ctx context.Context, keyARN string, ev keyevent.Event) (Outcome, error) {
-	o, err := s.onOpen(ctx, keyARN, ev, incident.KindNote, "")
+	o, err := s.onOpen(ctx, keyARN, ev, "")
 	if err != nil || o.Action != "" {
 		return o, err
 	}
@@ -411,8 +416,8 @@ func (s *Service) access(ctx context.Context, keyARN string, ev keyevent.Event) 
 	if err != nil {
 		return o, err
 	}
-	if !incident.KeyUnusable(key.State) {
-		return Outcome{KeyARN: keyARN, Action: ActionIgnored, Reason: ev.Name + " on a key that is " + key.State + ": Aurora keeps its grant"}, nil
+	if !key.State.Unusable() {
+		return Outcome{KeyARN: keyARN, Action: ActionIgnored, Reason: ev.Name + " on a key that is " + string(key.State) + ": Aurora keeps its grant"}, nil
 	}
 	return s.ensure(ctx, Signal{
 		KeyARN: keyARN, Trigger: ev.Name, At: ev.Time, Actor: ev.Actor, EventID: ev.ID,
@@ -420,9 +425,10 @@ func (s *Service) access(ctx context.Context, keyARN string, ev keyevent.Event) 
 	}, key)
 }
 
-// onOpen records ev on keyARN's open incident with the live key state. With no open incident
-// it returns an empty action, or ActionIgnored with noneReason when that is non-empty.
-func (s *Service) onOpen(ctx context.Context, keyARN string, ev keyevent.Event, kind, noneReason string) (Outcome, error) {
+// onOpen records ev on keyARN's open incident, as a delivery, with the live key state. With no
+// open incident it returns an empty action, or ActionIgnored with noneReason when that is
+// non-empty.
+func (s *Service) onOpen(ctx context.Context, keyARN string, ev keyevent.Event, noneReason string) (Outcome, error) {
 	open, err := s.incidents.OpenFor(ctx, keyARN)
 	switch {
 	case errors.Is(err, incident.ErrNotFound):
@@ -437,21 +443,18 @@ func (s *Service) onOpen(ctx context.Context, keyARN string, ev keyevent.Event, 
 	if err != nil {
 		return Outcome{KeyARN: keyARN}, err
 	}
-	sig := Signal{KeyARN: keyARN, Trigger: ev.Name, At: ev.Time, Actor: ev.Actor}
-	entry := incident.Entry{At: s.now().UTC(), Kind: kind, Actor: ev.Actor.Name(), Detail: describeSignal(sig, key)}
-	return s.record(ctx, open.ID, key, entry, ActionUpdated)
+	sig := Signal{KeyARN: keyARN, Trigger: ev.Name, At: ev.Time, Actor: ev.Actor, EventID: ev.ID}
+	return s.record(ctx, open.ID, key, sig, s.delivery(sig, key, s.now().UTC()), ActionUpdated)
 }
 
-// record folds one delivery into an incident with the key's live state.
-func (s *Service) record(ctx context.Context, id string, key kmskey.Key, e incident.Entry, action Action) (Outcome, error) {
+// record folds one delivery into an incident with the key's live state: the delivery is
+// counted once per event, and a key state change is recorded as lifecycle.SetKey does.
+func (s *Service) record(ctx context.Context, id string, key kmskey.Key, sig Signal, e incident.Entry, action Action) (Outcome, error) {
+	now := s.now().UTC()
 	got, err := s.incidents.Update(ctx, id, func(inc *incident.Incident) error {
-		if inc.KeyState != key.State {
-			e.Detail += fmt.Sprintf(" (key state %s → %s)", inc.KeyState, key.State)
-		}
-		mergeKey(inc, key)
+		inc.RecordDelivery(e)
+		lifecycle.SetKey(inc, key, source(sig), now)
 		inc.RecomputeDeadlines()
-		inc.Deliveries++
-		inc.Timeline = append(inc.Timeline, e)
 		return nil
 	})
 	if err != nil {
@@ -465,7 +468,7 @@ func (s *Service) record(ctx context.Context, id string, key kmskey.Key, e incid
 func (s *Service) describe(ctx context.Context, keyARN string) (kmskey.Key, error) {
 	key, err := s.keys.Describe(ctx, keyARN)
 	if errors.Is(err, kmskey.ErrNotFound) {
-		return kmskey.Key{ARN: keyARN, State: incident.KeyStateDeleted}, nil
+		return lifecycle.KeyDeleted(keyARN), nil
 	}
 	if err != nil {
 		return key, fmt.Errorf("describe key %s: %w", keyARN, err)
@@ -481,16 +484,6 @@ func (s *Service) announce(ctx context.Context, inc incident.Incident) {
 		s.log.WarnContext(ctx, "slack message not updated; the reconciler will repair it",
 			"incident_id", inc.ID, "error", err)
 	}
-}
-
-// closeLost ends an incident whose key is gone for good.
-func closeLost(inc *incident.Incident, now time.Time, why string) {
-	if inc.State.Closed() {
-		return
-	}
-	inc.State = incident.StateLost
-	inc.ClosedAt = &now
-	inc.Timeline = append(inc.Timeline, incident.Entry{At: now, Kind: incident.KindClosed, Detail: "lost: " + why})
 }
 
 func triggerDetail(ev keyevent.Event) string {
@@ -522,6 +515,6 @@ func describeSignal(sig Signal, key kmskey.Key) string {
 	if sig.TriggerDetail != "" {
 		b.WriteString("; " + sig.TriggerDetail)
 	}
-	b.WriteString("; key is " + key.State)
+	b.WriteString("; key is " + string(key.State))
 	return b.String()
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/keywarden/keywarden/internal/blast"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/keyevent"
@@ -65,7 +67,8 @@ func (f fakeRadius) Find(_ context.Context, keyARN string) (blast.Radius, error)
 	return f[keyARN], nil
 }
 
-// memStore keeps incidents in memory with the store's open-once semantics.
+// memStore keeps incidents in memory with the store's open-once semantics; deliveries are
+// recorded with RecordDelivery, as dynamostore does, so they count once per event.
 type memStore struct {
 	mu        sync.Mutex
 	byID      map[string]incident.Incident
@@ -83,8 +86,7 @@ func (m *memStore) Open(_ context.Context, inc incident.Incident, delivery incid
 	defer m.mu.Unlock()
 	if id, ok := m.open[inc.KeyARN]; ok {
 		got := m.byID[id]
-		got.Deliveries++
-		got.Timeline = append(got.Timeline, delivery)
+		got.RecordDelivery(delivery)
 		if fold != nil {
 			fold(&got)
 		}
@@ -93,7 +95,8 @@ func (m *memStore) Open(_ context.Context, inc incident.Incident, delivery incid
 		return got, false, nil
 	}
 	m.n++
-	inc.ID, inc.Version, inc.Deliveries = fmt.Sprintf("KW-%d", m.n), 1, 1
+	inc.ID, inc.Version = fmt.Sprintf("KW-%d", m.n), 1
+	inc.RecordDelivery(delivery)
 	m.byID[inc.ID], m.open[inc.KeyARN] = inc, inc.ID
 	return inc, true, nil
 }
@@ -147,7 +150,7 @@ func newService(keys *fakeKeys, radius fakeRadius, store *memStore) *Service {
 }
 
 func disabled() *fakeKeys {
-	return &fakeKeys{keys: map[string]kmskey.Key{keyARN: {ARN: keyARN, ID: "1234abcd-12ab-34cd-56ef-1234567890ab", State: "Disabled", Manager: "CUSTOMER"}}}
+	return &fakeKeys{keys: map[string]kmskey.Key{keyARN: {ARN: keyARN, ID: "1234abcd-12ab-34cd-56ef-1234567890ab", State: incident.KeyStateDisabled, Manager: "CUSTOMER"}}}
 }
 
 func event(name string, kind keyevent.Kind) keyevent.Event {
@@ -171,28 +174,41 @@ func TestLossOpensOneIncidentWithDeadline(t *testing.T) {
 	if inc.Deadline == nil || !inc.Deadline.Equal(want) {
 		t.Errorf("deadline: got %v, want %v", inc.Deadline, want)
 	}
-	if inc.Trigger != "DisableKey" || inc.KeyState != "Disabled" || inc.KeyAlias != "alias/orders" {
+	if inc.Trigger != "DisableKey" || inc.KeyState != incident.KeyStateDisabled || inc.KeyAlias != "alias/orders" {
 		t.Errorf("got trigger %q state %q alias %q", inc.Trigger, inc.KeyState, inc.KeyAlias)
 	}
 	if len(inc.Clusters) != 2 || inc.Clusters[0].LostAccessAt == nil {
 		t.Errorf("clusters: got %+v", inc.Clusters)
 	}
 
-	// The same event again, and a second loss event: folded, never a second incident.
-	for _, name := range []string{"DisableKey", "ScheduleKeyDeletion"} {
-		got, err = svc.HandleKeyEvent(context.Background(), event(name, keyevent.KindLoss))
+	// The same event delivered again, and a second loss event: folded, never a second
+	// incident; deliveries count distinct events.
+	second := event("ScheduleKeyDeletion", keyevent.KindLoss)
+	second.ID = "evt-2"
+	for _, ev := range []keyevent.Event{event("DisableKey", keyevent.KindLoss), second} {
+		got, err = svc.HandleKeyEvent(context.Background(), ev)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got[0].Action != ActionFolded || got[0].IncidentID != inc.ID {
-			t.Fatalf("%s: got %+v, want folded into %s", name, got, inc.ID)
+			t.Fatalf("%s: got %+v, want folded into %s", ev.Name, got, inc.ID)
 		}
 	}
 	if n := len(store.byID); n != 1 {
 		t.Errorf("incidents: got %d, want 1", n)
 	}
-	if d := store.byID[inc.ID].Deliveries; d != 3 {
-		t.Errorf("deliveries: got %d, want 3", d)
+	folded := store.byID[inc.ID]
+	if folded.Deliveries != 2 {
+		t.Errorf("deliveries: got %d, want 2 (evt-1 twice counts once)", folded.Deliveries)
+	}
+	var sources []string
+	for _, e := range folded.Timeline {
+		if e.Kind == incident.KindDelivery {
+			sources = append(sources, e.Source)
+		}
+	}
+	if diff := cmp.Diff([]string{"evt-1", "evt-2"}, sources); diff != "" {
+		t.Errorf("delivery entries by event (-want +got):\n%s", diff)
 	}
 }
 
@@ -200,7 +216,7 @@ func TestDeletionDateEarlierThanWindowIsTheDeadline(t *testing.T) {
 	keys := disabled()
 	deletion := eventTime.Add(7*24*time.Hour - 3*time.Hour)
 	k := keys.keys[keyARN]
-	k.State, k.DeletionDate = "PendingDeletion", &deletion
+	k.State, k.DeletionDate = incident.KeyStatePendingDeletion, &deletion
 	keys.keys[keyARN] = k
 	store := newMemStore()
 	svc := newService(keys, fakeRadius{keyARN: {Clusters: []incident.Cluster{cluster("orders", true)}}}, store)
@@ -244,7 +260,7 @@ func TestOutcomes(t *testing.T) {
 		{"key enabled again by the time we look", func() *fakeKeys {
 			k := disabled()
 			key := k.keys[keyARN]
-			key.State = "Enabled"
+			key.State = incident.KeyStateEnabled
 			k.keys[keyARN] = key
 			return k
 		}, radius, event("DisableKey", keyevent.KindLoss), ActionIgnored},
@@ -257,7 +273,7 @@ func TestOutcomes(t *testing.T) {
 		{"policy change on an enabled key", func() *fakeKeys {
 			k := disabled()
 			key := k.keys[keyARN]
-			key.State = "Enabled"
+			key.State = incident.KeyStateEnabled
 			k.keys[keyARN] = key
 			return k
 		}, radius, event("PutKeyPolicy", keyevent.KindAccess), ActionIgnored},
@@ -292,10 +308,12 @@ func TestRestoreUpdatesOpenIncident(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := keys.keys[keyARN]
-	k.State = "Enabled"
+	k.State = incident.KeyStateEnabled
 	keys.keys[keyARN] = k
 
-	got, err := svc.HandleKeyEvent(context.Background(), event("EnableKey", keyevent.KindRestore))
+	enable := event("EnableKey", keyevent.KindRestore)
+	enable.ID = "evt-restore"
+	got, err := svc.HandleKeyEvent(context.Background(), enable)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,21 +321,24 @@ func TestRestoreUpdatesOpenIncident(t *testing.T) {
 		t.Fatalf("got %+v, want updated %s", got, opened[0].IncidentID)
 	}
 	inc := store.byID[opened[0].IncidentID]
-	if inc.KeyState != "Enabled" || inc.State != incident.StateOpen {
+	if inc.KeyState != incident.KeyStateEnabled || inc.State != incident.StateOpen {
 		t.Errorf("got key %s incident %s, want Enabled and still open (clusters may need a restart)", inc.KeyState, inc.State)
 	}
-	last := inc.Timeline[len(inc.Timeline)-1]
-	if last.Kind != incident.KindKeyState {
-		t.Errorf("last entry: got %+v, want a key-state entry", last)
+	change, ok := inc.LastEntry(incident.KindKeyChange)
+	if !ok || change.Result != incident.Result(incident.KeyStateEnabled) || change.ID != incident.EntryID("key", "evt-restore", "Enabled") {
+		t.Errorf("key change: got %+v, want one to Enabled, named by the EnableKey event", change)
+	}
+	if inc.Deliveries != 2 {
+		t.Errorf("deliveries: got %d, want 2", inc.Deliveries)
 	}
 }
 
 func TestCustomKeyStoreDisconnectOpensPerKey(t *testing.T) {
 	keys := disabled()
 	k := keys.keys[keyARN]
-	k.State, k.CustomKeyStoreID = "Unavailable", "cks-1234567890abcdef0"
+	k.State, k.CustomKeyStoreID = incident.KeyStateUnavailable, "cks-1234567890abcdef0"
 	keys.keys[keyARN] = k
-	keys.keys[otherARN] = kmskey.Key{ARN: otherARN, State: "Unavailable", Manager: "CUSTOMER", CustomKeyStoreID: "cks-1234567890abcdef0"}
+	keys.keys[otherARN] = kmskey.Key{ARN: otherARN, State: incident.KeyStateUnavailable, Manager: "CUSTOMER", CustomKeyStoreID: "cks-1234567890abcdef0"}
 	keys.store = map[string][]kmskey.Key{"cks-1234567890abcdef0": {keys.keys[keyARN], keys.keys[otherARN]}}
 	store := newMemStore()
 	svc := newService(keys, fakeRadius{keyARN: {Clusters: []incident.Cluster{cluster("orders", true)}}}, store)
@@ -354,6 +375,9 @@ func TestDeletedKeyClosesAsLost(t *testing.T) {
 	inc := store.byID[got[0].IncidentID]
 	if inc.State != incident.StateLost || inc.KeyState != incident.KeyStateDeleted {
 		t.Errorf("got state %s key %s, want lost and Deleted", inc.State, inc.KeyState)
+	}
+	if e, ok := inc.LastEntry(incident.KindState); !ok || e.Result != incident.Result(incident.StateLost) {
+		t.Errorf("got state entry %+v, want the transition to lost", e)
 	}
 	if _, err := store.OpenFor(context.Background(), keyARN); !errors.Is(err, incident.ErrNotFound) {
 		t.Errorf("a lost incident must not stay open: %v", err)
@@ -396,7 +420,9 @@ func TestRepeatedDeletionEventFoldsIntoTheLostIncident(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := svc.HandleKeyEvent(context.Background(), event("KMS CMK Deletion", keyevent.KindLoss))
+	repeat := event("KMS CMK Deletion", keyevent.KindLoss)
+	repeat.ID = "evt-2" // KMS sends the event again: a new event, not a redelivery
+	again, err := svc.HandleKeyEvent(context.Background(), repeat)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,7 +437,7 @@ func TestRepeatedDeletionEventFoldsIntoTheLostIncident(t *testing.T) {
 func TestClusterEvidenceOpensForAnEnabledKey(t *testing.T) {
 	keys := disabled()
 	k := keys.keys[keyARN]
-	k.State = "Enabled"
+	k.State = incident.KeyStateEnabled
 	keys.keys[keyARN] = k
 	store := newMemStore()
 	svc := newService(keys, fakeRadius{keyARN: {Clusters: []incident.Cluster{cluster("orders", true)}}}, store)
@@ -423,5 +449,40 @@ func TestClusterEvidenceOpensForAnEnabledKey(t *testing.T) {
 	o, err = svc.Ensure(context.Background(), Signal{KeyARN: keyARN, Trigger: "RDS-EVENT-0419", At: eventTime, ClusterLostAccess: true})
 	if err != nil || o.Action != ActionOpened {
 		t.Fatalf("a cluster that lost access: got %+v, %v; want opened although the key is Enabled", o, err)
+	}
+}
+
+// TestFoldKeepsWindowRDSDated: a key event folded after RDS dated a cluster's window leaves it,
+// and one earlier than the key-side estimate moves it (lifecycle.KeyEvidence).
+func TestFoldKeepsWindowRDSDated(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		fromRDS bool
+		want    time.Time
+	}{
+		{"dated by RDS", true, eventTime},
+		{"key-side estimate", false, eventTime.Add(-time.Hour)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := newMemStore()
+			svc := newService(disabled(), fakeRadius{keyARN: {Clusters: []incident.Cluster{cluster("orders", true)}}}, store)
+			first, err := svc.HandleKeyEvent(context.Background(), event("DisableKey", keyevent.KindLoss))
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := first[0].IncidentID
+			inc := store.byID[id]
+			inc.Clusters[0].WindowFromRDS = tc.fromRDS
+			store.byID[id] = inc
+
+			earlier := event("ScheduleKeyDeletion", keyevent.KindLoss)
+			earlier.ID, earlier.Time = "evt-2", eventTime.Add(-time.Hour)
+			if _, err := svc.HandleKeyEvent(context.Background(), earlier); err != nil {
+				t.Fatal(err)
+			}
+			if got := store.byID[id].Clusters[0].LostAccessAt; got == nil || !got.Equal(tc.want) {
+				t.Errorf("got window start %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

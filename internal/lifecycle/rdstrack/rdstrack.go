@@ -1,4 +1,12 @@
-package lifecycle
+// Package rdstrack applies RDS's own events (RDS-EVENT-0418/0419/0420, a cluster or instance
+// stopped or started) to the incidents of the clusters they are about, by lifecycle's rules: it
+// finds the cluster and its key from live RDS state, opens an incident through triage when a
+// cluster reports lost key access and none is open, and updates, resolves or loses the incident
+// otherwise. RdsEventFunction calls it.
+//
+// It lives apart from lifecycle because it opens incidents through triage, which itself applies
+// lifecycle's rules to key events.
+package rdstrack
 
 import (
 	"context"
@@ -15,6 +23,7 @@ import (
 
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/kmskey"
+	"github.com/keywarden/keywarden/internal/lifecycle"
 	"github.com/keywarden/keywarden/internal/rdsevent"
 	"github.com/keywarden/keywarden/internal/triage"
 )
@@ -31,7 +40,7 @@ type Keys interface {
 	Describe(ctx context.Context, ref string) (kmskey.Key, error)
 }
 
-// Incidents reads and updates incidents; *incident.Store fits.
+// Incidents reads and updates incidents; *dynamostore.Store fits.
 type Incidents interface {
 	Get(ctx context.Context, id string) (incident.Incident, error)
 	OpenFor(ctx context.Context, keyARN string) (incident.Incident, error)
@@ -91,7 +100,7 @@ func (t *Tracker) WithClock(now func() time.Time) *Tracker {
 // target is what an event is about, read live from RDS.
 type target struct {
 	cluster, instance             string
-	clusterStatus, instanceStatus string
+	clusterStatus, instanceStatus incident.ClusterStatus
 	keyARN                        string
 }
 
@@ -116,7 +125,7 @@ func (t *Tracker) HandleRDSEvent(ctx context.Context, ev rdsevent.Event) (Outcom
 
 	key, err := t.keys.Describe(ctx, tg.keyARN)
 	if errors.Is(err, kmskey.ErrNotFound) {
-		key, err = KeyDeleted(tg.keyARN), nil
+		key, err = lifecycle.KeyDeleted(tg.keyARN), nil
 	}
 	if err != nil {
 		return o, fmt.Errorf("describe key %s: %w", tg.keyARN, err)
@@ -133,21 +142,23 @@ func (t *Tracker) HandleRDSEvent(ctx context.Context, ev rdsevent.Event) (Outcom
 		if inc.State.Closed() {
 			return nil // closed meanwhile: nothing left to follow
 		}
-		SetKey(inc, key, ev.EventID, now)
-		SetClusterStatus(inc, tg.cluster, tg.clusterStatus, ev.EventID, now)
+		src := lifecycle.Source{EventID: ev.ID, Name: ev.EventID}
+		lifecycle.SetKey(inc, key, src, now)
+		lifecycle.SetClusterStatus(inc, tg.cluster, tg.clusterStatus, src, now)
 		for c, status := range others {
-			SetClusterStatus(inc, c, status, ev.EventID, now)
+			lifecycle.SetClusterStatus(inc, c, status, src, now)
 		}
 		if tg.instance != "" {
-			SetInstanceStatus(inc, tg.instance, tg.instanceStatus)
+			lifecycle.SetInstanceStatus(inc, tg.instance, tg.instanceStatus)
 		}
+		report := lifecycle.AccessReport{Cluster: tg.cluster, Instance: tg.instance, EventID: ev.ID, Code: ev.EventID, At: ev.Time}
 		switch ev.Meaning {
 		case rdsevent.KeyAccessLost:
-			KeyAccessLost(inc, tg.cluster, tg.instance, ev.EventID, ev.Time, now)
+			lifecycle.KeyAccessLost(inc, report, now)
 		case rdsevent.KeyAccessRestored:
-			KeyAccessRestored(inc, tg.cluster, tg.instance, ev.EventID, ev.Time, now)
+			lifecycle.KeyAccessRestored(inc, report, now)
 		}
-		Settle(inc, now)
+		lifecycle.Settle(inc, now)
 		return nil
 	})
 	if err != nil {
@@ -190,7 +201,7 @@ func (t *Tracker) locate(ctx context.Context, ev rdsevent.Event) (tg target, ign
 			return tg, "", fmt.Errorf("describe db instance %s: %w", ev.Identifier, err)
 		}
 		in := out.DBInstances[0]
-		tg.instanceStatus = aws.ToString(in.DBInstanceStatus)
+		tg.instanceStatus = incident.ClusterStatus(aws.ToString(in.DBInstanceStatus))
 		tg.cluster = aws.ToString(in.DBClusterIdentifier)
 		if tg.cluster == "" {
 			return tg, "instance " + ev.Identifier + " is not a member of a DB cluster", nil
@@ -203,7 +214,7 @@ func (t *Tracker) locate(ctx context.Context, ev rdsevent.Event) (tg target, ign
 	if !found {
 		return tg, "cluster " + tg.cluster + " is unknown to RDS", nil
 	}
-	tg.clusterStatus = aws.ToString(c.Status)
+	tg.clusterStatus = incident.ClusterStatus(aws.ToString(c.Status))
 	if !strings.HasPrefix(aws.ToString(c.Engine), "aurora") {
 		return tg, "cluster " + tg.cluster + " is not Aurora (engine " + aws.ToString(c.Engine) + ")", nil
 	}
@@ -268,15 +279,15 @@ func (t *Tracker) incidentFor(ctx context.Context, ev rdsevent.Event, tg target)
 // otherStatuses reads the live status of the incident's other clusters when the key is
 // Enabled, because resolving needs every dependent available, not only the one the event is
 // about. Lost clusters stay lost and are not asked about.
-func (t *Tracker) otherStatuses(ctx context.Context, id, except string, key kmskey.Key) (map[string]string, error) {
-	if key.State != keyEnabled {
+func (t *Tracker) otherStatuses(ctx context.Context, id, except string, key kmskey.Key) (map[string]incident.ClusterStatus, error) {
+	if key.State != incident.KeyStateEnabled {
 		return nil, nil
 	}
 	inc, err := t.incidents.Get(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("read incident %s: %w", id, err)
 	}
-	out := map[string]string{}
+	out := map[string]incident.ClusterStatus{}
 	for _, c := range inc.Clusters {
 		if c.Identifier == except || c.Lost {
 			continue
@@ -285,9 +296,9 @@ func (t *Tracker) otherStatuses(ctx context.Context, id, except string, key kmsk
 		if err != nil {
 			return nil, err
 		}
-		out[c.Identifier] = StatusDeleted
+		out[c.Identifier] = lifecycle.StatusDeleted
 		if found {
-			out[c.Identifier] = aws.ToString(live.Status)
+			out[c.Identifier] = incident.ClusterStatus(aws.ToString(live.Status))
 		}
 	}
 	return out, nil
