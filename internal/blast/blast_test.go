@@ -400,11 +400,21 @@ func TestPagination(t *testing.T) {
 			}
 			return out, nil
 		},
+		// Each cluster page's instances are asked for by filter, and each answer is itself
+		// paginated: pages instances per cluster, one a page.
 		instances: func(_ context.Context, in *rds.DescribeDBInstancesInput) (*rds.DescribeDBInstancesOutput, error) {
 			instanceCalls.Add(1)
+			if len(in.Filters) != 1 || aws.ToString(in.Filters[0].Name) != "db-cluster-id" || len(in.Filters[0].Values) != 1 {
+				t.Errorf("Filters = %+v, want db-cluster-id with the one cluster of the page", in.Filters)
+				return &rds.DescribeDBInstancesOutput{}, nil
+			}
+			if aws.ToInt32(in.MaxRecords) != 100 {
+				t.Errorf("instances MaxRecords = %d, want 100", aws.ToInt32(in.MaxRecords))
+			}
+			cluster := in.Filters[0].Values[0]
 			n := 0
 			fmt.Sscan(aws.ToString(in.Marker), &n)
-			out := &rds.DescribeDBInstancesOutput{DBInstances: []types.DBInstance{{DBInstanceIdentifier: aws.String(fmt.Sprintf("i%d", n)), DBClusterIdentifier: aws.String(fmt.Sprintf("c%d", n))}}}
+			out := &rds.DescribeDBInstancesOutput{DBInstances: []types.DBInstance{{DBInstanceIdentifier: aws.String(fmt.Sprintf("%s-i%d", cluster, n)), DBClusterIdentifier: aws.String(cluster)}}}
 			if n+1 < pages {
 				out.Marker = aws.String(fmt.Sprint(n + 1))
 			}
@@ -428,12 +438,16 @@ func TestPagination(t *testing.T) {
 		},
 	}
 	got := find(t, api, &fakeKeys{})
-	if len(got.Clusters) != pages || len(got.Instances) != pages || len(got.Snapshots) != pages {
-		t.Errorf("got %d clusters, %d instances, %d snapshots; want %d of each", len(got.Clusters), len(got.Instances), len(got.Snapshots), pages)
+	if len(got.Clusters) != pages || len(got.Instances) != pages*pages || len(got.Snapshots) != pages {
+		t.Errorf("got %d clusters, %d instances, %d snapshots; want %d, %d, %d", len(got.Clusters), len(got.Instances), len(got.Snapshots), pages, pages*pages, pages)
 	}
-	for name, n := range map[string]int64{"clusters": clusterCalls.Load(), "instances": instanceCalls.Load(), "snapshots": snapshotCalls.Load()} {
-		if n != pages {
-			t.Errorf("%s calls = %d, want %d", name, n, pages)
+	for name, c := range map[string]struct{ got, want int64 }{
+		"clusters":  {clusterCalls.Load(), pages},
+		"instances": {instanceCalls.Load(), pages * pages},
+		"snapshots": {snapshotCalls.Load(), pages},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s calls = %d, want %d", name, c.got, c.want)
 		}
 	}
 }
@@ -501,8 +515,8 @@ func TestListingErrors(t *testing.T) {
 		{name: "backups HTTP 500 fails", api: backupsErr(serverError), wantErr: "describe db cluster automated backups: "},
 		{name: "globals throttling fails", api: globalsErr(throttled), wantErr: "describe global clusters: "},
 		{
-			name: "core listing InvalidAction fails",
-			api: &fakeRDS{instances: func(context.Context, *rds.DescribeDBInstancesInput) (*rds.DescribeDBInstancesOutput, error) {
+			name: "instances InvalidAction fails",
+			api: &fakeRDS{clusters: clustersPage(aurora("c1", keyARN)), instances: func(context.Context, *rds.DescribeDBInstancesInput) (*rds.DescribeDBInstancesOutput, error) {
 				return nil, invalidAction
 			}},
 			wantErr: "describe db instances: ",
@@ -536,32 +550,59 @@ func TestListingErrors(t *testing.T) {
 	}
 }
 
-// TestFirstErrorCancelsOthers: a failing listing stops the others at once, and its error — not
-// the cancellation it caused — is what Find returns.
+// TestFirstErrorCancelsOthers: a failing listing or key resolution stops the others at once,
+// and its error — not the cancellation it caused — is what Find returns.
 func TestFirstErrorCancelsOthers(t *testing.T) {
 	boom := &smithy.GenericAPIError{Code: "AccessDenied", Message: "no"}
-	var cancelled atomic.Bool
-	api := &fakeRDS{
-		clusters: func(ctx context.Context, _ *rds.DescribeDBClustersInput) (*rds.DescribeDBClustersOutput, error) {
-			select {
-			case <-ctx.Done():
-				cancelled.Store(true)
-				return nil, ctx.Err()
-			case <-time.After(10 * time.Second):
-				return &rds.DescribeDBClustersOutput{}, nil
+	throttled := errors.New("ThrottlingException")
+	tests := []struct {
+		name      string
+		snapshots func(context.Context, *rds.DescribeDBClusterSnapshotsInput) (*rds.DescribeDBClusterSnapshotsOutput, error)
+		keysErr   error
+		wantErr   error
+	}{
+		{
+			name: "snapshot listing fails",
+			snapshots: func(context.Context, *rds.DescribeDBClusterSnapshotsInput) (*rds.DescribeDBClusterSnapshotsOutput, error) {
+				return nil, boom
+			},
+			wantErr: boom,
+		},
+		{
+			name: "key resolution fails",
+			snapshots: func(context.Context, *rds.DescribeDBClusterSnapshotsInput) (*rds.DescribeDBClusterSnapshotsOutput, error) {
+				return &rds.DescribeDBClusterSnapshotsOutput{DBClusterSnapshots: []types.DBClusterSnapshot{
+					{DBClusterSnapshotIdentifier: aws.String("s1"), Engine: aws.String("aurora-mysql"), KmsKeyId: aws.String("alias/app")},
+				}}, nil
+			},
+			keysErr: throttled,
+			wantErr: throttled,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var cancelled atomic.Bool
+			api := &fakeRDS{
+				clusters: func(ctx context.Context, _ *rds.DescribeDBClustersInput) (*rds.DescribeDBClustersOutput, error) {
+					select {
+					case <-ctx.Done():
+						cancelled.Store(true)
+						return nil, ctx.Err()
+					case <-time.After(10 * time.Second):
+						return &rds.DescribeDBClustersOutput{}, nil
+					}
+				},
+				snapshots: tt.snapshots,
 			}
-		},
-		instances: func(context.Context, *rds.DescribeDBInstancesInput) (*rds.DescribeDBInstancesOutput, error) {
-			return nil, boom
-		},
-	}
-	start := time.Now()
-	_, err := New(api, &fakeKeys{}).Find(context.Background(), keyARN)
-	if !errors.Is(err, boom) {
-		t.Errorf("Find error = %v, want the instances error", err)
-	}
-	if !cancelled.Load() || time.Since(start) > 5*time.Second {
-		t.Errorf("cluster listing was not cancelled (took %v)", time.Since(start))
+			start := time.Now()
+			_, err := New(api, &fakeKeys{err: tt.keysErr}).Find(context.Background(), keyARN)
+			if !errors.Is(err, tt.wantErr) {
+				t.Errorf("Find error = %v, want %v", err, tt.wantErr)
+			}
+			if !cancelled.Load() || time.Since(start) > 5*time.Second {
+				t.Errorf("cluster listing was not cancelled (took %v)", time.Since(start))
+			}
+		})
 	}
 }
 
@@ -656,26 +697,6 @@ func TestFindMany(t *testing.T) {
 	}
 	if !got[unused].Empty() {
 		t.Errorf("radius of an unused key is not empty")
-	}
-}
-
-func TestClusterKeys(t *testing.T) {
-	neptune := aurora("graph", keyARN)
-	neptune.Engine = aws.String("neptune")
-	pi := aurora("pi-only", otherARN)
-	pi.PerformanceInsightsKMSKeyId = aws.String(keyARN)
-	api := &fakeRDS{clusters: clustersPage(
-		aurora("b", "alias/app"), aurora("a", keyID), aurora("c", otherARN), neptune, pi,
-		aurora("gone", "alias/deleted"),
-		types.DBCluster{DBClusterIdentifier: aws.String("plain"), Engine: aws.String("aurora-mysql")},
-	)}
-	got, err := New(api, &fakeKeys{}).ClusterKeys(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string][]string{keyARN: {"a", "b"}, otherARN: {"c", "pi-only"}}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("ClusterKeys mismatch (-want +got):\n%s", diff)
 	}
 }
 
