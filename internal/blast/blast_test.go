@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -721,5 +723,180 @@ func TestRadiusJSON(t *testing.T) {
 	want := `{"key_arn":"` + keyARN + `","clusters":[],"instances":[],"snapshots":[],"other_engines":[]}`
 	if string(b) != want {
 		t.Errorf("JSON = %s, want %s", b, want)
+	}
+}
+
+// countingKeys resolves "alias/kN" and "kN" references to key ARNs after a short wait, and
+// records how often each reference was asked for and how many were in flight at most.
+type countingKeys struct {
+	mu       sync.Mutex
+	asked    map[string]int
+	inFlight int
+	maxIn    int
+}
+
+func (k *countingKeys) ARN(ctx context.Context, ref string) (string, error) {
+	k.mu.Lock()
+	if k.asked == nil {
+		k.asked = map[string]int{}
+	}
+	k.asked[ref]++
+	k.inFlight++
+	k.maxIn = max(k.maxIn, k.inFlight)
+	k.mu.Unlock()
+	defer func() {
+		k.mu.Lock()
+		k.inFlight--
+		k.mu.Unlock()
+	}()
+	time.Sleep(5 * time.Millisecond)
+	if ref == "alias/gone" {
+		return "", fmt.Errorf("describe key %s: %w", ref, kmskey.ErrNotFound)
+	}
+	return "arn:aws:kms:us-east-1:" + account + ":key/" + strings.TrimPrefix(ref, "alias/"), nil
+}
+
+// TestResolveOnce: each distinct reference is resolved once however many resources carry it,
+// key ARNs never, and resolutions run concurrently up to resolveConcurrency.
+func TestResolveOnce(t *testing.T) {
+	const distinct = 40
+	var cs []types.DBCluster
+	var snaps []types.DBClusterSnapshot
+	for i := range distinct {
+		for range 3 {
+			cs = append(cs, aurora(fmt.Sprintf("c%02d-%d", i, len(cs)), fmt.Sprintf("alias/k%d", i)))
+		}
+		snaps = append(snaps, types.DBClusterSnapshot{DBClusterSnapshotIdentifier: aws.String(fmt.Sprintf("s%d", i)), Engine: aws.String("aurora-mysql"), KmsKeyId: aws.String(fmt.Sprintf("alias/k%d", i))})
+	}
+	cs = append(cs, aurora("by-arn", keyARN), aurora("by-arn-2", keyARN), aurora("gone", "alias/gone"))
+	pi := aurora("pi", keyARN)
+	pi.PerformanceInsightsKMSKeyId = aws.String("alias/k0")
+	cs = append(cs, pi)
+	api := &fakeRDS{
+		clusters: clustersPage(cs...),
+		snapshots: func(context.Context, *rds.DescribeDBClusterSnapshotsInput) (*rds.DescribeDBClusterSnapshotsOutput, error) {
+			return &rds.DescribeDBClusterSnapshotsOutput{DBClusterSnapshots: snaps}, nil
+		},
+		instances: instancesPage(types.DBInstance{DBInstanceIdentifier: aws.String("pi-1"), DBClusterIdentifier: aws.String("pi"), PerformanceInsightsKMSKeyId: aws.String("alias/k1")}),
+	}
+	keys := &countingKeys{}
+	got := find(t, api, keys)
+	if len(got.Clusters) != 3 {
+		t.Errorf("clusters on the key = %d, want 3 (by-arn, by-arn-2, pi)", len(got.Clusters))
+	}
+	for ref, n := range keys.asked {
+		if n != 1 {
+			t.Errorf("reference %s resolved %d times, want once", ref, n)
+		}
+		if isKeyARN(ref) {
+			t.Errorf("key ARN %s was resolved; it needs no call", ref)
+		}
+	}
+	if len(keys.asked) != distinct+1 {
+		t.Errorf("distinct references resolved = %d, want %d", len(keys.asked), distinct+1)
+	}
+	if keys.maxIn > resolveConcurrency || keys.maxIn < 2 {
+		t.Errorf("resolutions in flight at most = %d, want between 2 and %d", keys.maxIn, resolveConcurrency)
+	}
+}
+
+func TestInstanceBatches(t *testing.T) {
+	clusters := func(n, members int) []types.DBCluster {
+		var cs []types.DBCluster
+		for i := range n {
+			c := aurora(fmt.Sprintf("c%03d", i), keyARN)
+			for m := range members {
+				c.DBClusterMembers = append(c.DBClusterMembers, types.DBClusterMember{DBInstanceIdentifier: aws.String(fmt.Sprintf("c%03d-%d", i, m))})
+			}
+			cs = append(cs, c)
+		}
+		return cs
+	}
+	tests := []struct {
+		name     string
+		clusters []types.DBCluster
+		want     []int // batch sizes
+	}{
+		{name: "none", clusters: nil, want: nil},
+		{name: "no members: the filter's limit", clusters: clusters(250, 0), want: []int{100, 100, 50}},
+		{name: "two members each: one page of instances", clusters: clusters(100, 2), want: []int{50, 50}},
+		{name: "fifteen members each", clusters: clusters(14, 15), want: []int{6, 6, 2}},
+		{name: "identifier missing is skipped", clusters: append(clusters(2, 1), types.DBCluster{}), want: []int{2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var sizes []int
+			for _, b := range instanceBatches(tt.clusters) {
+				sizes = append(sizes, len(b))
+			}
+			if diff := cmp.Diff(tt.want, sizes); diff != "" {
+				t.Errorf("batch sizes mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestInstanceFilter: a batch RDS refuses as too large is asked for in halves, and instances a
+// server returns outside the batch (as one ignoring the filter would) are not counted, nor
+// counted twice.
+func TestInstanceFilter(t *testing.T) {
+	refused := &smithy.GenericAPIError{Code: "InvalidParameterCombination", Message: "Only up to 2 unique filter DB Cluster Identifiers may be specified per filter."}
+	var cs []types.DBCluster
+	var all []types.DBInstance
+	for i := range 5 {
+		id := fmt.Sprintf("c%d", i)
+		cs = append(cs, aurora(id, keyARN))
+		all = append(all, types.DBInstance{DBInstanceIdentifier: aws.String(id + "-1"), DBClusterIdentifier: aws.String(id)})
+	}
+	tests := []struct {
+		name      string
+		instances func(context.Context, *rds.DescribeDBInstancesInput) (*rds.DescribeDBInstancesOutput, error)
+		wantCalls int64
+	}{
+		{
+			name: "refused batch is halved",
+			instances: func(_ context.Context, in *rds.DescribeDBInstancesInput) (*rds.DescribeDBInstancesOutput, error) {
+				ids := in.Filters[0].Values
+				if len(ids) > 2 {
+					return nil, refused
+				}
+				var out []types.DBInstance
+				for _, i := range all {
+					if slices.Contains(ids, aws.ToString(i.DBClusterIdentifier)) {
+						out = append(out, i)
+					}
+				}
+				return &rds.DescribeDBInstancesOutput{DBInstances: out}, nil
+			},
+			// 5 refused → 2 + 3; 3 refused → 1 + 2.
+			wantCalls: 5,
+		},
+		{
+			name: "filter ignored",
+			instances: func(context.Context, *rds.DescribeDBInstancesInput) (*rds.DescribeDBInstancesOutput, error) {
+				return &rds.DescribeDBInstancesOutput{DBInstances: append(all, types.DBInstance{DBInstanceIdentifier: aws.String("solo")})}, nil
+			},
+			wantCalls: 1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var calls atomic.Int64
+			api := &fakeRDS{clusters: clustersPage(cs...), instances: func(ctx context.Context, in *rds.DescribeDBInstancesInput) (*rds.DescribeDBInstancesOutput, error) {
+				calls.Add(1)
+				return tt.instances(ctx, in)
+			}}
+			got := find(t, api, &fakeKeys{})
+			var ids []string
+			for _, i := range got.Instances {
+				ids = append(ids, i.Identifier)
+			}
+			if diff := cmp.Diff([]string{"c0-1", "c1-1", "c2-1", "c3-1", "c4-1"}, ids); diff != "" {
+				t.Errorf("instances mismatch (-want +got):\n%s", diff)
+			}
+			if calls.Load() != tt.wantCalls {
+				t.Errorf("DescribeDBInstances calls = %d, want %d", calls.Load(), tt.wantCalls)
+			}
+		})
 	}
 }
