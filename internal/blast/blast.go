@@ -239,14 +239,14 @@ func (f *Finder) list(ctx context.Context, cancel context.CancelCauseFunc, refs 
 // maxRecords is the largest page RDS serves (20–100): fewer round trips per listing.
 var maxRecords = aws.Int32(100)
 
-// clusterFilterLimit is how many cluster identifiers one db-cluster-id filter carries. The RDS
+// ClusterFilterLimit is how many cluster identifiers one db-cluster-id filter carries. The RDS
 // API reference states no limit on a filter's values (API_Filter.html: "One or more filter
 // values"); RDS answers a DescribeDBClusters db-cluster-id filter of more than 100 with
 // InvalidParameterCombination "Only up to 100 unique filter DB Cluster Identifiers may be
 // specified per filter" (reported in cloud-custodian/cloud-custodian#10133, 2025), and
 // DescribeDBInstances' filter of the same name is taken to share it. Should RDS refuse a batch
 // anyway, listInstances splits it in halves rather than fail.
-const clusterFilterLimit = 100
+const ClusterFilterLimit = 100
 
 // listClusters lists the clusters page by page. Each page's key references go to resolution at
 // once, and each page's instances are asked for at once, through spawn, so neither waits for
@@ -275,7 +275,7 @@ func (inv *inventory) listClusters(ctx context.Context, api RDSAPI, spawn func(f
 }
 
 // instanceBatches groups the clusters' identifiers for the db-cluster-id filter: at most
-// clusterFilterLimit identifiers, and at most one page (maxRecords) of members as
+// ClusterFilterLimit identifiers, and at most one page (maxRecords) of members as
 // DBClusterMembers counts them, so that a batch is normally answered in one call. The member
 // count only sizes batches: a cluster with no members listed is still asked for, in case an
 // instance was added since.
@@ -289,7 +289,7 @@ func instanceBatches(clusters []types.DBCluster) [][]string {
 			continue
 		}
 		n := len(c.DBClusterMembers)
-		if len(cur) > 0 && (len(cur) == clusterFilterLimit || members+n > int(*maxRecords)) {
+		if len(cur) > 0 && (len(cur) == ClusterFilterLimit || members+n > int(*maxRecords)) {
 			batches = append(batches, cur)
 			cur, members = nil, 0
 		}
