@@ -13,39 +13,48 @@
 //
 // On AWS a Describe call costs a round trip of a few hundred milliseconds, and the pages of one
 // listing come one after another (each needs the previous page's marker), so what a radius
-// costs is its calls and, above all, its longest chain of calls that must wait for each other.
-// With C clusters, I instances belonging to them, I' instances in the whole account (standalone
-// RDS instances included), S cluster snapshots (manual and automated), B automated backups, G
-// global databases, R distinct key references that are not key ARNs, and p(n) = ⌈n/100⌉ pages
-// (100 is RDS's largest page):
+// costs is its calls and, above all, its longest chain: the calls that must wait for each
+// other. Let C be the clusters in the account and region, I the instances belonging to them, I'
+// every instance of the account (standalone RDS instances too), S the cluster snapshots (manual
+// and automated), B the automated backups, G the global databases, R the distinct key
+// references that are not key ARNs, p(n) = ⌈n/100⌉ pages (100 is RDS's largest page) and
+// K = resolveConcurrency = 16.
 //
-//	                  calls                                   longest chain
-//	issue 12 (before) p(C) + p(I') + p(S) + p(B) + p(G) + R   max(p(C), p(I'), p(S), p(B), p(G)) + R
-//	now               p(C) + ≈p(I)+p(C) + p(S)+p(B)+p(G) + R  max(p(C)+1, p(S), p(B), p(G)) + ⌈r/16⌉
+// Before (issue 12), the five listings ran at once, the instance listing walked every instance
+// of the account, and the references were described one after another once all had been listed:
 //
-// Before, the five listings ran at once but the instance listing walked every instance of the
-// account (20 pages in a row for 2,000), and the R references were described one after another
-// once everything was listed. Now:
+//	calls  p(C) + p(I') + p(S) + p(B) + p(G) + R
+//	chain  max(p(C), p(I'), p(S), p(B), p(G)) + R
 //
-//   - Clusters, snapshots, automated backups and global databases still list concurrently,
-//     page by page: a snapshot must be found even when its cluster no longer exists, and
-//     retained backups exist only for deleted clusters, so neither can be asked per cluster.
+// Now:
+//
+//	calls  p(C) + [p(I) … p(I) + batches] + p(S) + p(B) + p(G) + R
+//	chain  about max(p(C) + 1, p(S), p(B), p(G)) + ⌈r/K⌉
+//
+// where batches ≥ p(C) is the number of instance batches and r the references first met on
+// the last pages to arrive. Sequential: the pages within one listing, and a cluster page before
+// its instance batches. Concurrent: the four listings with each other, the batches of a page
+// with each other and with the next cluster page, and up to K resolutions with everything.
+//
+//   - Clusters, snapshots, automated backups and global databases list concurrently, page by
+//     page: a snapshot must be found even when its cluster no longer exists, and retained
+//     backups exist only for deleted clusters, so neither can be asked per cluster.
 //   - Instances are asked per cluster, never listed: as each page of clusters arrives, its
 //     clusters' instances come from DescribeDBInstances with the db-cluster-id filter, in
-//     batches packed to at most 100 identifiers and at most 100 members (DBClusterMembers), so a
-//     batch is normally one page and all batches of a page run at once. That costs about
-//     p(I) calls plus at most one partly filled page per batch, and one step of chain after the
-//     last page of clusters. Standalone RDS instances are never fetched.
-//   - Each distinct key reference is described once, as soon as the page carrying it arrives, up
-//     to 16 at a time (resolveConcurrency); key ARNs cost nothing. So resolution overlaps the
-//     listing and adds only ⌈r/16⌉ steps after the last page, r being the new references that
-//     page brought.
+//     batches of at most ClusterFilterLimit identifiers and at most 100 members as
+//     DBClusterMembers counts them, so that a batch is normally answered in one page; all
+//     batches of a page run at once. Standalone RDS instances are never fetched.
+//   - Each distinct key reference is described once, as soon as the page carrying it arrives,
+//     up to K at a time; key ARNs cost nothing. Resolution overlaps the listings and adds only
+//     ⌈r/K⌉ steps after the last page.
 //
-// Why every cluster's instances and not only those of the clusters on the key: an instance can
+// Why the instances of every cluster and not only of the clusters on the key: an instance can
 // carry a Performance Insights key of its own (DBInstance.PerformanceInsightsKMSKeyId), so a
 // cluster can depend on the key through its instances alone, and only reading the instances
-// shows it. Fetching per page of clusters keeps that, needs no resolved key first (the batches
-// start before any DescribeKey answers) and keeps the instances off the critical path.
+// shows it. Asking per page of clusters keeps that case, needs no resolved key first (the
+// batches start before any DescribeKey answers), and keeps the instances one step off the
+// critical path. Asking only for the clusters found on the key would save about p(I) - 1
+// calls but miss those clusters.
 package blast
 
 import (
