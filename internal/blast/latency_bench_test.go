@@ -302,3 +302,37 @@ func plainLister(ctx context.Context, rdsAPI *rds.Client, kmsAPI *kms.Client, ke
 	}
 	return res, nil
 }
+
+// TestLongestChain checks the measure BenchmarkLatency relies on. (It would live with
+// awstest.LongestChain, but this change may add only delay.go to that package.)
+func TestLongestChain(t *testing.T) {
+	t0 := time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)
+	call := func(start, end int) awstest.Call {
+		return awstest.Call{Start: t0.Add(time.Duration(start) * time.Millisecond), End: t0.Add(time.Duration(end) * time.Millisecond)}
+	}
+	tests := []struct {
+		name  string
+		calls []awstest.Call
+		want  int
+	}{
+		{name: "none", want: 0},
+		{name: "one", calls: []awstest.Call{call(0, 10)}, want: 1},
+		{name: "in sequence", calls: []awstest.Call{call(20, 30), call(0, 10), call(10, 20)}, want: 3},
+		{name: "all at once", calls: []awstest.Call{call(0, 10), call(1, 11), call(2, 12)}, want: 1},
+		{name: "overlapping do not chain", calls: []awstest.Call{call(0, 10), call(9, 20)}, want: 1},
+		{
+			// A page, then two batches at once, one of which has a second page, and a
+			// resolution alongside: page → batch → second page.
+			name:  "fan out",
+			calls: []awstest.Call{call(0, 10), call(11, 20), call(11, 21), call(21, 30), call(5, 40)},
+			want:  3,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := awstest.LongestChain(tt.calls); got != tt.want {
+				t.Errorf("LongestChain = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}

@@ -204,6 +204,48 @@ func TestMotoFind(t *testing.T) {
 	}
 }
 
+// TestMotoSnapshotOfDeletedCluster: a snapshot outlives its cluster and still needs the key to
+// be restored, so it stays in the radius although no cluster is left to ask about.
+func TestMotoSnapshotOfDeletedCluster(t *testing.T) {
+	env := newMotoEnv(t)
+	ctx := context.Background()
+	_, keyARN, alias, _ := env.key(t)
+	gone := uniqueName("gone")
+	env.cluster(t, &rds.CreateDBClusterInput{DBClusterIdentifier: aws.String(gone), KmsKeyId: aws.String(alias)})
+	if _, err := env.rds.CreateDBClusterSnapshot(ctx, &rds.CreateDBClusterSnapshotInput{
+		DBClusterIdentifier: aws.String(gone), DBClusterSnapshotIdentifier: aws.String(gone + "-final"),
+	}); err != nil {
+		t.Fatalf("create cluster snapshot: %v", err)
+	}
+	if _, err := env.rds.DeleteDBCluster(ctx, &rds.DeleteDBClusterInput{DBClusterIdentifier: aws.String(gone), SkipFinalSnapshot: aws.Bool(true)}); err != nil {
+		t.Fatalf("delete cluster: %v", err)
+	}
+
+	proxy := awstest.Delay(t, awstest.Moto(t), 0)
+	cfg := awstest.Config(t, proxy.URL)
+	got, err := New(rds.NewFromConfig(cfg), kmskey.NewResolver(kms.NewFromConfig(cfg)), WithoutClusterAutomatedBackups()).Find(ctx, keyARN)
+	if err != nil {
+		t.Fatalf("Find: %v", err)
+	}
+	if !got.Empty() {
+		t.Errorf("clusters = %+v, want none (the cluster is deleted)", got.Clusters)
+	}
+	var snaps []string
+	for _, s := range got.Snapshots {
+		if s.Type == SnapshotManual {
+			snaps = append(snaps, s.ClusterIdentifier+"/"+s.Identifier)
+		}
+	}
+	if diff := cmp.Diff([]string{gone + "/" + gone + "-final"}, snaps); diff != "" {
+		t.Errorf("manual snapshots mismatch (-want +got):\n%s", diff)
+	}
+	for _, c := range proxy.Calls() {
+		if c.Op == "DescribeDBInstances" && c.Params.Get("Filters.Filter.1.Name") != "db-cluster-id" {
+			t.Errorf("DescribeDBInstances without the db-cluster-id filter: %v", c.Params)
+		}
+	}
+}
+
 // checkCalls asserts what a radius may ask: instances only through the db-cluster-id filter,
 // never an account-wide instance listing; each distinct key reference described once; no
 // key ARN described at all.
