@@ -54,7 +54,8 @@ type KeyLister interface {
 	ListKeys(context.Context, *kms.ListKeysInput, ...func(*kms.Options)) (*kms.ListKeysOutput, error)
 }
 
-// Keys resolves key references and reads key state; *kmskey.Resolver fits.
+// Keys resolves key references and reads key state; *kmskey.Resolver fits. It must be safe for
+// concurrent use: the backstop resolves several references at once.
 type Keys interface {
 	ARN(ctx context.Context, ref string) (string, error)
 	Describe(ctx context.Context, ref string) (kmskey.Key, error)
@@ -443,8 +444,9 @@ func incidentClusters(incs []incident.Incident) []string {
 // named in instancesOf. The backstop needs every cluster (any may sit on an unusable key), but
 // only incidents read instance statuses, so instances are asked for per cluster through
 // DescribeDBInstances' db-cluster-id filter, in batches of blast.ClusterFilterLimit, rather
-// than listed account-wide: a run costs ⌈clusters/100⌉ + about ⌈instancesOf/100⌉ calls, with a
-// longest chain of the longer of the two instead of their sum. Each call spends one from b;
+// than listed account-wide: a run costs ⌈clusters/100⌉ calls for the clusters and, for the
+// instances, one page per 100 instances of those clusters (at least one call per 100 of them),
+// with a longest chain of the longer of the two instead of their sum. Each call spends one from b;
 // the first error (errBudget included) stops the other listing and is returned.
 func (r *Reconciler) inventory(ctx context.Context, b *budget, instancesOf []string) (*inventory, error) {
 	inv := &inventory{clusters: map[string]rdstypes.DBCluster{}, instances: map[string]string{}}
