@@ -104,6 +104,12 @@ bench:
 bench-scale:
 	go test -run '^$$' -bench FindAtScale -benchtime 3x -timeout 30m ./internal/blast/
 
+# The blast radius at the API floor (issue 14): 1,000 clusters seeded into a moto of its own, then
+# the finder and a plain sequential lister through a proxy adding 250 ms per call. Minutes.
+.PHONY: bench-latency
+bench-latency:
+	KEYWARDEN_BENCH_LATENCY=1 go test -run '^$$' -bench '^BenchmarkLatency$$' -benchtime 1x -timeout 30m ./internal/blast/
+
 # Each Fuzz target for FUZZTIME: go test -fuzz takes one target of one package at a time.
 .PHONY: fuzz
 fuzz:

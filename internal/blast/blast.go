@@ -3,10 +3,58 @@
 // protects, their instances, and the snapshots and retained backups that need the key to be
 // restored.
 //
-// No RDS API filters by key (aws-facts §5), so the finder lists everything in the account and
-// region and compares client-side. RDS reports key references in every form KMS accepts (key ID,
-// key ARN, alias name, alias ARN — moto always keeps the caller's form), so each reference is
-// normalised to a key ARN through a KeyNormaliser before comparing.
+// No RDS API filters by key (aws-facts §5), so the finder lists the account's clusters,
+// snapshots, retained backups and global databases and compares client-side. RDS reports key
+// references in every form KMS accepts (key ID, key ARN, alias name, alias ARN — moto always
+// keeps the caller's form), so each reference is normalised to a key ARN through a
+// KeyNormaliser before comparing.
+//
+// # Cost model
+//
+// On AWS a Describe call costs a round trip of a few hundred milliseconds, and the pages of one
+// listing come one after another (each needs the previous page's marker), so what a radius
+// costs is its calls and, above all, its longest chain: the calls that must wait for each
+// other. Let C be the clusters in the account and region, I the instances belonging to them, I'
+// every instance of the account (standalone RDS instances too), S the cluster snapshots (manual
+// and automated), B the automated backups, G the global databases, R the distinct key
+// references that are not key ARNs, p(n) = ⌈n/100⌉ pages (100 is RDS's largest page) and
+// K = resolveConcurrency = 16.
+//
+// Before (issue 12), the five listings ran at once, the instance listing walked every instance
+// of the account, and the references were described one after another once all had been listed:
+//
+//	calls  p(C) + p(I') + p(S) + p(B) + p(G) + R
+//	chain  max(p(C), p(I'), p(S), p(B), p(G)) + R
+//
+// Now:
+//
+//	calls  p(C) + [p(I) … p(I) + batches] + p(S) + p(B) + p(G) + R
+//	chain  about max(p(C) + 1, p(S), p(B), p(G)) + ⌈r/K⌉
+//
+// where batches ≥ p(C) is the number of instance batches and r the references first met on
+// the last pages to arrive. Sequential: the pages within one listing, and a cluster page before
+// its instance batches. Concurrent: the four listings with each other, the batches of a page
+// with each other and with the next cluster page, and up to K resolutions with everything.
+//
+//   - Clusters, snapshots, automated backups and global databases list concurrently, page by
+//     page: a snapshot must be found even when its cluster no longer exists, and retained
+//     backups exist only for deleted clusters, so neither can be asked per cluster.
+//   - Instances are asked per cluster, never listed: as each page of clusters arrives, its
+//     clusters' instances come from DescribeDBInstances with the db-cluster-id filter, in
+//     batches of at most ClusterFilterLimit identifiers and at most 100 members as
+//     DBClusterMembers counts them, so that a batch is normally answered in one page; all
+//     batches of a page run at once. Standalone RDS instances are never fetched.
+//   - Each distinct key reference is described once, as soon as the page carrying it arrives,
+//     up to K at a time; key ARNs cost nothing. Resolution overlaps the listings and adds only
+//     ⌈r/K⌉ steps after the last page.
+//
+// Why the instances of every cluster and not only of the clusters on the key: an instance can
+// carry a Performance Insights key of its own (DBInstance.PerformanceInsightsKMSKeyId), so a
+// cluster can depend on the key through its instances alone, and only reading the instances
+// shows it. Asking per page of clusters keeps that case, needs no resolved key first (the
+// batches start before any DescribeKey answers), and keeps the instances one step off the
+// critical path. Asking only for the clusters found on the key would save about p(I) - 1
+// calls but miss those clusters.
 package blast
 
 import (
@@ -55,7 +103,8 @@ type RDSAPI interface {
 }
 
 // KeyNormaliser turns any key reference into the key's ARN; *kmskey.Resolver satisfies it.
-// It must return an error wrapping kmskey.ErrNotFound for a key or alias that does not exist.
+// It must return an error wrapping kmskey.ErrNotFound for a key or alias that does not exist,
+// and be safe for concurrent use: the finder resolves several references at once.
 type KeyNormaliser interface {
 	ARN(ctx context.Context, ref string) (string, error)
 }
@@ -97,9 +146,6 @@ type Finder struct {
 	rds                  RDSAPI
 	keys                 KeyNormaliser
 	skipAutomatedBackups bool
-	// sequential runs the listings one after another; only the benchmark sets it, to measure
-	// what running them concurrently gains.
-	sequential bool
 }
 
 // New returns a Finder listing through rdsAPI and normalising key references through keys.
@@ -112,7 +158,7 @@ func New(rdsAPI RDSAPI, keys KeyNormaliser, opts ...Option) *Finder {
 }
 
 // Find returns everything that depends on the key. keyARN may be any key reference; the
-// radius carries the key's ARN.
+// radius carries the key's ARN. Its cost is FindMany's.
 func (f *Finder) Find(ctx context.Context, keyARN string) (Radius, error) {
 	m, err := f.FindMany(ctx, []string{keyARN})
 	if err != nil {
@@ -121,70 +167,53 @@ func (f *Finder) Find(ctx context.Context, keyARN string) (Radius, error) {
 	return m[keyARN], nil
 }
 
-// FindMany lists the account's RDS resources once and returns the radius of each key, keyed by
+// FindMany reads the account's RDS resources once and returns the radius of each key, keyed by
 // the reference as given; every requested key is present, possibly with an empty radius. The
-// reconciler's backstop checks many keys every few minutes, and one listing pass keeps that to
-// a handful of RDS calls however many keys there are.
+// reconciler's backstop checks many keys every few minutes, and one pass keeps that to the
+// calls of the package's cost model however many keys there are.
+//
+// A requested key that does not resolve fails the call with an error wrapping
+// kmskey.ErrNotFound; a resource whose key reference no longer resolves is left out. Any other
+// RDS or KMS error (throttling, access) fails the call at once and stops the calls in flight:
+// a radius with a hole in it would look complete.
 func (f *Finder) FindMany(ctx context.Context, keyARNs []string) (map[string]Radius, error) {
-	want := make(map[string]string, len(keyARNs)) // reference as given → key ARN
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	refs := newRefResolver(ctx, cancel, f.keys)
+
+	want := make(map[string]*pendingRef, len(keyARNs)) // reference as given → its resolution
+	var watch sync.WaitGroup
 	for _, k := range keyARNs {
-		a, err := f.keys.ARN(ctx, k)
-		if err != nil {
-			return nil, fmt.Errorf("blast radius of %s: %w", k, err)
-		}
-		want[k] = a
+		p := refs.resolve(k)
+		want[k] = p
+		watch.Go(func() {
+			select {
+			case <-p.done:
+				if p.err != nil {
+					cancel(fmt.Errorf("blast radius of %s: %w", k, p.err))
+				}
+			case <-ctx.Done():
+			}
+		})
 	}
-	inv, err := f.list(ctx)
-	if err != nil {
-		return nil, err
-	}
-	resolved, err := f.resolve(ctx, inv.refs())
-	if err != nil {
+	inv := f.list(ctx, cancel, refs)
+	resolved := refs.wait()
+	watch.Wait()
+	if err := context.Cause(ctx); err != nil {
 		return nil, err
 	}
 	out := make(map[string]Radius, len(want))
-	for ref, keyARN := range want {
-		out[ref] = inv.radius(keyARN, resolved)
+	for ref, p := range want {
+		out[ref] = inv.radius(p.arn, resolved)
 	}
 	return out, nil
 }
 
-// ClusterKeys maps the storage key ARN of every Aurora cluster to the identifiers of the
-// clusters on it (sorted). The reconciler's backstop uses it to know which keys matter at all
-// before describing them. Storage keys whose reference no longer resolves (the key or alias is
-// gone) are left out.
-func (f *Finder) ClusterKeys(ctx context.Context) (map[string][]string, error) {
-	var inv inventory
-	if err := inv.listClusters(ctx, f.rds); err != nil {
-		return nil, err
-	}
-	var refs []string
-	for _, c := range inv.clusters {
-		if isAurora(aws.ToString(c.Engine)) && aws.ToString(c.KmsKeyId) != "" {
-			refs = append(refs, aws.ToString(c.KmsKeyId))
-		}
-	}
-	resolved, err := f.resolve(ctx, refs)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string][]string{}
-	for _, c := range inv.clusters {
-		if !isAurora(aws.ToString(c.Engine)) {
-			continue
-		}
-		if a := resolved[aws.ToString(c.KmsKeyId)]; a != "" {
-			out[a] = append(out[a], aws.ToString(c.DBClusterIdentifier))
-		}
-	}
-	for _, ids := range out {
-		slices.Sort(ids)
-	}
-	return out, nil
-}
-
-// inventory is one listing pass over the account's RDS resources.
+// inventory is one pass over the account's RDS resources. The listings fill it concurrently.
 type inventory struct {
+	refs *refResolver
+
+	mu        sync.Mutex
 	clusters  []types.DBCluster
 	instances []types.DBInstance
 	snapshots []types.DBClusterSnapshot
@@ -193,75 +222,158 @@ type inventory struct {
 	globalMembers map[string]string
 }
 
-// list runs the independent listings, concurrently unless f.sequential. The first error
-// cancels the others and is returned.
-func (f *Finder) list(ctx context.Context) (*inventory, error) {
-	inv := &inventory{}
-	tasks := []func(context.Context) error{
-		func(ctx context.Context) error { return inv.listClusters(ctx, f.rds) },
-		func(ctx context.Context) error { return inv.listInstances(ctx, f.rds) },
-		func(ctx context.Context) error { return inv.listSnapshots(ctx, f.rds) },
-		func(ctx context.Context) error { return inv.listGlobalClusters(ctx, f.rds) },
-	}
-	if !f.skipAutomatedBackups {
-		tasks = append(tasks, func(ctx context.Context) error { return inv.listAutomatedBackups(ctx, f.rds) })
-	}
-	if f.sequential {
-		for _, t := range tasks {
-			if err := t(ctx); err != nil {
-				return nil, err
-			}
-		}
-		return inv, nil
-	}
-
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
+// list runs the listings concurrently, and the instance batches as cluster pages arrive; it
+// returns when all have ended. The first error cancels ctx through cancel, which stops the
+// others; the caller reads it from context.Cause.
+func (f *Finder) list(ctx context.Context, cancel context.CancelCauseFunc, refs *refResolver) *inventory {
+	inv := &inventory{refs: refs}
 	var wg sync.WaitGroup
-	for _, t := range tasks {
+	spawn := func(task func(context.Context) error) {
 		wg.Go(func() {
-			if err := t(ctx); err != nil {
+			if err := task(ctx); err != nil {
 				cancel(err) // only the first cause sticks
 			}
 		})
 	}
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
-		return nil, err
+	spawn(func(ctx context.Context) error { return inv.listClusters(ctx, f.rds, spawn) })
+	spawn(func(ctx context.Context) error { return inv.listSnapshots(ctx, f.rds) })
+	spawn(func(ctx context.Context) error { return inv.listGlobalClusters(ctx, f.rds) })
+	if !f.skipAutomatedBackups {
+		spawn(func(ctx context.Context) error { return inv.listAutomatedBackups(ctx, f.rds) })
 	}
-	return inv, nil
+	wg.Wait()
+	return inv
 }
 
 // maxRecords is the largest page RDS serves (20–100): fewer round trips per listing.
 var maxRecords = aws.Int32(100)
 
-func (inv *inventory) listClusters(ctx context.Context, api RDSAPI) error {
+// ClusterFilterLimit is how many cluster identifiers one db-cluster-id filter carries. The RDS
+// API reference states no limit on a filter's values (API_Filter.html: "One or more filter
+// values"); RDS answers a DescribeDBClusters db-cluster-id filter of more than 100 with
+// InvalidParameterCombination "Only up to 100 unique filter DB Cluster Identifiers may be
+// specified per filter" (reported in cloud-custodian/cloud-custodian#10133, 2025), and
+// DescribeDBInstances' filter of the same name is taken to share it. Should RDS refuse a batch
+// anyway, listInstances splits it in halves rather than fail.
+const ClusterFilterLimit = 100
+
+// listClusters lists the clusters page by page. Each page's key references go to resolution at
+// once, and each page's instances are asked for at once, through spawn, so neither waits for
+// the listing to end.
+func (inv *inventory) listClusters(ctx context.Context, api RDSAPI, spawn func(func(context.Context) error)) error {
 	p := rds.NewDescribeDBClustersPaginator(api, &rds.DescribeDBClustersInput{MaxRecords: maxRecords})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
 			return fmt.Errorf("describe db clusters: %w", err)
 		}
+		for _, c := range page.DBClusters {
+			inv.refs.add(c.KmsKeyId, c.PerformanceInsightsKMSKeyId, c.ActivityStreamKmsKeyId)
+			if c.MasterUserSecret != nil {
+				inv.refs.add(c.MasterUserSecret.KmsKeyId)
+			}
+		}
+		inv.mu.Lock()
 		inv.clusters = append(inv.clusters, page.DBClusters...)
+		inv.mu.Unlock()
+		for _, batch := range instanceBatches(page.DBClusters) {
+			spawn(func(ctx context.Context) error { return inv.listInstances(ctx, api, batch) })
+		}
 	}
 	return nil
 }
 
-func (inv *inventory) listInstances(ctx context.Context, api RDSAPI) error {
-	p := rds.NewDescribeDBInstancesPaginator(api, &rds.DescribeDBInstancesInput{MaxRecords: maxRecords})
+// instanceBatches groups the clusters' identifiers for the db-cluster-id filter: at most
+// ClusterFilterLimit identifiers, and at most one page (maxRecords) of members as
+// DBClusterMembers counts them, so that a batch is normally answered in one call. The member
+// count only sizes batches: a cluster with no members listed is still asked for, in case an
+// instance was added since.
+func instanceBatches(clusters []types.DBCluster) [][]string {
+	var batches [][]string
+	var cur []string
+	members := 0
+	for _, c := range clusters {
+		id := aws.ToString(c.DBClusterIdentifier)
+		if id == "" {
+			continue
+		}
+		n := len(c.DBClusterMembers)
+		if len(cur) > 0 && (len(cur) == ClusterFilterLimit || members+n > int(*maxRecords)) {
+			batches = append(batches, cur)
+			cur, members = nil, 0
+		}
+		cur = append(cur, id)
+		members += n
+	}
+	if len(cur) > 0 {
+		batches = append(batches, cur)
+	}
+	return batches
+}
+
+// listInstances asks for the instances of the clusters ids names, through DescribeDBInstances'
+// db-cluster-id filter ("Accepts DB cluster identifiers and DB cluster Amazon Resource Names
+// (ARNs)", API_DescribeDBInstances.html). Identifiers are sent rather than ARNs because moto
+// 5.2.1 matches this filter on identifiers only. Every instance that comes back is checked
+// against ids as well: a server that ignored the filter would otherwise put other clusters'
+// instances, and duplicates across batches, in the radius. If RDS refuses the batch as too
+// large (InvalidParameterCombination or InvalidParameterValue before any page), the two halves
+// are asked for instead.
+func (inv *inventory) listInstances(ctx context.Context, api RDSAPI, ids []string) error {
+	asked := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		asked[strings.ToLower(id)] = true
+	}
+	p := rds.NewDescribeDBInstancesPaginator(api, &rds.DescribeDBInstancesInput{
+		MaxRecords: maxRecords,
+		Filters:    []types.Filter{{Name: aws.String("db-cluster-id"), Values: ids}},
+	})
+	first := true
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
+		if first && len(ids) > 1 && refusedFilter(err) {
+			half := len(ids) / 2
+			if err := inv.listInstances(ctx, api, ids[:half]); err != nil {
+				return err
+			}
+			return inv.listInstances(ctx, api, ids[half:])
+		}
+		first = false
 		if err != nil {
 			return fmt.Errorf("describe db instances: %w", err)
 		}
-		inv.instances = append(inv.instances, page.DBInstances...)
+		var keep []types.DBInstance
+		for _, i := range page.DBInstances {
+			if asked[strings.ToLower(aws.ToString(i.DBClusterIdentifier))] {
+				keep = append(keep, i)
+				inv.refs.add(i.PerformanceInsightsKMSKeyId)
+			}
+		}
+		inv.mu.Lock()
+		inv.instances = append(inv.instances, keep...)
+		inv.mu.Unlock()
 	}
 	return nil
+}
+
+// refusedFilter reports whether RDS turned a request down for its parameters, as it does for a
+// filter with too many values.
+func refusedFilter(err error) bool {
+	var ae smithy.APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	switch ae.ErrorCode() {
+	case "InvalidParameterCombination", "InvalidParameterValue":
+		return true
+	}
+	return false
 }
 
 // listSnapshots sets no SnapshotType: RDS then returns manual and automated snapshots together
 // (the API reference says so, and moto does the same), one listing instead of two. Shared and
-// public snapshots are other accounts' and stay out.
+// public snapshots are other accounts' and stay out. It lists rather than asking per cluster
+// because a snapshot outlives its cluster and still needs the key to be restored.
 func (inv *inventory) listSnapshots(ctx context.Context, api RDSAPI) error {
 	p := rds.NewDescribeDBClusterSnapshotsPaginator(api, &rds.DescribeDBClusterSnapshotsInput{MaxRecords: maxRecords})
 	for p.HasMorePages() {
@@ -269,7 +381,12 @@ func (inv *inventory) listSnapshots(ctx context.Context, api RDSAPI) error {
 		if err != nil {
 			return fmt.Errorf("describe db cluster snapshots: %w", err)
 		}
+		for _, s := range page.DBClusterSnapshots {
+			inv.refs.add(s.KmsKeyId)
+		}
+		inv.mu.Lock()
 		inv.snapshots = append(inv.snapshots, page.DBClusterSnapshots...)
+		inv.mu.Unlock()
 	}
 	return nil
 }
@@ -278,17 +395,23 @@ func (inv *inventory) listSnapshots(ctx context.Context, api RDSAPI) error {
 // unimplemented), there are no retained backups to report and the radius is still right.
 func (inv *inventory) listAutomatedBackups(ctx context.Context, api RDSAPI) error {
 	p := rds.NewDescribeDBClusterAutomatedBackupsPaginator(api, &rds.DescribeDBClusterAutomatedBackupsInput{MaxRecords: maxRecords})
+	var backups []types.DBClusterAutomatedBackup
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if unimplemented(err) {
-			inv.backups = nil
 			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("describe db cluster automated backups: %w", err)
 		}
-		inv.backups = append(inv.backups, page.DBClusterAutomatedBackups...)
+		for _, b := range page.DBClusterAutomatedBackups {
+			inv.refs.add(b.KmsKeyId)
+		}
+		backups = append(backups, page.DBClusterAutomatedBackups...)
 	}
+	inv.mu.Lock()
+	inv.backups = backups
+	inv.mu.Unlock()
 	return nil
 }
 
@@ -311,7 +434,9 @@ func (inv *inventory) listGlobalClusters(ctx context.Context, api RDSAPI) error 
 			}
 		}
 	}
+	inv.mu.Lock()
 	inv.globalMembers = members
+	inv.mu.Unlock()
 	return nil
 }
 
@@ -336,52 +461,102 @@ func unimplemented(err error) bool {
 	return errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotImplemented
 }
 
-// refs returns every key reference the inventory holds, each once.
-func (inv *inventory) refs() []string {
-	seen := map[string]bool{}
-	var out []string
-	add := func(p *string) {
-		if r := aws.ToString(p); r != "" && !seen[r] {
-			seen[r] = true
-			out = append(out, r)
+// resolveConcurrency bounds the DescribeKey calls in flight for one radius. KMS's DescribeKey
+// quota is per account and region and shared with every other caller (kmskey bounds its own
+// sweeps to 8 for the same reason); 16 keeps a burst of a few hundred references to a few
+// round trips without crowding the quota.
+const resolveConcurrency = 16
+
+// refResolver resolves each distinct key reference once, concurrently and bounded, as the pages
+// carrying references arrive. A reference that is already a key ARN is its own answer and costs
+// no call.
+type refResolver struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	keys   KeyNormaliser
+	sem    chan struct{}
+	wg     sync.WaitGroup
+
+	mu   sync.Mutex
+	refs map[string]*pendingRef
+}
+
+// pendingRef is one reference's resolution; arn and err are set when done is closed.
+type pendingRef struct {
+	done chan struct{}
+	arn  string
+	err  error
+}
+
+func newRefResolver(ctx context.Context, cancel context.CancelCauseFunc, keys KeyNormaliser) *refResolver {
+	return &refResolver{ctx: ctx, cancel: cancel, keys: keys, sem: make(chan struct{}, resolveConcurrency), refs: map[string]*pendingRef{}}
+}
+
+// add starts resolving the resources' references. A reference to a key or alias that no longer
+// exists is not an error: whatever uses it cannot depend on a key that exists, and radius
+// skips it. Any other failure (throttling, access) cancels the whole radius, whose picture
+// would otherwise be wrong.
+func (r *refResolver) add(refs ...*string) {
+	for _, p := range refs {
+		if ref := aws.ToString(p); ref != "" {
+			r.resolve(ref)
 		}
 	}
-	for _, c := range inv.clusters {
-		add(c.KmsKeyId)
-		if c.MasterUserSecret != nil {
-			add(c.MasterUserSecret.KmsKeyId)
+}
+
+// resolve returns the reference's resolution, starting it if it is the first time the
+// reference is met.
+func (r *refResolver) resolve(ref string) *pendingRef {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p, ok := r.refs[ref]; ok {
+		return p
+	}
+	p := &pendingRef{done: make(chan struct{})}
+	r.refs[ref] = p
+	if isKeyARN(ref) {
+		p.arn = ref
+		close(p.done)
+		return p
+	}
+	r.wg.Go(func() {
+		defer close(p.done)
+		select {
+		case r.sem <- struct{}{}:
+		case <-r.ctx.Done():
+			p.err = context.Cause(r.ctx)
+			return
 		}
-		add(c.PerformanceInsightsKMSKeyId)
-		add(c.ActivityStreamKmsKeyId)
-	}
-	for _, i := range inv.instances {
-		add(i.PerformanceInsightsKMSKeyId)
-	}
-	for _, s := range inv.snapshots {
-		add(s.KmsKeyId)
-	}
-	for _, b := range inv.backups {
-		add(b.KmsKeyId)
+		defer func() { <-r.sem }()
+		p.arn, p.err = r.keys.ARN(r.ctx, ref)
+		if p.err != nil && !errors.Is(p.err, kmskey.ErrNotFound) {
+			r.cancel(fmt.Errorf("resolve key reference %s: %w", ref, p.err))
+		}
+	})
+	return p
+}
+
+// wait returns, once every resolution has ended, the references that resolved mapped to their
+// key ARNs.
+func (r *refResolver) wait() map[string]string {
+	r.wg.Wait()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]string, len(r.refs))
+	for ref, p := range r.refs {
+		if p.err == nil && p.arn != "" {
+			out[ref] = p.arn
+		}
 	}
 	return out
 }
 
-// resolve maps each reference to its key ARN. A reference to a key or alias that no longer
-// exists maps to nothing: whatever uses it cannot depend on a key that exists, so it is
-// skipped rather than failing the whole radius. Other errors (throttling, access) are returned.
-func (f *Finder) resolve(ctx context.Context, refs []string) (map[string]string, error) {
-	out := make(map[string]string, len(refs))
-	for _, r := range refs {
-		a, err := f.keys.ARN(ctx, r)
-		switch {
-		case errors.Is(err, kmskey.ErrNotFound):
-			continue
-		case err != nil:
-			return nil, fmt.Errorf("resolve key reference %s: %w", r, err)
-		}
-		out[r] = a
-	}
-	return out, nil
+// isKeyARN reports whether s is a full key ARN (arn:<partition>:kms:<region>:<account>:key/<id>).
+// kmskey.Resolver answers such a reference without calling KMS too; the finder checks first so
+// that a key ARN does not even take a slot among the resolutions in flight.
+func isKeyARN(s string) bool {
+	a, err := arn.Parse(s)
+	return err == nil && a.Service == "kms" && strings.HasPrefix(a.Resource, "key/") && len(a.Resource) > len("key/")
 }
 
 // radius picks out what depends on keyARN. resolved maps references to key ARNs.

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -400,11 +402,21 @@ func TestPagination(t *testing.T) {
 			}
 			return out, nil
 		},
+		// Each cluster page's instances are asked for by filter, and each answer is itself
+		// paginated: pages instances per cluster, one a page.
 		instances: func(_ context.Context, in *rds.DescribeDBInstancesInput) (*rds.DescribeDBInstancesOutput, error) {
 			instanceCalls.Add(1)
+			if len(in.Filters) != 1 || aws.ToString(in.Filters[0].Name) != "db-cluster-id" || len(in.Filters[0].Values) != 1 {
+				t.Errorf("Filters = %+v, want db-cluster-id with the one cluster of the page", in.Filters)
+				return &rds.DescribeDBInstancesOutput{}, nil
+			}
+			if aws.ToInt32(in.MaxRecords) != 100 {
+				t.Errorf("instances MaxRecords = %d, want 100", aws.ToInt32(in.MaxRecords))
+			}
+			cluster := in.Filters[0].Values[0]
 			n := 0
 			fmt.Sscan(aws.ToString(in.Marker), &n)
-			out := &rds.DescribeDBInstancesOutput{DBInstances: []types.DBInstance{{DBInstanceIdentifier: aws.String(fmt.Sprintf("i%d", n)), DBClusterIdentifier: aws.String(fmt.Sprintf("c%d", n))}}}
+			out := &rds.DescribeDBInstancesOutput{DBInstances: []types.DBInstance{{DBInstanceIdentifier: aws.String(fmt.Sprintf("%s-i%d", cluster, n)), DBClusterIdentifier: aws.String(cluster)}}}
 			if n+1 < pages {
 				out.Marker = aws.String(fmt.Sprint(n + 1))
 			}
@@ -428,12 +440,16 @@ func TestPagination(t *testing.T) {
 		},
 	}
 	got := find(t, api, &fakeKeys{})
-	if len(got.Clusters) != pages || len(got.Instances) != pages || len(got.Snapshots) != pages {
-		t.Errorf("got %d clusters, %d instances, %d snapshots; want %d of each", len(got.Clusters), len(got.Instances), len(got.Snapshots), pages)
+	if len(got.Clusters) != pages || len(got.Instances) != pages*pages || len(got.Snapshots) != pages {
+		t.Errorf("got %d clusters, %d instances, %d snapshots; want %d, %d, %d", len(got.Clusters), len(got.Instances), len(got.Snapshots), pages, pages*pages, pages)
 	}
-	for name, n := range map[string]int64{"clusters": clusterCalls.Load(), "instances": instanceCalls.Load(), "snapshots": snapshotCalls.Load()} {
-		if n != pages {
-			t.Errorf("%s calls = %d, want %d", name, n, pages)
+	for name, c := range map[string]struct{ got, want int64 }{
+		"clusters":  {clusterCalls.Load(), pages},
+		"instances": {instanceCalls.Load(), pages * pages},
+		"snapshots": {snapshotCalls.Load(), pages},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s calls = %d, want %d", name, c.got, c.want)
 		}
 	}
 }
@@ -501,8 +517,8 @@ func TestListingErrors(t *testing.T) {
 		{name: "backups HTTP 500 fails", api: backupsErr(serverError), wantErr: "describe db cluster automated backups: "},
 		{name: "globals throttling fails", api: globalsErr(throttled), wantErr: "describe global clusters: "},
 		{
-			name: "core listing InvalidAction fails",
-			api: &fakeRDS{instances: func(context.Context, *rds.DescribeDBInstancesInput) (*rds.DescribeDBInstancesOutput, error) {
+			name: "instances InvalidAction fails",
+			api: &fakeRDS{clusters: clustersPage(aurora("c1", keyARN)), instances: func(context.Context, *rds.DescribeDBInstancesInput) (*rds.DescribeDBInstancesOutput, error) {
 				return nil, invalidAction
 			}},
 			wantErr: "describe db instances: ",
@@ -536,32 +552,59 @@ func TestListingErrors(t *testing.T) {
 	}
 }
 
-// TestFirstErrorCancelsOthers: a failing listing stops the others at once, and its error — not
-// the cancellation it caused — is what Find returns.
+// TestFirstErrorCancelsOthers: a failing listing or key resolution stops the others at once,
+// and its error — not the cancellation it caused — is what Find returns.
 func TestFirstErrorCancelsOthers(t *testing.T) {
 	boom := &smithy.GenericAPIError{Code: "AccessDenied", Message: "no"}
-	var cancelled atomic.Bool
-	api := &fakeRDS{
-		clusters: func(ctx context.Context, _ *rds.DescribeDBClustersInput) (*rds.DescribeDBClustersOutput, error) {
-			select {
-			case <-ctx.Done():
-				cancelled.Store(true)
-				return nil, ctx.Err()
-			case <-time.After(10 * time.Second):
-				return &rds.DescribeDBClustersOutput{}, nil
+	throttled := errors.New("ThrottlingException")
+	tests := []struct {
+		name      string
+		snapshots func(context.Context, *rds.DescribeDBClusterSnapshotsInput) (*rds.DescribeDBClusterSnapshotsOutput, error)
+		keysErr   error
+		wantErr   error
+	}{
+		{
+			name: "snapshot listing fails",
+			snapshots: func(context.Context, *rds.DescribeDBClusterSnapshotsInput) (*rds.DescribeDBClusterSnapshotsOutput, error) {
+				return nil, boom
+			},
+			wantErr: boom,
+		},
+		{
+			name: "key resolution fails",
+			snapshots: func(context.Context, *rds.DescribeDBClusterSnapshotsInput) (*rds.DescribeDBClusterSnapshotsOutput, error) {
+				return &rds.DescribeDBClusterSnapshotsOutput{DBClusterSnapshots: []types.DBClusterSnapshot{
+					{DBClusterSnapshotIdentifier: aws.String("s1"), Engine: aws.String("aurora-mysql"), KmsKeyId: aws.String("alias/app")},
+				}}, nil
+			},
+			keysErr: throttled,
+			wantErr: throttled,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var cancelled atomic.Bool
+			api := &fakeRDS{
+				clusters: func(ctx context.Context, _ *rds.DescribeDBClustersInput) (*rds.DescribeDBClustersOutput, error) {
+					select {
+					case <-ctx.Done():
+						cancelled.Store(true)
+						return nil, ctx.Err()
+					case <-time.After(10 * time.Second):
+						return &rds.DescribeDBClustersOutput{}, nil
+					}
+				},
+				snapshots: tt.snapshots,
 			}
-		},
-		instances: func(context.Context, *rds.DescribeDBInstancesInput) (*rds.DescribeDBInstancesOutput, error) {
-			return nil, boom
-		},
-	}
-	start := time.Now()
-	_, err := New(api, &fakeKeys{}).Find(context.Background(), keyARN)
-	if !errors.Is(err, boom) {
-		t.Errorf("Find error = %v, want the instances error", err)
-	}
-	if !cancelled.Load() || time.Since(start) > 5*time.Second {
-		t.Errorf("cluster listing was not cancelled (took %v)", time.Since(start))
+			start := time.Now()
+			_, err := New(api, &fakeKeys{err: tt.keysErr}).Find(context.Background(), keyARN)
+			if !errors.Is(err, tt.wantErr) {
+				t.Errorf("Find error = %v, want %v", err, tt.wantErr)
+			}
+			if !cancelled.Load() || time.Since(start) > 5*time.Second {
+				t.Errorf("cluster listing was not cancelled (took %v)", time.Since(start))
+			}
+		})
 	}
 }
 
@@ -659,26 +702,6 @@ func TestFindMany(t *testing.T) {
 	}
 }
 
-func TestClusterKeys(t *testing.T) {
-	neptune := aurora("graph", keyARN)
-	neptune.Engine = aws.String("neptune")
-	pi := aurora("pi-only", otherARN)
-	pi.PerformanceInsightsKMSKeyId = aws.String(keyARN)
-	api := &fakeRDS{clusters: clustersPage(
-		aurora("b", "alias/app"), aurora("a", keyID), aurora("c", otherARN), neptune, pi,
-		aurora("gone", "alias/deleted"),
-		types.DBCluster{DBClusterIdentifier: aws.String("plain"), Engine: aws.String("aurora-mysql")},
-	)}
-	got, err := New(api, &fakeKeys{}).ClusterKeys(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string][]string{keyARN: {"a", "b"}, otherARN: {"c", "pi-only"}}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("ClusterKeys mismatch (-want +got):\n%s", diff)
-	}
-}
-
 func TestWithoutClusterAutomatedBackups(t *testing.T) {
 	api := &fakeRDS{clusters: clustersPage(aurora("c1", keyARN)), backups: func(context.Context, *rds.DescribeDBClusterAutomatedBackupsInput) (*rds.DescribeDBClusterAutomatedBackupsOutput, error) {
 		t.Error("DescribeDBClusterAutomatedBackups called")
@@ -700,5 +723,180 @@ func TestRadiusJSON(t *testing.T) {
 	want := `{"key_arn":"` + keyARN + `","clusters":[],"instances":[],"snapshots":[],"other_engines":[]}`
 	if string(b) != want {
 		t.Errorf("JSON = %s, want %s", b, want)
+	}
+}
+
+// countingKeys resolves "alias/kN" and "kN" references to key ARNs after a short wait, and
+// records how often each reference was asked for and how many were in flight at most.
+type countingKeys struct {
+	mu       sync.Mutex
+	asked    map[string]int
+	inFlight int
+	maxIn    int
+}
+
+func (k *countingKeys) ARN(ctx context.Context, ref string) (string, error) {
+	k.mu.Lock()
+	if k.asked == nil {
+		k.asked = map[string]int{}
+	}
+	k.asked[ref]++
+	k.inFlight++
+	k.maxIn = max(k.maxIn, k.inFlight)
+	k.mu.Unlock()
+	defer func() {
+		k.mu.Lock()
+		k.inFlight--
+		k.mu.Unlock()
+	}()
+	time.Sleep(5 * time.Millisecond)
+	if ref == "alias/gone" {
+		return "", fmt.Errorf("describe key %s: %w", ref, kmskey.ErrNotFound)
+	}
+	return "arn:aws:kms:us-east-1:" + account + ":key/" + strings.TrimPrefix(ref, "alias/"), nil
+}
+
+// TestResolveOnce: each distinct reference is resolved once however many resources carry it,
+// key ARNs never, and resolutions run concurrently up to resolveConcurrency.
+func TestResolveOnce(t *testing.T) {
+	const distinct = 40
+	var cs []types.DBCluster
+	var snaps []types.DBClusterSnapshot
+	for i := range distinct {
+		for range 3 {
+			cs = append(cs, aurora(fmt.Sprintf("c%02d-%d", i, len(cs)), fmt.Sprintf("alias/k%d", i)))
+		}
+		snaps = append(snaps, types.DBClusterSnapshot{DBClusterSnapshotIdentifier: aws.String(fmt.Sprintf("s%d", i)), Engine: aws.String("aurora-mysql"), KmsKeyId: aws.String(fmt.Sprintf("alias/k%d", i))})
+	}
+	cs = append(cs, aurora("by-arn", keyARN), aurora("by-arn-2", keyARN), aurora("gone", "alias/gone"))
+	pi := aurora("pi", keyARN)
+	pi.PerformanceInsightsKMSKeyId = aws.String("alias/k0")
+	cs = append(cs, pi)
+	api := &fakeRDS{
+		clusters: clustersPage(cs...),
+		snapshots: func(context.Context, *rds.DescribeDBClusterSnapshotsInput) (*rds.DescribeDBClusterSnapshotsOutput, error) {
+			return &rds.DescribeDBClusterSnapshotsOutput{DBClusterSnapshots: snaps}, nil
+		},
+		instances: instancesPage(types.DBInstance{DBInstanceIdentifier: aws.String("pi-1"), DBClusterIdentifier: aws.String("pi"), PerformanceInsightsKMSKeyId: aws.String("alias/k1")}),
+	}
+	keys := &countingKeys{}
+	got := find(t, api, keys)
+	if len(got.Clusters) != 3 {
+		t.Errorf("clusters on the key = %d, want 3 (by-arn, by-arn-2, pi)", len(got.Clusters))
+	}
+	for ref, n := range keys.asked {
+		if n != 1 {
+			t.Errorf("reference %s resolved %d times, want once", ref, n)
+		}
+		if isKeyARN(ref) {
+			t.Errorf("key ARN %s was resolved; it needs no call", ref)
+		}
+	}
+	if len(keys.asked) != distinct+1 {
+		t.Errorf("distinct references resolved = %d, want %d", len(keys.asked), distinct+1)
+	}
+	if keys.maxIn > resolveConcurrency || keys.maxIn < 2 {
+		t.Errorf("resolutions in flight at most = %d, want between 2 and %d", keys.maxIn, resolveConcurrency)
+	}
+}
+
+func TestInstanceBatches(t *testing.T) {
+	clusters := func(n, members int) []types.DBCluster {
+		var cs []types.DBCluster
+		for i := range n {
+			c := aurora(fmt.Sprintf("c%03d", i), keyARN)
+			for m := range members {
+				c.DBClusterMembers = append(c.DBClusterMembers, types.DBClusterMember{DBInstanceIdentifier: aws.String(fmt.Sprintf("c%03d-%d", i, m))})
+			}
+			cs = append(cs, c)
+		}
+		return cs
+	}
+	tests := []struct {
+		name     string
+		clusters []types.DBCluster
+		want     []int // batch sizes
+	}{
+		{name: "none", clusters: nil, want: nil},
+		{name: "no members: the filter's limit", clusters: clusters(250, 0), want: []int{100, 100, 50}},
+		{name: "two members each: one page of instances", clusters: clusters(100, 2), want: []int{50, 50}},
+		{name: "fifteen members each", clusters: clusters(14, 15), want: []int{6, 6, 2}},
+		{name: "identifier missing is skipped", clusters: append(clusters(2, 1), types.DBCluster{}), want: []int{2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var sizes []int
+			for _, b := range instanceBatches(tt.clusters) {
+				sizes = append(sizes, len(b))
+			}
+			if diff := cmp.Diff(tt.want, sizes); diff != "" {
+				t.Errorf("batch sizes mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestInstanceFilter: a batch RDS refuses as too large is asked for in halves, and instances a
+// server returns outside the batch (as one ignoring the filter would) are not counted, nor
+// counted twice.
+func TestInstanceFilter(t *testing.T) {
+	refused := &smithy.GenericAPIError{Code: "InvalidParameterCombination", Message: "Only up to 2 unique filter DB Cluster Identifiers may be specified per filter."}
+	var cs []types.DBCluster
+	var all []types.DBInstance
+	for i := range 5 {
+		id := fmt.Sprintf("c%d", i)
+		cs = append(cs, aurora(id, keyARN))
+		all = append(all, types.DBInstance{DBInstanceIdentifier: aws.String(id + "-1"), DBClusterIdentifier: aws.String(id)})
+	}
+	tests := []struct {
+		name      string
+		instances func(context.Context, *rds.DescribeDBInstancesInput) (*rds.DescribeDBInstancesOutput, error)
+		wantCalls int64
+	}{
+		{
+			name: "refused batch is halved",
+			instances: func(_ context.Context, in *rds.DescribeDBInstancesInput) (*rds.DescribeDBInstancesOutput, error) {
+				ids := in.Filters[0].Values
+				if len(ids) > 2 {
+					return nil, refused
+				}
+				var out []types.DBInstance
+				for _, i := range all {
+					if slices.Contains(ids, aws.ToString(i.DBClusterIdentifier)) {
+						out = append(out, i)
+					}
+				}
+				return &rds.DescribeDBInstancesOutput{DBInstances: out}, nil
+			},
+			// 5 refused → 2 + 3; 3 refused → 1 + 2.
+			wantCalls: 5,
+		},
+		{
+			name: "filter ignored",
+			instances: func(context.Context, *rds.DescribeDBInstancesInput) (*rds.DescribeDBInstancesOutput, error) {
+				return &rds.DescribeDBInstancesOutput{DBInstances: append(all, types.DBInstance{DBInstanceIdentifier: aws.String("solo")})}, nil
+			},
+			wantCalls: 1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var calls atomic.Int64
+			api := &fakeRDS{clusters: clustersPage(cs...), instances: func(ctx context.Context, in *rds.DescribeDBInstancesInput) (*rds.DescribeDBInstancesOutput, error) {
+				calls.Add(1)
+				return tt.instances(ctx, in)
+			}}
+			got := find(t, api, &fakeKeys{})
+			var ids []string
+			for _, i := range got.Instances {
+				ids = append(ids, i.Identifier)
+			}
+			if diff := cmp.Diff([]string{"c0-1", "c1-1", "c2-1", "c3-1", "c4-1"}, ids); diff != "" {
+				t.Errorf("instances mismatch (-want +got):\n%s", diff)
+			}
+			if calls.Load() != tt.wantCalls {
+				t.Errorf("DescribeDBInstances calls = %d, want %d", calls.Load(), tt.wantCalls)
+			}
+		})
 	}
 }

@@ -3,10 +3,6 @@ package blast
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -126,11 +122,15 @@ func TestMotoFind(t *testing.T) {
 		t.Fatalf("create cluster snapshot: %v", err)
 	}
 
-	f := New(env.rds, kmskey.NewResolver(env.kms), WithoutClusterAutomatedBackups())
+	// The finder talks through a recording proxy (no delay), to count what it asks.
+	proxy := awstest.Delay(t, awstest.Moto(t), 0)
+	cfg := awstest.Config(t, proxy.URL)
+	f := New(rds.NewFromConfig(cfg), kmskey.NewResolver(kms.NewFromConfig(cfg)), WithoutClusterAutomatedBackups())
 	got, err := f.Find(ctx, keyARN)
 	if err != nil {
 		t.Fatalf("Find: %v", err)
 	}
+	checkCalls(t, proxy.Calls())
 
 	type clusterView struct {
 		ID, Engine string
@@ -202,14 +202,81 @@ func TestMotoFind(t *testing.T) {
 	if diff := cmp.Diff(got, many[keyARN]); diff != "" {
 		t.Errorf("FindMany and Find disagree (-Find +FindMany):\n%s", diff)
 	}
+}
 
-	keys, err := f.ClusterKeys(ctx)
+// TestMotoSnapshotOfDeletedCluster: a snapshot outlives its cluster and still needs the key to
+// be restored, so it stays in the radius although no cluster is left to ask about.
+func TestMotoSnapshotOfDeletedCluster(t *testing.T) {
+	env := newMotoEnv(t)
+	ctx := context.Background()
+	_, keyARN, alias, _ := env.key(t)
+	gone := uniqueName("gone")
+	env.cluster(t, &rds.CreateDBClusterInput{DBClusterIdentifier: aws.String(gone), KmsKeyId: aws.String(alias)})
+	if _, err := env.rds.CreateDBClusterSnapshot(ctx, &rds.CreateDBClusterSnapshotInput{
+		DBClusterIdentifier: aws.String(gone), DBClusterSnapshotIdentifier: aws.String(gone + "-final"),
+	}); err != nil {
+		t.Fatalf("create cluster snapshot: %v", err)
+	}
+	if _, err := env.rds.DeleteDBCluster(ctx, &rds.DeleteDBClusterInput{DBClusterIdentifier: aws.String(gone), SkipFinalSnapshot: aws.Bool(true)}); err != nil {
+		t.Fatalf("delete cluster: %v", err)
+	}
+
+	proxy := awstest.Delay(t, awstest.Moto(t), 0)
+	cfg := awstest.Config(t, proxy.URL)
+	got, err := New(rds.NewFromConfig(cfg), kmskey.NewResolver(kms.NewFromConfig(cfg)), WithoutClusterAutomatedBackups()).Find(ctx, keyARN)
 	if err != nil {
-		t.Fatalf("ClusterKeys: %v", err)
+		t.Fatalf("Find: %v", err)
 	}
-	if diff := cmp.Diff([]string{byAlias, byAliasARN, byARN, global, byID}, keys[keyARN]); diff != "" {
-		t.Errorf("ClusterKeys[key] mismatch (-want +got):\n%s", diff)
+	if !got.Empty() {
+		t.Errorf("clusters = %+v, want none (the cluster is deleted)", got.Clusters)
 	}
+	var snaps []string
+	for _, s := range got.Snapshots {
+		if s.Type == SnapshotManual {
+			snaps = append(snaps, s.ClusterIdentifier+"/"+s.Identifier)
+		}
+	}
+	if diff := cmp.Diff([]string{gone + "/" + gone + "-final"}, snaps); diff != "" {
+		t.Errorf("manual snapshots mismatch (-want +got):\n%s", diff)
+	}
+	for _, c := range proxy.Calls() {
+		if c.Op == "DescribeDBInstances" && c.Params.Get("Filters.Filter.1.Name") != "db-cluster-id" {
+			t.Errorf("DescribeDBInstances without the db-cluster-id filter: %v", c.Params)
+		}
+	}
+}
+
+// checkCalls asserts what a radius may ask: instances only through the db-cluster-id filter,
+// never an account-wide instance listing; each distinct key reference described once; no
+// key ARN described at all.
+func checkCalls(t *testing.T, calls []awstest.Call) {
+	t.Helper()
+	described := map[string]int{}
+	var instanceCalls int
+	for _, c := range calls {
+		switch c.Op {
+		case "DescribeDBInstances":
+			instanceCalls++
+			if c.Params.Get("Filters.Filter.1.Name") != "db-cluster-id" || c.Params.Get("Filters.Filter.1.Values.Value.1") == "" {
+				t.Errorf("DescribeDBInstances without the db-cluster-id filter: %v", c.Params)
+			}
+		case "DescribeKey":
+			ref := c.Params.Get("KeyId")
+			described[ref]++
+			if isKeyARN(ref) {
+				t.Errorf("DescribeKey(%s): a key ARN needs no call", ref)
+			}
+		}
+	}
+	for ref, n := range described {
+		if n != 1 {
+			t.Errorf("DescribeKey(%s) called %d times, want once", ref, n)
+		}
+	}
+	if instanceCalls == 0 {
+		t.Error("no DescribeDBInstances call: the instances were not asked for")
+	}
+	t.Logf("%d calls, %d DescribeDBInstances, %d distinct references described", len(calls), instanceCalls, len(described))
 }
 
 // TestMotoAutomatedBackupsUnimplemented documents why WithoutClusterAutomatedBackups exists:
@@ -230,10 +297,9 @@ func TestMotoAutomatedBackupsUnimplemented(t *testing.T) {
 }
 
 // BenchmarkFind measures one radius over 30 Aurora clusters (plus whatever else the shared
-// moto holds), listing sequentially and concurrently in the same run. Against bare moto the
-// listings cost CPU in one Python process, so running them at once gains little; the "+rtt"
-// variants put a proxy adding a fixed delay per call in front of moto, which is closer to a
-// regional endpoint, where a listing page costs tens of milliseconds of mostly waiting.
+// moto holds), straight against moto and through a proxy adding a fixed delay per call, which
+// is closer to a regional endpoint, where a call costs tens of milliseconds of mostly waiting.
+// BenchmarkLatency compares the finder with a plain sequential lister at scale.
 func BenchmarkFind(b *testing.B) {
 	endpoint := awstest.Moto(b)
 	env := newMotoEnv(b)
@@ -248,33 +314,18 @@ func BenchmarkFind(b *testing.B) {
 		}
 	}
 	resolver := kmskey.NewResolver(env.kms)
-
-	const rtt = 30 * time.Millisecond
-	target, err := url.Parse(endpoint)
-	if err != nil {
-		b.Fatal(err)
-	}
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(rtt)
-		proxy.ServeHTTP(w, r)
-	}))
-	b.Cleanup(slow.Close)
+	slow := awstest.Delay(b, endpoint, 30*time.Millisecond)
 	slowRDS := rds.NewFromConfig(awstest.Config(b, slow.URL))
 
 	for _, mode := range []struct {
-		name       string
-		api        RDSAPI
-		sequential bool
+		name string
+		api  RDSAPI
 	}{
-		{"sequential", env.rds, true},
-		{"concurrent", env.rds, false},
-		{"sequential+rtt", slowRDS, true},
-		{"concurrent+rtt", slowRDS, false},
+		{"moto", env.rds},
+		{"moto+rtt", slowRDS},
 	} {
 		b.Run(mode.name, func(b *testing.B) {
 			f := New(mode.api, resolver, WithoutClusterAutomatedBackups())
-			f.sequential = mode.sequential
 			var r Radius
 			for b.Loop() {
 				var err error

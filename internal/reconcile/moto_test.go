@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -410,5 +411,50 @@ func TestNeedsLookupKMSDeletion(t *testing.T) {
 	}
 	if person := (incident.Incident{Actor: alice}); needsLookup(person) {
 		t.Error("got needsLookup true for an incident naming a person")
+	}
+}
+
+// instanceInputs records the DescribeDBInstances requests made through it.
+type instanceInputs struct {
+	blast.RDSAPI
+	mu     sync.Mutex
+	inputs []*rds.DescribeDBInstancesInput
+}
+
+func (r *instanceInputs) DescribeDBInstances(ctx context.Context, in *rds.DescribeDBInstancesInput, o ...func(*rds.Options)) (*rds.DescribeDBInstancesOutput, error) {
+	r.mu.Lock()
+	r.inputs = append(r.inputs, in)
+	r.mu.Unlock()
+	return r.RDSAPI.DescribeDBInstances(ctx, in, o...)
+}
+
+// TestInventoryAsksForIncidentInstancesOnly: a run reads instance statuses through the
+// db-cluster-id filter, for the clusters its incidents name, never by listing every instance of
+// the account.
+func TestInventoryAsksForIncidentInstancesOnly(t *testing.T) {
+	w := newWorld(t)
+	keyID, keyARN := w.key(t)
+	cluster := w.cluster(t, keyID)
+	if _, err := w.rds.CreateDBInstance(context.Background(), &rds.CreateDBInstanceInput{
+		DBInstanceIdentifier: aws.String(cluster + "-1"), DBClusterIdentifier: aws.String(cluster),
+		Engine: aws.String("aurora-postgresql"), DBInstanceClass: aws.String("db.r6g.large"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	w.disable(t, keyID)
+	inc := w.open(t, keyARN, time.Now().Add(-time.Hour))
+	if len(inc.Instances) != 1 {
+		t.Fatalf("incident instances = %+v, want %s-1", inc.Instances, cluster)
+	}
+
+	rec := &instanceInputs{RDSAPI: w.rdsAPI}
+	run(t, w.reconciler(func(d *Deps) { d.RDS = rec }))
+	if len(rec.inputs) == 0 {
+		t.Fatal("no DescribeDBInstances call: the incident's instance status was not read")
+	}
+	for _, in := range rec.inputs {
+		if len(in.Filters) != 1 || aws.ToString(in.Filters[0].Name) != "db-cluster-id" || !slices.Contains(in.Filters[0].Values, cluster) {
+			t.Errorf("DescribeDBInstances filters = %+v, want db-cluster-id with %s", in.Filters, cluster)
+		}
 	}
 }

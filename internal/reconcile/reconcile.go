@@ -54,7 +54,8 @@ type KeyLister interface {
 	ListKeys(context.Context, *kms.ListKeysInput, ...func(*kms.Options)) (*kms.ListKeysOutput, error)
 }
 
-// Keys resolves key references and reads key state; *kmskey.Resolver fits.
+// Keys resolves key references and reads key state; *kmskey.Resolver fits. It must be safe for
+// concurrent use: the backstop resolves several references at once.
 type Keys interface {
 	ARN(ctx context.Context, ref string) (string, error)
 	Describe(ctx context.Context, ref string) (kmskey.Key, error)
@@ -268,10 +269,12 @@ func (rep *Report) add(o Outcome) {
 // errBudget ends a run's remaining work once its time or calls are spent.
 var errBudget = errors.New("run budget spent")
 
-// budget counts a run's AWS calls and watches its deadline.
+// budget counts a run's AWS calls and watches its deadline. spend is safe for concurrent use
+// (the inventory's listings run at once); the fields are read once those have ended.
 type budget struct {
 	wall     func() time.Time
 	deadline time.Time
+	mu       sync.Mutex
 	calls    int
 	max      int
 	why      string
@@ -279,6 +282,8 @@ type budget struct {
 
 // spend reserves n calls, or reports that the run must stop.
 func (b *budget) spend(n int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	switch {
 	case b.why != "":
 		return false
@@ -309,7 +314,9 @@ func (r *Reconciler) Run(ctx context.Context) (rep Report, err error) {
 	if err != nil {
 		return rep, fmt.Errorf("reconcile: %w", err)
 	}
-	inv, err := r.inventory(ctx, b)
+	now := r.now().UTC()
+	active, closed := split(all, now)
+	inv, err := r.inventory(ctx, b, incidentClusters(active))
 	if errors.Is(err, errBudget) {
 		rep.Incomplete = "budget spent listing RDS: " + b.why
 		return rep, nil
@@ -318,8 +325,6 @@ func (r *Reconciler) Run(ctx context.Context) (rep Report, err error) {
 		return rep, fmt.Errorf("reconcile: %w", err)
 	}
 
-	now := r.now().UTC()
-	active, closed := split(all, now)
 	rep.Incidents = len(active)
 	openKeys := map[string]bool{}
 	for _, inc := range active {
@@ -408,8 +413,8 @@ func split(all []incident.Incident, now time.Time) (active, closed []incident.In
 	return active, closed
 }
 
-// inventory is one run's view of the account's clusters and instances, read once and shared by
-// every incident and the backstop.
+// inventory is one run's view of the account's clusters, and of the instances of the clusters
+// active incidents name, read once and shared by every incident and the backstop.
 type inventory struct {
 	clusters  map[string]rdstypes.DBCluster
 	order     []string
@@ -419,16 +424,68 @@ type inventory struct {
 // maxRecords is RDS's largest page.
 var maxRecords = aws.Int32(100)
 
-func (r *Reconciler) inventory(ctx context.Context, b *budget) (*inventory, error) {
+// incidentClusters returns the identifiers of the clusters the incidents name, through their
+// clusters and their instances, each once: the clusters whose instances a run refreshes.
+func incidentClusters(incs []incident.Incident) []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(id string) {
+		if id != "" && !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	for _, inc := range incs {
+		for _, c := range inc.Clusters {
+			add(c.Identifier)
+		}
+		for _, in := range inc.Instances {
+			add(in.ClusterIdentifier)
+		}
+	}
+	return out
+}
+
+// inventory reads the account's clusters and, at the same time, the instances of the clusters
+// named in instancesOf. The backstop needs every cluster (any may sit on an unusable key), but
+// only incidents read instance statuses, so instances are asked for per cluster through
+// DescribeDBInstances' db-cluster-id filter, in batches of blast.ClusterFilterLimit, rather
+// than listed account-wide: a run costs ⌈clusters/100⌉ calls for the clusters and, for the
+// instances, one page per 100 instances of those clusters (at least one call per 100 of them),
+// with a longest chain of the longer of the two instead of their sum. Each call spends one from b;
+// the first error (errBudget included) stops the other listing and is returned.
+func (r *Reconciler) inventory(ctx context.Context, b *budget, instancesOf []string) (*inventory, error) {
 	inv := &inventory{clusters: map[string]rdstypes.DBCluster{}, instances: map[string]incident.ClusterStatus{}}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := r.listClusters(ctx, b, inv); err != nil {
+			cancel(err)
+		}
+	})
+	wg.Go(func() {
+		if err := r.listInstances(ctx, b, inv, instancesOf); err != nil {
+			cancel(err)
+		}
+	})
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return nil, err
+	}
+	return inv, nil
+}
+
+// listClusters fills inv.clusters and inv.order, page by page.
+func (r *Reconciler) listClusters(ctx context.Context, b *budget, inv *inventory) error {
 	cp := rds.NewDescribeDBClustersPaginator(r.d.RDS, &rds.DescribeDBClustersInput{MaxRecords: maxRecords})
 	for cp.HasMorePages() {
 		if !b.spend(1) {
-			return nil, errBudget
+			return errBudget
 		}
 		page, err := cp.NextPage(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("describe db clusters: %w", err)
+			return fmt.Errorf("describe db clusters: %w", err)
 		}
 		for _, c := range page.DBClusters {
 			id := aws.ToString(c.DBClusterIdentifier)
@@ -436,20 +493,33 @@ func (r *Reconciler) inventory(ctx context.Context, b *budget) (*inventory, erro
 			inv.order = append(inv.order, id)
 		}
 	}
-	ip := rds.NewDescribeDBInstancesPaginator(r.d.RDS, &rds.DescribeDBInstancesInput{MaxRecords: maxRecords})
-	for ip.HasMorePages() {
-		if !b.spend(1) {
-			return nil, errBudget
-		}
-		page, err := ip.NextPage(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("describe db instances: %w", err)
-		}
-		for _, in := range page.DBInstances {
-			inv.instances[aws.ToString(in.DBInstanceIdentifier)] = incident.ClusterStatus(aws.ToString(in.DBInstanceStatus))
+	return nil
+}
+
+// listInstances fills inv.instances with the statuses of the clusters' instances. The batches
+// run one after another: a run has few incidents, usually one batch.
+func (r *Reconciler) listInstances(ctx context.Context, b *budget, inv *inventory, clusterIDs []string) error {
+	for batch := range slices.Chunk(clusterIDs, blast.ClusterFilterLimit) {
+		ip := rds.NewDescribeDBInstancesPaginator(r.d.RDS, &rds.DescribeDBInstancesInput{
+			MaxRecords: maxRecords,
+			Filters:    []rdstypes.Filter{{Name: aws.String("db-cluster-id"), Values: batch}},
+		})
+		for ip.HasMorePages() {
+			if !b.spend(1) {
+				return errBudget
+			}
+			page, err := ip.NextPage(ctx)
+			if err != nil {
+				return fmt.Errorf("describe db instances: %w", err)
+			}
+			for _, in := range page.DBInstances {
+				// A status is only ever looked up by an incident's instance identifier, so
+				// instances of other clusters (a server ignoring the filter) are harmless.
+				inv.instances[aws.ToString(in.DBInstanceIdentifier)] = incident.ClusterStatus(aws.ToString(in.DBInstanceStatus))
+			}
 		}
 	}
-	return inv, nil
+	return nil
 }
 
 // status is a cluster's live status; a cluster RDS no longer lists is deleted.
@@ -612,21 +682,80 @@ func backstopState(state incident.KeyState) bool {
 // are checked on every run; the rest of the account's keys (whose loss can still hurt a
 // cluster through its master-user secret, Performance Insights or activity stream) are walked
 // with ListKeys a few pages per run.
-func (r *Reconciler) backstop(ctx context.Context, inv *inventory, openKeys map[string]bool, latest map[string]incident.Incident, b *budget, rep *Report) error {
-	var candidates []string
-	seen := map[string]bool{}
-	inaccessible := map[string][]string{}    // key ARN → clusters in a lost-key state, with it
-	inaccessibleIDs := map[string][]string{} // key ARN → the same clusters' identifiers
+// resolveConcurrency bounds the DescribeKey calls the backstop makes at once: KMS's
+// DescribeKey quota is per account and region and shared with every other caller.
+const resolveConcurrency = 16
+
+// resolution is one key reference's ARN, or why it has none.
+type resolution struct {
+	arn string
+	err error
+}
+
+// resolveStorageKeys resolves the storage key reference of every Aurora cluster in inv, each
+// distinct reference once and up to resolveConcurrency at a time, instead of one cluster after
+// another. A reference that is not an ARN costs a DescribeKey and spends one call of b, up
+// front (errBudget when the run cannot afford them all); key ARNs are answered by the resolver
+// without a call. Failures are kept per reference for the caller to judge.
+func (r *Reconciler) resolveStorageKeys(ctx context.Context, inv *inventory, b *budget) (map[string]resolution, error) {
+	var refs []string
+	out := map[string]resolution{}
 	for _, id := range inv.order {
 		c := inv.clusters[id]
 		ref := aws.ToString(c.KmsKeyId)
 		if ref == "" || !strings.HasPrefix(aws.ToString(c.Engine), "aurora") {
 			continue
 		}
-		if !incident.IsKeyARN(ref) && !b.spend(1) { // a key ID or alias costs a DescribeKey once
-			return errBudget
+		if _, ok := out[ref]; !ok {
+			out[ref] = resolution{}
+			refs = append(refs, ref)
 		}
-		keyARN, err := r.d.Keys.ARN(ctx, ref)
+	}
+	calls := 0
+	for _, ref := range refs {
+		if !incident.IsKeyARN(ref) { // a key ID or alias costs a DescribeKey
+			calls++
+		}
+	}
+	if calls > 0 && !b.spend(calls) {
+		return nil, errBudget
+	}
+	var (
+		mu  sync.Mutex
+		wg  sync.WaitGroup
+		sem = make(chan struct{}, resolveConcurrency)
+	)
+	for _, ref := range refs {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			a, err := r.d.Keys.ARN(ctx, ref)
+			mu.Lock()
+			out[ref] = resolution{arn: a, err: err}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return out, nil
+}
+
+func (r *Reconciler) backstop(ctx context.Context, inv *inventory, openKeys map[string]bool, latest map[string]incident.Incident, b *budget, rep *Report) error {
+	var candidates []string
+	seen := map[string]bool{}
+	inaccessible := map[string][]string{}    // key ARN → clusters in a lost-key state, with it
+	inaccessibleIDs := map[string][]string{} // key ARN → the same clusters' identifiers
+	resolved, err := r.resolveStorageKeys(ctx, inv, b)
+	if err != nil {
+		return err
+	}
+	for _, id := range inv.order {
+		c := inv.clusters[id]
+		ref := aws.ToString(c.KmsKeyId)
+		if ref == "" || !strings.HasPrefix(aws.ToString(c.Engine), "aurora") {
+			continue
+		}
+		res := resolved[ref]
+		keyARN, err := res.arn, res.err
 		if errors.Is(err, kmskey.ErrNotFound) {
 			continue
 		}
