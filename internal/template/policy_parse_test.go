@@ -8,6 +8,9 @@ import (
 	"strings"
 )
 
+// This file is the test-only parser of the template's IAM policies: production code never reads
+// them, so it lives beside the tests that do (policy_test.go, template_test.go).
+
 // Statement is one IAM statement of a function's Policies with every Fn::If decided one way. A
 // statement with conditional parts is returned once per consistent choice of branches, so a check
 // that holds for every Statement holds whatever the deployment's parameters are.
