@@ -27,13 +27,13 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/keywarden/keywarden/internal/announce"
-	"github.com/keywarden/keywarden/internal/announce/announcetest"
 	"github.com/keywarden/keywarden/internal/approval"
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/notify"
 	"github.com/keywarden/keywarden/internal/remedy"
+	"github.com/keywarden/keywarden/internal/slacktest"
 	"github.com/keywarden/keywarden/internal/slackui"
 )
 
@@ -99,7 +99,7 @@ type rig struct {
 	kms    *kms.Client
 	rds    *rds.Client
 	store  *incident.Store
-	slack  *announcetest.Slack
+	slack  *slacktest.Slack
 	lambda *lambdaStandIn
 	ann    *announce.Announcer
 	h      *handler
@@ -115,7 +115,7 @@ func newRig(tb testing.TB, required int) *rig {
 	}
 	r := &rig{
 		kms: kms.NewFromConfig(cfg), rds: rds.NewFromConfig(cfg), store: incident.NewStore(db, table),
-		slack:  announcetest.Start(tb, &announcetest.Slack{Token: botToken, Groups: map[string][]string{group: {member}}}),
+		slack:  slacktest.Start(tb, &slacktest.Slack{Token: botToken, Groups: map[string][]string{group: {member}}}),
 		lambda: &lambdaStandIn{},
 	}
 	lambdaSrv := httptest.NewServer(r.lambda)
@@ -392,7 +392,7 @@ func TestAuthorisation(t *testing.T) {
 		if last := got.Timeline[len(got.Timeline)-1]; last.Kind != incident.KindClick || last.Actor != member {
 			t.Errorf("last entry: got %+v, want %s's click", last, member)
 		}
-		if calls := r.slack.Calls("usergroups.users.list"); len(calls) != 1 || calls[0].Text != group {
+		if calls := r.slack.Calls("usergroups.users.list"); len(calls) != 1 || calls[0].Usergroup != group {
 			t.Errorf("usergroups.users.list calls: got %+v, want one for %s", calls, group)
 		}
 	})
@@ -617,7 +617,7 @@ func TestAcknowledgeAndIntentional(t *testing.T) {
 	}
 	// The refreshed message has no buttons left.
 	upd := r.slack.Calls("chat.update")
-	if last := upd[len(upd)-1]; strings.Contains(last.Blocks, slackui.ActionsBlockID) {
+	if last := upd[len(upd)-1]; strings.Contains(string(last.Blocks), slackui.ActionsBlockID) {
 		t.Errorf("the closed incident's message still has buttons")
 	}
 }
@@ -649,7 +649,7 @@ func TestHandOffFails(t *testing.T) {
 func TestAnswersWhileSlackIsSlow(t *testing.T) {
 	r := newRig(t, 1)
 	sc := r.scenario(t)
-	r.slack.Delay = 1500 * time.Millisecond
+	r.slack.Fail(slacktest.AnyMethod, slacktest.Fault{Delay: 1500 * time.Millisecond})
 	r.h.followUp = 200 * time.Millisecond
 	start := time.Now()
 	resp := r.click(t, sc, approver, slackui.ActionAcknowledge, sc.inc.Version)
