@@ -1,4 +1,12 @@
-package localstack
+// Package lambdaapi serves Lambda's Invoke API (POST /2015-03-31/functions/{FunctionName}/
+// invocations) on loopback, so that one function's invocation of another — SlackActionFunction's
+// asynchronous hand-off to RemediateFunction — runs the real bootstrap, as on AWS, when
+// AWS_ENDPOINT_URL_LAMBDA points here. It speaks Lambda's protocol: invocation types, error
+// types in X-Amzn-ErrorType, 429 when too many asynchronous invocations wait.
+//
+// It owns the protocol only; running a function is its Runner's job (the local stack). It must
+// not import the rest of the local stack, the AWS SDK or keywarden's product packages.
+package lambdaapi
 
 import (
 	"bytes"
@@ -16,9 +24,6 @@ import (
 	"time"
 )
 
-// localAccountID is the account of every local resource: moto's default.
-const localAccountID = "123456789012"
-
 // maxPayload is Lambda's limit on a synchronous invocation's request payload (6 MB); it is
 // applied to asynchronous ones too.
 const maxPayload = 6 << 20
@@ -26,12 +31,38 @@ const maxPayload = 6 << 20
 // maxLoggedResult bounds how much of an asynchronous invocation's result is logged.
 const maxLoggedResult = 1024
 
-// lambdaAPI serves Lambda's Invoke API (POST /2015-03-31/functions/{FunctionName}/invocations)
-// over the stack: what aws-sdk-go-v2's lambda client sends when AWS_ENDPOINT_URL_LAMBDA points
-// here. Each invocation runs the function's real bootstrap under the emulator (Stack.Invoke).
-type lambdaAPI struct {
-	stack *Stack
-	log   *slog.Logger
+// Runner runs the functions the API serves.
+type Runner interface {
+	// Function reports an error when logicalID cannot be run (its source is missing).
+	Function(logicalID string) (string, error)
+	// Invoke runs one invocation; functionErr reports that the function failed, and result
+	// then holds Lambda's error object.
+	Invoke(ctx context.Context, logicalID string, event []byte, env map[string]string) (result []byte, functionErr bool, err error)
+}
+
+// Config describes an API. Zero MaxAsync and MaxQueued take 4 and 64.
+type Config struct {
+	Runner Runner
+	// Functions are the logical IDs it serves.
+	Functions []string
+	// Region and AccountID name the functions in ARNs of error messages.
+	Region, AccountID string
+	// MaxAsync bounds the asynchronous (Event) invocations that run at once; MaxQueued those
+	// accepted and not yet finished, beyond which it answers 429 TooManyRequestsException, as
+	// Lambda does when throttled.
+	MaxAsync, MaxQueued int
+	// Log receives one JSON line per invocation.
+	Log *slog.Logger
+}
+
+// API serves Lambda's Invoke API over a Runner: what aws-sdk-go-v2's lambda client sends when
+// AWS_ENDPOINT_URL_LAMBDA points here.
+type API struct {
+	run       Runner
+	ids       map[string]bool
+	region    string
+	accountID string
+	log       *slog.Logger
 
 	// ctx is the parent of asynchronous invocations: cancelled when the services stop.
 	ctx context.Context
@@ -42,15 +73,27 @@ type lambdaAPI struct {
 	wg    sync.WaitGroup
 }
 
-func newLambdaAPI(ctx context.Context, stack *Stack, maxAsync, maxQueued int, log *slog.Logger) *lambdaAPI {
-	return &lambdaAPI{
-		stack: stack, log: log, ctx: ctx,
-		slots: make(chan struct{}, maxAsync), queue: make(chan struct{}, maxQueued),
+// New returns the API for c. Asynchronous invocations run under ctx: they are cancelled when it
+// ends.
+func New(ctx context.Context, c Config) *API {
+	if c.MaxAsync <= 0 {
+		c.MaxAsync = 4
+	}
+	if c.MaxQueued <= 0 {
+		c.MaxQueued = 64
+	}
+	ids := map[string]bool{}
+	for _, id := range c.Functions {
+		ids[id] = true
+	}
+	return &API{
+		run: c.Runner, ids: ids, region: c.Region, accountID: c.AccountID, log: c.Log, ctx: ctx,
+		slots: make(chan struct{}, c.MaxAsync), queue: make(chan struct{}, c.MaxQueued),
 	}
 }
 
-// wait returns when every asynchronous invocation has ended.
-func (a *lambdaAPI) wait() { a.wg.Wait() }
+// Wait returns when every asynchronous invocation has ended.
+func (a *API) Wait() { a.wg.Wait() }
 
 // lambdaError writes one of Lambda's error responses: the type in X-Amzn-ErrorType, which the
 // SDK maps to its typed errors (types.ResourceNotFoundException, …), and in the body.
@@ -70,17 +113,17 @@ func newRequestID() string {
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
-func (a *lambdaAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	requestID := newRequestID()
 	w.Header().Set("X-Amzn-RequestId", requestID)
 	name := r.PathValue("function")
 	logicalID, ok := a.resolve(name)
 	if !ok {
 		lambdaError(w, http.StatusNotFound, "ResourceNotFoundException",
-			fmt.Sprintf("Function not found: arn:aws:lambda:%s:%s:function:%s", Region, localAccountID, name))
+			fmt.Sprintf("Function not found: arn:aws:lambda:%s:%s:function:%s", a.region, a.accountID, name))
 		return
 	}
-	if _, err := a.stack.Function(logicalID); err != nil {
+	if _, err := a.run.Function(logicalID); err != nil {
 		lambdaError(w, http.StatusNotFound, "ResourceNotFoundException", err.Error())
 		return
 	}
@@ -106,7 +149,7 @@ func (a *lambdaAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch typ := r.Header.Get("X-Amz-Invocation-Type"); typ {
 	case "", "RequestResponse":
 		start := time.Now()
-		result, functionErr, err := a.stack.Invoke(r.Context(), logicalID, payload, nil)
+		result, functionErr, err := a.run.Invoke(r.Context(), logicalID, payload, nil)
 		if err != nil {
 			log.Error("invocation failed", "invocation_type", "RequestResponse", "error", err)
 			lambdaError(w, http.StatusInternalServerError, "ServiceException", err.Error())
@@ -149,7 +192,7 @@ func (a *lambdaAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // runAsync runs one asynchronous invocation once a slot is free and logs its outcome. Unlike
 // Lambda it does not retry a failed invocation: the log says it failed, and the caller of the
 // local stack decides.
-func (a *lambdaAPI) runAsync(log *slog.Logger, logicalID string, payload []byte) {
+func (a *API) runAsync(log *slog.Logger, logicalID string, payload []byte) {
 	defer a.wg.Done()
 	defer func() { <-a.queue }()
 	select {
@@ -160,7 +203,7 @@ func (a *lambdaAPI) runAsync(log *slog.Logger, logicalID string, payload []byte)
 	}
 	defer func() { <-a.slots }()
 	start := time.Now()
-	result, functionErr, err := a.stack.Invoke(a.ctx, logicalID, payload, nil)
+	result, functionErr, err := a.run.Invoke(a.ctx, logicalID, payload, nil)
 	attrs := []any{"invocation_type", "Event", "duration_ms", time.Since(start).Milliseconds()}
 	switch {
 	case err != nil:
@@ -185,9 +228,9 @@ func truncateForLog(b []byte, n int) string {
 // partial ARN ("arn:aws:lambda:us-east-1:123456789012:function:RemediateFunction",
 // "123456789012:function:RemediateFunction"), or a name SAM generated from the logical ID
 // ("keywarden-RemediateFunction-1A2B3C4D5E6F"), as long as only one function matches.
-func (a *lambdaAPI) resolve(name string) (string, bool) {
-	ids := a.stack.opts.Functions
-	if _, ok := ids[name]; ok {
+func (a *API) resolve(name string) (string, bool) {
+	ids := a.ids
+	if ids[name] {
 		return name, true
 	}
 	fn := name
@@ -200,12 +243,12 @@ func (a *lambdaAPI) resolve(name string) (string, bool) {
 	case len(parts) == 2: // name:qualifier
 		fn = parts[0]
 	}
-	if _, ok := ids[fn]; ok {
+	if ids[fn] {
 		return fn, true
 	}
 	var found []string
 	for _, seg := range strings.FieldsFunc(fn, func(r rune) bool { return r == '-' || r == '_' }) {
-		if _, ok := ids[seg]; ok && !slices.Contains(found, seg) {
+		if ids[seg] && !slices.Contains(found, seg) {
 			found = append(found, seg)
 		}
 	}
@@ -213,4 +256,10 @@ func (a *lambdaAPI) resolve(name string) (string, bool) {
 		return found[0], true
 	}
 	return "", false
+}
+
+func respondJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
 }

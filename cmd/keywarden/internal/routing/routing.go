@@ -1,4 +1,11 @@
-package localstack
+// Package routing routes events on the local stack the way template.yaml's EventBridge rules do
+// on AWS: it loads the template's rules, with their exact patterns, into the local
+// EventBridge (moto), each targeting one SQS queue per function, puts events through them and
+// collects which functions they reached. Invoking those functions is the stack's job.
+//
+// It owns the rules and queues of local routing; it must not import the rest of the local
+// stack or keywarden's product packages other than internal/template.
+package routing
 
 import (
 	"bytes"
@@ -7,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,8 +29,8 @@ import (
 	"github.com/keywarden/keywarden/internal/template"
 )
 
-// DefaultRoutePrefix names the rules and queues of the local event routing.
-const DefaultRoutePrefix = "keywarden"
+// DefaultPrefix names the rules and queues of the local event routing.
+const DefaultPrefix = "keywarden"
 
 // DefaultDeliveryWait bounds how long Collect waits for events to reach the functions' queues.
 const DefaultDeliveryWait = 3 * time.Second
@@ -41,28 +47,21 @@ const staleMessage = time.Minute
 // Router routes events the way template.yaml's EventBridge rules do on AWS: its Load puts each
 // rule, with its exact pattern, on the local EventBridge's default bus, targeting one SQS queue
 // per function; Put sends an event through EventBridge; Collect reads which functions' queues
-// it reached. Stack.Deliver does all three and invokes the functions.
+// it reached. The local stack's Deliver does all three and invokes the functions.
 //
 // Only rules with event patterns are loaded (SAM event types EventBridgeRule and
 // CloudWatchEvent); schedules are not, as nothing local would fire them.
 type Router struct {
-	// Template is template.yaml's path. Empty: template.yaml in the repository root, found
-	// from the working directory up.
+	// Template is template.yaml's path. Required.
 	Template string
-	// Prefix starts every rule and queue name; empty means DefaultRoutePrefix. Routers with
+	// Prefix starts every rule and queue name; empty means DefaultPrefix. Routers with
 	// different prefixes can share one moto.
 	Prefix string
 }
 
-// EventRouting is the Resource that loads template.yaml's rules into the local EventBridge (see
-// Router); templatePath as Router.Template.
-func EventRouting(templatePath string) Resource {
-	return Router{Template: templatePath}.Load
-}
-
 func (r Router) prefix() string {
 	if r.Prefix == "" {
-		return DefaultRoutePrefix
+		return DefaultPrefix
 	}
 	return r.Prefix
 }
@@ -81,11 +80,7 @@ func (r Router) QueueName(function string) string { return r.prefix() + "-" + fu
 func (r Router) rules() ([]template.Rule, error) {
 	path := r.Template
 	if path == "" {
-		root, err := findModuleRoot()
-		if err != nil {
-			return nil, err
-		}
-		path = filepath.Join(root, "template.yaml")
+		return nil, errors.New("no template: Router.Template is required")
 	}
 	tpl, err := template.Load(path)
 	if err != nil {
@@ -112,7 +107,7 @@ func functionsOf(rules []template.Rule) []string {
 	return slices.Sorted(maps.Keys(set))
 }
 
-// Load creates the queues and puts the rules and their targets; it is a Resource. Running it
+// Load creates the queues and puts the rules and their targets. Running it
 // again updates the patterns and removes rules of this router that the template dropped.
 func (r Router) Load(ctx context.Context, cfg aws.Config) error {
 	rules, err := r.rules()
@@ -480,43 +475,4 @@ func eventEnvelopeOrder(event map[string]json.RawMessage) []string {
 		}
 	}
 	return keys
-}
-
-// DeliveryResult is what one function did with one delivered event.
-type DeliveryResult struct {
-	Delivery
-	// Output is the function's result; when FunctionErr is set, Lambda's error object.
-	Output      json.RawMessage
-	FunctionErr bool
-}
-
-// Router returns the router of this stack's template.yaml with the default prefix: the one
-// DefaultResources loads.
-func (s *Stack) Router() Router {
-	return Router{Template: filepath.Join(s.opts.Dir, "template.yaml")}
-}
-
-// Deliver sends event through r's rules on the local EventBridge and invokes every function it
-// reaches with the event as delivered, one after the other in logical-ID order, as Invoke does
-// (env as there). It returns the deliveries and results; none when no rule matched. Call Up
-// (with r loaded) first.
-func (s *Stack) Deliver(ctx context.Context, r Router, event []byte, wait time.Duration, env map[string]string) ([]DeliveryResult, error) {
-	cfg := s.AWSConfig()
-	id, err := r.Put(ctx, cfg, event)
-	if err != nil {
-		return nil, err
-	}
-	deliveries, err := r.Collect(ctx, cfg, []string{id}, wait)
-	if err != nil {
-		return nil, err
-	}
-	results := make([]DeliveryResult, 0, len(deliveries))
-	for _, d := range deliveries {
-		out, functionErr, err := s.Invoke(ctx, d.Function, d.Event, env)
-		if err != nil {
-			return results, err
-		}
-		results = append(results, DeliveryResult{Delivery: d, Output: out, FunctionErr: functionErr})
-	}
-	return results, nil
 }

@@ -1,15 +1,13 @@
-package localstack
+package routing
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +18,8 @@ import (
 
 	"github.com/keywarden/keywarden/internal/awstest"
 )
+
+func TestMain(m *testing.M) { awstest.Main(m) }
 
 // routedSamples says which functions each sample of events/ reaches through template.yaml's
 // rules. Every sample must have a row, so a new sample cannot go unrouted by accident.
@@ -74,7 +74,7 @@ func uniquePrefix(t *testing.T, name string) string {
 func TestEventRouting(t *testing.T) {
 	cfg := awstest.Config(t, awstest.Moto(t))
 	ctx := context.Background()
-	r := Router{Template: "../../template.yaml", Prefix: uniquePrefix(t, "route")}
+	r := Router{Template: "../../../../template.yaml", Prefix: uniquePrefix(t, "route")}
 	// Twice: Up runs every resource on each call.
 	for range 2 {
 		if err := r.Load(ctx, cfg); err != nil {
@@ -82,7 +82,7 @@ func TestEventRouting(t *testing.T) {
 		}
 	}
 
-	files, err := filepath.Glob("../../events/*.json")
+	files, err := filepath.Glob("../../../../events/*.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +226,7 @@ func TestEventRoutingReload(t *testing.T) {
 }
 
 func TestPutRefusesNonEvents(t *testing.T) {
-	r := Router{Template: "../../template.yaml"}
+	r := Router{Template: "../../../../template.yaml"}
 	for _, tc := range []struct{ name, event, want string }{
 		{"not JSON", `nope`, "not an EventBridge event"},
 		{"no source", `{"detail-type":"x","detail":{}}`, "no source"},
@@ -236,94 +236,11 @@ func TestPutRefusesNonEvents(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Refused before any call: the config points nowhere.
-			_, err := r.Put(context.Background(), aws.Config{Region: Region}, []byte(tc.event))
+			_, err := r.Put(context.Background(), aws.Config{Region: awstest.Region}, []byte(tc.event))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Put: got error %v, want one containing %q", err, tc.want)
 			}
 		})
-	}
-}
-
-// TestDeliver sends an event through a template's rules to the echo Lambda's real bootstrap
-// under the emulator, as `keywarden local emit` does.
-func TestDeliver(t *testing.T) {
-	endpoint := awstest.Moto(t)
-	u, err := url.Parse(endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, err := strconv.Atoi(u.Port())
-	if err != nil {
-		t.Fatalf("moto endpoint %s has no port", endpoint)
-	}
-	s, _ := newTestStack(t, Options{Port: port, FunctionTimeout: 10 * time.Second})
-	ctx := context.Background()
-
-	path := filepath.Join(t.TempDir(), "template.yaml")
-	src := `
-Resources:
-  EchoFunction:
-    Type: AWS::Serverless::Function
-    Properties:
-      CodeUri: internal/localstack/testdata/echo
-      Events:
-        Test:
-          Type: EventBridgeRule
-          Properties:
-            Pattern: {source: [keywarden.test], detail: {errorCode: [{exists: false}]}}
-  OtherFunction:
-    Type: AWS::Serverless::Function
-    Properties:
-      CodeUri: internal/localstack/testdata/echo
-      Events:
-        Test:
-          Type: EventBridgeRule
-          Properties:
-            Pattern: {source: [keywarden.other]}
-`
-	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	r := Router{Template: path, Prefix: uniquePrefix(t, "deliver")}
-	if err := r.Load(ctx, s.AWSConfig()); err != nil {
-		t.Fatalf("Load: %v", err)
-	}
-
-	event := `{"version":"0","id":"sample-id","detail-type":"Test Event","source":"keywarden.test","account":"123456789012",
-		"time":"2026-03-10T14:04:11Z","region":"us-east-1","resources":[],"detail":{"fail":"from the detail"}}`
-	results, err := s.Deliver(ctx, r, []byte(event), 5*time.Second, nil)
-	if err != nil {
-		t.Fatalf("Deliver: %v", err)
-	}
-	if len(results) != 1 || results[0].Function != "EchoFunction" {
-		t.Fatalf("results %+v, want one for EchoFunction", results)
-	}
-	// The echo Lambda fails with the event's top-level "fail" only; this event has none, so it
-	// returns the event it was invoked with.
-	res := results[0]
-	if res.FunctionErr {
-		t.Fatalf("EchoFunction failed: %s", res.Output)
-	}
-	var echoed struct {
-		Event map[string]any `json:"event"`
-	}
-	if err := json.Unmarshal(res.Output, &echoed); err != nil {
-		t.Fatalf("result %s: %v", res.Output, err)
-	}
-	wantEvent := map[string]any{
-		"version": "0", "id": res.EventID, "detail-type": "Test Event", "source": "keywarden.test",
-		"account": "123456789012", "time": "2026-03-10T14:04:11Z", "region": "us-east-1",
-		"resources": []any{}, "detail": map[string]any{"fail": "from the detail"},
-	}
-	if diff := cmp.Diff(wantEvent, echoed.Event); diff != "" {
-		t.Errorf("event the function got (-want +got):\n%s", diff)
-	}
-
-	// A failed call (errorCode) matches no rule: nothing is invoked.
-	failed := `{"detail-type":"Test Event","source":"keywarden.test","detail":{"errorCode":"AccessDenied"}}`
-	results, err = s.Deliver(ctx, r, []byte(failed), 2*time.Second, nil)
-	if err != nil || len(results) != 0 {
-		t.Errorf("Deliver(failed call): results %+v, err %v; want none", results, err)
 	}
 }
 
@@ -332,11 +249,11 @@ Resources:
 func TestCollectLeavesOthersEvents(t *testing.T) {
 	cfg := awstest.Config(t, awstest.Moto(t))
 	ctx := context.Background()
-	r := Router{Template: "../../template.yaml", Prefix: uniquePrefix(t, "others")}
+	r := Router{Template: "../../../../template.yaml", Prefix: uniquePrefix(t, "others")}
 	if err := r.Load(ctx, cfg); err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	sample, err := os.ReadFile("../../events/kms-disable-key.json")
+	sample, err := os.ReadFile("../../../../events/kms-disable-key.json")
 	if err != nil {
 		t.Fatal(err)
 	}

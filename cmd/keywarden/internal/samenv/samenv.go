@@ -1,4 +1,7 @@
-package localstack
+// Package samenv reads `sam local invoke --env-vars` files (events/env.json): the environment
+// the local stack gives each function, in the format SAM users already know. It owns the file
+// format only; it must not import the rest of the local stack or the AWS SDK.
+package samenv
 
 import (
 	"bytes"
@@ -12,38 +15,38 @@ import (
 	"strconv"
 )
 
-// EnvFile is an `sam local invoke --env-vars` file: "Parameters" applies to every function, a
+// File is an `sam local invoke --env-vars` file: "Parameters" applies to every function, a
 // block named after a logical ID to that function only.
-type EnvFile map[string]map[string]string
+type File map[string]map[string]string
 
 // globalBlock is the env-vars file's block for every function.
 const globalBlock = "Parameters"
 
-// ReadEnvFile reads a SAM env-vars file. A missing file is an empty one; anything else that is
+// Read reads a SAM env-vars file. A missing file is an empty one; anything else that is
 // not an object of objects of scalars is an error. Numbers and booleans become their JSON text,
 // as SAM passes them.
-func ReadEnvFile(path string) (EnvFile, error) {
+func Read(path string) (File, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return EnvFile{}, nil
+		return File{}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read env file: %w", err)
 	}
-	env, err := ParseEnvFile(data)
+	env, err := Parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("env file %s: %w", path, err)
 	}
 	return env, nil
 }
 
-// ParseEnvFile decodes the contents of a SAM env-vars file.
-func ParseEnvFile(data []byte) (EnvFile, error) {
+// Parse decodes the contents of a SAM env-vars file.
+func Parse(data []byte) (File, error) {
 	var raw map[string]map[string]json.RawMessage
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return nil, fmt.Errorf("want {\"Parameters\": {...}, \"<LogicalId>\": {...}}: %w", err)
 	}
-	env := EnvFile{}
+	env := File{}
 	var errs []error
 	for block, vars := range raw {
 		env[block] = map[string]string{}
@@ -89,7 +92,7 @@ func scalar(value json.RawMessage) (string, error) {
 
 // For returns the variables env.json gives logicalID: the global block overlaid with the
 // function's own.
-func (e EnvFile) For(logicalID string) map[string]string {
+func (e File) For(logicalID string) map[string]string {
 	env := maps.Clone(e[globalBlock])
 	if env == nil {
 		env = map[string]string{}
@@ -99,8 +102,8 @@ func (e EnvFile) For(logicalID string) map[string]string {
 }
 
 // Values returns every distinct value that name takes for any function in the file, the global
-// one first. It is how Up finds every table some function expects.
-func (e EnvFile) Values(name, fallback string) []string {
+// one first. It is how the local stack finds every table some function expects.
+func (e File) Values(name, fallback string) []string {
 	seen := map[string]bool{}
 	var out []string
 	add := func(v string) {

@@ -1,10 +1,9 @@
-package localstack
+package stack
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -13,6 +12,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/rie"
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/samenv"
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/seed"
 	"github.com/keywarden/keywarden/internal/awstest"
 )
 
@@ -37,11 +39,30 @@ func (b *syncBuffer) String() string {
 }
 
 // newTestStack returns a stack over this repository whose functions are the test-only echo
-// Lambda, with its state in a fresh folder. Nothing is started.
+// Lambda, with its state in a fresh folder, for a test that runs functions under the emulator:
+// it skips or fails as awstest.Require says when the emulator is not available (and under
+// -short). Nothing is started.
 func newTestStack(t *testing.T, opts Options) (*Stack, *syncBuffer) {
 	t.Helper()
+	s, logs := newStack(t, opts)
+	requireEmulator(t, s)
+	return s, logs
+}
+
+// requireEmulator skips or fails t as awstest.Require says when s cannot build its emulator.
+func requireEmulator(t *testing.T, s *Stack) {
+	t.Helper()
+	awstest.Require(t, rie.Name, func() error {
+		_, err := s.Emulator(context.Background())
+		return err
+	})
+}
+
+// newStack is newTestStack for a test that runs no function.
+func newStack(t *testing.T, opts Options) (*Stack, *syncBuffer) {
+	t.Helper()
 	logs := &syncBuffer{}
-	opts.Dir = "../.."
+	opts.Dir = "../../../.."
 	if opts.StateDir == "" {
 		opts.StateDir = t.TempDir()
 	}
@@ -51,9 +72,9 @@ func newTestStack(t *testing.T, opts Options) (*Stack, *syncBuffer) {
 	}
 	opts.EnvFile = "testdata/env.json"
 	opts.Functions = map[string]string{
-		"EchoFunction":    "internal/localstack/testdata/echo",
-		"OtherFunction":   "internal/localstack/testdata/echo",
-		"MissingFunction": "internal/localstack/testdata/no-such-function",
+		"EchoFunction":    "cmd/keywarden/internal/stack/testdata/echo",
+		"OtherFunction":   "cmd/keywarden/internal/stack/testdata/echo",
+		"MissingFunction": "cmd/keywarden/internal/stack/testdata/no-such-function",
 	}
 	opts.Log = logs
 	s, err := New(opts)
@@ -217,96 +238,13 @@ func TestInvoke(t *testing.T) {
 	})
 }
 
-func TestClassify(t *testing.T) {
-	tests := []struct {
-		name        string
-		status      int
-		header      http.Header
-		body        string
-		wantFnErr   bool
-		wantErr     bool
-		wantTimeout bool
-	}{
-		{name: "result", status: 200, body: `{"incident_id":"x"}`},
-		{name: "null result", status: 200, body: `null`},
-		{name: "result with an errorType field among others", status: 200, body: `{"errorType":"x","errorMessage":"y","incident_id":"z"}`},
-		{name: "handler error", status: 200, body: `{"errorMessage":"boom","errorType":"errorString"}`, wantFnErr: true},
-		{name: "panic with stack", status: 200, body: `{"errorMessage":"boom","errorType":"string","stackTrace":[{"path":"a.go","line":1,"label":"f"}]}`, wantFnErr: true},
-		{name: "header", status: 200, header: http.Header{"X-Amz-Function-Error": {"Unhandled"}}, body: `{"oops":1}`, wantFnErr: true},
-		{name: "crash", status: 502, body: `{"errorType":"Runtime.ExitError","errorMessage":"exit status 3"}`, wantFnErr: true},
-		{name: "crash, plain text", status: 502, body: `bad gateway`, wantFnErr: true},
-		{name: "timeout", status: 200, body: "Task timed out after 3.00 seconds", wantFnErr: true, wantTimeout: true},
-		{name: "emulator failure", status: 500, body: ``, wantErr: true},
-		{name: "emulator busy", status: 400, body: ``, wantErr: true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			header := tc.header
-			if header == nil {
-				header = http.Header{}
-			}
-			got, fnErr, err := classify(tc.status, header, []byte(tc.body))
-			if (err != nil) != tc.wantErr {
-				t.Fatalf("err %v, want error %v", err, tc.wantErr)
-			}
-			if fnErr != tc.wantFnErr {
-				t.Errorf("functionErr %v, want %v", fnErr, tc.wantFnErr)
-			}
-			if fnErr && !json.Valid(got) {
-				t.Errorf("function error result %q is not JSON", got)
-			}
-			if tc.wantTimeout && !strings.Contains(string(got), "Sandbox.Timedout") {
-				t.Errorf("timeout result %s, want errorType Sandbox.Timedout", got)
-			}
-		})
-	}
-}
-
-func TestParseEnvFile(t *testing.T) {
-	got, err := ParseEnvFile([]byte(`{"Parameters":{"A":"a","N":3,"B":false,"Z":null},"Fn":{"A":"fn"}}`))
-	if err != nil {
-		t.Fatalf("ParseEnvFile: %v", err)
-	}
-	if diff := cmp.Diff(map[string]string{"A": "fn", "N": "3", "B": "false", "Z": ""}, got.For("Fn")); diff != "" {
-		t.Errorf("For(Fn) (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff(map[string]string{"A": "a", "N": "3", "B": "false", "Z": ""}, got.For("Other")); diff != "" {
-		t.Errorf("For(Other) (-want +got):\n%s", diff)
-	}
-
-	for _, bad := range []string{`[]`, `{"Parameters":[]}`, `{"Parameters":{"A":{"x":1}}}`, `{"Parameters":{"A":[1]}}`, `not json`} {
-		if _, err := ParseEnvFile([]byte(bad)); err == nil {
-			t.Errorf("ParseEnvFile(%s): got nil error, want one", bad)
-		}
-	}
-
-	if env, err := ReadEnvFile("testdata/no-such-file.json"); err != nil || len(env) != 0 {
-		t.Errorf("ReadEnvFile(missing) = %v, %v; want empty, nil", env, err)
-	}
-}
-
-func TestEnvFileValues(t *testing.T) {
-	env := EnvFile{
-		"Parameters": {"INCIDENTS_TABLE": "global"},
-		"B":          {"INCIDENTS_TABLE": "b"},
-		"A":          {"INCIDENTS_TABLE": "global"},
-		"C":          {"OTHER": "x"},
-	}
-	if diff := cmp.Diff([]string{"global", "b"}, env.Values("INCIDENTS_TABLE", "fallback")); diff != "" {
-		t.Errorf("Values (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff([]string{"fallback"}, EnvFile{}.Values("INCIDENTS_TABLE", "fallback")); diff != "" {
-		t.Errorf("Values of an empty file (-want +got):\n%s", diff)
-	}
-}
-
 // TestRepositoryEnvFile keeps the repository's events/env.json present, loadable and complete.
 func TestRepositoryEnvFile(t *testing.T) {
 	// ReadEnvFile takes a missing file for an empty one; here it must exist.
-	if _, err := os.Stat("../../events/env.json"); err != nil {
+	if _, err := os.Stat("../../../../events/env.json"); err != nil {
 		t.Fatalf("events/env.json: %v", err)
 	}
-	env, err := ReadEnvFile("../../events/env.json")
+	env, err := samenv.Read("../../../../events/env.json")
 	if err != nil {
 		t.Fatalf("events/env.json: %v", err)
 	}
@@ -315,8 +253,8 @@ func TestRepositoryEnvFile(t *testing.T) {
 			t.Errorf("events/env.json has no block for %s", id)
 		}
 	}
-	if got := env.For("KeyEventFunction")["INCIDENTS_TABLE"]; got != DefaultIncidentsTable {
-		t.Errorf("KeyEventFunction's INCIDENTS_TABLE = %q, want %q", got, DefaultIncidentsTable)
+	if got := env.For("KeyEventFunction")["INCIDENTS_TABLE"]; got != seed.DefaultIncidentsTable {
+		t.Errorf("KeyEventFunction's INCIDENTS_TABLE = %q, want %q", got, seed.DefaultIncidentsTable)
 	}
 }
 

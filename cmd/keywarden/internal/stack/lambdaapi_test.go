@@ -1,4 +1,4 @@
-package localstack
+package stack
 
 import (
 	"context"
@@ -33,6 +33,7 @@ func lambdaClient(s *Stack) *lambda.Client {
 // function's real bootstrap under the emulator.
 func TestLambdaInvokeAPI(t *testing.T) {
 	s, logs := startServices(t, Options{Port: 45998, FunctionTimeout: 5 * time.Second}, ServeOptions{})
+	requireEmulator(t, s)
 	client := lambdaClient(s)
 	ctx := context.Background()
 
@@ -159,26 +160,4 @@ func randomHex(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(b[:])
-}
-
-func TestResolveFunctionName(t *testing.T) {
-	a := &lambdaAPI{stack: &Stack{opts: Options{Functions: Functions()}}}
-	tests := []struct{ name, want string }{
-		{"RemediateFunction", "RemediateFunction"},
-		{"RemediateFunction:live", "RemediateFunction"},
-		{"arn:aws:lambda:us-east-1:123456789012:function:RemediateFunction", "RemediateFunction"},
-		{"arn:aws:lambda:us-east-1:123456789012:function:RemediateFunction:$LATEST", "RemediateFunction"},
-		{"123456789012:function:SlackActionFunction", "SlackActionFunction"},
-		{"keywarden-RemediateFunction-1A2B3C4D5E6F", "RemediateFunction"},
-		{"arn:aws:lambda:us-east-1:123456789012:function:keywarden-RemediateFunction-1A2B3C4D5E6F", "RemediateFunction"},
-		{"keywarden-RemediateFunction-ReconcileFunction", ""},
-		{"NoSuchFunction", ""},
-		{"", ""},
-	}
-	for _, tc := range tests {
-		got, ok := a.resolve(tc.name)
-		if got != tc.want || ok != (tc.want != "") {
-			t.Errorf("resolve(%q) = %q, %v; want %q", tc.name, got, ok, tc.want)
-		}
-	}
 }

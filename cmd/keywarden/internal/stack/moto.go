@@ -1,31 +1,22 @@
-package localstack
+package stack
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"time"
-)
 
-// motoState is what Up records about the moto it started, so that a later process (another
-// `local up`, `local down`, `local invoke`) can find it.
-type motoState struct {
-	// PID is the process group leader: timeout(1), with moto_server its child.
-	PID       int       `json:"pid"`
-	Port      int       `json:"port"`
-	StartedAt time.Time `json:"started_at"`
-	ExpiresAt time.Time `json:"expires_at"`
-}
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/daemon"
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/samenv"
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/seed"
+)
 
 const (
 	motoStateFile  = "moto.json"
@@ -45,7 +36,7 @@ func (s *Stack) Up(ctx context.Context) error {
 	if err := os.MkdirAll(s.opts.StateDir, 0o755); err != nil {
 		return fmt.Errorf("local up: %w", err)
 	}
-	env, err := ReadEnvFile(s.opts.EnvFile)
+	env, err := samenv.Read(s.opts.EnvFile)
 	if err != nil {
 		return fmt.Errorf("local up: %w", err)
 	}
@@ -60,7 +51,7 @@ func (s *Stack) Up(ctx context.Context) error {
 	}
 	resources := s.opts.Resources
 	if resources == nil {
-		resources = DefaultResources(env, filepath.Join(s.opts.Dir, "template.yaml"))
+		resources = seed.Defaults(env, filepath.Join(s.opts.Dir, "template.yaml"))
 	}
 	cfg := s.AWSConfig()
 	for i, create := range resources {
@@ -79,7 +70,7 @@ func (s *Stack) ensureMoto(ctx context.Context) error {
 		return err
 	}
 	if st != nil {
-		if groupAlive(st.PID) && isOurMoto(st.PID) && motoAnswersWithin(ctx, st.Port, 20*time.Second) {
+		if daemon.GroupAlive(st.PID) && isOurMoto(st.PID) && motoAnswersWithin(ctx, st.Port, 20*time.Second) {
 			if st.Port != s.opts.Port {
 				return fmt.Errorf("the local stack already runs on port %d, not %d: run `keywarden local down` first", st.Port, s.opts.Port)
 			}
@@ -98,7 +89,7 @@ func (s *Stack) ensureMoto(ctx context.Context) error {
 		fmt.Fprintf(s.opts.Log, "using the moto already listening on port %d (not started here; local down will not stop it)\n", s.opts.Port)
 		return nil
 	}
-	if portInUse(s.opts.Port) {
+	if daemon.PortInUse(s.opts.Port) {
 		return fmt.Errorf("port %d is in use by something that is not moto: set LOCAL_AWS_PORT to a free port", s.opts.Port)
 	}
 	return s.startMoto(ctx)
@@ -114,12 +105,13 @@ func (s *Stack) startMoto(ctx context.Context) error {
 	}
 	ttl := max(s.opts.TTL.Round(time.Second), time.Second)
 	start := time.Now()
-	st, logPath, err := s.startDaemon(ctx, daemon{
-		what: "moto_server", stateFile: motoStateFile, logFile: motoLogFile, port: s.opts.Port, ttl: ttl,
-		argv:       []string{bin, "-H", "127.0.0.1", "-p", strconv.Itoa(s.opts.Port)},
-		answers:    func(ctx context.Context) bool { return motoAnswers(ctx, s.opts.Port) },
-		stop:       s.stopMoto,
-		startLimit: motoStartLimit, tick: 100 * time.Millisecond,
+	logPath := s.statePath(motoLogFile)
+	st, err := daemon.Start(ctx, daemon.Spec{
+		What: "moto_server", StateFile: s.statePath(motoStateFile), LogFile: logPath, Port: s.opts.Port, TTL: ttl,
+		Argv:       []string{bin, "-H", "127.0.0.1", "-p", strconv.Itoa(s.opts.Port)},
+		Answers:    func(ctx context.Context) bool { return motoAnswers(ctx, s.opts.Port) },
+		Stop:       s.stopMoto,
+		StartLimit: motoStartLimit, Tick: 100 * time.Millisecond,
 	})
 	if err != nil {
 		return err
@@ -155,139 +147,15 @@ func (s *Stack) Down(ctx context.Context) error {
 }
 
 // stopMoto ends the process group st names — if it is still ours — and removes the pid file.
-func (s *Stack) stopMoto(st *motoState) error {
+func (s *Stack) stopMoto(st *daemon.State) error {
 	// The pid may have been reused by an unrelated process since (after a reboot, say): only
 	// signal a group whose leader is still our timeout+moto_server.
-	if groupAlive(st.PID) && isOurMoto(st.PID) {
-		if err := stopGroup(st.PID, stopGrace); err != nil {
+	if daemon.GroupAlive(st.PID) && isOurMoto(st.PID) {
+		if err := daemon.StopGroup(st.PID, stopGrace); err != nil {
 			return fmt.Errorf("stop moto (pid %d): %w", st.PID, err)
 		}
 	}
 	return s.removeState(motoStateFile)
-}
-
-// daemon is a process the stack keeps in the background: moto, or the local services.
-type daemon struct {
-	what      string // for messages: "moto_server", "the local services"
-	stateFile string
-	logFile   string
-	dir       string
-	port      int
-	ttl       time.Duration
-	// argv is the command; timeout(1) runs it, so it ends after ttl whatever happens here.
-	argv       []string
-	answers    func(context.Context) bool
-	stop       func(*motoState) error
-	startLimit time.Duration
-	tick       time.Duration
-}
-
-// startDaemon starts d in a session of its own — it outlives this process, and Down stops
-// timeout, the command and its children together by signalling the group — records its pid
-// file, and waits until it answers. It returns the state and the log's path.
-func (s *Stack) startDaemon(ctx context.Context, d daemon) (*motoState, string, error) {
-	timeout, err := exec.LookPath("timeout")
-	if err != nil {
-		return nil, "", fmt.Errorf("timeout(1) from coreutils bounds the lifetime of %s and was not found: %w", d.what, err)
-	}
-	logPath := filepath.Join(s.opts.StateDir, d.logFile)
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
-		return nil, "", fmt.Errorf("log of %s: %w", d.what, err)
-	}
-	defer logf.Close()
-
-	cmd := exec.Command(timeout, append([]string{fmt.Sprintf("%ds", int(d.ttl.Seconds()))}, d.argv...)...)
-	cmd.Dir = d.dir
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		return nil, "", fmt.Errorf("start %s: %w", d.what, err)
-	}
-	exited := make(chan struct{})
-	// Reap it when it ends, or a test process that runs Up and Down would keep a zombie that
-	// still looks alive.
-	go func() { _ = cmd.Wait(); close(exited) }()
-
-	st := &motoState{PID: cmd.Process.Pid, Port: d.port, StartedAt: start.UTC(), ExpiresAt: start.Add(d.ttl).UTC()}
-	if err := s.writeProcState(d.stateFile, st); err != nil {
-		_ = syscall.Kill(-st.PID, syscall.SIGKILL)
-		return nil, "", err
-	}
-	deadline := time.NewTimer(d.startLimit)
-	defer deadline.Stop()
-	tick := time.NewTicker(d.tick)
-	defer tick.Stop()
-	for !d.answers(ctx) {
-		select {
-		case <-exited:
-			_ = s.removeState(d.stateFile)
-			return nil, "", fmt.Errorf("%s exited during start-up (%s); its log %s ends:\n%s", d.what, cmd.ProcessState, logPath, tail(logPath, 2000))
-		case <-ctx.Done():
-			_ = d.stop(st)
-			return nil, "", ctx.Err()
-		case <-deadline.C:
-			_ = d.stop(st)
-			return nil, "", fmt.Errorf("%s did not answer on port %d within %s; its log %s ends:\n%s", d.what, d.port, d.startLimit, logPath, tail(logPath, 2000))
-		case <-tick.C:
-		}
-	}
-	return st, logPath, nil
-}
-
-// stopGroup sends SIGTERM to the process group pgid, then SIGKILL if it is still there after
-// grace, and waits until it is gone.
-func stopGroup(pgid int, grace time.Duration) error {
-	if err := syscall.Kill(-pgid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return err
-	}
-	if waitGroupGone(pgid, grace) {
-		return nil
-	}
-	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return err
-	}
-	if !waitGroupGone(pgid, 2*time.Second) {
-		return fmt.Errorf("process group %d still running after SIGKILL", pgid)
-	}
-	return nil
-}
-
-func waitGroupGone(pgid int, limit time.Duration) bool {
-	deadline := time.Now().Add(limit)
-	for groupAlive(pgid) {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return true
-}
-
-// groupAlive reports whether any process of group pgid exists.
-func groupAlive(pgid int) bool {
-	err := syscall.Kill(-pgid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
-}
-
-// isOurMoto reports whether pid still runs moto_server under timeout, as startMoto left it.
-func isOurMoto(pid int) bool { return cmdlineHas(pid, "moto_server") }
-
-// cmdlineHas reports whether process pid's command line contains marker: whether a pid from a
-// pid file is still the process the stack started, not one that reused the number. Where /proc
-// cannot tell (not Linux), it trusts the pid file.
-func cmdlineHas(pid int, marker string) bool {
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return !errors.Is(err, fs.ErrNotExist) || !procAvailable()
-	}
-	return bytes.Contains(cmdline, []byte(marker))
-}
-
-func procAvailable() bool {
-	_, err := os.Stat("/proc/self/cmdline")
-	return err == nil
 }
 
 // motoAnswers reports whether moto's own API answers on port. /moto-api/data.json is moto's,
@@ -327,15 +195,6 @@ func motoAnswers(ctx context.Context, port int) bool {
 	return resp.StatusCode/100 == 2 && json.NewDecoder(resp.Body).Decode(&v) == nil
 }
 
-func portInUse(port int) bool {
-	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-	if err != nil {
-		return false
-	}
-	c.Close()
-	return true
-}
-
 // recordCallerEnv merges Options.CallerEnv into the recorded caller environment: a second
 // `local up` without SLACK_API_URL keeps the value the first one was given.
 func (s *Stack) recordCallerEnv() error {
@@ -354,7 +213,7 @@ func (s *Stack) recordCallerEnv() error {
 		return err
 	}
 	// 0600: it may hold the Slack signing secret.
-	return writeFileAtomic(filepath.Join(s.opts.StateDir, callerEnvFile), data, 0o600)
+	return daemon.WriteFileAtomic(s.statePath(callerEnvFile), data, 0o600)
 }
 
 func (s *Stack) recordedCallerEnv() (map[string]string, error) {
@@ -372,44 +231,10 @@ func (s *Stack) recordedCallerEnv() (map[string]string, error) {
 	return env, nil
 }
 
-func (s *Stack) removeState(name string) error {
-	err := os.Remove(filepath.Join(s.opts.StateDir, name))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return nil
-}
+func (s *Stack) removeState(name string) error { return daemon.Remove(s.statePath(name)) }
 
-// writeFileAtomic writes through a temporary file and a rename, so a concurrent reader never
-// sees half a pid file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}
+// statePath is the path of name in the state folder.
+func (s *Stack) statePath(name string) string { return filepath.Join(s.opts.StateDir, name) }
 
-// tail returns at most the last n bytes of the file at path, for error messages.
-func tail(path string, n int64) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "(" + err.Error() + ")"
-	}
-	if int64(len(data)) > n {
-		data = data[int64(len(data))-n:]
-	}
-	return string(data)
-}
+// isOurMoto reports whether pid still runs moto_server under timeout, as startMoto left it.
+func isOurMoto(pid int) bool { return daemon.CmdlineHas(pid, "moto_server") }

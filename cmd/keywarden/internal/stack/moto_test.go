@@ -1,4 +1,4 @@
-package localstack
+package stack
 
 import (
 	"context"
@@ -18,23 +18,18 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/daemon"
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/samenv"
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/seed"
 	"github.com/keywarden/keywarden/internal/awstest"
 )
 
-// requireMoto skips when moto_server is missing outside CI, and fails in CI.
-func requireMoto(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("moto_server"); err != nil {
-		if os.Getenv("CI") == "" {
-			t.Skipf("moto_server not on PATH (%v); install moto[server] to run this test", err)
-		}
-		t.Fatalf("moto_server not on PATH in CI: %v", err)
-	}
-}
+// requireMoto is awstest.RequireMoto: these tests start moto through Up.
+func requireMoto(t *testing.T) { t.Helper(); awstest.RequireMoto(t) }
 
 func testPort(t *testing.T) int {
 	t.Helper()
-	p, err := freePort()
+	p, err := daemon.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,14 +43,14 @@ func TestUpDown(t *testing.T) {
 	var created atomic.Int32
 	countCalls := func(context.Context, aws.Config) error { created.Add(1); return nil }
 	port := testPort(t)
-	env, err := ReadEnvFile("testdata/env.json")
+	env, err := samenv.Read("testdata/env.json")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s, logs := newTestStack(t, Options{
 		Port:      port,
 		TTL:       10 * time.Minute,
-		Resources: append(DefaultResources(env, "../../template.yaml"), countCalls),
+		Resources: append(seed.Defaults(env, "../../../../template.yaml"), countCalls),
 		CallerEnv: map[string]string{"SLACK_API_URL": "http://127.0.0.1:1/api/"},
 	})
 	ctx := context.Background()
@@ -67,8 +62,8 @@ func TestUpDown(t *testing.T) {
 	}
 	t.Logf("Up with a fresh moto: %s", time.Since(start))
 	first := readState(t, s)
-	if first.Port != port || !groupAlive(first.PID) {
-		t.Fatalf("after Up: state %+v, group alive %v; want port %d and a live group", first, groupAlive(first.PID), port)
+	if first.Port != port || !daemon.GroupAlive(first.PID) {
+		t.Fatalf("after Up: state %+v, group alive %v; want port %d and a live group", first, daemon.GroupAlive(first.PID), port)
 	}
 	if !motoAnswers(ctx, port) {
 		t.Fatalf("moto does not answer on port %d after Up", port)
@@ -109,7 +104,7 @@ func TestUpDown(t *testing.T) {
 
 	// Another Stack over the same state, as another `keywarden local …` process sees it, but
 	// asked for another port: refused rather than silently using the wrong one.
-	other, _ := newTestStack(t, Options{StateDir: s.opts.StateDir, Port: testPort(t), Resources: []Resource{}})
+	other, _ := newTestStack(t, Options{StateDir: s.opts.StateDir, Port: testPort(t), Resources: []seed.Resource{}})
 	if err := other.Up(ctx); err == nil || !strings.Contains(err.Error(), "already runs on port") {
 		t.Errorf("Up on another port while running: got %v, want an 'already runs on port' error", err)
 	}
@@ -117,10 +112,10 @@ func TestUpDown(t *testing.T) {
 	if err := s.Down(ctx); err != nil {
 		t.Fatalf("Down: %v", err)
 	}
-	if groupAlive(first.PID) {
+	if daemon.GroupAlive(first.PID) {
 		t.Errorf("moto's process group %d still alive after Down", first.PID)
 	}
-	if portInUse(port) {
+	if daemon.PortInUse(port) {
 		t.Errorf("port %d still in use after Down", port)
 	}
 	for _, name := range []string{motoStateFile, callerEnvFile} {
@@ -137,7 +132,7 @@ func TestUpDown(t *testing.T) {
 // reused after a reboot — is neither trusted nor signalled.
 func TestUpStalePIDFile(t *testing.T) {
 	requireMoto(t)
-	s, _ := newTestStack(t, Options{Port: testPort(t), TTL: 10 * time.Minute, Resources: []Resource{}})
+	s, _ := newTestStack(t, Options{Port: testPort(t), TTL: 10 * time.Minute, Resources: []seed.Resource{}})
 	t.Cleanup(func() { _ = s.Down(context.Background()) })
 
 	stranger := exec.Command("sleep", "60")
@@ -149,7 +144,7 @@ func TestUpStalePIDFile(t *testing.T) {
 	if err := os.MkdirAll(s.opts.StateDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.writeProcState(motoStateFile, &motoState{PID: stranger.Process.Pid, Port: s.opts.Port}); err != nil {
+	if err := s.writeProcState(motoStateFile, &daemon.State{PID: stranger.Process.Pid, Port: s.opts.Port}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -159,7 +154,7 @@ func TestUpStalePIDFile(t *testing.T) {
 	if st := readState(t, s); st.PID == stranger.Process.Pid {
 		t.Errorf("Up trusted the stale pid file")
 	}
-	if !groupAlive(stranger.Process.Pid) {
+	if !daemon.GroupAlive(stranger.Process.Pid) {
 		t.Errorf("Up signalled a process that was not its moto")
 	}
 }
@@ -174,7 +169,7 @@ func TestUpUsesForeignMoto(t *testing.T) {
 	}
 	_, portText, _ := net.SplitHostPort(u.Host)
 	port, _ := strconv.Atoi(portText)
-	s, logs := newTestStack(t, Options{Port: port, Resources: []Resource{}})
+	s, logs := newTestStack(t, Options{Port: port, Resources: []seed.Resource{}})
 	ctx := context.Background()
 	if err := s.Up(ctx); err != nil {
 		t.Fatalf("Up: %v", err)
@@ -190,7 +185,7 @@ func TestUpUsesForeignMoto(t *testing.T) {
 	}
 }
 
-func readState(t *testing.T, s *Stack) motoState {
+func readState(t *testing.T, s *Stack) daemon.State {
 	t.Helper()
 	st, err := s.readProcState(motoStateFile)
 	if err != nil || st == nil {

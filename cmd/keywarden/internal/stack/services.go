@@ -1,16 +1,25 @@
-package localstack
+package stack
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
+
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/lambdaapi"
+	"github.com/keywarden/keywarden/internal/slacktest"
 )
+
+// localAccountID is the account of every local resource: moto's default.
+const localAccountID = "123456789012"
 
 // RemediateFunctionID is the logical ID SlackActionFunction hands remediations to; the stack
 // gives it as REMEDIATE_FUNCTION, which the local Invoke API resolves.
@@ -37,12 +46,18 @@ func (s *Stack) ServicesURL() string {
 // defaults to for every function.
 func (s *Stack) SlackAPIURL() string { return s.ServicesURL() + SlackAPIPath }
 
+// SlackRecordFile is the file, in the state folder, where the Slack stand-in appends every call
+// it answers, one JSON slacktest.Record a line.
+const SlackRecordFile = "slack.jsonl"
+
 // SlackRecordPath is the file the Slack stand-in of this stack appends its records to.
 func (s *Stack) SlackRecordPath() string { return filepath.Join(s.opts.StateDir, SlackRecordFile) }
 
 // SlackRecords returns what the Slack stand-in has recorded since the local services last
 // started, read from SlackRecordPath: it works from any process, and after Down.
-func (s *Stack) SlackRecords() ([]SlackRecord, error) { return ReadSlackRecords(s.SlackRecordPath()) }
+func (s *Stack) SlackRecords() ([]slacktest.Record, error) {
+	return slacktest.ReadRecords(s.SlackRecordPath())
+}
 
 // servicesEnv is level 4 of the package comment's environment.
 func (s *Stack) servicesEnv() map[string]string {
@@ -88,31 +103,34 @@ func Serve(ctx context.Context, l net.Listener, stack *Stack, opts ServeOptions)
 	if opts.RecordFile == "" {
 		opts.RecordFile = stack.SlackRecordPath()
 	}
-	if opts.MaxAsync <= 0 {
-		opts.MaxAsync = 4
-	}
-	if opts.MaxQueued <= 0 {
-		opts.MaxQueued = 64
-	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.NewJSONHandler(stack.opts.Log, nil))
 	}
 	if err := os.MkdirAll(filepath.Dir(opts.RecordFile), 0o755); err != nil {
 		return fmt.Errorf("local services: %w", err)
 	}
-	slack, err := newSlackStandIn(opts.RecordFile, stack.opts.SlackUsergroups, opts.Log.With("service", "slack"))
+	// A new services process is a new Slack workspace, as a new moto is a new AWS account.
+	records, err := os.OpenFile(opts.RecordFile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o644)
 	if err != nil {
-		return fmt.Errorf("local services: %w", err)
+		return fmt.Errorf("local services: slack record file: %w", err)
 	}
-	defer slack.close()
+	defer records.Close()
+	slack := &slacktest.Slack{
+		Groups: stack.opts.SlackUsergroups, KnownMessagesOnly: true, RecordTo: records,
+		Log: opts.Log.With("service", "slack"),
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	invoke := newLambdaAPI(ctx, stack, opts.MaxAsync, opts.MaxQueued, opts.Log.With("service", "lambda"))
+	invoke := lambdaapi.New(ctx, lambdaapi.Config{
+		Runner: stack, Functions: slices.Sorted(maps.Keys(stack.opts.Functions)),
+		Region: Region, AccountID: localAccountID,
+		MaxAsync: opts.MaxAsync, MaxQueued: opts.MaxQueued, Log: opts.Log.With("service", "lambda"),
+	})
 
 	mux := http.NewServeMux()
 	mux.Handle(SlackAPIPath+"{method}", slack)
-	mux.HandleFunc("GET "+SlackRecordedPath, slack.serveRecorded)
+	mux.HandleFunc("GET "+SlackRecordedPath, slack.ServeRecords)
 	mux.Handle("POST /2015-03-31/functions/{function}/invocations", invoke)
 	mux.HandleFunc("GET "+HealthPath, func(w http.ResponseWriter, _ *http.Request) {
 		respondJSON(w, http.StatusOK, servicesHealth{Service: healthService, PID: os.Getpid(), StateDir: stack.opts.StateDir})
@@ -140,7 +158,7 @@ func Serve(ctx context.Context, l net.Listener, stack *Stack, opts ServeOptions)
 	shutdownCtx, done := context.WithTimeout(context.Background(), stopGrace)
 	defer done()
 	_ = srv.Shutdown(shutdownCtx)
-	invoke.wait()
+	invoke.Wait()
 	opts.Log.Info("local services stopped")
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("local services: %w", err)
@@ -151,4 +169,10 @@ func Serve(ctx context.Context, l net.Listener, stack *Stack, opts ServeOptions)
 // ServicesAddr is the local services' listening address, 127.0.0.1:<Options.ServicesPort>.
 func (s *Stack) ServicesAddr() string {
 	return fmt.Sprintf("127.0.0.1:%d", s.opts.ServicesPort)
+}
+
+func respondJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
 }

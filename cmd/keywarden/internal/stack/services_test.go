@@ -1,4 +1,4 @@
-package localstack
+package stack
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/keywarden/keywarden/internal/slacktest"
 	"github.com/slack-go/slack"
 )
 
@@ -25,7 +26,7 @@ func startServices(t *testing.T, opts Options, sopts ServeOptions) (*Stack, *syn
 		t.Fatal(err)
 	}
 	opts.ServicesPort = l.Addr().(*net.TCPAddr).Port
-	s, logs := newTestStack(t, opts)
+	s, logs := newStack(t, opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Serve(ctx, l, s, sopts) }()
@@ -78,7 +79,7 @@ func TestSlackStandIn(t *testing.T) {
 	if err != nil {
 		t.Fatalf("chat.postMessage: %v", err)
 	}
-	if !channelIDPattern.MatchString(channel) || !tsPattern.MatchString(ts) {
+	if !regexp.MustCompile(`^C[A-Z0-9]{8,}$`).MatchString(channel) || !tsPattern.MatchString(ts) {
 		t.Fatalf("chat.postMessage answered channel %q ts %q, want a channel ID and a Slack ts", channel, ts)
 	}
 	// The same name gives the same ID: what a second process or a second run relies on.
@@ -177,7 +178,7 @@ func TestSlackStandIn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var served []SlackRecord
+	var served []slacktest.Record
 	if err := json.NewDecoder(resp.Body).Decode(&served); err != nil {
 		t.Fatal(err)
 	}
@@ -187,11 +188,11 @@ func TestSlackStandIn(t *testing.T) {
 	}
 
 	// The message as it reads now: updated in place, with its buttons.
-	current := CurrentMessages(records)
+	current := slacktest.CurrentMessages(records)
 	if len(current) != 4 || current[0].TS != ts || current[0].Text != "KMS key remediating" {
 		t.Fatalf("CurrentMessages: %+v; want 4 messages, the first updated", current)
 	}
-	wantButtons := []SlackButton{
+	wantButtons := []slacktest.Button{
 		{ActionID: "remediate", Text: "Re-enable key & restart clusters", Value: "inc-1:3", Style: "primary", BlockID: "actions"},
 		{ActionID: "acknowledge", Text: "Acknowledge", Value: "inc-1:3", BlockID: "actions"},
 		{ActionID: "intentional", Text: "Intended", Value: "inc-1:3", Style: "danger", BlockID: "actions"},

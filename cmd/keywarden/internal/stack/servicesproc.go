@@ -1,15 +1,17 @@
-package localstack
+package stack
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/daemon"
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/seed"
 )
 
 const (
@@ -48,7 +50,7 @@ func ReadServicesConfig(path string) (Options, error) {
 	return Options{
 		Dir: c.Dir, StateDir: c.StateDir, Port: c.Port, ServicesPort: c.ServicesPort, TTL: c.TTL,
 		EnvFile: c.EnvFile, Functions: c.Functions, FunctionTimeout: c.FunctionTimeout,
-		SlackUsergroups: c.SlackUsergroups, Resources: []Resource{},
+		SlackUsergroups: c.SlackUsergroups, Resources: []seed.Resource{},
 	}, nil
 }
 
@@ -64,7 +66,7 @@ func (s *Stack) ensureServices(ctx context.Context, until time.Time) error {
 		return err
 	}
 	if st != nil {
-		if groupAlive(st.PID) && isOurServices(st.PID) && s.servicesAnswer(ctx, st.Port) == nil {
+		if daemon.GroupAlive(st.PID) && isOurServices(st.PID) && s.servicesAnswer(ctx, st.Port) == nil {
 			if st.Port != s.opts.ServicesPort {
 				return fmt.Errorf("the local services already run on port %d, not %d: run `keywarden local down` first", st.Port, s.opts.ServicesPort)
 			}
@@ -83,7 +85,7 @@ func (s *Stack) ensureServices(ctx context.Context, until time.Time) error {
 		return nil
 	case errors.Is(err, errForeignServices):
 		return fmt.Errorf("port %d: %w: set LOCAL_SERVICES_PORT to a free port", s.opts.ServicesPort, err)
-	case portInUse(s.opts.ServicesPort):
+	case daemon.PortInUse(s.opts.ServicesPort):
 		return fmt.Errorf("port %d is in use by something that is not keywarden's local services: set LOCAL_SERVICES_PORT to a free port", s.opts.ServicesPort)
 	}
 	return s.startServices(ctx, until)
@@ -112,17 +114,18 @@ func (s *Stack) startServices(ctx context.Context, until time.Time) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(configPath, config, 0o644); err != nil {
+	if err := daemon.WriteFileAtomic(configPath, config, 0o644); err != nil {
 		return fmt.Errorf("local services configuration: %w", err)
 	}
 	start := time.Now()
-	st, logPath, err := s.startDaemon(ctx, daemon{
-		what: "the local services", stateFile: servicesStateFile, logFile: servicesLogFile, dir: s.opts.Dir,
-		port: s.opts.ServicesPort, ttl: ttl,
-		argv:       []string{bin, "local", "serve", "--config", configPath},
-		answers:    func(ctx context.Context) bool { return s.servicesAnswer(ctx, s.opts.ServicesPort) == nil },
-		stop:       s.stopServices,
-		startLimit: servicesStartLimit, tick: 50 * time.Millisecond,
+	logPath := s.statePath(servicesLogFile)
+	st, err := daemon.Start(ctx, daemon.Spec{
+		What: "the local services", StateFile: s.statePath(servicesStateFile), LogFile: logPath, Dir: s.opts.Dir,
+		Port: s.opts.ServicesPort, TTL: ttl,
+		Argv:       []string{bin, "local", "serve", "--config", configPath},
+		Answers:    func(ctx context.Context) bool { return s.servicesAnswer(ctx, s.opts.ServicesPort) == nil },
+		Stop:       s.stopServices,
+		StartLimit: servicesStartLimit, Tick: 50 * time.Millisecond,
 	})
 	if err != nil {
 		return err
@@ -147,9 +150,9 @@ func (s *Stack) downServices() error {
 
 // stopServices ends the process group st names — if it is still our services — and removes
 // the pid file and the configuration.
-func (s *Stack) stopServices(st *motoState) error {
-	if groupAlive(st.PID) && isOurServices(st.PID) {
-		if err := stopGroup(st.PID, stopGrace); err != nil {
+func (s *Stack) stopServices(st *daemon.State) error {
+	if daemon.GroupAlive(st.PID) && isOurServices(st.PID) {
+		if err := daemon.StopGroup(st.PID, stopGrace); err != nil {
 			return fmt.Errorf("stop the local services (pid %d): %w", st.PID, err)
 		}
 	}
@@ -161,7 +164,7 @@ func (s *Stack) stopServices(st *motoState) error {
 
 // isOurServices reports whether pid still runs `keywarden local serve` under timeout, as
 // startServices left it.
-func isOurServices(pid int) bool { return cmdlineHas(pid, "local\x00serve\x00") }
+func isOurServices(pid int) bool { return daemon.CmdlineHas(pid, "local\x00serve\x00") }
 
 // errForeignServices says that the services on a port belong to another state folder.
 var errForeignServices = errors.New("the local services of another stack listen there")
@@ -200,26 +203,10 @@ func (s *Stack) servicesDeadline() time.Time {
 	return st.ExpiresAt
 }
 
-func (s *Stack) readProcState(name string) (*motoState, error) {
-	data, err := os.ReadFile(filepath.Join(s.opts.StateDir, name))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", name, err)
-	}
-	var st motoState
-	if err := json.Unmarshal(data, &st); err != nil || st.PID <= 0 {
-		fmt.Fprintf(s.opts.Log, "ignoring unreadable %s\n", filepath.Join(s.opts.StateDir, name))
-		return nil, s.removeState(name)
-	}
-	return &st, nil
+func (s *Stack) readProcState(name string) (*daemon.State, error) {
+	return daemon.ReadState(s.statePath(name), s.opts.Log)
 }
 
-func (s *Stack) writeProcState(name string, st *motoState) error {
-	data, err := json.Marshal(st)
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(filepath.Join(s.opts.StateDir, name), data, 0o644)
+func (s *Stack) writeProcState(name string, st *daemon.State) error {
+	return daemon.WriteState(s.statePath(name), st)
 }

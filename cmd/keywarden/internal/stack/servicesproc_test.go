@@ -1,4 +1,4 @@
-package localstack
+package stack
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/daemon"
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/seed"
 	"github.com/slack-go/slack"
 )
 
@@ -21,7 +23,7 @@ func TestUpDownServices(t *testing.T) {
 	requireMoto(t)
 	motoPort, servicesPort := testPort(t), testPort(t)
 	s, logs := newTestStack(t, Options{
-		Port: motoPort, ServicesPort: servicesPort, TTL: 10 * time.Minute, Resources: []Resource{},
+		Port: motoPort, ServicesPort: servicesPort, TTL: 10 * time.Minute, Resources: []seed.Resource{},
 		SlackUsergroups: map[string][]string{"S0ONCALL01": {"U0APPROVR1"}},
 	})
 	ctx := context.Background()
@@ -36,7 +38,7 @@ func TestUpDownServices(t *testing.T) {
 	if err != nil || first == nil {
 		t.Fatalf("services state after Up: %v, %v", first, err)
 	}
-	if first.Port != servicesPort || !groupAlive(first.PID) || !isOurServices(first.PID) {
+	if first.Port != servicesPort || !daemon.GroupAlive(first.PID) || !isOurServices(first.PID) {
 		t.Fatalf("services state %+v: want port %d and a live `local serve` group", first, servicesPort)
 	}
 	moto := readState(t, s)
@@ -88,10 +90,10 @@ func TestUpDownServices(t *testing.T) {
 	if err := s.Down(ctx); err != nil {
 		t.Fatalf("Down: %v", err)
 	}
-	if groupAlive(first.PID) {
+	if daemon.GroupAlive(first.PID) {
 		t.Errorf("services' process group %d still alive after Down", first.PID)
 	}
-	if portInUse(servicesPort) {
+	if daemon.PortInUse(servicesPort) {
 		t.Errorf("services port %d still in use after Down", servicesPort)
 	}
 	for _, name := range []string{servicesStateFile, servicesConfigFile} {

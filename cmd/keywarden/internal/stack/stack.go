@@ -1,5 +1,12 @@
-// Package localstack runs keywarden on one machine with no AWS account and no Docker: the
-// embedded local stack of DESIGN.md ("Running without AWS").
+// Package stack runs keywarden on one machine with no AWS account and no Docker: the embedded
+// local stack of DESIGN.md ("Running without AWS"), behind `keywarden local …` and the make
+// targets local-up, local-down, invoke, emit and demo. It ties the parts together — the pid
+// files and background processes (daemon), the emulator (rie), Lambda's Invoke API
+// (lambdaapi), event routing (routing), the resources (seed), the env-vars file (samenv) and
+// the Slack stand-in (internal/slacktest) — and decides each function's environment.
+//
+// It is a developer tool: nothing under functions/ or internal/ may import it, and it must not
+// import the functions (it builds and runs them as binaries).
 //
 // It is made of real components, not mocks. moto_server serves the AWS APIs on
 // 127.0.0.1:<port> and keeps running in the background between commands, its lifetime bounded
@@ -30,7 +37,7 @@
 //
 // Unlike sam local, variables from env.json are passed whether or not template.yaml declares
 // them: this stack does not read the template.
-package localstack
+package stack
 
 import (
 	"errors"
@@ -39,11 +46,14 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/seed"
 )
 
 // Region is the region of every local resource and function.
@@ -99,9 +109,9 @@ type Options struct {
 	EnvFile string
 	// Functions maps logical IDs to source folders relative to Dir. Default: Functions().
 	Functions map[string]string
-	// Resources are created by Up, in order, every time it runs. Nil means DefaultResources
+	// Resources are created by Up, in order, every time it runs. Nil means seed.Defaults
 	// for the env file; pass an empty slice for none.
-	Resources []Resource
+	Resources []seed.Resource
 	// CallerEnv holds the caller's values of CallerEnvNames. Up records them so that later
 	// invocations, from other processes, still see them.
 	CallerEnv map[string]string
@@ -259,4 +269,27 @@ func findModuleRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// ParseUsergroups reads LOCAL_SLACK_USERGROUPS: "S0ONCALL01=U0APPROVR1,U0APPROVR2", several
+// groups separated by ";" or spaces.
+func ParseUsergroups(v string) (map[string][]string, error) {
+	groups := map[string][]string{}
+	var errs []error
+	for _, entry := range strings.FieldsFunc(v, func(r rune) bool { return r == ';' || r == ' ' || r == '\n' }) {
+		id, members, ok := strings.Cut(entry, "=")
+		id = strings.TrimSpace(id)
+		if !ok || id == "" {
+			errs = append(errs, fmt.Errorf("%q: want GROUP=USER,USER", entry))
+			continue
+		}
+		users := []string{}
+		for _, u := range strings.Split(members, ",") {
+			if u = strings.TrimSpace(u); u != "" {
+				users = append(users, u)
+			}
+		}
+		groups[id] = users
+	}
+	return groups, errors.Join(errs...)
 }

@@ -1,4 +1,4 @@
-// Command echo is a test-only Lambda function for package localstack: it returns the event it
+// Command echo is a test-only Lambda function for package stack (the local stack): it returns the event it
 // was given and the values of the environment variables the event names, and fails with the
 // event's "fail" message when there is one, so tests can see exactly what the emulator passed
 // in and how a handler error comes back out.
