@@ -61,14 +61,16 @@ func Require(tb testing.TB, what string, check func() error) {
 	tb.Helper()
 	if testing.Short() {
 		tb.Skipf("needs %s: skipped under -short (run without -short, or make test)", what)
+		return
 	}
 	if check == nil {
 		return
 	}
-	if err := check(); err != nil {
-		if os.Getenv("CI") == "" {
-			tb.Skipf("needs %s, which is not available: %v", what, err)
-		}
+	switch err := check(); {
+	case err == nil:
+	case os.Getenv("CI") == "":
+		tb.Skipf("needs %s, which is not available: %v", what, err)
+	default:
 		tb.Fatalf("needs %s, which is not available in CI: %v", what, err)
 	}
 }
