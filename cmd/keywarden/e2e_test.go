@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +27,14 @@ import (
 // privateStack starts a local stack of the test's own — moto, the local services, every
 // resource — on free ports with its state in a temporary folder, and stops it after the test.
 func privateStack(t *testing.T) *stack.Stack {
+	t.Helper()
+	s, _ := privateStackWithLog(t)
+	return s
+}
+
+// privateStackWithLog is privateStack, and what the stack logged so far: its own progress and
+// the functions' log lines.
+func privateStackWithLog(t *testing.T) (*stack.Stack, func() string) {
 	t.Helper()
 	awstest.RequireMoto(t)
 	log := &syncWriter{w: &bytes.Buffer{}}
@@ -52,14 +61,18 @@ func privateStack(t *testing.T) *stack.Stack {
 			log.mu.Unlock()
 		}
 	})
-	return localStack
+	return localStack, func() string {
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		return log.w.(*bytes.Buffer).String()
+	}
 }
 
 // TestKeyEventBootstrapEndToEnd builds KeyEventFunction's real bootstrap, runs it under the
 // Lambda Runtime Interface Emulator with the DisableKey sample delivered through template.yaml's
 // EventBridge rules, and reads the incident back from the table.
 func TestKeyEventBootstrapEndToEnd(t *testing.T) {
-	localStack := privateStack(t)
+	localStack, logs := privateStackWithLog(t)
 	ctx := context.Background()
 	cfg := localStack.AWSConfig()
 	k, r := kms.NewFromConfig(cfg), rds.NewFromConfig(cfg)
@@ -106,6 +119,16 @@ func TestKeyEventBootstrapEndToEnd(t *testing.T) {
 	}
 	if inc.Slack == nil {
 		t.Errorf("the incident has no Slack message: the function should have posted it to the local stand-in")
+	}
+	// The handler's decision line carries the invocation's request ID (internal/lambdalog).
+	var decision string
+	for line := range strings.Lines(logs()) {
+		if strings.Contains(line, `"msg":"key event"`) {
+			decision = line
+		}
+	}
+	if !regexp.MustCompile(`"request_id":"[0-9a-f-]{36}"`).MatchString(decision) {
+		t.Errorf("KeyEventFunction's decision line %q: want a request_id", decision)
 	}
 }
 
