@@ -109,7 +109,7 @@ func Start(ctx context.Context, spec Spec) (*State, error) {
 }
 
 // ReadState reads a pid file. A missing file is no process (nil, nil); an unreadable one is
-// reported to warn, removed, and also no process.
+// reported to warn (when not nil), removed, and also no process.
 func ReadState(path string, warn io.Writer) (*State, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -120,7 +120,9 @@ func ReadState(path string, warn io.Writer) (*State, error) {
 	}
 	var st State
 	if err := json.Unmarshal(data, &st); err != nil || st.PID <= 0 {
-		fmt.Fprintf(warn, "ignoring unreadable %s\n", path)
+		if warn != nil {
+			fmt.Fprintf(warn, "ignoring unreadable %s\n", path)
+		}
 		return nil, Remove(path)
 	}
 	return &st, nil
