@@ -1,16 +1,13 @@
 package stack
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,11 +29,11 @@ import (
 //
 // Invoke does not start the local AWS APIs: call Up first when the function needs them.
 func (s *Stack) Invoke(ctx context.Context, logicalID string, event []byte, env map[string]string) (result []byte, functionErr bool, err error) {
-	bootstrap, err := s.Build(ctx, logicalID)
+	bootstrap, err := s.bootstrap(ctx, logicalID)
 	if err != nil {
 		return nil, false, err
 	}
-	emulator, err := s.buildRIE(ctx)
+	emulator, err := s.build.emulator(ctx)
 	if err != nil {
 		return nil, false, err
 	}
@@ -51,21 +48,13 @@ func (s *Stack) Invoke(ctx context.Context, logicalID string, event []byte, env 
 	return result, functionErr, nil
 }
 
-// Build compiles the function logicalID for this machine — the host's GOOS and GOARCH, unlike
-// the arm64 Linux build SAM deploys — with -tags lambda.norpc as in production, and returns
-// the path of its bootstrap. The go command's build cache makes an unchanged function cost a
-// check of well under a second when the bootstrap is already in place (the go command then
-// neither compiles nor links), so there is no cache of its own here.
-func (s *Stack) Build(ctx context.Context, logicalID string) (string, error) {
+// bootstrap builds the function logicalID for this machine and returns its bootstrap.
+func (s *Stack) bootstrap(ctx context.Context, logicalID string) (string, error) {
 	folder, err := s.Function(logicalID)
 	if err != nil {
 		return "", err
 	}
-	out := filepath.Join(s.opts.StateDir, "build", logicalID, "bootstrap")
-	if err := s.goBuild(ctx, out, "./"+filepath.ToSlash(folder), "-tags", "lambda.norpc"); err != nil {
-		return "", fmt.Errorf("build %s: %w", logicalID, err)
-	}
-	return out, nil
+	return s.build.function(ctx, logicalID, folder)
 }
 
 // Function returns the source folder of logicalID, relative to the repository root, or an
@@ -83,64 +72,7 @@ func (s *Stack) Function(logicalID string) (string, error) {
 
 // Emulator returns the emulator this stack runs functions under, building it if needed: a
 // way to find out, before running anything, whether the emulator is available here.
-func (s *Stack) Emulator(ctx context.Context) (string, error) { return s.buildRIE(ctx) }
-
-// buildRIE makes .local/bin/aws-lambda-rie the emulator go.mod pins, once per Stack: a symlink
-// to the binary rie.Locate leaves in the Go build cache, so the emulator is linked once per
-// version, not once per state folder.
-func (s *Stack) buildRIE(ctx context.Context) (string, error) {
-	s.buildMu.Lock()
-	defer s.buildMu.Unlock()
-	out := filepath.Join(s.opts.StateDir, "bin", "aws-lambda-rie")
-	if s.rieBuilt {
-		return out, nil
-	}
-	cached, err := rie.Locate(ctx, s.opts.Dir, hostBuildEnv())
-	if err != nil {
-		return "", err
-	}
-	if current, err := os.Readlink(out); err != nil || current != cached {
-		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-			return "", err
-		}
-		// Replace by rename, so a concurrent invocation never finds no emulator.
-		tmp := fmt.Sprintf("%s.%d", out, os.Getpid())
-		_ = os.Remove(tmp)
-		if err := os.Symlink(cached, tmp); err != nil {
-			return "", fmt.Errorf("link the emulator: %w", err)
-		}
-		if err := os.Rename(tmp, out); err != nil {
-			return "", fmt.Errorf("link the emulator: %w", err)
-		}
-	}
-	s.rieBuilt = true
-	return out, nil
-}
-
-// hostBuildEnv is the environment of a build for this machine, whatever the caller exported
-// for a Lambda build. CGO is off as in production, so the pure-Go resolver and friends behave
-// as they will in Lambda.
-func hostBuildEnv() []string {
-	return append(os.Environ(), "GOOS="+runtime.GOOS, "GOARCH="+runtime.GOARCH, "CGO_ENABLED=0")
-}
-
-func (s *Stack) goBuild(ctx context.Context, out, pkg string, flags ...string) error {
-	s.buildMu.Lock()
-	defer s.buildMu.Unlock()
-	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-		return err
-	}
-	args := append([]string{"build", "-o", out}, flags...)
-	cmd := exec.CommandContext(ctx, "go", append(args, pkg)...)
-	cmd.Dir = s.opts.Dir
-	cmd.Env = hostBuildEnv()
-	var output bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &output, &output
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("go %s: %w\n%s", strings.Join(cmd.Args[1:], " "), err, output.Bytes())
-	}
-	return nil
-}
+func (s *Stack) Emulator(ctx context.Context) (string, error) { return s.build.emulator(ctx) }
 
 // functionEnv assembles the function's environment in the order of the package comment.
 func (s *Stack) functionEnv(logicalID string, callerEnv map[string]string) (map[string]string, error) {
@@ -160,7 +92,7 @@ func (s *Stack) functionEnv(logicalID string, callerEnv map[string]string) (map[
 		"AWS_LAMBDA_FUNCTION_TIMEOUT": strconv.Itoa(int(max(s.opts.FunctionTimeout.Round(time.Second), time.Second).Seconds())),
 	})
 	maps.Copy(env, s.servicesEnv())
-	recorded, err := s.recordedCallerEnv()
+	recorded, err := s.state.callerEnv()
 	if err != nil {
 		return nil, err
 	}
@@ -180,11 +112,11 @@ type Warm struct {
 // StartWarm builds logicalID and starts it under the emulator with the same environment Invoke
 // gives it; the process stops after life at the latest, or at Close.
 func (s *Stack) StartWarm(ctx context.Context, logicalID string, env map[string]string, life time.Duration) (*Warm, error) {
-	bootstrap, err := s.Build(ctx, logicalID)
+	bootstrap, err := s.bootstrap(ctx, logicalID)
 	if err != nil {
 		return nil, err
 	}
-	emulator, err := s.buildRIE(ctx)
+	emulator, err := s.build.emulator(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -100,7 +100,7 @@ func TestInvoke(t *testing.T) {
 	t.Setenv("KEYWARDEN_TEST_LEAK", "leaked")
 	s, logs := newTestStack(t, Options{Port: 45999, FunctionTimeout: 5 * time.Second, CallerEnv: map[string]string{"FROM_RECORDED": "recorded", "FROM_CALLER": "recorded"}})
 	// What `local up` does with the caller's SLACK_* settings, without starting moto.
-	if err := s.recordCallerEnv(); err != nil {
+	if err := s.state.recordCallerEnv(s.opts.CallerEnv); err != nil {
 		t.Fatalf("recordCallerEnv: %v", err)
 	}
 	ctx := context.Background()

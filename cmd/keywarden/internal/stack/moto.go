@@ -3,9 +3,7 @@ package stack
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
@@ -43,7 +41,7 @@ func (s *Stack) Up(ctx context.Context) error {
 	if err := s.ensureMoto(ctx); err != nil {
 		return fmt.Errorf("local up: %w", err)
 	}
-	if err := s.recordCallerEnv(); err != nil {
+	if err := s.state.recordCallerEnv(s.opts.CallerEnv); err != nil {
 		return fmt.Errorf("local up: %w", err)
 	}
 	if err := s.ensureServices(ctx, s.servicesDeadline()); err != nil {
@@ -65,7 +63,7 @@ func (s *Stack) Up(ctx context.Context) error {
 
 // ensureMoto reuses a healthy moto or starts one.
 func (s *Stack) ensureMoto(ctx context.Context) error {
-	st, err := s.readProcState(motoStateFile)
+	st, err := s.state.readProc(motoStateFile, s.opts.Log)
 	if err != nil {
 		return err
 	}
@@ -105,9 +103,9 @@ func (s *Stack) startMoto(ctx context.Context) error {
 	}
 	ttl := max(s.opts.TTL.Round(time.Second), time.Second)
 	start := time.Now()
-	logPath := s.statePath(motoLogFile)
+	logPath := s.state.path(motoLogFile)
 	st, err := daemon.Start(ctx, daemon.Spec{
-		What: "moto_server", StateFile: s.statePath(motoStateFile), LogFile: logPath, Port: s.opts.Port, TTL: ttl,
+		What: "moto_server", StateFile: s.state.path(motoStateFile), LogFile: logPath, Port: s.opts.Port, TTL: ttl,
 		Argv:       []string{bin, "-H", "127.0.0.1", "-p", strconv.Itoa(s.opts.Port)},
 		Answers:    func(ctx context.Context) bool { return motoAnswers(ctx, s.opts.Port) },
 		Stop:       s.stopMoto,
@@ -128,11 +126,11 @@ func (s *Stack) Down(ctx context.Context) error {
 	if err := s.downServices(); err != nil {
 		return fmt.Errorf("local down: %w", err)
 	}
-	st, err := s.readProcState(motoStateFile)
+	st, err := s.state.readProc(motoStateFile, s.opts.Log)
 	if err != nil {
 		return fmt.Errorf("local down: %w", err)
 	}
-	if err := s.removeState(callerEnvFile); err != nil {
+	if err := s.state.remove(callerEnvFile); err != nil {
 		return fmt.Errorf("local down: %w", err)
 	}
 	if st == nil {
@@ -155,7 +153,7 @@ func (s *Stack) stopMoto(st *daemon.State) error {
 			return fmt.Errorf("stop moto (pid %d): %w", st.PID, err)
 		}
 	}
-	return s.removeState(motoStateFile)
+	return s.state.remove(motoStateFile)
 }
 
 // motoAnswers reports whether moto's own API answers on port. /moto-api/data.json is moto's,
@@ -194,47 +192,6 @@ func motoAnswers(ctx context.Context, port int) bool {
 	var v map[string]any
 	return resp.StatusCode/100 == 2 && json.NewDecoder(resp.Body).Decode(&v) == nil
 }
-
-// recordCallerEnv merges Options.CallerEnv into the recorded caller environment: a second
-// `local up` without SLACK_API_URL keeps the value the first one was given.
-func (s *Stack) recordCallerEnv() error {
-	if len(s.opts.CallerEnv) == 0 {
-		return nil
-	}
-	env, err := s.recordedCallerEnv()
-	if err != nil {
-		return err
-	}
-	for k, v := range s.opts.CallerEnv {
-		env[k] = v
-	}
-	data, err := json.Marshal(env)
-	if err != nil {
-		return err
-	}
-	// 0600: it may hold the Slack signing secret.
-	return daemon.WriteFileAtomic(s.statePath(callerEnvFile), data, 0o600)
-}
-
-func (s *Stack) recordedCallerEnv() (map[string]string, error) {
-	env := map[string]string{}
-	data, err := os.ReadFile(filepath.Join(s.opts.StateDir, callerEnvFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return env, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read recorded caller environment: %w", err)
-	}
-	if err := json.Unmarshal(data, &env); err != nil {
-		return nil, fmt.Errorf("read recorded caller environment %s: %w", callerEnvFile, err)
-	}
-	return env, nil
-}
-
-func (s *Stack) removeState(name string) error { return daemon.Remove(s.statePath(name)) }
-
-// statePath is the path of name in the state folder.
-func (s *Stack) statePath(name string) string { return filepath.Join(s.opts.StateDir, name) }
 
 // isOurMoto reports whether pid still runs moto_server under timeout, as startMoto left it.
 func isOurMoto(pid int) bool { return daemon.CmdlineHas(pid, "moto_server") }

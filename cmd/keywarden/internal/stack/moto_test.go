@@ -144,7 +144,7 @@ func TestUpStalePIDFile(t *testing.T) {
 	if err := os.MkdirAll(s.opts.StateDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.writeProcState(motoStateFile, &daemon.State{PID: stranger.Process.Pid, Port: s.opts.Port}); err != nil {
+	if err := s.state.writeProc(motoStateFile, &daemon.State{PID: stranger.Process.Pid, Port: s.opts.Port}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -187,7 +187,7 @@ func TestUpUsesForeignMoto(t *testing.T) {
 
 func readState(t *testing.T, s *Stack) daemon.State {
 	t.Helper()
-	st, err := s.readProcState(motoStateFile)
+	st, err := s.state.readProc(motoStateFile, s.opts.Log)
 	if err != nil || st == nil {
 		t.Fatalf("moto state: %v, %v; want a recorded moto", st, err)
 	}

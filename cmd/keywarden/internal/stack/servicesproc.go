@@ -61,7 +61,7 @@ func (s *Stack) ensureServices(ctx context.Context, until time.Time) error {
 	if s.opts.ServicesPort == s.opts.Port {
 		return fmt.Errorf("the local services and moto cannot share port %d: set LOCAL_SERVICES_PORT to another", s.opts.Port)
 	}
-	st, err := s.readProcState(servicesStateFile)
+	st, err := s.state.readProc(servicesStateFile, s.opts.Log)
 	if err != nil {
 		return err
 	}
@@ -94,9 +94,9 @@ func (s *Stack) ensureServices(ctx context.Context, until time.Time) error {
 func (s *Stack) startServices(ctx context.Context, until time.Time) error {
 	// The CLI is built rather than re-executed: `go run` (make local-up) and test binaries
 	// are not a keywarden that outlives them.
-	bin := filepath.Join(s.opts.StateDir, "bin", "keywarden")
-	if err := s.goBuild(ctx, bin, "./cmd/keywarden"); err != nil {
-		return fmt.Errorf("build keywarden for the local services: %w", err)
+	bin, err := s.build.cli(ctx)
+	if err != nil {
+		return err
 	}
 	// The services run in the repository root: a relative env file is relative to here.
 	envFile, err := filepath.Abs(s.opts.EnvFile)
@@ -118,9 +118,9 @@ func (s *Stack) startServices(ctx context.Context, until time.Time) error {
 		return fmt.Errorf("local services configuration: %w", err)
 	}
 	start := time.Now()
-	logPath := s.statePath(servicesLogFile)
+	logPath := s.state.path(servicesLogFile)
 	st, err := daemon.Start(ctx, daemon.Spec{
-		What: "the local services", StateFile: s.statePath(servicesStateFile), LogFile: logPath, Dir: s.opts.Dir,
+		What: "the local services", StateFile: s.state.path(servicesStateFile), LogFile: logPath, Dir: s.opts.Dir,
 		Port: s.opts.ServicesPort, TTL: ttl,
 		Argv:       []string{bin, "local", "serve", "--config", configPath},
 		Answers:    func(ctx context.Context) bool { return s.servicesAnswer(ctx, s.opts.ServicesPort) == nil },
@@ -137,7 +137,7 @@ func (s *Stack) startServices(ctx context.Context, until time.Time) error {
 
 // downServices stops the services Up started, if any.
 func (s *Stack) downServices() error {
-	st, err := s.readProcState(servicesStateFile)
+	st, err := s.state.readProc(servicesStateFile, s.opts.Log)
 	if err != nil || st == nil {
 		return err
 	}
@@ -156,10 +156,10 @@ func (s *Stack) stopServices(st *daemon.State) error {
 			return fmt.Errorf("stop the local services (pid %d): %w", st.PID, err)
 		}
 	}
-	if err := s.removeState(servicesConfigFile); err != nil {
+	if err := s.state.remove(servicesConfigFile); err != nil {
 		return err
 	}
-	return s.removeState(servicesStateFile)
+	return s.state.remove(servicesStateFile)
 }
 
 // isOurServices reports whether pid still runs `keywarden local serve` under timeout, as
@@ -196,17 +196,9 @@ func (s *Stack) servicesAnswer(ctx context.Context, port int) error {
 // servicesDeadline is when new services must stop: with the moto this stack started, or
 // Options.TTL from now beside a moto started elsewhere.
 func (s *Stack) servicesDeadline() time.Time {
-	st, err := s.readProcState(motoStateFile)
+	st, err := s.state.readProc(motoStateFile, s.opts.Log)
 	if err != nil || st == nil {
 		return time.Now().Add(s.opts.TTL)
 	}
 	return st.ExpiresAt
-}
-
-func (s *Stack) readProcState(name string) (*daemon.State, error) {
-	return daemon.ReadState(s.statePath(name), s.opts.Log)
-}
-
-func (s *Stack) writeProcState(name string, st *daemon.State) error {
-	return daemon.WriteState(s.statePath(name), st)
 }

@@ -34,7 +34,7 @@ func TestUpDownServices(t *testing.T) {
 		t.Fatalf("first Up: %v", err)
 	}
 	t.Logf("Up with fresh moto and services: %s", time.Since(start))
-	first, err := s.readProcState(servicesStateFile)
+	first, err := s.state.readProc(servicesStateFile, s.opts.Log)
 	if err != nil || first == nil {
 		t.Fatalf("services state after Up: %v, %v", first, err)
 	}
@@ -51,7 +51,7 @@ func TestUpDownServices(t *testing.T) {
 		t.Fatalf("second Up: %v", err)
 	}
 	t.Logf("Up with everything running: %s", time.Since(start))
-	if second, _ := s.readProcState(servicesStateFile); second == nil || second.PID != first.PID {
+	if second, _ := s.state.readProc(servicesStateFile, s.opts.Log); second == nil || second.PID != first.PID {
 		t.Errorf("second Up started the services again: %+v, want pid %d", second, first.PID)
 	}
 	if !strings.Contains(logs.String(), "local services already running") {

@@ -47,7 +47,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -181,10 +180,8 @@ func CallerEnv(lookup func(string) (string, bool)) map[string]string {
 type Stack struct {
 	opts Options
 
-	// buildMu serialises builds, so two concurrent invocations of one function do not write
-	// the same bootstrap at once.
-	buildMu  sync.Mutex
-	rieBuilt bool
+	state stateDir
+	build *builder
 }
 
 // New returns the stack described by opts, with defaults filled in. It starts nothing.
@@ -231,7 +228,7 @@ func New(opts Options) (*Stack, error) {
 	if opts.Log == nil {
 		opts.Log = os.Stderr
 	}
-	return &Stack{opts: opts}, nil
+	return &Stack{opts: opts, state: stateDir(opts.StateDir), build: &builder{dir: opts.Dir, stateDir: opts.StateDir}}, nil
 }
 
 // Dir is the repository root the stack runs: where go.mod, events/ and functions/ are.
