@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"os/exec"
 	"slices"
 	"testing"
 	"time"
@@ -15,8 +14,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/rds"
 
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/seed"
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/stack"
+	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
-	"github.com/keywarden/keywarden/internal/localstack"
 	"github.com/keywarden/keywarden/internal/slackui"
 )
 
@@ -29,29 +30,27 @@ import (
 // Each click is an acknowledge on the incident's current version, so every one is a real
 // decision: a conditional write, a timeline entry and a message update.
 func BenchmarkSlackActionLocalStack(b *testing.B) {
-	if _, err := exec.LookPath("moto_server"); err != nil {
-		b.Skip("moto_server not on PATH")
-	}
+	awstest.RequireMoto(b)
 	ctx := context.Background()
 	port := freeTCPPort(b)
-	stack, err := localstack.New(localstack.Options{Port: port, ServicesPort: freeTCPPort(b), StateDir: b.TempDir(), TTL: 10 * time.Minute, Log: io.Discard})
+	localStack, err := stack.New(stack.Options{Port: port, ServicesPort: freeTCPPort(b), StateDir: b.TempDir(), TTL: 10 * time.Minute, Log: io.Discard})
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := stack.Up(ctx); err != nil {
+	if err := localStack.Up(ctx); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { _ = stack.Down(context.Background()) })
+	b.Cleanup(func() { _ = localStack.Down(context.Background()) })
 
-	d := &demo{stack: stack, out: io.Discard, suffix: randomSuffix(), cfg: stack.AWSConfig()}
+	d := &demo{stack: localStack, out: io.Discard, suffix: randomSuffix(), cfg: localStack.AWSConfig()}
 	d.kms, d.rds = kms.NewFromConfig(d.cfg), rds.NewFromConfig(d.cfg)
-	d.store = dynamostore.New(dynamodb.NewFromConfig(d.cfg), localstack.DefaultIncidentsTable)
+	d.store = dynamostore.New(dynamodb.NewFromConfig(d.cfg), seed.DefaultIncidentsTable)
 	for _, step := range []func(context.Context) error{d.seed, d.disable, d.deliver} {
 		if err := step(ctx); err != nil {
 			b.Fatal(err)
 		}
 	}
-	fn, err := stack.StartWarm(ctx, "SlackActionFunction", slackEnv(), 15*time.Minute)
+	fn, err := localStack.StartWarm(ctx, "SlackActionFunction", slackEnv(), 15*time.Minute)
 	if err != nil {
 		b.Fatal(err)
 	}

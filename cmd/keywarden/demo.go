@@ -17,18 +17,19 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/rds"
 
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/seed"
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/stack"
 	"github.com/keywarden/keywarden/internal/blast"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 	"github.com/keywarden/keywarden/internal/kmskey"
-	"github.com/keywarden/keywarden/internal/localstack"
 )
 
 // demo tells keywarden's story on the local stack, one step at a time, with the real function
 // binaries doing the work. Each run seeds its own key and clusters (named with a fresh suffix),
 // so it can run again on a stack that is already up.
 type demo struct {
-	stack *localstack.Stack
+	stack *stack.Stack
 	out   io.Writer
 	cfg   aws.Config
 	kms   *kms.Client
@@ -45,16 +46,16 @@ type demo struct {
 	clusters    []string
 }
 
-func runDemo(ctx context.Context, stack *localstack.Stack, stdout io.Writer) error {
-	d := &demo{stack: stack, out: stdout, suffix: randomSuffix()}
+func runDemo(ctx context.Context, localStack *stack.Stack, stdout io.Writer) error {
+	d := &demo{stack: localStack, out: stdout, suffix: randomSuffix()}
 	d.say("Start the local stack: moto for the AWS APIs, the Lambda emulator for the functions")
-	if err := stack.Up(ctx); err != nil {
+	if err := localStack.Up(ctx); err != nil {
 		return err
 	}
-	d.cfg = stack.AWSConfig()
+	d.cfg = localStack.AWSConfig()
 	d.kms, d.rds = kms.NewFromConfig(d.cfg), rds.NewFromConfig(d.cfg)
-	d.store = dynamostore.New(dynamodb.NewFromConfig(d.cfg), envOr("INCIDENTS_TABLE", localstack.DefaultIncidentsTable))
-	fmt.Fprintf(d.out, "   AWS APIs at %s\n", stack.Endpoint())
+	d.store = dynamostore.New(dynamodb.NewFromConfig(d.cfg), envOr("INCIDENTS_TABLE", seed.DefaultIncidentsTable))
+	fmt.Fprintf(d.out, "   AWS APIs at %s\n", localStack.Endpoint())
 
 	for _, stage := range []func(context.Context) error{
 		d.seed, d.blastRadius, d.disable, d.deliver, d.show, d.slackMessage,
@@ -64,7 +65,7 @@ func runDemo(ctx context.Context, stack *localstack.Stack, stdout io.Writer) err
 			return err
 		}
 	}
-	fmt.Fprintf(d.out, "\nThe stack is still up: try `AWS_ENDPOINT_URL=%s go run ./cmd/keywarden incidents`, then `make local-down`.\n", stack.Endpoint())
+	fmt.Fprintf(d.out, "\nThe stack is still up: try `AWS_ENDPOINT_URL=%s go run ./cmd/keywarden incidents`, then `make local-down`.\n", localStack.Endpoint())
 	return nil
 }
 

@@ -17,7 +17,7 @@ import (
 
 	"github.com/keywarden/keywarden/internal/approval"
 	"github.com/keywarden/keywarden/internal/incident"
-	"github.com/keywarden/keywarden/internal/localstack"
+	"github.com/keywarden/keywarden/internal/slacktest"
 )
 
 // The demo's Slack workspace: the approver may fix incidents, the stranger may not. The signing
@@ -52,13 +52,13 @@ func (d *demo) slackMessage(ctx context.Context) error {
 }
 
 // latestMessage is the newest posted or updated version of the incident's message.
-func (d *demo) latestMessage(inc incident.Incident) (localstack.SlackRecord, bool, error) {
+func (d *demo) latestMessage(inc incident.Incident) (slacktest.Record, bool, error) {
 	if inc.Slack == nil {
-		return localstack.SlackRecord{}, false, nil
+		return slacktest.Record{}, false, nil
 	}
 	records, err := d.stack.SlackRecords()
 	if err != nil {
-		return localstack.SlackRecord{}, false, err
+		return slacktest.Record{}, false, err
 	}
 	for i := len(records) - 1; i >= 0; i-- {
 		r := records[i]
@@ -66,7 +66,7 @@ func (d *demo) latestMessage(inc incident.Incident) (localstack.SlackRecord, boo
 			return r, true, nil
 		}
 	}
-	return localstack.SlackRecord{}, false, nil
+	return slacktest.Record{}, false, nil
 }
 
 // auroraStops plays what Aurora does once it notices: the clusters that can stop stop (moto

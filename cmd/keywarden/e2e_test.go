@@ -5,8 +5,8 @@ import (
 	"context"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -17,51 +17,65 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/rds"
 
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/rie"
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/seed"
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/stack"
+	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
-	"github.com/keywarden/keywarden/internal/localstack"
 )
 
 // privateStack starts a local stack of the test's own — moto, the local services, every
 // resource — on free ports with its state in a temporary folder, and stops it after the test.
-func privateStack(t *testing.T) *localstack.Stack {
+func privateStack(t *testing.T) *stack.Stack {
 	t.Helper()
-	if _, err := exec.LookPath("moto_server"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("moto_server is not on PATH")
-		}
-		t.Skip("moto_server is not on PATH")
-	}
+	s, _ := privateStackWithLog(t)
+	return s
+}
+
+// privateStackWithLog is privateStack, and what the stack logged so far: its own progress and
+// the functions' log lines.
+func privateStackWithLog(t *testing.T) (*stack.Stack, func() string) {
+	t.Helper()
+	awstest.RequireMoto(t)
 	log := &syncWriter{w: &bytes.Buffer{}}
-	stack, err := localstack.New(localstack.Options{
+	localStack, err := stack.New(stack.Options{
 		Port: freeTCPPort(t), ServicesPort: freeTCPPort(t), StateDir: t.TempDir(), TTL: 15 * time.Minute, Log: log,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	awstest.Require(t, rie.Name, func() error {
+		_, err := localStack.Emulator(context.Background())
+		return err
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if err := stack.Up(ctx); err != nil {
+	if err := localStack.Up(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = stack.Down(context.Background())
+		_ = localStack.Down(context.Background())
 		if t.Failed() {
 			log.mu.Lock()
 			t.Logf("local stack log:\n%s", log.w.(*bytes.Buffer).String())
 			log.mu.Unlock()
 		}
 	})
-	return stack
+	return localStack, func() string {
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		return log.w.(*bytes.Buffer).String()
+	}
 }
 
 // TestKeyEventBootstrapEndToEnd builds KeyEventFunction's real bootstrap, runs it under the
 // Lambda Runtime Interface Emulator with the DisableKey sample delivered through template.yaml's
 // EventBridge rules, and reads the incident back from the table.
 func TestKeyEventBootstrapEndToEnd(t *testing.T) {
-	stack := privateStack(t)
+	localStack, logs := privateStackWithLog(t)
 	ctx := context.Background()
-	cfg := stack.AWSConfig()
+	cfg := localStack.AWSConfig()
 	k, r := kms.NewFromConfig(cfg), rds.NewFromConfig(cfg)
 	key, err := k.CreateKey(ctx, &kms.CreateKeyInput{})
 	if err != nil {
@@ -77,13 +91,13 @@ func TestKeyEventBootstrapEndToEnd(t *testing.T) {
 	if _, err := k.DisableKey(ctx, &kms.DisableKeyInput{KeyId: key.KeyMetadata.KeyId}); err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(filepath.Join(stack.Dir(), "events", "kms-disable-key.json"))
+	b, err := os.ReadFile(filepath.Join(localStack.Dir(), "events", "kms-disable-key.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	event := strings.ReplaceAll(string(b), "1234abcd-12ab-34cd-56ef-1234567890ab", *key.KeyMetadata.KeyId)
 
-	results, err := stack.Deliver(ctx, stack.Router(), []byte(event), 0, nil)
+	results, err := localStack.Deliver(ctx, localStack.Router(), []byte(event), 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +108,7 @@ func TestKeyEventBootstrapEndToEnd(t *testing.T) {
 		t.Errorf("result: got %s, want an opened incident", results[0].Output)
 	}
 
-	store := dynamostore.New(dynamodb.NewFromConfig(cfg), localstack.DefaultIncidentsTable)
+	store := dynamostore.New(dynamodb.NewFromConfig(cfg), seed.DefaultIncidentsTable)
 	inc, err := store.OpenFor(ctx, *key.KeyMetadata.Arn)
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +121,16 @@ func TestKeyEventBootstrapEndToEnd(t *testing.T) {
 	if inc.Slack == nil {
 		t.Errorf("the incident has no Slack message: the function should have posted it to the local stand-in")
 	}
+	// The handler's decision line carries the invocation's request ID (internal/lambdalog).
+	var decision string
+	for line := range strings.Lines(logs()) {
+		if strings.Contains(line, `"msg":"key event"`) {
+			decision = line
+		}
+	}
+	if !regexp.MustCompile(`"request_id":"[0-9a-f-]{36}"`).MatchString(decision) {
+		t.Errorf("KeyEventFunction's decision line %q: want a request_id", decision)
+	}
 }
 
 // TestDemo runs `make demo`'s story on a private stack and checks how it ends: the first
@@ -115,11 +139,11 @@ func TestDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the demo takes a minute")
 	}
-	stack := privateStack(t)
+	localStack := privateStack(t)
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	if err := runDemo(ctx, stack, &out); err != nil {
+	if err := runDemo(ctx, localStack, &out); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
 	text := out.String()

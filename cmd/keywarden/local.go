@@ -10,7 +10,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/keywarden/keywarden/internal/localstack"
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/stack"
 )
 
 const localUsage = `usage:
@@ -50,7 +50,7 @@ func runLocal(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprint(stderr, localUsage)
 		return errors.New("local: no subcommand given")
 	}
-	opts, err := localstack.OptionsFromEnv(os.LookupEnv)
+	opts, err := stack.OptionsFromEnv(os.LookupEnv)
 	if err != nil {
 		return fmt.Errorf("local: %w", err)
 	}
@@ -61,14 +61,14 @@ func runLocal(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if len(rest) != 0 {
 			return fmt.Errorf("local %s takes no arguments", cmd)
 		}
-		stack, err := localstack.New(opts)
+		localStack, err := stack.New(opts)
 		if err != nil {
 			return err
 		}
 		if cmd == "up" {
-			return stack.Up(ctx)
+			return localStack.Up(ctx)
 		}
-		return stack.Down(ctx)
+		return localStack.Down(ctx)
 	case "invoke":
 		if len(rest) != 2 {
 			fmt.Fprint(stderr, localUsage)
@@ -79,11 +79,11 @@ func runLocal(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if len(rest) != 0 {
 			return errors.New("local demo takes no arguments")
 		}
-		stack, err := localstack.New(opts)
+		localStack, err := stack.New(opts)
 		if err != nil {
 			return err
 		}
-		return runDemo(ctx, stack, stdout)
+		return runDemo(ctx, localStack, stdout)
 	case "emit":
 		return runLocalEmit(ctx, opts, rest, stdout)
 	case "serve":
@@ -116,7 +116,7 @@ func readEvent(cmd, eventFile string) ([]byte, error) {
 	return event, nil
 }
 
-func localInvoke(ctx context.Context, opts localstack.Options, logicalID, eventFile string, stdout io.Writer) error {
+func localInvoke(ctx context.Context, opts stack.Options, logicalID, eventFile string, stdout io.Writer) error {
 	event, err := readEvent("local invoke", eventFile)
 	if err != nil {
 		return err
@@ -125,20 +125,20 @@ func localInvoke(ctx context.Context, opts localstack.Options, logicalID, eventF
 	// The caller's Slack settings apply to this invocation only; local up is what keeps them.
 	callerEnv := opts.CallerEnv
 	opts.CallerEnv = nil
-	stack, err := localstack.New(opts)
+	localStack, err := stack.New(opts)
 	if err != nil {
 		return err
 	}
 	// Refuse an unknown function before starting anything.
-	if _, err := stack.Function(logicalID); err != nil {
+	if _, err := localStack.Function(logicalID); err != nil {
 		return err
 	}
 	// Up finds a running stack in a fraction of a second, and starts one otherwise, so
 	// `make invoke` works on a fresh machine too.
-	if err := stack.Up(ctx); err != nil {
+	if err := localStack.Up(ctx); err != nil {
 		return err
 	}
-	result, functionErr, err := stack.Invoke(ctx, logicalID, event, callerEnv)
+	result, functionErr, err := localStack.Invoke(ctx, logicalID, event, callerEnv)
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/keywarden/keywarden/internal/localstack"
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/routing"
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/stack"
 )
 
 const emitUsage = `usage: keywarden local emit [--wait 3s] [--route-only] [--json] <event file | ->
@@ -30,10 +31,10 @@ reaches no function, and that is not an error.
 `
 
 // runLocalEmit delivers an event through the template's EventBridge rules.
-func runLocalEmit(ctx context.Context, opts localstack.Options, args []string, stdout io.Writer) error {
+func runLocalEmit(ctx context.Context, opts stack.Options, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("local emit", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	wait := fs.Duration("wait", localstack.DefaultDeliveryWait, "")
+	wait := fs.Duration("wait", routing.DefaultDeliveryWait, "")
 	routeOnly := fs.Bool("route-only", false, "")
 	asJSON := fs.Bool("json", false, "")
 	if err := fs.Parse(args); err != nil {
@@ -58,16 +59,16 @@ func runLocalEmit(ctx context.Context, opts localstack.Options, args []string, s
 	// As for invoke: the caller's Slack settings apply to these invocations only.
 	callerEnv := opts.CallerEnv
 	opts.CallerEnv = nil
-	stack, err := localstack.New(opts)
+	localStack, err := stack.New(opts)
 	if err != nil {
 		return err
 	}
 	// Up finds a running stack quickly and (re)loads the template's rules, so a changed
 	// pattern takes effect on the next emit.
-	if err := stack.Up(ctx); err != nil {
+	if err := localStack.Up(ctx); err != nil {
 		return err
 	}
-	results, err := emitEvent(ctx, stack, event, *wait, *routeOnly, callerEnv)
+	results, err := emitEvent(ctx, localStack, event, *wait, *routeOnly, callerEnv)
 	if err != nil {
 		return fmt.Errorf("local emit: %w", err)
 	}
@@ -89,12 +90,12 @@ func runLocalEmit(ctx context.Context, opts localstack.Options, args []string, s
 // emitEvent sends event through the stack's EventBridge rules and, unless routeOnly, invokes
 // every function it reaches. The stack must be up. The demo can use it to tell its story
 // through the same path as a real deployment.
-func emitEvent(ctx context.Context, stack *localstack.Stack, event []byte, wait time.Duration, routeOnly bool, env map[string]string) ([]localstack.DeliveryResult, error) {
-	router := stack.Router()
+func emitEvent(ctx context.Context, localStack *stack.Stack, event []byte, wait time.Duration, routeOnly bool, env map[string]string) ([]stack.DeliveryResult, error) {
+	router := localStack.Router()
 	if !routeOnly {
-		return stack.Deliver(ctx, router, event, wait, env)
+		return localStack.Deliver(ctx, router, event, wait, env)
 	}
-	cfg := stack.AWSConfig()
+	cfg := localStack.AWSConfig()
 	id, err := router.Put(ctx, cfg, event)
 	if err != nil {
 		return nil, err
@@ -103,14 +104,14 @@ func emitEvent(ctx context.Context, stack *localstack.Stack, event []byte, wait 
 	if err != nil {
 		return nil, err
 	}
-	results := make([]localstack.DeliveryResult, 0, len(deliveries))
+	results := make([]stack.DeliveryResult, 0, len(deliveries))
 	for _, d := range deliveries {
-		results = append(results, localstack.DeliveryResult{Delivery: d})
+		results = append(results, stack.DeliveryResult{Delivery: d})
 	}
 	return results, nil
 }
 
-func printEmit(w io.Writer, eventFile string, results []localstack.DeliveryResult, routeOnly, asJSON bool) error {
+func printEmit(w io.Writer, eventFile string, results []stack.DeliveryResult, routeOnly, asJSON bool) error {
 	if asJSON {
 		type row struct {
 			Function string          `json:"function"`

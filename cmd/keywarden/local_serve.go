@@ -10,13 +10,14 @@ import (
 	"net"
 	"strings"
 
-	"github.com/keywarden/keywarden/internal/localstack"
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/stack"
+	"github.com/keywarden/keywarden/internal/slacktest"
 )
 
 // runLocalServe runs the local Slack stand-in and Lambda invoke endpoint in the foreground,
 // until interrupted or until the stack's TTL has passed. `local up` runs it in the background
 // with --config, the options it recorded; by hand it takes them from the environment.
-func runLocalServe(ctx context.Context, opts localstack.Options, args []string, stdout io.Writer) error {
+func runLocalServe(ctx context.Context, opts stack.Options, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("local serve", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	config := fs.String("config", "", "the options `file` local up recorded (default: from the environment)")
@@ -27,29 +28,29 @@ func runLocalServe(ctx context.Context, opts localstack.Options, args []string, 
 		return fmt.Errorf("local serve: unexpected arguments %q", fs.Args())
 	}
 	if *config != "" {
-		recorded, err := localstack.ReadServicesConfig(*config)
+		recorded, err := stack.ReadServicesConfig(*config)
 		if err != nil {
 			return fmt.Errorf("local serve: %w", err)
 		}
 		recorded.Log = opts.Log
 		opts = recorded
 	}
-	stack, err := localstack.New(opts)
+	localStack, err := stack.New(opts)
 	if err != nil {
 		return fmt.Errorf("local serve: %w", err)
 	}
 	ttl := opts.TTL
 	if ttl <= 0 {
-		ttl = localstack.DefaultTTL
+		ttl = stack.DefaultTTL
 	}
 	// Stop by itself, in the foreground too: a forgotten terminal must not serve for ever.
 	ctx, cancel := context.WithTimeout(ctx, ttl)
 	defer cancel()
-	l, err := net.Listen("tcp", stack.ServicesAddr())
+	l, err := net.Listen("tcp", localStack.ServicesAddr())
 	if err != nil {
 		return fmt.Errorf("local serve: %w (set LOCAL_SERVICES_PORT to a free port)", err)
 	}
-	if err := localstack.Serve(ctx, l, stack, localstack.ServeOptions{}); err != nil {
+	if err := stack.Serve(ctx, l, localStack, stack.ServeOptions{}); err != nil {
 		return err
 	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -59,7 +60,7 @@ func runLocalServe(ctx context.Context, opts localstack.Options, args []string, 
 }
 
 // runLocalSlack prints what the Slack stand-in recorded since the local services last started.
-func runLocalSlack(_ context.Context, opts localstack.Options, args []string, stdout io.Writer) error {
+func runLocalSlack(_ context.Context, opts stack.Options, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("local slack", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	asJSON := fs.Bool("json", false, "print the records as a JSON array")
@@ -69,24 +70,24 @@ func runLocalSlack(_ context.Context, opts localstack.Options, args []string, st
 	if fs.NArg() != 0 {
 		return fmt.Errorf("local slack: unexpected arguments %q", fs.Args())
 	}
-	stack, err := localstack.New(opts)
+	localStack, err := stack.New(opts)
 	if err != nil {
 		return fmt.Errorf("local slack: %w", err)
 	}
-	records, err := stack.SlackRecords()
+	records, err := localStack.SlackRecords()
 	if err != nil {
 		return fmt.Errorf("local slack: %w", err)
 	}
 	if *asJSON {
 		if records == nil {
-			records = []localstack.SlackRecord{}
+			records = []slacktest.Record{}
 		}
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(records)
 	}
 	if len(records) == 0 {
-		_, err := fmt.Fprintf(stdout, "no Slack calls recorded in %s (is the local stack up?)\n", stack.SlackRecordPath())
+		_, err := fmt.Fprintf(stdout, "no Slack calls recorded in %s (is the local stack up?)\n", localStack.SlackRecordPath())
 		return err
 	}
 	var b strings.Builder
@@ -99,7 +100,7 @@ func runLocalSlack(_ context.Context, opts localstack.Options, args []string, st
 
 // writeSlackRecord renders one record: a heading line with the method, where and which
 // message, then the text, the blocks' texts and the buttons, indented.
-func writeSlackRecord(b *strings.Builder, r localstack.SlackRecord) {
+func writeSlackRecord(b *strings.Builder, r slacktest.Record) {
 	head := []string{fmt.Sprintf("#%d", r.Seq), r.At.Local().Format("15:04:05.000"), r.Method}
 	if r.Channel != "" {
 		ch := r.Channel

@@ -22,13 +22,13 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/keywarden/keywarden/internal/announce"
-	"github.com/keywarden/keywarden/internal/announce/announcetest"
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 	"github.com/keywarden/keywarden/internal/notify"
 	"github.com/keywarden/keywarden/internal/remedy"
+	"github.com/keywarden/keywarden/internal/slacktest"
 )
 
 func TestMain(m *testing.M) { awstest.Main(m) }
@@ -105,7 +105,7 @@ type rig struct {
 	kms   *kms.Client
 	rds   *rds.Client
 	store *dynamostore.Store
-	slack *announcetest.Slack
+	slack *slacktest.Slack
 	ckms  *countingKMS
 	crds  *crashingRDS
 	h     *handler
@@ -120,7 +120,7 @@ func newRig(t *testing.T, allowed []string) *rig {
 		t.Fatal(err)
 	}
 	r := &rig{kms: kms.NewFromConfig(cfg), rds: rds.NewFromConfig(cfg), store: dynamostore.New(db, table)}
-	r.slack = announcetest.Start(t, &announcetest.Slack{Token: botToken})
+	r.slack = slacktest.Start(t, &slacktest.Slack{Token: botToken})
 	r.ckms = &countingKMS{KMSAPI: r.kms, calls: map[string]int{}}
 	r.crds = &crashingRDS{RDSAPI: r.rds, starts: map[string]int{}}
 	client := slack.New(botToken, slack.OptionAPIURL(r.slack.APIURL()))
@@ -380,9 +380,9 @@ func TestStopsAndReopens(t *testing.T) {
 }
 
 // lastMessage is the incident message as last posted or updated (not a thread reply).
-func (r *rig) lastMessage(t *testing.T) announcetest.Call {
+func (r *rig) lastMessage(t *testing.T) slacktest.Record {
 	t.Helper()
-	var last announcetest.Call
+	var last slacktest.Record
 	for _, c := range r.slack.Calls("chat.postMessage", "chat.update") {
 		if c.ThreadTS == "" {
 			last = c
@@ -423,7 +423,7 @@ func TestReopensWhenIncomplete(t *testing.T) {
 	if n := stepCount(got, incident.StepStartDBCluster, stopped[0], incident.ResultFailed); n != 1 {
 		t.Errorf("the failed start is recorded %d times, want once", n)
 	}
-	if msg := r.lastMessage(t); !strings.Contains(msg.Blocks, `"action_id":"remediate"`) {
+	if msg := r.lastMessage(t); !strings.Contains(string(msg.Blocks), `"action_id":"remediate"`) {
 		t.Errorf("message after the run has no remediate button: %s", msg.Blocks)
 	}
 }

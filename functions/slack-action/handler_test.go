@@ -29,13 +29,13 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/keywarden/keywarden/internal/announce"
-	"github.com/keywarden/keywarden/internal/announce/announcetest"
 	"github.com/keywarden/keywarden/internal/approval"
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 	"github.com/keywarden/keywarden/internal/notify"
+	"github.com/keywarden/keywarden/internal/slacktest"
 	"github.com/keywarden/keywarden/internal/slackui"
 )
 
@@ -113,7 +113,7 @@ type rig struct {
 	kms    *kms.Client
 	rds    *rds.Client
 	store  rigStore
-	slack  *announcetest.Slack
+	slack  *slacktest.Slack
 	lambda *lambdaStandIn
 	ann    *announce.Announcer
 	h      *handler
@@ -144,7 +144,7 @@ func build(tb testing.TB, required int, cfg aws.Config, store rigStore, table st
 	tb.Helper()
 	r := &rig{
 		store:  store,
-		slack:  announcetest.Start(tb, &announcetest.Slack{Token: botToken, Groups: map[string][]string{group: {member}}}),
+		slack:  slacktest.Start(tb, &slacktest.Slack{Token: botToken, Groups: map[string][]string{group: {member}}}),
 		lambda: &lambdaStandIn{},
 	}
 	lambdaSrv := httptest.NewServer(r.lambda)
@@ -481,7 +481,7 @@ func TestAuthorisation(t *testing.T) {
 			if e, ok := got.LastEntry(incident.KindClick); !ok || e.Actor != member {
 				t.Errorf("click entry: got %+v, want %s's click", e, member)
 			}
-			if calls := r.slack.Calls("usergroups.users.list"); len(calls) != 1 || calls[0].Text != group {
+			if calls := r.slack.Calls("usergroups.users.list"); len(calls) != 1 || calls[0].Usergroup != group {
 				t.Errorf("usergroups.users.list calls: got %+v, want one for %s", calls, group)
 			}
 		})
@@ -708,12 +708,7 @@ func TestStaleClickWhenRefreshFails(t *testing.T) {
 		sc := r.scenario(t)
 		r.click(t, sc, approver2, slackui.ActionAcknowledge, sc.inc.Version)
 		r.slack.Reset()
-		r.slack.Fail = func(method string) string {
-			if method == "chat.update" {
-				return "fatal_error"
-			}
-			return ""
-		}
+		r.slack.Fail("chat.update", slacktest.Fault{Error: "fatal_error"})
 		r.click(t, sc, approver, slackui.ActionRemediate, sc.inc.Version)
 		got := r.ephemerals(approver)
 		if len(got) != 1 || !strings.Contains(got[0], "out of date") || strings.Contains(got[0], "now shows") || !strings.Contains(got[0], "could not be refreshed") {
@@ -813,7 +808,7 @@ func TestAcknowledgeAndIntentional(t *testing.T) {
 		}
 		// The refreshed message has no buttons left.
 		upd := r.slack.Calls("chat.update")
-		if last := upd[len(upd)-1]; strings.Contains(last.Blocks, slackui.ActionsBlockID) {
+		if last := upd[len(upd)-1]; strings.Contains(string(last.Blocks), slackui.ActionsBlockID) {
 			t.Errorf("the closed incident's message still has buttons")
 		}
 	})
@@ -851,7 +846,7 @@ func TestHandOffFails(t *testing.T) {
 func TestAnswersWhileSlackIsSlow(t *testing.T) {
 	eachRig(t, 1, func(t *testing.T, r *rig) {
 		sc := r.scenario(t)
-		r.slack.Delay = 1500 * time.Millisecond
+		r.slack.Fail(slacktest.AnyMethod, slacktest.Fault{Delay: 1500 * time.Millisecond})
 		r.h.followUp = 200 * time.Millisecond
 		start := time.Now()
 		resp := r.click(t, sc, approver, slackui.ActionAcknowledge, sc.inc.Version)

@@ -12,11 +12,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/slack-go/slack"
 
-	"github.com/keywarden/keywarden/internal/announce/announcetest"
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 	"github.com/keywarden/keywarden/internal/notify"
+	"github.com/keywarden/keywarden/internal/slacktest"
 	"github.com/keywarden/keywarden/internal/triage"
 )
 
@@ -34,7 +34,7 @@ var t0 = time.Date(2026, 11, 28, 9, 30, 0, 0, time.UTC)
 
 type rig struct {
 	store *dynamostore.Store
-	slack *announcetest.Slack
+	slack *slacktest.Slack
 	a     *Announcer
 }
 
@@ -46,7 +46,7 @@ func newRig(t *testing.T) *rig {
 	if err := dynamostore.CreateTable(context.Background(), db, table); err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{store: dynamostore.New(db, table), slack: announcetest.Start(t, &announcetest.Slack{Token: "xoxb-test"})}
+	r := &rig{store: dynamostore.New(db, table), slack: slacktest.Start(t, &slacktest.Slack{Token: "xoxb-test"})}
 	client := slack.New("xoxb-test", slack.OptionAPIURL(r.slack.APIURL()))
 	r.a = New(r.store, notify.New(client, "#keywarden")).WithClock(func() time.Time { return t0.Add(time.Hour) })
 	return r
@@ -93,7 +93,7 @@ func TestAnnouncePostsThenUpdates(t *testing.T) {
 		t.Fatalf("first Announce: %v", err)
 	}
 	got := r.get(t, inc.ID)
-	if got.Slack == nil || got.Slack.Channel != announcetest.Channel || got.SlackPosted != got.TimelineSeq || got.Version != inc.Version {
+	if got.Slack == nil || got.Slack.Channel != slacktest.Channel || got.SlackPosted != got.TimelineSeq || got.Version != inc.Version {
 		t.Fatalf("after first Announce: slack %+v, posted %d, version %d; want the message, %d, version %d",
 			got.Slack, got.SlackPosted, got.Version, got.TimelineSeq, inc.Version)
 	}
@@ -162,14 +162,14 @@ func TestAnnounceRacePostsOnce(t *testing.T) {
 func TestAnnounceSlackDown(t *testing.T) {
 	r := newRig(t)
 	inc := r.open(t, keyARN)
-	r.slack.Fail = func(string) string { return "fatal_error" }
+	r.slack.Fail(slacktest.AnyMethod, slacktest.Fault{Error: "fatal_error"})
 	if err := r.a.Announce(context.Background(), inc); err == nil {
 		t.Fatal("Announce with Slack down: got nil error")
 	}
 	if got := r.get(t, inc.ID); got.Slack != nil || got.Version != inc.Version {
 		t.Errorf("after a failed post: slack %+v, version %d, want none, %d", got.Slack, got.Version, inc.Version)
 	}
-	r.slack.Fail = nil
+	r.slack.ClearFaults()
 	// Within the claim: nobody posts.
 	if err := r.a.Announce(context.Background(), inc); err != nil || len(r.slack.Calls()) != 0 {
 		t.Errorf("Announce within the claim: err %v, calls %+v, want nothing done", err, r.slack.Calls())

@@ -3,8 +3,13 @@
 // A test package calls Moto once per test (or per TestMain) and gets an aws.Config whose
 // clients reach that server. When KEYWARDEN_TEST_MOTO_URL is set (CI starts one moto for the
 // whole run), that server is used; otherwise the package starts its own moto_server on a free
-// loopback port and stops it when the tests end. Tests skip only when moto_server is missing
-// and CI is not set; in CI a missing moto fails the run.
+// loopback port and stops it when the tests end.
+//
+// It also decides, for every test that needs a real local component (moto here, the Lambda
+// Runtime Interface Emulator for the local stack's tests, see Require), when such a test runs:
+// under `go test -short` (the fast lane, `make check`) it skips with a message naming what it
+// needs; otherwise it skips only when the component is missing and CI is not set; in CI a
+// missing component fails the run.
 package awstest
 
 import (
@@ -49,23 +54,57 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
+// Require runs before a test that needs what names: under -short it skips the test, saying it
+// needs what; otherwise it calls check (which may be nil) and, when check fails, skips the test
+// or — with CI set — fails it, so a CI machine that lacks the component cannot pass by skipping.
+func Require(tb testing.TB, what string, check func() error) {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skipf("needs %s: skipped under -short (run without -short, or make test)", what)
+		return
+	}
+	if check == nil {
+		return
+	}
+	switch err := check(); {
+	case err == nil:
+	case os.Getenv("CI") == "":
+		tb.Skipf("needs %s, which is not available: %v", what, err)
+	default:
+		tb.Fatalf("needs %s, which is not available in CI: %v", what, err)
+	}
+}
+
+// motoWhat is what Require says a moto test needs.
+const motoWhat = "moto_server (pip install 'moto[server]', or set KEYWARDEN_TEST_MOTO_URL)"
+
+// RequireMoto is Require for a test that starts moto_server itself (through the local stack).
+func RequireMoto(tb testing.TB) {
+	tb.Helper()
+	Require(tb, motoWhat, func() error {
+		_, err := exec.LookPath("moto_server")
+		return err
+	})
+}
+
 // Moto returns the endpoint of a running moto server, starting one for this test binary if
 // needed. Each caller should create resources with unique names: the server is shared by
-// every test in the package.
+// every test in the package. It skips or fails as Require says.
 func Moto(t testing.TB) string {
 	t.Helper()
 	if u := os.Getenv("KEYWARDEN_TEST_MOTO_URL"); u != "" {
+		Require(t, motoWhat, nil)
 		return u
 	}
-	startOnce.Do(func() {
-		motoCmd, sharedURL, startErr = startMoto(nil)
-	})
-	if startErr != nil {
-		if os.Getenv("CI") == "" {
-			t.Skipf("moto_server not available (%v); install moto[server] or set KEYWARDEN_TEST_MOTO_URL", startErr)
+	Require(t, motoWhat, func() error {
+		startOnce.Do(func() {
+			motoCmd, sharedURL, startErr = startMoto(nil)
+		})
+		if startErr != nil {
+			return fmt.Errorf("start moto_server: %w", startErr)
 		}
-		t.Fatalf("start moto_server: %v", startErr)
-	}
+		return nil
+	})
 	return sharedURL
 }
 
@@ -87,16 +126,19 @@ func Config(t testing.TB, endpoint string) aws.Config {
 // OwnMoto starts a moto server for the caller alone, with env ("NAME=value") added to its
 // environment — for a test that needs moto configured differently (a raised quota) or must keep
 // a large account away from the shared server — and stops it when the test ends. It skips or
-// fails as Moto does when moto_server is missing.
+// fails as Require says.
 func OwnMoto(tb testing.TB, env ...string) string {
 	tb.Helper()
-	cmd, url, err := startMoto(env)
-	if err != nil {
-		if os.Getenv("CI") == "" {
-			tb.Skipf("moto_server not available (%v)", err)
+	var cmd *exec.Cmd
+	var url string
+	Require(tb, motoWhat, func() error {
+		var err error
+		cmd, url, err = startMoto(env)
+		if err != nil {
+			return fmt.Errorf("start moto_server: %w", err)
 		}
-		tb.Fatalf("start moto_server: %v", err)
-	}
+		return nil
+	})
 	tb.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM) })
 	return url
 }

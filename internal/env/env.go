@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/keywarden/keywarden/internal/lambdalog"
 )
 
 // Reader reads variables and remembers what was wrong.
@@ -122,11 +124,12 @@ func (r *Reader) Err() error {
 }
 
 // Logger is the JSON logger every function and the CLI share: snake_case keys on stdout, at the
-// LOG_LEVEL given (info when empty or unknown).
+// LOG_LEVEL given (info when empty or unknown). Lines logged with an invocation's context (the
+// *Context methods) carry its Lambda request ID as request_id.
 func Logger(level string) *slog.Logger {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		l = slog.LevelInfo
 	}
-	return slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: l}))
+	return slog.New(lambdalog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: l})))
 }

@@ -664,6 +664,7 @@ func TestSampleDeletionDates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	checked := 0
 	for _, path := range files {
 		raw, err := os.ReadFile(path)
 		if err != nil {
@@ -673,6 +674,7 @@ func TestSampleDeletionDates(t *testing.T) {
 		if err != nil || e.DeletionDateText == "" {
 			continue
 		}
+		checked++
 		t.Run(filepath.Base(path), func(t *testing.T) {
 			got, ok := keyevent.ParseDeletionDate(e.DeletionDateText)
 			if !ok {
@@ -682,5 +684,10 @@ func TestSampleDeletionDates(t *testing.T) {
 				t.Errorf("deletion date: got %v, want %v (eventTime + %d days)", got, want, e.PendingWindowDays)
 			}
 		})
+	}
+	// A glob or parser change that leaves no sample with a deletionDate would make this test
+	// pass while checking nothing.
+	if checked == 0 {
+		t.Errorf("no events/kms-*.json sample has a deletionDate: got 0 checked, want at least 1")
 	}
 }

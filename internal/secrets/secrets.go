@@ -121,14 +121,3 @@ func (l *Loader) Get(ctx context.Context, src Source) (string, error) {
 	l.mu.Unlock()
 	return v, nil
 }
-
-// NeedsAPI reports whether any of srcs names a Secrets Manager ARN, so main builds the client
-// only when a secret lives there.
-func NeedsAPI(srcs ...Source) bool {
-	for _, s := range srcs {
-		if s.ARN != "" {
-			return true
-		}
-	}
-	return false
-}

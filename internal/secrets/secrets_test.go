@@ -122,8 +122,8 @@ func TestFromEnv(t *testing.T) {
 			if gotErr := r.Err() != nil; gotErr != tt.wantErr {
 				t.Errorf("configuration error: got %v, want %v", r.Err(), tt.wantErr)
 			}
-			if NeedsAPI(src) != tt.wantARN {
-				t.Errorf("NeedsAPI: got %v, want %v", NeedsAPI(src), tt.wantARN)
+			if gotARN := src.ARN != ""; gotARN != tt.wantARN {
+				t.Errorf("ARN set: got %v, want %v", gotARN, tt.wantARN)
 			}
 		})
 	}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/keywarden/keywarden/"
+
+// TestImportBoundaries keeps the layout honest: internal/ is the product, and the developer
+// tools (the local stack under cmd/keywarden/internal/) and the test support (internal/awstest,
+// internal/slacktest) stay out of it; each local-stack package imports only what its package
+// comment allows.
+func TestImportBoundaries(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}{{range .Imports}} {{.}}{{end}}", module+"...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	imports := map[string][]string{}
+	for line := range strings.Lines(string(out)) {
+		fields := strings.Fields(line)
+		imports[strings.TrimPrefix(fields[0], module)] = fields[1:]
+	}
+	local := module + "cmd/keywarden/internal/"
+	testSupport := []string{module + "internal/awstest", module + "internal/slacktest", "testing"}
+	// allowed lists, for each local-stack package, the keywarden packages and outside modules
+	// it may import (prefixes); the standard library is always allowed.
+	allowed := map[string][]string{
+		"cmd/keywarden/internal/daemon":    {},
+		"cmd/keywarden/internal/samenv":    {},
+		"cmd/keywarden/internal/rie":       {local + "daemon"},
+		"cmd/keywarden/internal/lambdaapi": {},
+		"cmd/keywarden/internal/routing":   {module + "internal/template", "github.com/aws/"},
+		"cmd/keywarden/internal/seed":      {local + "routing", local + "samenv", module + "internal/incident", "github.com/aws/"},
+		"internal/slacktest":               {},
+	}
+	for pkg, deps := range imports {
+		product := strings.HasPrefix(pkg, "internal/") || strings.HasPrefix(pkg, "functions/")
+		for _, dep := range deps {
+			switch {
+			case product && pkg != "internal/awstest" && pkg != "internal/slacktest" && hasPrefix(dep, testSupport):
+				t.Errorf("%s imports %s: product code must not carry test support", pkg, dep)
+			case strings.HasPrefix(dep, local+"stack") && pkg != "cmd/keywarden":
+				t.Errorf("%s imports %s: only the CLI drives the local stack", pkg, dep)
+			}
+			if rules, ok := allowed[pkg]; ok && isExternal(dep) && !hasPrefix(dep, rules) {
+				t.Errorf("%s imports %s, which its package comment does not allow", pkg, dep)
+			}
+		}
+	}
+	for pkg := range allowed {
+		if _, ok := imports[pkg]; !ok {
+			t.Errorf("package %s not found: update this test with the layout", pkg)
+		}
+	}
+}
+
+// isExternal reports whether path is outside the standard library.
+func isExternal(path string) bool {
+	first, _, _ := strings.Cut(path, "/")
+	return strings.Contains(first, ".")
+}
+
+func hasPrefix(s string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if s == p || strings.HasPrefix(s, strings.TrimSuffix(p, "/")+"/") || (strings.HasSuffix(p, "/") && strings.HasPrefix(s, p)) {
+			return true
+		}
+	}
+	return false
+}
