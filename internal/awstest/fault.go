@@ -2,9 +2,11 @@ package awstest
 
 import (
 	"bytes"
+	"hash/crc32"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -109,9 +111,12 @@ func (p *FaultProxy) serve(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		}
+		msg := []byte(`{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected by FaultProxy after the request landed"}`)
 		w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+		// DynamoDB's client checks every answer's body against this header.
+		w.Header().Set("X-Amz-Crc32", strconv.FormatUint(uint64(crc32.ChecksumIEEE(msg)), 10))
 		w.WriteHeader(http.StatusInternalServerError)
-		_, _ = w.Write([]byte(`{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected by FaultProxy after the request landed"}`))
+		_, _ = w.Write(msg)
 		return
 	}
 	for k, vs := range resp.Header {
