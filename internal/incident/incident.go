@@ -11,14 +11,14 @@
 // Every change of State goes through one method, which refuses an illegal change with a
 // *TransitionError (errors.Is(err, ErrIllegalTransition)):
 //
-//	               Approve (quorum met)              Resolve
-//	  ┌────────┐ ──StartRemediation──▶ ┌─────────────┐ ───────▶ ┌──────────┐
-//	  │  open  │                       │ remediating │          │ resolved │
-//	  └────────┘ ◀──────GiveBack────── └─────────────┘          └──────────┘
-//	    │  │  │                              │                        ▲
-//	    │  │  └────────────Resolve───────────┼────────────────────────┘
-//	    │  └──MarkIntentional──▶ intentional │
-//	    └──────MarkLost──────────▶  lost  ◀──┘ MarkLost
+//	             Approve (quorum met)              Resolve
+//	┌────────┐ ──StartRemediation──▶ ┌─────────────┐ ───────▶ ┌──────────┐
+//	│  open  │                       │ remediating │          │ resolved │
+//	└────────┘ ◀──────GiveBack────── └─────────────┘          └──────────┘
+//	  │  │  │                              │                        ▲
+//	  │  │  └────────────Resolve───────────┼────────────────────────┘
+//	  │  └──MarkIntentional──▶ intentional │
+//	  └──────MarkLost──────────▶  lost  ◀──┘ MarkLost
 //
 // resolved, intentional and lost are closed: nothing leaves them. GiveBack is "give the
 // incident back to the approvers": a remediation that failed, stalled or could not be handed
@@ -54,6 +54,21 @@ type Incident struct {
 	KeyDeletionDate *time.Time `json:"key_deletion_date,omitempty"`
 	// KeyManager is CUSTOMER or AWS; only customer-managed keys can be made unusable.
 	KeyManager string `json:"key_manager,omitempty"`
+	// KeyStateReason says why KeyState is KeyStateUnknown (DescribeKey denied, the key in
+	// another account, …); empty otherwise.
+	KeyStateReason string `json:"key_state_reason,omitempty"`
+	// KeyAccount is the AWS account that owns the key (from its ARN): only that account can
+	// enable it or cancel its deletion.
+	KeyAccount string `json:"key_account"`
+	// Severity is how loud the incident is: critical, high or low.
+	Severity Severity `json:"severity"`
+	// WindowEstimated is set when no evidence dated the loss and the window runs from when
+	// keywarden found it: the real deadline may be earlier.
+	WindowEstimated bool `json:"window_estimated"`
+	// RadiusIncomplete is set when some part of the blast radius could not be read (a listing
+	// failed after retries, an account could not be searched): the next delivery or reconcile
+	// completes it.
+	RadiusIncomplete bool `json:"radius_incomplete"`
 
 	// Trigger is the event name that opened the incident (DisableKey, KMS CMK Deletion, …).
 	Trigger       string `json:"trigger"`
@@ -94,6 +109,9 @@ type Incident struct {
 	Remediation Remediation `json:"remediation"`
 
 	Slack *SlackRef `json:"slack,omitempty"`
+	// SlackDelivery is whether the incident has been heard in Slack: delivered, pending (to
+	// retry) or failed (Slack refuses in a way retrying cannot fix; the fallback was used).
+	SlackDelivery SlackDelivery `json:"slack_delivery"`
 	// SlackPosted is the Seq of the last timeline entry posted as a reply in the message's
 	// thread; entries with a higher Seq are still to post. Like Slack, it is Slack bookkeeping,
 	// not incident state: the store records it without a new Version.
@@ -140,10 +158,12 @@ type Cluster struct {
 	ARN        string        `json:"arn"`
 	Engine     string        `json:"engine"`
 	Status     ClusterStatus `json:"status"`
+	// Account is the AWS account the cluster lives in.
+	Account string `json:"account,omitempty"`
 	// CanStop is false for global database members, clusters with cross-Region replicas and
 	// Aurora Serverless v1: Aurora gives those no recoverable window (see CannotStopReason).
 	CanStop          bool   `json:"can_stop"`
-	CannotStopReason string `json:"cannot_stop_reason,omitempty"`
+	CannotStopReason string `json:"cannot_stop_reason"`
 	// Uses says what the key protects: storage, master-user-secret, performance-insights,
 	// activity-stream.
 	Uses    []string `json:"uses"`
@@ -151,7 +171,7 @@ type Cluster struct {
 
 	// LostAccessAt starts the cluster's 7-day recoverable window: the key event's time until an
 	// RDS event says when the cluster itself noticed.
-	LostAccessAt *time.Time `json:"lost_access_at,omitempty"`
+	LostAccessAt *time.Time `json:"lost_access_at"`
 	// WindowFromRDS is set once RDS-EVENT-0418/0419 said when the cluster itself lost access:
 	// Aurora's clock starts then, not at the key event, so key-side evidence no longer moves it.
 	WindowFromRDS bool       `json:"window_from_rds,omitempty"`
@@ -172,6 +192,8 @@ type Instance struct {
 	ARN               string        `json:"arn"`
 	ClusterIdentifier string        `json:"cluster_identifier"`
 	Status            ClusterStatus `json:"status"`
+	// Account is the AWS account the instance lives in.
+	Account string `json:"account,omitempty"`
 	// Uses is non-empty when the instance itself names the key (Performance Insights).
 	Uses []string `json:"uses,omitempty"`
 	// LostKeyAccess is set by RDS-EVENT-0418/0419 and cleared by RDS-EVENT-0420.
@@ -184,8 +206,36 @@ type Snapshot struct {
 	Identifier        string `json:"identifier"`
 	ARN               string `json:"arn"`
 	ClusterIdentifier string `json:"cluster_identifier"`
+	// Account is the AWS account the snapshot lives in.
+	Account string `json:"account,omitempty"`
 	// Type is manual, automated, or automated-backup (a retained DescribeDBClusterAutomatedBackups entry).
 	Type string `json:"type"`
+}
+
+// Severity is how loud an incident is.
+type Severity string
+
+const (
+	SeverityCritical Severity = "critical"
+	SeverityHigh     Severity = "high"
+	SeverityLow      Severity = "low"
+)
+
+// DeliveryState is where the incident's Slack delivery is.
+type DeliveryState string
+
+const (
+	DeliveryPending   DeliveryState = "pending"
+	DeliveryDelivered DeliveryState = "delivered"
+	DeliveryFailed    DeliveryState = "failed"
+)
+
+// SlackDelivery is the incident's Slack delivery: its state, why it failed, and how many
+// changes still wait to be delivered.
+type SlackDelivery struct {
+	State   DeliveryState `json:"state"`
+	Reason  string        `json:"reason,omitempty"`
+	Pending int           `json:"pending"`
 }
 
 // SlackRef locates the incident's message.

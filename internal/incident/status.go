@@ -16,6 +16,9 @@ const (
 	KeyStateUnavailable            KeyState = "Unavailable"
 	KeyStateCreating               KeyState = "Creating"
 	KeyStateUpdating               KeyState = "Updating"
+	// KeyStateUnknown is not a KMS KeyState: the key could not be described (access denied,
+	// a key in another account); Incident.KeyStateReason says why.
+	KeyStateUnknown KeyState = "Unknown"
 	// KeyStateDeleted is not a KMS KeyState: keywarden records it once DescribeKey answers
 	// NotFoundException for a key that existed, or KMS announced "KMS CMK Deletion".
 	KeyStateDeleted KeyState = "Deleted"
