@@ -8,7 +8,7 @@
 #   make invoke FN=<LogicalId> EVENT=<file>
 #   make emit EVENT=<file>         deliver an event through template.yaml's EventBridge rules
 #   make demo                      the story so far, on the local stack
-#   make bench / make bench-scale / make fuzz
+#   make bench / make bench-scale / make bench-latency / make bench-cold / make fuzz
 #
 # `sam build` calls build-<LogicalId> (BuildMethod: makefile) with ARTIFACTS_DIR set.
 
@@ -112,6 +112,11 @@ demo:
 .PHONY: bench
 bench:
 	go test -run '^$$' -bench . -skip FindAtScale -benchmem -timeout $(GO_TEST_TIMEOUT) ./...
+
+# Each function's cold start under the emulator against an aws-lambda-go hello world (issue 12).
+.PHONY: bench-cold
+bench-cold:
+	@go run ./cmd/keywarden local bench-cold
 
 .PHONY: bench-scale
 bench-scale:

@@ -34,6 +34,7 @@ func TestImportBoundaries(t *testing.T) {
 		"cmd/keywarden/internal/routing":   {module + "internal/template", "github.com/aws/"},
 		"cmd/keywarden/internal/seed":      {local + "routing", local + "samenv", module + "internal/incident", "github.com/aws/"},
 		"internal/slacktest":               {},
+		"cmd/keywarden/internal/coldstart": {local + "rie", module + "internal/template"},
 	}
 	for pkg, deps := range imports {
 		product := strings.HasPrefix(pkg, "internal/") || strings.HasPrefix(pkg, "functions/")

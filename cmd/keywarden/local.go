@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/coldstart"
 	"github.com/keywarden/keywarden/cmd/keywarden/internal/stack"
 )
 
@@ -29,6 +31,9 @@ const localUsage = `usage:
   keywarden local slack [--json]                what the local Slack stand-in received
   keywarden local serve [--config FILE]         the Slack stand-in and Lambda Invoke API in the
                                                 foreground (local up runs it in the background)
+  keywarden local bench-cold [rounds]           each function's cold start against an aws-lambda-go
+                                                hello world, fresh emulator processes, median of
+                                                rounds (default and minimum 9): make bench-cold
   keywarden local help                          this text
 
 Functions: KeyEventFunction, RdsEventFunction, SlackActionFunction, RemediateFunction,
@@ -90,6 +95,19 @@ func runLocal(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runLocalServe(ctx, opts, rest, stdout)
 	case "slack":
 		return runLocalSlack(ctx, opts, rest, stdout)
+	case "bench-cold":
+		rounds := 9
+		if len(rest) == 1 {
+			if rounds, err = strconv.Atoi(rest[0]); err != nil || rounds < 9 {
+				return fmt.Errorf("local bench-cold [rounds]: rounds is a whole number, at least 9")
+			}
+		}
+		localStack, err := stack.New(opts) // finds the repository root
+		if err != nil {
+			return err
+		}
+		_, err = coldstart.Run(ctx, coldstart.Options{Dir: localStack.Dir(), Rounds: rounds, Env: os.Environ()}, stdout)
+		return err
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, localUsage)
 		return nil

@@ -269,6 +269,10 @@ func (em *Emulator) waitReady(ctx context.Context, limit time.Duration) error {
 	}
 }
 
+// Pgid is the emulator's process group, which the bootstrap it starts shares: what a caller
+// measuring the bootstrap (its memory, say) looks for in /proc.
+func (em *Emulator) Pgid() int { return em.cmd.Process.Pid }
+
 // Stop ends the emulator and the bootstrap it started, politely first.
 func (em *Emulator) Stop() {
 	pgid := em.cmd.Process.Pid

@@ -1,0 +1,299 @@
+// Package coldstart measures each function's cold start (`make bench-cold`, issue 12): it
+// builds every function of template.yaml and an aws-lambda-go hello world the same way, starts
+// each in a fresh emulator process, alternating, several rounds, and prints per function the
+// median init duration (the emulator's REPORT line, as Lambda reports it), the time to the first
+// answer, the peak resident memory of the bootstrap and the size of its linux/arm64 build.
+//
+// It is a developer tool of the CLI: it may import the emulator runner (rie), the template
+// reader and the standard library, nothing of the product.
+package coldstart
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/keywarden/keywarden/cmd/keywarden/internal/rie"
+	"github.com/keywarden/keywarden/internal/template"
+)
+
+// HelloWorld names the yardstick in the table.
+const HelloWorld = "hello-world"
+
+// Options say what to measure.
+type Options struct {
+	// Dir is the repository root (go.mod, template.yaml, functions/).
+	Dir string
+	// Rounds is how many fresh processes per function; the median is reported. At least 9.
+	Rounds int
+	// Env is the go command's environment.
+	Env []string
+}
+
+// Result is one function's figures: medians over the rounds.
+type Result struct {
+	Name        string
+	Init        time.Duration
+	FirstAnswer time.Duration
+	// ColdAnswer is the time from starting the emulator process to the first answer: init,
+	// the first invocation and the emulator's own start, as a caller of a cold function waits.
+	ColdAnswer time.Duration
+	// PeakRSS is the bootstrap's VmHWM after its first answer, in bytes.
+	PeakRSS int64
+	// Size is the linux/arm64 bootstrap's size in bytes.
+	Size int64
+}
+
+// target is one bootstrap to measure.
+type target struct {
+	name   string
+	pkg    string // ./functions/x
+	host   string // bootstrap built for this machine
+	arm64  string // bootstrap built for Lambda
+	inits  []time.Duration
+	firsts []time.Duration
+	colds  []time.Duration
+	rss    []int64
+}
+
+// Run builds, measures and writes the table to out. The last line is
+// "cold start: worst init N.NNx hello-world".
+func Run(ctx context.Context, o Options, out io.Writer) ([]Result, error) {
+	if o.Rounds < 9 {
+		o.Rounds = 9
+	}
+	tpl, err := template.Load(filepath.Join(o.Dir, "template.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp("", "keywarden-bench-cold-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+
+	targets := []*target{{name: HelloWorld, pkg: "./cmd/keywarden/internal/coldstart/hello"}}
+	for _, f := range tpl.Functions() {
+		targets = append(targets, &target{name: f.LogicalID, pkg: "./" + strings.TrimSuffix(f.CodeURI, "/")})
+	}
+	fmt.Fprintf(out, "building %d bootstraps for %s/%s and linux/arm64 …\n", len(targets), "linux", runtime.GOARCH)
+	for _, t := range targets {
+		t.host = filepath.Join(work, "host", t.name, "bootstrap")
+		t.arm64 = filepath.Join(work, "arm64", t.name, "bootstrap")
+		if err := build(ctx, o, t.pkg, t.host, runtime.GOARCH); err != nil {
+			return nil, err
+		}
+		if err := build(ctx, o, t.pkg, t.arm64, "arm64"); err != nil {
+			return nil, err
+		}
+	}
+	emulator, err := rie.Locate(ctx, o.Dir, o.Env)
+	if err != nil {
+		return nil, err
+	}
+	// Alternate: each round starts every bootstrap once, in an order rotated by the round, so
+	// a slow moment of the machine does not land on one function only.
+	for round := range o.Rounds {
+		for i := range targets {
+			t := targets[(i+round)%len(targets)]
+			m, err := measure(ctx, emulator, t.host)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", t.name, err)
+			}
+			t.inits, t.firsts, t.colds, t.rss = append(t.inits, m.init), append(t.firsts, m.first), append(t.colds, m.cold), append(t.rss, m.rss)
+		}
+	}
+
+	results := make([]Result, len(targets))
+	for i, t := range targets {
+		st, err := os.Stat(t.arm64)
+		if err != nil {
+			return nil, err
+		}
+		results[i] = Result{Name: t.name, Init: median(t.inits), FirstAnswer: median(t.firsts), ColdAnswer: median(t.colds), PeakRSS: median(t.rss), Size: st.Size()}
+	}
+	print(out, results, o.Rounds)
+	return results, nil
+}
+
+func print(out io.Writer, rs []Result, rounds int) {
+	hello := rs[0]
+	fmt.Fprintf(out, "median of %d fresh processes each, under the Lambda Runtime Interface Emulator on %s\n", rounds, runtime.GOARCH)
+	fmt.Fprintf(out, "%-20s %9s %7s %13s %12s %7s %10s %11s\n", "FUNCTION", "INIT", "×HELLO", "FIRST ANSWER", "COLD ANSWER", "×HELLO", "PEAK RSS", "ARM64 SIZE")
+	worst := 0.0
+	for _, r := range rs {
+		ratio := float64(r.Init) / float64(hello.Init)
+		if r.Name != HelloWorld {
+			worst = max(worst, ratio)
+		}
+		fmt.Fprintf(out, "%-20s %9s %6.2fx %13s %12s %6.2fx %7.1f MB %8.1f MB\n", r.Name, ms(r.Init), ratio, ms(r.FirstAnswer),
+			ms(r.ColdAnswer), float64(r.ColdAnswer)/float64(hello.ColdAnswer), float64(r.PeakRSS)/(1<<20), float64(r.Size)/(1<<20))
+	}
+	fmt.Fprintf(out, "cold start: worst init %.2fx hello-world\n", worst)
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
+
+// build compiles pkg as Lambda's build does (Makefile LAMBDA_FLAGS) for linux/arch.
+func build(ctx context.Context, o Options, pkg, out, arch string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-tags", "lambda.norpc", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
+	cmd.Dir = o.Dir
+	cmd.Env = append(slices.Clone(o.Env), "GOOS=linux", "GOARCH="+arch, "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s for %s: %w\n%s", pkg, arch, err, b)
+	}
+	return nil
+}
+
+// env lets every function's init succeed offline: every setting a function requires, secrets
+// given directly (no Secrets Manager call), AWS pointed at a closed loopback port so a handler
+// that calls AWS fails at once instead of waiting on a network.
+var env = map[string]string{
+	"AWS_LAMBDA_FUNCTION_TIMEOUT":     "30",
+	"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+	"AWS_LAMBDA_FUNCTION_NAME":        "bench",
+	"AWS_REGION":                      "us-east-1",
+	"AWS_ACCESS_KEY_ID":               "test",
+	"AWS_SECRET_ACCESS_KEY":           "test",
+	"AWS_ENDPOINT_URL":                "http://127.0.0.1:1",
+	"AWS_MAX_ATTEMPTS":                "1",
+	"INCIDENTS_TABLE":                 "bench",
+	"LOG_LEVEL":                       "error",
+	"SLACK_BOT_TOKEN":                 "xoxb-bench",
+	"SLACK_API_URL":                   "http://127.0.0.1:1/api/",
+	"SLACK_CHANNEL":                   "C0BENCH01",
+	"SLACK_SIGNING_SECRET":            "bench",
+	"APPROVERS":                       "U0BENCH01",
+	"REMEDIATE_FUNCTION":              "RemediateFunction",
+}
+
+// initDuration is the emulator's own account of the init phase: from starting the bootstrap to
+// its first request for an event — what Lambda bills as Init Duration. (The emulator's REPORT
+// line also has an "Init Duration", but observed with aws-lambda-rie v0.0.0-20261030222936 it
+// reads a few hundredths of a millisecond whatever the function does; the INIT REPORT line is
+// the one that measures.)
+var initDuration = regexp.MustCompile(`INIT REPORT\(durationMs: ([0-9.]+)\)`)
+
+// sample is one cold start.
+type sample struct {
+	init, first, cold time.Duration
+	rss               int64
+}
+
+// measure starts one fresh emulator with bootstrap, sends `{}` and returns the init duration
+// the emulator reports, the time to the answer (from sending the event, and from starting the
+// emulator) and the bootstrap's peak RSS.
+func measure(ctx context.Context, emulator, bootstrap string) (sample, error) {
+	var log syncBuffer
+	launched := time.Now()
+	em, err := rie.Start(ctx, emulator, bootstrap, env, time.Minute, &log)
+	if err != nil {
+		return sample{}, err
+	}
+	defer em.Stop()
+	start := time.Now()
+	if _, _, err := em.Invoke(ctx, []byte(`{}`), time.Minute); err != nil {
+		return sample{}, err
+	}
+	s := sample{first: time.Since(start), cold: time.Since(launched)}
+	if s.rss = peakRSS(em.Pgid(), "bootstrap"); s.rss == 0 {
+		return sample{}, errors.New("the bootstrap's memory could not be read in /proc")
+	}
+	// The REPORT line follows the answer by a moment.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		if m := initDuration.FindSubmatch(log.Bytes()); m != nil {
+			f, _ := strconv.ParseFloat(string(m[1]), 64)
+			s.init = time.Duration(f * float64(time.Millisecond))
+			return s, nil
+		}
+		if time.Now().After(deadline) {
+			return sample{}, fmt.Errorf("no INIT REPORT in the emulator's log:\n%s", log.Bytes())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// peakRSS is the VmHWM, in bytes, of the process named comm that a process of group pgid
+// started (Linux /proc), or 0 when it cannot be read. The emulator starts the bootstrap in a
+// process group of its own, so it is found by its parent.
+func peakRSS(pgid int, comm string) int64 {
+	type proc struct {
+		dir, comm  string
+		ppid, pgrp string
+	}
+	var procs []proc
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		stat, err := os.ReadFile(filepath.Join(d, "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp …: comm may hold spaces, so split after its ')'.
+		s := string(stat)
+		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		fields := strings.Fields(s[end+1:])
+		if open < 0 || end < 0 || len(fields) < 3 {
+			continue
+		}
+		procs = append(procs, proc{dir: d, comm: s[open+1 : end], ppid: fields[1], pgrp: fields[2]})
+	}
+	inGroup := map[string]bool{}
+	for _, p := range procs {
+		if p.pgrp == strconv.Itoa(pgid) {
+			inGroup[filepath.Base(p.dir)] = true
+		}
+	}
+	for _, p := range procs {
+		if p.comm != comm || !inGroup[p.ppid] {
+			continue
+		}
+		status, err := os.ReadFile(filepath.Join(p.dir, "status"))
+		if err != nil {
+			continue
+		}
+		for line := range strings.Lines(string(status)) {
+			if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
+
+func median[T time.Duration | int64](xs []T) T {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// syncBuffer is a bytes.Buffer the emulator's output goroutines and the reader share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) Bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.b.Bytes())
+}
