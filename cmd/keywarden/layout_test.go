@@ -2,6 +2,7 @@ package main
 
 import (
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -70,4 +71,37 @@ func hasPrefix(s string, prefixes []string) bool {
 		}
 	}
 	return false
+}
+
+// TestFunctionsLinkOnlyWhatTheyUse: what a function links is most of its cold start (make
+// bench-cold), so each links only the AWS services and keywarden packages it calls. Slack waits
+// on SlackActionFunction: no RDS, no KMS, no blast radius there.
+func TestFunctionsLinkOnlyWhatTheyUse(t *testing.T) {
+	notLinked := map[string][]string{
+		"functions/slack-action": {"github.com/aws/aws-sdk-go-v2/service/rds", "github.com/aws/aws-sdk-go-v2/service/kms",
+			"github.com/aws/aws-sdk-go-v2/service/cloudtrail", module + "internal/blast", module + "internal/triage",
+			module + "internal/remedy", module + "internal/kmskey"},
+		"functions/remediate": {"github.com/aws/aws-sdk-go-v2/service/cloudtrail", "github.com/aws/aws-sdk-go-v2/service/lambda",
+			module + "internal/blast", module + "internal/triage", module + "internal/approval"},
+		"functions/key-event": {"github.com/aws/aws-sdk-go-v2/service/cloudtrail", "github.com/aws/aws-sdk-go-v2/service/lambda",
+			module + "internal/remedy", module + "internal/approval"},
+		"functions/rds-event": {"github.com/aws/aws-sdk-go-v2/service/cloudtrail", "github.com/aws/aws-sdk-go-v2/service/lambda",
+			module + "internal/remedy", module + "internal/approval"},
+		"functions/reconcile": {"github.com/aws/aws-sdk-go-v2/service/lambda", module + "internal/remedy", module + "internal/approval"},
+	}
+	for fn, banned := range notLinked {
+		out, err := exec.Command("go", "list", "-deps", module+fn).Output()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v", fn, err)
+		}
+		deps := strings.Fields(string(out))
+		if len(deps) < 20 {
+			t.Fatalf("%s: go list -deps gave %d packages; the check would pass on nothing", fn, len(deps))
+		}
+		for _, b := range banned {
+			if slices.Contains(deps, b) {
+				t.Errorf("%s links %s, which it never calls", fn, b)
+			}
+		}
+	}
 }

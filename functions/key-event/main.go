@@ -17,6 +17,7 @@ import (
 
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/wire"
+	"github.com/keywarden/keywarden/internal/wire/keyloss"
 )
 
 func main() {
@@ -32,5 +33,5 @@ func main() {
 		log.Error("start-up", "error", err)
 		os.Exit(1)
 	}
-	lambda.Start(newHandler(svc.Triage, log).Handle)
+	lambda.Start(newHandler(keyloss.Build(svc, s, log).Triage, log).Handle)
 }

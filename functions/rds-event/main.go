@@ -22,6 +22,7 @@ import (
 	"github.com/keywarden/keywarden/internal/lifecycle/rdstrack"
 	"github.com/keywarden/keywarden/internal/triage"
 	"github.com/keywarden/keywarden/internal/wire"
+	"github.com/keywarden/keywarden/internal/wire/keyloss"
 )
 
 func loadSettings(r *env.Reader) (wire.Settings, error) {
@@ -45,6 +46,7 @@ func main() {
 	if svc.Announcer != nil {
 		announcer = svc.Announcer
 	}
-	tracker := rdstrack.NewTracker(svc.RDS, svc.Keys, svc.Store, svc.Triage, announcer, log)
+	k := keyloss.Build(svc, s, log)
+	tracker := rdstrack.NewTracker(k.RDS, k.Keys, svc.Store, k.Triage, announcer, log)
 	lambda.Start(newHandler(tracker, log).Handle)
 }

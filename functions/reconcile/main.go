@@ -33,6 +33,7 @@ import (
 	"github.com/keywarden/keywarden/internal/reconcile"
 	"github.com/keywarden/keywarden/internal/trail"
 	"github.com/keywarden/keywarden/internal/wire"
+	"github.com/keywarden/keywarden/internal/wire/keyloss"
 )
 
 type settings struct {
@@ -83,9 +84,10 @@ func main() {
 		log.Error("start-up", "error", err)
 		os.Exit(1)
 	}
+	k := keyloss.Build(svc, cfg.Shared, log)
 	d := reconcile.Deps{
-		RDS: svc.RDS, KMS: svc.KMS, Keys: svc.Keys, Radius: svc.Radius, Incidents: svc.Store,
-		Opener: svc.Triage,
+		RDS: k.RDS, KMS: k.KMS, Keys: k.Keys, Radius: k.Radius, Incidents: svc.Store,
+		Opener: k.Triage,
 	}
 	if svc.Announcer != nil {
 		d.Announcer, d.Replier = svc.Announcer, svc.Announcer

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/rds"
 
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/incident"
@@ -73,7 +75,9 @@ func main() {
 		log.Error("start-up", "error", err)
 		os.Exit(1)
 	}
-	run := remedy.New(svc.KMS, svc.RDS, svc.Store, remedy.Options{
+	// RemediateFunction calls KMS and RDS but needs no blast radius or triage: it builds the two
+	// clients itself rather than through wire/keyloss.
+	run := remedy.New(kms.NewFromConfig(svc.AWS), rds.NewFromConfig(svc.AWS), svc.Store, remedy.Options{
 		WaitTimeout: cfg.WaitTimeout,
 		AllowedKeys: allowedKeys(cfg.AllowedKeys),
 	})

@@ -1,6 +1,9 @@
-// Package wire builds the services keywarden's functions share — AWS clients, the incident store,
-// the key resolver, the blast radius, Slack and triage — once per execution environment, from
-// the settings every function reads the same way. Each function's main adds what is its own.
+// Package wire is the functions' composition root: it builds, once per execution environment,
+// the services every function shares — the AWS configuration, the incident store, secrets and
+// Slack — from the settings every function reads the same way. Each function's main adds what
+// is its own; wire/keyloss builds the key and blast-radius machinery for the functions that
+// read keys. It must not import the RDS or KMS SDK, so that a function that never calls them
+// (SlackActionFunction) does not link them.
 //
 // Shared settings:
 //
@@ -26,19 +29,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	"github.com/aws/aws-sdk-go-v2/service/kms"
-	"github.com/aws/aws-sdk-go-v2/service/rds"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/slack-go/slack"
 
 	"github.com/keywarden/keywarden/internal/announce"
-	"github.com/keywarden/keywarden/internal/blast"
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
-	"github.com/keywarden/keywarden/internal/kmskey"
 	"github.com/keywarden/keywarden/internal/notify"
 	"github.com/keywarden/keywarden/internal/secrets"
-	"github.com/keywarden/keywarden/internal/triage"
 )
 
 // Settings are the variables every function reads.
@@ -70,23 +68,23 @@ func ReadSettings(r *env.Reader, slackRequired bool) Settings {
 	return s
 }
 
-// Services are the shared collaborators, built once.
+// Services are the collaborators every function shares, built once per execution environment:
+// the AWS configuration, the incident store, the secrets loader and Slack. What reads keys and
+// their dependents (KMS, RDS, the blast radius, triage) is built by package wire/keyloss, only
+// in the functions that use it: a function links only what it uses, and what it links is most
+// of its cold start (make bench-cold).
 type Services struct {
 	AWS     aws.Config
-	KMS     *kms.Client
-	RDS     *rds.Client
 	Store   *dynamostore.Store
-	Keys    *kmskey.Resolver
-	Radius  *blast.Finder
 	Secrets *secrets.Loader
 	// Slack and Announcer are nil when no bot token is configured.
 	Slack     *slack.Client
 	Announcer *announce.Announcer
-	Triage    *triage.Service
 }
 
 // Build loads the AWS configuration (honouring AWS_ENDPOINT_URL, as the local stack needs),
-// fetches the bot token once, and builds the services.
+// fetches the bot token once, and builds the shared services. Errors: the AWS configuration
+// could not be loaded, or the bot token could not be read from Secrets Manager.
 func Build(ctx context.Context, s Settings, log *slog.Logger) (*Services, error) {
 	cfg, err := config.LoadDefaultConfig(ctx)
 	if err != nil {
@@ -94,19 +92,9 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*Services, error)
 	}
 	svc := &Services{
 		AWS:     cfg,
-		KMS:     kms.NewFromConfig(cfg),
-		RDS:     rds.NewFromConfig(cfg),
 		Store:   newStore(dynamodb.NewFromConfig(cfg), s),
 		Secrets: secrets.NewLoader(secretsmanager.NewFromConfig(cfg)),
 	}
-	svc.Keys = kmskey.NewResolver(svc.KMS)
-	var opts []blast.Option
-	if s.SkipClusterAutomatedBackups {
-		opts = append(opts, blast.WithoutClusterAutomatedBackups())
-	}
-	svc.Radius = blast.New(svc.RDS, svc.Keys, opts...)
-
-	var announcer triage.Announcer
 	if s.BotToken.Set() {
 		token, err := svc.Secrets.Get(ctx, s.BotToken)
 		if err != nil {
@@ -120,11 +108,9 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*Services, error)
 		}
 		svc.Slack = slack.New(token, slackOpts...)
 		svc.Announcer = announce.New(svc.Store, notify.New(svc.Slack, s.Channel))
-		announcer = svc.Announcer
 	} else {
 		log.Warn("no Slack bot token configured: incidents are recorded but not announced")
 	}
-	svc.Triage = triage.New(svc.Keys, svc.Radius, svc.Store, announcer, log)
 	return svc, nil
 }
 

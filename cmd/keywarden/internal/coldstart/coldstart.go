@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -99,6 +100,12 @@ func Run(ctx context.Context, o Options, out io.Writer) ([]Result, error) {
 			return nil, err
 		}
 	}
+	// The functions run with template.yaml's Globals environment where it tunes the runtime.
+	env := maps.Clone(baseEnv)
+	if gogc, ok := globalEnv(tpl)["GOGC"].(string); ok {
+		env["GOGC"] = gogc
+		fmt.Fprintf(out, "GOGC=%s for the functions, as template.yaml sets it\n", gogc)
+	}
 	emulator, err := rie.Locate(ctx, o.Dir, o.Env)
 	if err != nil {
 		return nil, err
@@ -108,7 +115,11 @@ func Run(ctx context.Context, o Options, out io.Writer) ([]Result, error) {
 	for round := range o.Rounds {
 		for i := range targets {
 			t := targets[(i+round)%len(targets)]
-			m, err := measure(ctx, emulator, t.host)
+			fenv := env
+			if t.name == HelloWorld {
+				fenv = baseEnv // the yardstick as aws-lambda-go builds it, untuned
+			}
+			m, err := measure(ctx, emulator, t.host, fenv)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", t.name, err)
 			}
@@ -144,6 +155,14 @@ func print(out io.Writer, rs []Result, rounds int) {
 	fmt.Fprintf(out, "cold start: worst init %.2fx hello-world\n", worst)
 }
 
+// globalEnv is template.yaml's Globals.Function.Environment.Variables.
+func globalEnv(tpl *template.Template) map[string]any {
+	fn, _ := tpl.Globals["Function"].(map[string]any)
+	e, _ := fn["Environment"].(map[string]any)
+	v, _ := e["Variables"].(map[string]any)
+	return v
+}
+
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
 
 // build compiles pkg as Lambda's build does (Makefile LAMBDA_FLAGS) for linux/arch.
@@ -160,7 +179,7 @@ func build(ctx context.Context, o Options, pkg, out, arch string) error {
 // env lets every function's init succeed offline: every setting a function requires, secrets
 // given directly (no Secrets Manager call), AWS pointed at a closed loopback port so a handler
 // that calls AWS fails at once instead of waiting on a network.
-var env = map[string]string{
+var baseEnv = map[string]string{
 	"AWS_LAMBDA_FUNCTION_TIMEOUT":     "30",
 	"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
 	"AWS_LAMBDA_FUNCTION_NAME":        "bench",
@@ -195,7 +214,7 @@ type sample struct {
 // measure starts one fresh emulator with bootstrap, sends `{}` and returns the init duration
 // the emulator reports, the time to the answer (from sending the event, and from starting the
 // emulator) and the bootstrap's peak RSS.
-func measure(ctx context.Context, emulator, bootstrap string) (sample, error) {
+func measure(ctx context.Context, emulator, bootstrap string, env map[string]string) (sample, error) {
 	var log syncBuffer
 	launched := time.Now()
 	em, err := rie.Start(ctx, emulator, bootstrap, env, time.Minute, &log)
