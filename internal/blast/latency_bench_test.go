@@ -7,7 +7,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -161,18 +160,9 @@ func ceilDiv(a, b int) int { return (a + b - 1) / b }
 // when i%latencyKeyEvery == 0 and on other key 1+i%latencyOtherKeys otherwise; the form of the
 // reference rotates over key ID, key ARN, alias name and alias ARN.
 func seedLatency(ctx context.Context, kmsAPI *kms.Client, rdsAPI *rds.Client) (string, scaleResult, error) {
-	forms := make([][4]string, 1+latencyOtherKeys)
-	for k := range forms {
-		out, err := kmsAPI.CreateKey(ctx, &kms.CreateKeyInput{Description: aws.String("blast latency benchmark")})
-		if err != nil {
-			return "", scaleResult{}, fmt.Errorf("create key: %w", err)
-		}
-		id, keyARN := aws.ToString(out.KeyMetadata.KeyId), aws.ToString(out.KeyMetadata.Arn)
-		alias := fmt.Sprintf("alias/latency-%02d", k)
-		if _, err := kmsAPI.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String(alias), TargetKeyId: aws.String(id)}); err != nil {
-			return "", scaleResult{}, fmt.Errorf("create alias %s: %w", alias, err)
-		}
-		forms[k] = [4]string{id, keyARN, alias, "arn:aws:kms:" + awstest.Region + ":" + awstest.AccountID + ":" + alias}
+	forms, err := seedKeyForms(ctx, kmsAPI, 1+latencyOtherKeys, "latency")
+	if err != nil {
+		return "", scaleResult{}, err
 	}
 	refOf := func(i int) (key int, ref string) {
 		if i%latencyKeyEvery == 0 {
@@ -193,32 +183,11 @@ func seedLatency(ctx context.Context, kmsAPI *kms.Client, rdsAPI *rds.Client) (s
 	}
 	slices.Sort(want.clusters)
 
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	jobs := make(chan int)
-	var wg sync.WaitGroup
-	for range scaleSeedWorkers {
-		wg.Go(func() {
-			for i := range jobs {
-				_, ref := refOf(i)
-				if err := seedCluster(ctx, rdsAPI, i, engineOf(i), ref); err != nil {
-					cancel(err)
-				}
-			}
-		})
-	}
-	for i := range latencyClusters {
-		select {
-		case jobs <- i:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	close(jobs)
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
+	err = seedClusters(ctx, rdsAPI, latencyClusters, func(i int) (string, string) {
+		_, ref := refOf(i)
+		return engineOf(i), ref
+	})
+	if err != nil {
 		return "", scaleResult{}, err
 	}
 	return forms[0][1], want, nil

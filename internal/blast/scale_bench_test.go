@@ -155,18 +155,9 @@ type scaleEstate struct {
 // (i/scaleKeys)%4 — key ID, key ARN, alias name, alias ARN — so every key is referred to in all
 // four forms, which moto stores as given (aws-facts §8). The mapped key is key 0.
 func seedScale(ctx context.Context, kmsAPI *kms.Client, rdsAPI *rds.Client) (scaleEstate, error) {
-	forms := make([][4]string, scaleKeys)
-	for k := range forms {
-		out, err := kmsAPI.CreateKey(ctx, &kms.CreateKeyInput{Description: aws.String("blast scale benchmark")})
-		if err != nil {
-			return scaleEstate{}, fmt.Errorf("create key: %w", err)
-		}
-		id, keyARN := aws.ToString(out.KeyMetadata.KeyId), aws.ToString(out.KeyMetadata.Arn)
-		alias := fmt.Sprintf("alias/scale-%02d", k)
-		if _, err := kmsAPI.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String(alias), TargetKeyId: aws.String(id)}); err != nil {
-			return scaleEstate{}, fmt.Errorf("create alias %s: %w", alias, err)
-		}
-		forms[k] = [4]string{id, keyARN, alias, "arn:aws:kms:" + awstest.Region + ":" + awstest.AccountID + ":" + alias}
+	forms, err := seedKeyForms(ctx, kmsAPI, scaleKeys, "scale")
+	if err != nil {
+		return scaleEstate{}, err
 	}
 	est := scaleEstate{keyARN: forms[0][1]}
 	engineOf := func(i int) string {
@@ -194,6 +185,37 @@ func seedScale(ctx context.Context, kmsAPI *kms.Client, rdsAPI *rds.Client) (sca
 	}
 	slices.Sort(est.want.clusters)
 
+	err = seedClusters(ctx, rdsAPI, scaleClusters, func(i int) (string, string) {
+		return engineOf(i), forms[i%scaleKeys][(i/scaleKeys)%4]
+	})
+	if err != nil {
+		return scaleEstate{}, err
+	}
+	return est, nil
+}
+
+// seedKeyForms creates n keys, each with an alias, and returns every key's four reference
+// forms: key ID, key ARN, alias name and alias ARN (RDS keeps whichever form it was given).
+func seedKeyForms(ctx context.Context, kmsAPI *kms.Client, n int, prefix string) ([][4]string, error) {
+	forms := make([][4]string, n)
+	for k := range forms {
+		out, err := kmsAPI.CreateKey(ctx, &kms.CreateKeyInput{Description: aws.String("blast " + prefix + " benchmark")})
+		if err != nil {
+			return nil, fmt.Errorf("create key: %w", err)
+		}
+		id, keyARN := aws.ToString(out.KeyMetadata.KeyId), aws.ToString(out.KeyMetadata.Arn)
+		alias := fmt.Sprintf("alias/%s-%02d", prefix, k)
+		if _, err := kmsAPI.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String(alias), TargetKeyId: aws.String(id)}); err != nil {
+			return nil, fmt.Errorf("create alias %s: %w", alias, err)
+		}
+		forms[k] = [4]string{id, keyARN, alias, "arn:aws:kms:" + awstest.Region + ":" + awstest.AccountID + ":" + alias}
+	}
+	return forms, nil
+}
+
+// seedClusters creates clusters 0…n-1 with seedCluster, scaleSeedWorkers at a time; of(i)
+// gives cluster i's engine and key reference. The first error stops the rest.
+func seedClusters(ctx context.Context, rdsAPI *rds.Client, n int, of func(i int) (engine, keyRef string)) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	jobs := make(chan int)
@@ -201,13 +223,14 @@ func seedScale(ctx context.Context, kmsAPI *kms.Client, rdsAPI *rds.Client) (sca
 	for range scaleSeedWorkers {
 		wg.Go(func() {
 			for i := range jobs {
-				if err := seedCluster(ctx, rdsAPI, i, engineOf(i), forms[i%scaleKeys][(i/scaleKeys)%4]); err != nil {
+				engine, ref := of(i)
+				if err := seedCluster(ctx, rdsAPI, i, engine, ref); err != nil {
 					cancel(err)
 				}
 			}
 		})
 	}
-	for i := range scaleClusters {
+	for i := range n {
 		select {
 		case jobs <- i:
 		case <-ctx.Done():
@@ -218,10 +241,7 @@ func seedScale(ctx context.Context, kmsAPI *kms.Client, rdsAPI *rds.Client) (sca
 	}
 	close(jobs)
 	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
-		return scaleEstate{}, err
-	}
-	return est, nil
+	return context.Cause(ctx)
 }
 
 func scaleClusterID(i int) string { return fmt.Sprintf("scale-%04d", i) }
