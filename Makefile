@@ -2,7 +2,7 @@
 #
 #   make check                     the fast lane: go test -short (no moto, no emulator), gofmt, go vet
 #   make test                      every test, then lint (what .ci/run runs)
-#   make lint                      gofmt, go vet, staticcheck, cfn-lint
+#   make lint                      gofmt, go vet, staticcheck, cfn-lint (template.yaml in both modes, member.yaml)
 #   make build                     every function's Lambda bootstrap, into bin/<LogicalId>/
 #   make local-up / local-down     the embedded local stack (moto + the Lambda emulator)
 #   make invoke FN=<LogicalId> EVENT=<file>
@@ -82,7 +82,19 @@ lint:
 	$(MAKE) --no-print-directory gofmt-check
 	go vet ./...
 	go tool staticcheck ./...
-	cfn-lint template.yaml
+	cfn-lint template.yaml member.yaml
+	$(MAKE) --no-print-directory lint-org
+
+# template.yaml in organization mode (issue 13). cfn-lint runs SAM's transform with the
+# parameters' defaults, so it lints a copy whose defaults say organization.
+.PHONY: lint-org
+lint-org:
+	@tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; \
+	sed -e '/^  DeploymentMode:/,/^  [A-Z]/ s/^    Default: account$$/    Default: organization/' \
+	    -e '/^  OrganizationId:/,/^  [A-Z]/ s/^    Default: ""$$/    Default: o-a1b2c3d4e5/' template.yaml > "$$tmp/template.yaml"; \
+	grep -q '^    Default: organization$$' "$$tmp/template.yaml" && grep -q '^    Default: o-a1b2c3d4e5$$' "$$tmp/template.yaml" || \
+	  { echo "lint-org: could not set DeploymentMode=organization in a copy of template.yaml" >&2; exit 1; }; \
+	echo "cfn-lint template.yaml (DeploymentMode=organization)"; cfn-lint "$$tmp/template.yaml"
 
 .PHONY: local-up
 local-up:
