@@ -8,7 +8,7 @@
 #   make invoke FN=<LogicalId> EVENT=<file>
 #   make emit EVENT=<file>         deliver an event through template.yaml's EventBridge rules
 #   make demo                      the story so far, on the local stack
-#   make bench / make bench-scale / make fuzz
+#   make bench / make bench-scale / make bench-org / make fuzz
 #
 # `sam build` calls build-<LogicalId> (BuildMethod: makefile) with ARTIFACTS_DIR set.
 
@@ -134,6 +134,13 @@ bench-scale:
 .PHONY: bench-latency
 bench-latency:
 	KEYWARDEN_BENCH_LATENCY=1 go test -run '^$$' -bench '^BenchmarkLatency$$' -benchtime 1x -timeout 30m ./internal/blast/
+
+# One key followed across an organisation (issue 13): 20 accounts of 50 Aurora clusters each,
+# through proxies adding 50 ms per AWS call, keywarden against a sequential account-by-account
+# peer in the same run. About a minute, most of it seeding.
+.PHONY: bench-org
+bench-org:
+	KEYWARDEN_BENCH_ORG=1 go test -run '^$$' -bench '^BenchmarkOrgRadius$$' -benchtime 1x -timeout 30m ./internal/org/
 
 # Each Fuzz target for FUZZTIME: go test -fuzz takes one target of one package at a time.
 .PHONY: fuzz

@@ -147,9 +147,9 @@ func TestFinderBoundAndFailures(t *testing.T) {
 	dir, _ := org.NewDirectory(accounts, nil)
 	var inFlight, peak atomic.Int32
 	var regions sync.Map
-	newFinder := func(cfg aws.Config) org.RadiusFinder {
-		regions.Store(cfg.Region, true)
-		return fakeFinder{account: cfg.AppID, inFlight: &inFlight, peak: &peak}
+	newFinder := func(s org.Scope) org.RadiusFinder {
+		regions.Store(s.Config.Region, true)
+		return fakeFinder{account: s.Account, inFlight: &inFlight, peak: &peak}
 	}
 	f := org.NewFinder(dir, fakeConfigs{refuse: map[string]bool{"333333333333": true}}, newFinder, org.WithConcurrency(3))
 	got, err := f.Find(context.Background(), "arn:aws:kms:eu-west-1:111111111111:key/k")
@@ -181,5 +181,37 @@ func TestFinderBoundAndFailures(t *testing.T) {
 
 	if _, err := f.Find(context.Background(), "alias/orders"); err == nil {
 		t.Errorf("Find(alias): want an error, the Region and account come from a key ARN")
+	}
+}
+
+type recordingKeys struct{ asked []string }
+
+func (r *recordingKeys) ARN(_ context.Context, ref string) (string, error) {
+	r.asked = append(r.asked, ref)
+	return "resolved:" + ref, nil
+}
+
+// TestAccountKeys: in an account other than the key's, a key ID and an alias of that account are
+// answered without KMS (they can only name that account's keys); key ARNs and the key account's
+// alias ARNs go to KMS; in the key's own account everything does.
+func TestAccountKeys(t *testing.T) {
+	const keyARN = "arn:aws:kms:eu-west-1:111111111111:key/k-1"
+	for _, tc := range []struct {
+		account, ref, want string
+		asked              bool
+	}{
+		{"222222222222", "1234abcd-12ab", "arn:aws:kms:eu-west-1:222222222222:key/1234abcd-12ab", false},
+		{"222222222222", "alias/orders", "arn:aws:kms:eu-west-1:222222222222:alias/orders", false},
+		{"222222222222", "arn:aws:kms:eu-west-1:222222222222:alias/orders", "arn:aws:kms:eu-west-1:222222222222:alias/orders", false},
+		{"222222222222", "arn:aws:kms:eu-west-1:111111111111:alias/shared", "resolved:arn:aws:kms:eu-west-1:111111111111:alias/shared", true},
+		{"222222222222", keyARN, "resolved:" + keyARN, true},
+		{"111111111111", "alias/orders", "resolved:alias/orders", true},
+		{"111111111111", "k-1", "resolved:k-1", true},
+	} {
+		next := &recordingKeys{}
+		got, err := org.NewAccountKeys(next, tc.account, keyARN).ARN(context.Background(), tc.ref)
+		if err != nil || got != tc.want || (len(next.asked) > 0) != tc.asked {
+			t.Errorf("in %s, ARN(%s) = %q, %v (KMS asked %v); want %q (KMS asked: %v)", tc.account, tc.ref, got, err, next.asked, tc.want, tc.asked)
+		}
 	}
 }

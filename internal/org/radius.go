@@ -34,21 +34,71 @@ type RadiusFinder interface {
 	Find(ctx context.Context, keyARN string) (blast.Radius, error)
 }
 
+// Scope is what a Finder gives the function that builds an account's finder.
+type Scope struct {
+	// Config acts in Account, in the key's Region.
+	Config aws.Config
+	// Account is the account searched.
+	Account string
+	// KeyARN is the key whose dependents are wanted.
+	KeyARN string
+}
+
 // BlastFinder returns the function a Finder builds each account's finder with: blast.New over
-// that account's RDS and KMS clients. Each account resolves the key references its clusters
-// carry through its own KMS: an alias or key ID there names a key of that account, and a key
-// ARN is its own answer and costs no call. A reference to a key of another account in another
-// form (an alias ARN) resolves only if that key's policy lets the member account describe it —
-// KMS's DescribeKey works across accounts with a key ARN or alias ARN when the key policy and
-// the caller's IAM policy both allow it
-// (https://docs.aws.amazon.com/kms/latest/developerguide/key-policy-modifying-external-accounts.html);
-// otherwise it is treated as a key that does not exist there. RDS stores the key ARN for a
-// cluster on another account's key (a cross-account key must be named by ARN), so that case is
-// what the ARN comparison covers.
-func BlastFinder(opts ...blast.Option) func(aws.Config) RadiusFinder {
-	return func(cfg aws.Config) RadiusFinder {
-		return blast.New(rds.NewFromConfig(cfg), kmskey.NewResolver(kms.NewFromConfig(cfg)), opts...)
+// that account's RDS client, resolving key references through AccountKeys over that account's
+// KMS.
+func BlastFinder(opts ...blast.Option) func(Scope) RadiusFinder {
+	return func(s Scope) RadiusFinder {
+		keys := NewAccountKeys(kmskey.NewResolver(kms.NewFromConfig(s.Config)), s.Account, s.KeyARN)
+		return blast.New(rds.NewFromConfig(s.Config), keys, opts...)
 	}
+}
+
+// AccountKeys resolves the key references that the resources of one member account carry, when
+// the key searched for may live in another account. KMS reads a bare key ID or an alias name as
+// a key of the caller's own account, and a key of another account can be named only by its key
+// ARN or alias ARN (https://docs.aws.amazon.com/kms/latest/developerguide/find-cmk-id-arn.html,
+// "To specify a KMS key in a different AWS account, you must use its key ARN or alias ARN"). So in
+// an account other than the key's, a key ID is the key ARN of that account's key, and an alias
+// name or an alias ARN of that account names a key of that account — neither can be the key
+// searched for, and no call is needed to say so. Everything else (the key's own account, alias
+// ARNs of the key's account) goes to next, the account's KMS: DescribeKey works across accounts
+// with a key ARN or alias ARN when the key policy and the caller's IAM policy both allow it
+// (https://docs.aws.amazon.com/kms/latest/developerguide/key-policy-modifying-external-accounts.html);
+// otherwise next's error says so. RDS stores the key ARN for a cluster on another account's key,
+// so on AWS the common cross-account case costs no call at all.
+type AccountKeys struct {
+	next                        blast.KeyNormaliser
+	account, keyAccount, region string
+	partition                   string
+}
+
+// NewAccountKeys returns AccountKeys for references met in account, searching for keyARN.
+func NewAccountKeys(next blast.KeyNormaliser, account, keyARN string) *AccountKeys {
+	k := &AccountKeys{next: next, account: account, partition: "aws"}
+	if a, err := arn.Parse(keyARN); err == nil {
+		k.keyAccount, k.region, k.partition = a.AccountID, a.Region, a.Partition
+	}
+	return k
+}
+
+// ARN returns ref's key ARN, or, for an alias of this account when the key searched for is in
+// another one, the alias's ARN (which no key ARN equals). It is safe for concurrent use when next
+// is.
+func (k *AccountKeys) ARN(ctx context.Context, ref string) (string, error) {
+	if k.account == k.keyAccount || k.keyAccount == "" {
+		return k.next.ARN(ctx, ref)
+	}
+	if a, err := arn.Parse(ref); err == nil {
+		if a.Service == "kms" && a.AccountID == k.account && strings.HasPrefix(a.Resource, "alias/") {
+			return ref, nil
+		}
+		return k.next.ARN(ctx, ref)
+	}
+	if strings.HasPrefix(ref, "alias/") {
+		return fmt.Sprintf("arn:%s:kms:%s:%s:%s", k.partition, k.region, k.account, ref), nil
+	}
+	return fmt.Sprintf("arn:%s:kms:%s:%s:key/%s", k.partition, k.region, k.account, ref), nil
 }
 
 // Radius is everything that depends on one key across the organisation.
@@ -79,14 +129,14 @@ func WithConcurrency(n int) Option {
 type Finder struct {
 	accounts    AccountSource
 	configs     ConfigSource
-	newFinder   func(aws.Config) RadiusFinder
+	newFinder   func(Scope) RadiusFinder
 	concurrency int
 }
 
 // NewFinder returns a Finder searching the accounts from accounts, each through the
 // configuration configs gives for it (the read role), with the finder newFinder builds over that
 // configuration (BlastFinder in production).
-func NewFinder(accounts AccountSource, configs ConfigSource, newFinder func(aws.Config) RadiusFinder, opts ...Option) *Finder {
+func NewFinder(accounts AccountSource, configs ConfigSource, newFinder func(Scope) RadiusFinder, opts ...Option) *Finder {
 	f := &Finder{accounts: accounts, configs: configs, newFinder: newFinder, concurrency: DefaultConcurrency}
 	for _, o := range opts {
 		o(f)
@@ -184,7 +234,7 @@ func (f *Finder) searchAccount(ctx context.Context, account, region, keyARN stri
 	if err != nil {
 		return blast.Radius{}, err
 	}
-	r, err := f.newFinder(cfg).Find(ctx, keyARN)
+	r, err := f.newFinder(Scope{Config: cfg, Account: account, KeyARN: keyARN}).Find(ctx, keyARN)
 	if err != nil {
 		return blast.Radius{}, fmt.Errorf("account %s: %w", account, err)
 	}
