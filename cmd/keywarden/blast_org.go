@@ -88,11 +88,6 @@ func runOrgBlastRadius(ctx context.Context, cfg aws.Config, ref string, o orgFla
 	if err != nil {
 		return err
 	}
-	for i, a := range radius.Accounts {
-		if a.Name == "" {
-			radius.Accounts[i].Name = dir.Name(a.ID)
-		}
-	}
 	alias, _ := keys.Alias(ctx, key.ARN) // display only
 	report := orgBlastReport{KeyARN: key.ARN, KeyAlias: alias, KeyState: key.State, Radius: radius}
 	if asJSON {
