@@ -9,8 +9,11 @@
 //
 // How the other packages use it (issue 13 part B):
 //
-//   - triage (and the reconciler's backstop) build one Finder per run from a Directory, a Roles
-//     for the read role and BlastFinder, and call Finder.Find(ctx, keyARN) instead of
+//   - each function's main reads SettingsFromEnv(os.Getenv) once (template.yaml sets the
+//     variables in organization mode only) and, when Settings.Enabled, builds two Roles from its
+//     base configuration: NewRoles(cfg, s.ReadRole) and NewRoles(cfg, s.RemediateRole).
+//   - triage (and the reconciler's backstop) build one Finder per run with
+//     Settings.Finder(cfg, readRoles, blast options) and call Finder.Find(ctx, keyARN) instead of
 //     blast.Finder.Find; Radius.Radius is the blast radius with every dependent's Account set,
 //     Radius.Incomplete goes to incident.Incident.RadiusIncomplete, and Radius.AccountsFailed
 //     names the accounts the incident must say were not searched.

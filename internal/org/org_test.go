@@ -215,3 +215,41 @@ func TestAccountKeys(t *testing.T) {
 		}
 	}
 }
+
+func TestSettingsFromEnv(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want org.Settings
+		err  string
+	}{
+		{"account mode", map[string]string{"ORGANIZATION_ACCOUNTS": "junk"},
+			org.Settings{ReadRole: "keywarden-read", RemediateRole: "keywarden-remediate", Concurrency: 10}, ""},
+		{"organization", map[string]string{"DEPLOYMENT_MODE": "organization", "ORGANIZATION_ACCOUNTS": "111111111111, 222222222222",
+			"ORGANIZATION_READ_ROLE_ARN": "arn:aws:iam::999999999999:role/r", "MEMBER_READ_ROLE": "kr", "MEMBER_REMEDIATE_ROLE": "km", "ACCOUNT_CONCURRENCY": "4"},
+			org.Settings{Enabled: true, Accounts: []string{"111111111111", "222222222222"}, ReadRoleARN: "arn:aws:iam::999999999999:role/r",
+				ReadRole: "kr", RemediateRole: "km", Concurrency: 4}, ""},
+		{"organization, template defaults", map[string]string{"DEPLOYMENT_MODE": "organization", "ORGANIZATION_ACCOUNTS": ""},
+			org.Settings{Enabled: true, ReadRole: "keywarden-read", RemediateRole: "keywarden-remediate", Concurrency: 10}, ""},
+		{"bad mode", map[string]string{"DEPLOYMENT_MODE": "org"}, org.Settings{}, `DEPLOYMENT_MODE "org"`},
+		{"every bad variable", map[string]string{"DEPLOYMENT_MODE": "organization", "ORGANIZATION_ACCOUNTS": "12", "ACCOUNT_CONCURRENCY": "0"},
+			org.Settings{}, "ORGANIZATION_ACCOUNTS: account ID \"12\": want 12 digits\nACCOUNT_CONCURRENCY \"0\""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := org.SettingsFromEnv(env(tc.env))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Errorf("got error %v, want one containing %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("settings (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -252,6 +252,13 @@ func TestOrganizationMode(t *testing.T) {
 			t.Errorf("Globals %s (-want +got):\n%s", name, diff)
 		}
 	}
+	// internal/org's SettingsFromEnv reads these names.
+	for _, name := range []string{"DEPLOYMENT_MODE", "ORGANIZATION_ACCOUNTS", "ORGANIZATION_READ_ROLE_ARN",
+		"MEMBER_READ_ROLE", "MEMBER_REMEDIATE_ROLE", "ACCOUNT_CONCURRENCY"} {
+		if _, ok := env[name]; !ok {
+			t.Errorf("Globals lacks %s in organization mode", name)
+		}
+	}
 	for _, o := range []string{"OrganizationEventBusArn", "MemberReadPrincipals", "MemberRemediatePrincipals"} {
 		if _, ok := tpl.Outputs[o]; !ok {
 			t.Errorf("output %s missing", o)
