@@ -71,15 +71,23 @@ type blastReport struct {
 func runBlastRadius(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("blast-radius", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(flagsFirst(args)); err != nil {
+	var o orgFlags
+	o.register(fs)
+	if err := fs.Parse(flagsFirst(fs, args)); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		return fmt.Errorf("blast-radius takes one key ID, key ARN, alias name or alias ARN")
 	}
+	if err := o.check(fs); err != nil {
+		return err
+	}
 	cfg, err := loadAWS(ctx)
 	if err != nil {
 		return err
+	}
+	if o.enabled {
+		return runOrgBlastRadius(ctx, cfg, fs.Arg(0), o, *asJSON, stdout)
 	}
 	keys := kmskey.NewResolver(kms.NewFromConfig(cfg))
 	key, err := keys.Describe(ctx, fs.Arg(0))
@@ -144,7 +152,7 @@ func runIncidents(ctx context.Context, args []string, stdout io.Writer) error {
 	asJSON := fs.Bool("json", false, "print JSON")
 	table := fs.String("table", envOr("INCIDENTS_TABLE", "keywarden-incidents"), "incidents table")
 	legacy := fs.String("legacy-table", os.Getenv("LEGACY_INCIDENTS_TABLE"), "table of the one-item layout of earlier versions, read too")
-	if err := fs.Parse(flagsFirst(args)); err != nil {
+	if err := fs.Parse(flagsFirst(fs, args)); err != nil {
 		return err
 	}
 	if fs.NArg() > 1 {
@@ -259,17 +267,36 @@ func Countdown(d time.Duration) string {
 }
 
 // flagsFirst lets flags follow the argument, as in `blast-radius alias/x --json`: the flag
-// package stops at the first argument that is not a flag.
-func flagsFirst(args []string) []string {
+// package stops at the first argument that is not a flag. A flag of fs that takes a value keeps
+// the argument after it (`--accounts 111111111111,222222222222`).
+func flagsFirst(fs *flag.FlagSet, args []string) []string {
 	var flags, rest []string
-	for _, a := range args {
-		if strings.HasPrefix(a, "-") {
-			flags = append(flags, a)
-		} else {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			rest = append(rest, args[i+1:]...)
+			break
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
 			rest = append(rest, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		if f := fs.Lookup(name); f != nil && !boolFlag(f) && i+1 < len(args) {
+			flags = append(flags, args[i+1])
+			i++
 		}
 	}
 	return append(flags, rest...)
+}
+
+func boolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
 }
 
 func nonNil[T any](s []T) []T {

@@ -2,6 +2,7 @@
 // touching it, list incidents, and run the whole system on one machine with no AWS account.
 //
 //	keywarden blast-radius [--json] <key ID | key ARN | alias name | alias ARN>
+//	keywarden blast-radius --org [--accounts 111111111111,…] [--role-name keywarden-read] [--json] <key>
 //	keywarden incidents [<incident ID>] [--json]
 //	keywarden local up|down|invoke|emit|slack|serve|demo …
 //
@@ -20,6 +21,8 @@ import (
 
 const usage = `usage:
   keywarden blast-radius [--json] <key ID | key ARN | alias name | alias ARN>
+  keywarden blast-radius --org [--accounts 111111111111,222222222222] [--role-name keywarden-read]
+                         [--organization-read-role <role ARN>] [--concurrency 10] [--json] <key>
   keywarden incidents [<incident ID>] [--json]
   keywarden local up|down|invoke|emit|slack|serve|demo ...   (see keywarden local help)
 `

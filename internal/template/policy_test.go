@@ -21,6 +21,9 @@ var allowedActions = map[string][]string{
 		"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
 		"dynamodb:ConditionCheckItem", "dynamodb:Query", "dynamodb:BatchWriteItem", "dynamodb:Scan",
 		"secretsmanager:GetSecretValue",
+		// Organization mode only: the member accounts' keywarden-read role, and the accounts to
+		// search from Organizations (directly, or through OrganizationReadRoleArn).
+		"sts:AssumeRole", "organizations:ListAccounts",
 	},
 	// Triage like KeyEvent: it opens the incidents whose CloudTrail event was lost.
 	"RdsEventFunction": {
@@ -30,6 +33,7 @@ var allowedActions = map[string][]string{
 		"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
 		"dynamodb:ConditionCheckItem", "dynamodb:Query", "dynamodb:BatchWriteItem", "dynamodb:Scan",
 		"secretsmanager:GetSecretValue",
+		"sts:AssumeRole", "organizations:ListAccounts", // organization mode, as KeyEventFunction
 	},
 	// No KMS and no RDS at all: a click can only reach them through RemediateFunction.
 	"SlackActionFunction": {
@@ -44,6 +48,9 @@ var allowedActions = map[string][]string{
 		"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
 		"dynamodb:ConditionCheckItem", "dynamodb:Query", "dynamodb:BatchWriteItem",
 		"secretsmanager:GetSecretValue",
+		// Organization mode only: keywarden-read and keywarden-remediate in the key's and the
+		// clusters' accounts.
+		"sts:AssumeRole",
 	},
 	"ReconcileFunction": {
 		"kms:ListKeys", "kms:ListAliases", "kms:DescribeKey",
@@ -53,6 +60,7 @@ var allowedActions = map[string][]string{
 		"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
 		"dynamodb:ConditionCheckItem", "dynamodb:Query", "dynamodb:BatchWriteItem", "dynamodb:Scan",
 		"secretsmanager:GetSecretValue",
+		"sts:AssumeRole", "organizations:ListAccounts", // organization mode, as KeyEventFunction
 	},
 }
 
@@ -65,6 +73,7 @@ var unscopable = map[string]bool{
 	"kms:ListKeys": true, "kms:ListAliases": true, "cloudtrail:LookupEvents": true,
 	"rds:DescribeDBClusters": true, "rds:DescribeDBInstances": true, "rds:DescribeDBClusterSnapshots": true,
 	"rds:DescribeDBClusterAutomatedBackups": true, "rds:DescribeGlobalClusters": true,
+	"organizations:ListAccounts": true,
 }
 
 // resourceFor is the only Resource text a service's actions may have (besides "*" for
@@ -73,6 +82,10 @@ var resourceFor = map[string][]string{
 	"dynamodb": {"${IncidentRecordsTable.Arn}", "${IncidentsTable.Arn}"},
 	"lambda":   {"${RemediateFunction.Arn}"},
 	"kms":      {"arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*"},
+	// Organization mode: the member roles by name in any account (each member role trusts only
+	// the central functions' roles), and the optional role that lists the organisation.
+	"sts": {"arn:${AWS::Partition}:iam::*:role/${MemberReadRoleName}",
+		"arn:${AWS::Partition}:iam::*:role/${MemberRemediateRoleName}", "${OrganizationReadRoleArn}"},
 }
 
 // legacyActions are all a function may do on the table of the old one-item layout: read an
@@ -138,6 +151,13 @@ func TestLeastPrivilege(t *testing.T) {
 			}
 			if s.Effect == "Allow" {
 				got[s.Function][a] = true
+			}
+			if (strings.HasPrefix(a, "sts:") || strings.HasPrefix(a, "organizations:")) && !slices.Contains(s.Branches, "IsOrganization") &&
+				!slices.Contains(s.Branches, "AssumesOrganizationReadRole") && !slices.Contains(s.Branches, "ListsOrganizationDirectly") {
+				t.Errorf("%s: %s outside organization mode (branches %v)", where, a, s.Branches)
+			}
+			if len(s.Resources) > 0 && strings.Contains(template.ResourceText(s.Resources[0]), "${MemberRemediateRoleName}") && s.Function != "RemediateFunction" {
+				t.Errorf("%s: the member remediate role outside RemediateFunction", where)
 			}
 			if slices.Contains(keyWrites, a) && s.Function != "RemediateFunction" {
 				t.Errorf("%s: write action %s outside RemediateFunction", where, a)
@@ -253,7 +273,13 @@ func TestRemediationScope(t *testing.T) {
 			t.Errorf("%s %s: KMS writes under conditions %v; want them decided by HasRemediationKeys and HasRemediationKeyTag", s.Function, s.Sid, s.Branches)
 			continue
 		}
-		seen[strings.Join(s.Branches, " ")] = true
+		var decided []string // the key restriction's conditions; the deployment mode does not change it
+		for _, b := range s.Branches {
+			if strings.Contains(b, "HasRemediationKey") {
+				decided = append(decided, b)
+			}
+		}
+		seen[strings.Join(decided, " ")] = true
 		var resources []string
 		for _, r := range s.Resources {
 			resources = append(resources, template.ResourceText(r))

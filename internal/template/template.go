@@ -32,6 +32,9 @@ type Template struct {
 	Globals    map[string]any
 	Resources  map[string]Resource
 	Outputs    map[string]map[string]any
+
+	// resolved is set on a template Resolve returned: its conditions are decided.
+	resolved bool
 }
 
 // Resource is one entry of the template's Resources.
@@ -283,7 +286,18 @@ type Rule struct {
 // Rules returns the event-pattern rules of every function (SAM event types EventBridgeRule and
 // CloudWatchEvent), ordered by function and name. Schedules are not rules with patterns and are
 // left out. A pattern that uses an intrinsic function cannot be resolved here and is an error.
+//
+// Rules reads the template as deployed with its parameters' defaults (Resolve(nil)) unless it
+// was resolved already. A rule on a bus the template creates (EventBusName {"Ref": <an
+// AWS::Events::EventBus>}) is on that bus's Name.
 func (t *Template) Rules() ([]Rule, error) {
+	if !t.resolved {
+		r, err := t.Resolve(nil)
+		if err != nil {
+			return nil, fmt.Errorf("resolve with the parameters' defaults: %w", err)
+		}
+		t = r
+	}
 	var rules []Rule
 	var errs []error
 	for _, f := range t.Functions() {
@@ -305,14 +319,34 @@ func (t *Template) Rules() ([]Rule, error) {
 				errs = append(errs, fmt.Errorf("%s event %s: %w", f.LogicalID, e.Name, err))
 				continue
 			}
-			bus, _ := e.Properties["EventBusName"].(string)
-			if _, isIntrinsic := e.Properties["EventBusName"].(map[string]any); isIntrinsic {
-				errs = append(errs, fmt.Errorf("%s event %s: EventBusName is not a literal", f.LogicalID, e.Name))
+			bus, err := t.busName(e.Properties["EventBusName"])
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s event %s: %w", f.LogicalID, e.Name, err))
 			}
 			rules = append(rules, Rule{Function: f.LogicalID, Name: e.Name, Pattern: data, Bus: bus})
 		}
 	}
 	return rules, errors.Join(errs...)
+}
+
+// busName returns the name of the bus v names: a literal, or a Ref to a bus of the template
+// with a literal Name.
+func (t *Template) busName(v any) (string, error) {
+	switch x := v.(type) {
+	case nil:
+		return "", nil
+	case string:
+		return x, nil
+	case map[string]any:
+		if ref, ok := x["Ref"].(string); ok && len(x) == 1 {
+			if bus, ok := t.Resources[ref]; ok && bus.Type == "AWS::Events::EventBus" {
+				if name, ok := bus.Properties["Name"].(string); ok {
+					return name, nil
+				}
+			}
+		}
+	}
+	return "", fmt.Errorf("EventBusName %v is not a literal or a bus of the template with a literal Name", v)
 }
 
 // intrinsic returns the name of the first intrinsic function found in v, or "".

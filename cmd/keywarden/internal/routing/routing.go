@@ -45,7 +45,8 @@ const deliverySettle = 300 * time.Millisecond
 const staleMessage = time.Minute
 
 // Router routes events the way template.yaml's EventBridge rules do on AWS: its Load puts each
-// rule, with its exact pattern, on the local EventBridge's default bus, targeting one SQS queue
+// rule, with its exact pattern, on the local EventBridge's default bus (or, in organization
+// mode, on the keywarden bus), targeting one SQS queue
 // per function; Put sends an event through EventBridge; Collect reads which functions' queues
 // it reached. The local stack's Deliver does all three and invokes the functions.
 //
@@ -57,6 +58,10 @@ type Router struct {
 	// Prefix starts every rule and queue name; empty means DefaultPrefix. Routers with
 	// different prefixes can share one moto.
 	Prefix string
+	// Parameters are template parameters the rules are read with (template.Resolve); nil means
+	// their defaults: account mode. With DeploymentMode organization the rules are on the
+	// template's keywarden bus, which Load creates.
+	Parameters map[string]string
 }
 
 func (r Router) prefix() string {
@@ -86,14 +91,13 @@ func (r Router) rules() ([]template.Rule, error) {
 	if err != nil {
 		return nil, err
 	}
-	rules, err := tpl.Rules()
+	tpl, err = tpl.Resolve(r.Parameters)
 	if err != nil {
 		return nil, fmt.Errorf("template %s: %w", path, err)
 	}
-	for _, rule := range rules {
-		if rule.Bus != "" && rule.Bus != "default" {
-			return nil, fmt.Errorf("template %s: %s event %s is on bus %q; local routing knows the default bus only", path, rule.Function, rule.Name, rule.Bus)
-		}
+	rules, err := tpl.Rules()
+	if err != nil {
+		return nil, fmt.Errorf("template %s: %w", path, err)
 	}
 	return rules, nil
 }
@@ -125,15 +129,28 @@ func (r Router) Load(ctx context.Context, cfg aws.Config) error {
 		}
 		queueARNs[fn] = arn
 	}
+	buses := map[string]bool{"": true}
+	for _, rule := range rules {
+		if bus := busOf(rule); !buses[bus] {
+			buses[bus] = true
+			if _, err := eb.CreateEventBus(ctx, &eventbridge.CreateEventBusInput{Name: aws.String(bus)}); err != nil {
+				var exists *ebtypes.ResourceAlreadyExistsException
+				if !errors.As(err, &exists) {
+					return fmt.Errorf("event routing: create bus %s: %w", bus, err)
+				}
+			}
+		}
+	}
 	want := map[string]bool{}
 	for _, rule := range rules {
 		name := r.ruleName(rule)
 		if len(name) > 64 {
 			return fmt.Errorf("event routing: rule name %s is longer than EventBridge's 64 characters", name)
 		}
-		want[name] = true
+		want[busOf(rule)+"/"+name] = true
 		if _, err := eb.PutRule(ctx, &eventbridge.PutRuleInput{
 			Name:         aws.String(name),
+			EventBusName: busName(busOf(rule)),
 			EventPattern: aws.String(string(rule.Pattern)),
 			Description:  aws.String(r.description()),
 			State:        ebtypes.RuleStateEnabled,
@@ -141,8 +158,9 @@ func (r Router) Load(ctx context.Context, cfg aws.Config) error {
 			return fmt.Errorf("event routing: put rule %s: %w", name, err)
 		}
 		out, err := eb.PutTargets(ctx, &eventbridge.PutTargetsInput{
-			Rule:    aws.String(name),
-			Targets: []ebtypes.Target{{Id: aws.String("queue"), Arn: aws.String(queueARNs[rule.Function])}},
+			Rule:         aws.String(name),
+			EventBusName: busName(busOf(rule)),
+			Targets:      []ebtypes.Target{{Id: aws.String("queue"), Arn: aws.String(queueARNs[rule.Function])}},
 		})
 		if err != nil {
 			return fmt.Errorf("event routing: put target of rule %s: %w", name, err)
@@ -151,13 +169,34 @@ func (r Router) Load(ctx context.Context, cfg aws.Config) error {
 			return fmt.Errorf("event routing: put target of rule %s: %d failed", name, out.FailedEntryCount)
 		}
 	}
-	return r.removeStale(ctx, eb, want)
+	for _, bus := range slices.Sorted(maps.Keys(buses)) {
+		if err := r.removeStale(ctx, eb, bus, want); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// removeStale deletes this router's rules that are not in want.
-func (r Router) removeStale(ctx context.Context, eb *eventbridge.Client, want map[string]bool) error {
+// busOf is the bus a rule is on, "" for the default bus.
+func busOf(rule template.Rule) string {
+	if rule.Bus == "default" {
+		return ""
+	}
+	return rule.Bus
+}
+
+// busName is the EventBusName parameter for bus: nil for the default bus.
+func busName(bus string) *string {
+	if bus == "" {
+		return nil
+	}
+	return aws.String(bus)
+}
+
+// removeStale deletes this router's rules on bus that are not in want (bus/name).
+func (r Router) removeStale(ctx context.Context, eb *eventbridge.Client, bus string, want map[string]bool) error {
 	var stale []string
-	in := &eventbridge.ListRulesInput{NamePrefix: aws.String(r.prefix() + "-")}
+	in := &eventbridge.ListRulesInput{NamePrefix: aws.String(r.prefix() + "-"), EventBusName: busName(bus)}
 	for {
 		page, err := eb.ListRules(ctx, in)
 		if err != nil {
@@ -165,7 +204,7 @@ func (r Router) removeStale(ctx context.Context, eb *eventbridge.Client, want ma
 		}
 		for _, rule := range page.Rules {
 			name := aws.ToString(rule.Name)
-			if !want[name] && aws.ToString(rule.Description) == r.description() {
+			if !want[bus+"/"+name] && aws.ToString(rule.Description) == r.description() {
 				stale = append(stale, name)
 			}
 		}
@@ -175,7 +214,7 @@ func (r Router) removeStale(ctx context.Context, eb *eventbridge.Client, want ma
 		in.NextToken = page.NextToken
 	}
 	for _, name := range stale {
-		targets, err := eb.ListTargetsByRule(ctx, &eventbridge.ListTargetsByRuleInput{Rule: aws.String(name)})
+		targets, err := eb.ListTargetsByRule(ctx, &eventbridge.ListTargetsByRuleInput{Rule: aws.String(name), EventBusName: busName(bus)})
 		if err != nil {
 			return fmt.Errorf("event routing: list targets of stale rule %s: %w", name, err)
 		}
@@ -184,11 +223,11 @@ func (r Router) removeStale(ctx context.Context, eb *eventbridge.Client, want ma
 			ids = append(ids, aws.ToString(t.Id))
 		}
 		if len(ids) > 0 {
-			if _, err := eb.RemoveTargets(ctx, &eventbridge.RemoveTargetsInput{Rule: aws.String(name), Ids: ids}); err != nil {
+			if _, err := eb.RemoveTargets(ctx, &eventbridge.RemoveTargetsInput{Rule: aws.String(name), EventBusName: busName(bus), Ids: ids}); err != nil {
 				return fmt.Errorf("event routing: remove targets of stale rule %s: %w", name, err)
 			}
 		}
-		if _, err := eb.DeleteRule(ctx, &eventbridge.DeleteRuleInput{Name: aws.String(name)}); err != nil {
+		if _, err := eb.DeleteRule(ctx, &eventbridge.DeleteRuleInput{Name: aws.String(name), EventBusName: busName(bus)}); err != nil {
 			return fmt.Errorf("event routing: delete stale rule %s: %w", name, err)
 		}
 	}
@@ -294,7 +333,9 @@ type Delivery struct {
 // Collect reads every function's queue for the events with the given IDs, for at most wait
 // (DefaultDeliveryWait when zero), and returns what each function received, by function then
 // event ID. Messages of these events are deleted; other recent messages are left for their own
-// emitter, and messages older than a minute that nobody collected are deleted.
+// emitter, and messages older than a minute that nobody collected are deleted. A nil eventIDs
+// collects every event in the queues: an event forwarded from a member account's bus gets an ID
+// of its own on the central bus, which its sender cannot know.
 //
 // moto's SQS bodies lack the envelope's "account", which EventBridge on AWS always sets; it is
 // added from the queue's ARN, the account the bus belongs to.
@@ -306,9 +347,12 @@ func (r Router) Collect(ctx context.Context, cfg aws.Config, eventIDs []string, 
 	if err != nil {
 		return nil, fmt.Errorf("event routing: %w", err)
 	}
-	ids := map[string]bool{}
-	for _, id := range eventIDs {
-		ids[id] = true
+	var ids map[string]bool // nil: every event
+	if eventIDs != nil {
+		ids = map[string]bool{}
+		for _, id := range eventIDs {
+			ids[id] = true
+		}
 	}
 	q := sqs.NewFromConfig(cfg)
 	type queueRef struct{ function, url, account string }
@@ -404,7 +448,7 @@ func drainRouteQueue(ctx context.Context, q *sqs.Client, url string, ids map[str
 			body := []byte(aws.ToString(m.Body))
 			_ = json.Unmarshal(body, &head)
 			switch {
-			case ids[head.ID]:
+			case ids == nil || ids[head.ID]:
 				kept = append(kept, routedMessage{id: head.ID, body: body})
 			case sentBeforeTime(m, time.Now().Add(-staleMessage)):
 			default:
