@@ -776,7 +776,8 @@ func (s *Store) RecordRefusal(ctx context.Context, id string, e incident.Entry) 
 // SetSlack records where incident id's message is and the Seq of the last timeline entry
 // posted in its thread, without a new version: the message is a view of the incident, and a new
 // version would make every button on the message just rendered stale. postedSeq only goes
-// forward: when two syncs race, the one that posted more wins and the other's call is a no-op.
+// forward for one message: when two syncs race, the one that posted more wins and the other's
+// call is a no-op; a new message (a repost, whose thread starts empty) may start lower.
 // Writes of the incident are conditioned on these attributes, so neither undoes the other. It
 // is one conditional UpdateItem on the head (or on the legacy item of an incident not migrated
 // yet): attribute_exists(pk) and slack_posted <= postedSeq
@@ -791,7 +792,7 @@ func (s *Store) SetSlack(ctx context.Context, id string, ref incident.SlackRef, 
 		Key:              key(incidentPK(id), skHead),
 		UpdateExpression: aws.String("SET #ch = :ch, #ts = :ts, #n = :n"),
 		ConditionExpression: aws.String("attribute_exists(#pk) AND #kind = :kind AND " +
-			"(attribute_not_exists(#n) OR #n <= :n)"),
+			"(attribute_not_exists(#n) OR #n <= :n OR #ts <> :ts)"),
 		ExpressionAttributeNames: map[string]string{
 			"#pk": attrPK, "#kind": attrKind, "#ch": attrSlackChan, "#ts": attrSlackTS, "#n": attrSlackPost,
 		},
@@ -978,4 +979,55 @@ func newToken() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
 	return hex.EncodeToString(b[:])
+}
+
+// RecordSlackDelivery records how incident id's Slack delivery went, without touching its head
+// (no new version, so the buttons of the message just rendered stay valid, and no head write
+// has to retry for it): shown is the Version the message now shows (0 leaves it; it only goes
+// forward), and failure is why Slack refuses the incident in a way retrying cannot fix ("" when
+// the attempt reached Slack, which clears an earlier failure). It is one UpdateItem of the
+// incident's slack item (kind slack, beside the head: shown (N), reason), which Get lays over
+// the incident as SlackShown and SlackDelivery.Reason; SlackDelivery's State and Pending follow
+// (incident.Incident.SettleSlackDelivery). The shown condition keeps a slower delivery from
+// moving it back (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Expressions.ConditionExpressions.html).
+// Errors: DynamoDB's, wrapped.
+func (s *Store) RecordSlackDelivery(ctx context.Context, id string, shown int64, failure string) error {
+	names := map[string]string{"#kind": attrKind, "#reason": attrReason, "#shown": attrShown}
+	values := map[string]types.AttributeValue{":kind": str(kindSlack)}
+	set := "SET #kind = :kind, #shown = if_not_exists(#shown, :zero)"
+	cond := ""
+	if shown > 0 {
+		set = "SET #kind = :kind, #shown = :shown"
+		values[":shown"] = num(shown)
+		cond = "attribute_not_exists(#shown) OR #shown <= :shown"
+	} else {
+		values[":zero"] = num(0)
+	}
+	expr := set
+	if failure != "" {
+		expr += ", #reason = :reason"
+		values[":reason"] = str(failure)
+	} else {
+		expr += " REMOVE #reason"
+	}
+	in := &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(s.table),
+		Key:                       key(incidentPK(id), skSlack),
+		UpdateExpression:          aws.String(expr),
+		ExpressionAttributeNames:  names,
+		ExpressionAttributeValues: values,
+	}
+	if cond != "" {
+		in.ConditionExpression = aws.String(cond)
+	}
+	_, err := s.db.UpdateItem(ctx, in)
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		// A later version is shown already: record only the failure, or its absence.
+		return s.RecordSlackDelivery(ctx, id, 0, failure)
+	}
+	if err != nil {
+		return fmt.Errorf("record slack delivery of incident %s: %w", id, err)
+	}
+	return nil
 }
