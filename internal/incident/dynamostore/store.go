@@ -1031,3 +1031,60 @@ func (s *Store) RecordSlackDelivery(ctx context.Context, id string, shown int64,
 	}
 	return nil
 }
+
+// SlackPending returns the IDs of the incidents whose Slack delivery may be pending and has
+// not failed: no message yet, a timeline entry above the last one replied, or a version the
+// message does not show. It scans heads and slack items only, deciding from their attributes
+// without reading each incident's partition (the one-minute retry pass runs it; a caller
+// checks the candidates with Get, whose SlackDelivery is exact). Legacy incidents are not
+// scanned. A Scan reads the whole table, 1 MB a page
+// (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_Scan.html). Errors:
+// DynamoDB's, wrapped.
+func (s *Store) SlackPending(ctx context.Context) ([]string, error) {
+	type cand struct {
+		version, seq, shown int64
+		slack, failed       bool
+	}
+	cands := map[string]*cand{}
+	get := func(pk string) *cand {
+		id := strings.TrimPrefix(pk, "incident#")
+		if cands[id] == nil {
+			cands[id] = &cand{}
+		}
+		return cands[id]
+	}
+	in := &dynamodb.ScanInput{
+		TableName:                 aws.String(s.table),
+		FilterExpression:          aws.String("#kind IN (:head, :slack)"),
+		ExpressionAttributeNames:  map[string]string{"#kind": attrKind},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":head": str(kindHead), ":slack": str(kindSlack)},
+		ConsistentRead:            aws.Bool(true),
+	}
+	p := dynamodb.NewScanPaginator(s.db, in)
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list pending slack deliveries: %w", err)
+		}
+		for _, item := range page.Items {
+			c := get(stringAttr(item, attrPK))
+			if stringAttr(item, attrKind) == kindSlack {
+				c.shown, c.failed = optNum(item, attrShown), stringAttr(item, attrReason) != ""
+				continue
+			}
+			inc, h, err := decodeHead(item)
+			if err != nil {
+				return nil, fmt.Errorf("list pending slack deliveries: %s: %w", stringAttr(item, attrPK), err)
+			}
+			c.version, c.seq, c.slack = h.version, inc.TimelineSeq-h.slackPost, h.slackTS != ""
+		}
+	}
+	var ids []string
+	for id, c := range cands {
+		if c.version > 0 && !c.failed && (!c.slack || c.seq > 0 || c.version > c.shown) {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
