@@ -229,13 +229,15 @@ func TestAnnounceDegrades(t *testing.T) {
 		name   string
 		setup  func(r *rig)
 		before func(t *testing.T, r *rig, inc incident.Incident) // an earlier delivery, with the fault armed after it
-		again  bool                                               // the first Announce is expected to fail; a second delivers
+		again  bool                                              // the first Announce is expected to fail; a second delivers
 		check  func(t *testing.T, r *rig, got incident.Incident)
 	}{
 		{name: "plain"},
 		{
-			name:  "first post fails once: the next delivery posts at once, no claim held",
-			setup: func(r *rig) { r.slack.Fail("chat.postMessage", slacktest.Fault{Error: "fatal_error", Status: 500, Times: 1}) },
+			name: "first post fails once: the next delivery posts at once, no claim held",
+			setup: func(r *rig) {
+				r.slack.Fail("chat.postMessage", slacktest.Fault{Error: "fatal_error", Status: 500, Times: 1})
+			},
 			again: true,
 		},
 		{

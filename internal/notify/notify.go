@@ -395,18 +395,18 @@ func (e *PendingError) Unwrap() error { return e.Err }
 // undeliverable are Slack's error codes no retry fixes (chat.postMessage's and every method's
 // errors: https://docs.slack.dev/reference/methods/chat.postMessage#errors).
 var undeliverable = map[string]string{
-	"channel_not_found":       "the channel does not exist or the bot cannot see it: check SLACK_CHANNEL",
-	"is_archived":             "the channel is archived: unarchive it or set SLACK_CHANNEL to another",
-	"token_revoked":           "the bot token was revoked: reinstall the app and update the token secret",
-	"token_expired":           "the bot token expired: reinstall the app and update the token secret",
-	"invalid_auth":            "the bot token is invalid: update the token secret",
-	"not_authed":              "no bot token was sent: set the token secret",
-	"account_inactive":        "the bot's account is inactive: reinstall the app",
-	"missing_scope":           "add the scope to the app and reinstall it",
-	"not_allowed_token_type":  "the token is not a bot token (xoxb-)",
-	"restricted_action":       "the workspace does not let the bot post there",
-	"team_access_not_granted": "the app is not installed in the channel's workspace",
-	"ekm_access_denied":       "the workspace's encryption keys deny access",
+	"channel_not_found":                     "the channel does not exist or the bot cannot see it: check SLACK_CHANNEL",
+	"is_archived":                           "the channel is archived: unarchive it or set SLACK_CHANNEL to another",
+	"token_revoked":                         "the bot token was revoked: reinstall the app and update the token secret",
+	"token_expired":                         "the bot token expired: reinstall the app and update the token secret",
+	"invalid_auth":                          "the bot token is invalid: update the token secret",
+	"not_authed":                            "no bot token was sent: set the token secret",
+	"account_inactive":                      "the bot's account is inactive: reinstall the app",
+	"missing_scope":                         "add the scope to the app and reinstall it",
+	"not_allowed_token_type":                "the token is not a bot token (xoxb-)",
+	"restricted_action":                     "the workspace does not let the bot post there",
+	"team_access_not_granted":               "the app is not installed in the channel's workspace",
+	"ekm_access_denied":                     "the workspace's encryption keys deny access",
 	"method_not_supported_for_channel_type": "the bot cannot join this kind of channel: invite it",
 }
 

@@ -97,7 +97,7 @@ type Services struct {
 	// keywarden's CloudWatch metrics to standard output.
 	Pager   *page.Pager
 	Metrics *page.Metrics
-	Triage    *triage.Service
+	Triage  *triage.Service
 }
 
 // Build loads the AWS configuration (honouring AWS_ENDPOINT_URL, as the local stack needs),
