@@ -3,6 +3,7 @@
 //
 //	keywarden blast-radius [--json] <key ID | key ARN | alias name | alias ARN>
 //	keywarden incidents [<incident ID>] [--json]
+//	keywarden doctor [flags]   (checks the deployment's Slack and AWS set-up; exit 1 on a failure)
 //	keywarden local up|down|invoke|emit|slack|serve|demo …
 //
 // AWS is reached through the SDK's usual configuration; set AWS_ENDPOINT_URL to point it at the
@@ -21,6 +22,7 @@ import (
 const usage = `usage:
   keywarden blast-radius [--json] <key ID | key ARN | alias name | alias ARN>
   keywarden incidents [<incident ID>] [--json]
+  keywarden doctor [flags]                                     (see keywarden doctor -h)
   keywarden local up|down|invoke|emit|slack|serve|demo ...   (see keywarden local help)
 `
 
@@ -43,6 +45,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runBlastRadius(ctx, args[1:], stdout)
 	case "incidents":
 		return runIncidents(ctx, args[1:], stdout)
+	case "doctor":
+		return runDoctor(ctx, args[1:], stdout)
 	case "local":
 		return runLocal(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":

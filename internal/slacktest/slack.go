@@ -2,7 +2,8 @@
 // talks to Slack, the local stack's services and the demo all use it. It answers the methods
 // keywarden calls (auth.test with its X-OAuth-Scopes header, chat.postMessage, chat.update,
 // chat.postEphemeral, conversations.history and conversations.replies with message metadata,
-// conversations.join, conversations.info, usergroups.users.list) the way Slack does and records every call, so a test or a developer can
+// conversations.join, conversations.info, conversations.list, usergroups.users.list) the way
+// Slack does and records every call, so a test or a developer can
 // point a real slack-go client at it (slack.OptionAPIURL) and see what Slack saw.
 //
 // Fail makes it misbehave on purpose, per method: refuse N calls or every call with a Slack error
@@ -564,6 +565,19 @@ func (s *Slack) dispatch(method string, req request, rec *Record) map[string]any
 			return failure("channel_not_found")
 		}
 		return map[string]any{"ok": true, "channel": s.channelJSON(id)}
+	case "conversations.list":
+		// Every channel the stand-in has been told of by name (and ChannelID), one page.
+		var chans []map[string]any
+		seen := map[string]bool{}
+		for id := range s.names {
+			seen[id] = true
+			chans = append(chans, s.channelJSON(id))
+		}
+		if s.ChannelID != "" && !seen[s.ChannelID] {
+			chans = append(chans, s.channelJSON(s.ChannelID))
+		}
+		slices.SortFunc(chans, func(a, b map[string]any) int { return strings.Compare(a["id"].(string), b["id"].(string)) })
+		return map[string]any{"ok": true, "channels": chans, "response_metadata": map[string]any{"next_cursor": ""}}
 	case "conversations.history":
 		id, _, ok := s.channelID(req.channel, false)
 		rec.Channel = id
