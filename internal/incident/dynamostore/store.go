@@ -24,6 +24,8 @@
 //	incident#<id>      entry#<entry ID>      kind=entry,    doc (incident.Entry), seq (N), v, w (batched only)
 //	incident#<id>      refusal#<entry ID>    kind=refusal,  doc (the first incident.Entry), count (N),
 //	                                         sources (SS: the clicks counted)
+//	incident#<id>      slack                 kind=slack, shown (N: the version the message shows),
+//	                                         reason (why Slack refuses for good) (RecordSlackDelivery)
 //	open#<keyARN>      lock                  kind=open-lock, incident_id, key_arn, opened_at
 //	seen#<keyARN>      sighting              kind=sighting, event_name, at, actor (JSON), note, count (N)
 //	claim#<name>       claim                 kind=claim, claimed_at, claim_token, expires_at (N, epoch s)
