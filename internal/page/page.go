@@ -164,8 +164,10 @@ const (
 // Metrics writes CloudWatch metrics in the embedded metric format: one JSON line on the
 // function's standard output per data point, which Lambda sends to CloudWatch Logs and
 // CloudWatch extracts as a metric, no PutMetricData call or permission needed
-// (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html).
-// It is safe for concurrent use.
+// (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html;
+// in Lambda: https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Lambda.html).
+// A Go function on provided.al2023 writes its standard output to its log group as is, so the
+// line must be the JSON document alone, which Count writes. It is safe for concurrent use.
 type Metrics struct {
 	mu    sync.Mutex
 	w     io.Writer
