@@ -150,8 +150,10 @@ type Posted struct {
 }
 
 // Find looks for incident id's top-level message among the channel's recent messages
-// (conversations.history with include_all_metadata), by its metadata. found is false when the
-// channel's ID is not known yet (a channel configured by name before any post answered).
+// (conversations.history with include_all_metadata, newest first, which needs the channel's ID:
+// https://docs.slack.dev/reference/methods/conversations.history), by its metadata. found is
+// false when the channel's ID is not known yet (a channel configured by name before any post
+// answered). Errors: *UndeliverableError, *PendingError, wrapped.
 func (n *Notifier) Find(ctx context.Context, id string) (ref incident.SlackRef, found bool, err error) {
 	ch := n.knownChannel()
 	if ch == "" {
@@ -177,7 +179,9 @@ func (n *Notifier) Find(ctx context.Context, id string) (ref incident.SlackRef, 
 	return incident.SlackRef{}, false, nil
 }
 
-// Post posts msg as the incident's new top-level message, carrying its metadata. When the
+// Post posts msg as the incident's new top-level message (chat.postMessage, which answers the
+// channel's ID even when given a name: https://docs.slack.dev/reference/methods/chat.postMessage),
+// carrying its metadata. When the
 // post's answer is lost it looks in the channel's history before anything else, so one post
 // that took effect is never followed by a second. Blocks Slack rejects (invalid_blocks,
 // msg_too_long) are posted again as msg.Plain. Errors: *UndeliverableError, *PendingError.
@@ -247,7 +251,8 @@ func (n *Notifier) Update(ctx context.Context, ref incident.SlackRef, msg Messag
 
 // ReplyEntry replies text in the thread at ref for timeline entry entryID of incident id,
 // carrying metadata that names both. When the answer is lost it looks in the thread
-// (conversations.replies with include_all_metadata) before reporting a failure, so a reply that
+// (conversations.replies with include_all_metadata:
+// https://docs.slack.dev/reference/methods/conversations.replies) before reporting a failure, so a reply that
 // took effect counts as posted. Errors: *UndeliverableError, *PendingError.
 func (n *Notifier) ReplyEntry(ctx context.Context, ref incident.SlackRef, id, entryID, text string) error {
 	meta := slack.MsgOptionMetadata(slack.SlackMetadata{EventType: EventEntry, EventPayload: map[string]any{"incident_id": id, "entry_id": entryID}})
@@ -310,7 +315,9 @@ func (n *Notifier) joinable() string { return n.knownChannel() }
 // call runs one Web API call within the call timeout. A rate limit is waited out (Retry-After,
 // or a second when Slack names none) while the wait fits the time ctx has left, at most
 // maxWaits times; not_in_channel is answered once with conversations.join on channel (a public
-// channel lets a bot with channels:join in) and the call made again.
+// channel lets a bot with channels:join in; a private one answers
+// method_not_supported_for_channel_type: https://docs.slack.dev/reference/methods/conversations.join)
+// and the call made again.
 func (n *Notifier) call(ctx context.Context, channel string, op func(context.Context) error) error {
 	joined := false
 	for waits := 0; ; {
