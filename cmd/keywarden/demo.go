@@ -58,7 +58,7 @@ func runDemo(ctx context.Context, localStack *stack.Stack, stdout io.Writer) err
 	fmt.Fprintf(d.out, "   AWS APIs at %s\n", localStack.Endpoint())
 
 	for _, stage := range []func(context.Context) error{
-		d.seed, d.blastRadius, d.disable, d.deliver, d.show, d.slackMessage,
+		d.seed, d.blastRadius, d.disable, d.deliver, d.show, d.slackMessage, d.doctorStep,
 		d.auroraStops, d.strangerClicks, d.approverClicks, d.remediated, d.resolved, d.reminder,
 	} {
 		if err := stage(ctx); err != nil {

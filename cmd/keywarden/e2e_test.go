@@ -150,6 +150,7 @@ func TestDemo(t *testing.T) {
 	for _, want := range []string{
 		`"action":"opened"`, `"action":"folded"`, "only U0STRANGR1 sees", "out of date",
 		"EnableKey", "→ ok", "is resolved", "Less than 6h left",
+		"keywarden doctor", "ok   slack channel", "ok   event rules",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, text)

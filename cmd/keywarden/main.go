@@ -4,6 +4,7 @@
 //	keywarden blast-radius [--json] <key ID | key ARN | alias name | alias ARN>
 //	keywarden blast-radius --org [--accounts 111111111111,…] [--role-name keywarden-read] [--json] <key>
 //	keywarden incidents [<incident ID>] [--json]
+//	keywarden doctor [flags]   (checks the deployment's Slack and AWS set-up; exit 1 on a failure)
 //	keywarden local up|down|invoke|emit|slack|serve|demo …
 //
 // AWS is reached through the SDK's usual configuration; set AWS_ENDPOINT_URL to point it at the
@@ -24,6 +25,7 @@ const usage = `usage:
   keywarden blast-radius --org [--accounts 111111111111,222222222222] [--role-name keywarden-read]
                          [--organization-read-role <role ARN>] [--concurrency 10] [--json] <key>
   keywarden incidents [<incident ID>] [--json]
+  keywarden doctor [flags]                                     (see keywarden doctor -h)
   keywarden local up|down|invoke|emit|slack|serve|demo ...   (see keywarden local help)
 `
 
@@ -46,6 +48,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runBlastRadius(ctx, args[1:], stdout)
 	case "incidents":
 		return runIncidents(ctx, args[1:], stdout)
+	case "doctor":
+		return runDoctor(ctx, args[1:], stdout)
 	case "local":
 		return runLocal(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":

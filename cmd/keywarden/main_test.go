@@ -140,6 +140,10 @@ func TestIncidentsJSON(t *testing.T) {
 	} else if ap, _ := a[0].(map[string]any); ap["user"] != "U0APPROVER" || ap["version"] == nil || ap["at"] == nil {
 		t.Errorf("approval: got %v, want user U0APPROVER with version and at", ap)
 	}
+	// Issue 10: whether the incident has been heard in Slack (nothing delivered here).
+	if d, _ := got[0]["slack_delivery"].(map[string]any); d["state"] != "pending" || d["pending"] != float64(1+2) {
+		t.Errorf("slack_delivery: got %v, want {state: pending, pending: 3} (the message, the delivery and the approval)", got[0]["slack_delivery"])
+	}
 	if n, _ := got[0]["snapshot_count"].(float64); n != 1 {
 		t.Errorf("snapshot_count: got %v, want 1", got[0]["snapshot_count"])
 	}

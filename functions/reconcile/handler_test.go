@@ -25,6 +25,24 @@ type fakeRunner struct {
 
 func (f fakeRunner) Run(context.Context) (reconcile.Report, error) { return f.rep, f.err }
 
+// RetryOutbox answers a report that tells it apart from Run's.
+func (f fakeRunner) RetryOutbox(context.Context) (reconcile.Report, error) {
+	return reconcile.Report{Outcomes: []reconcile.Outcome{{IncidentID: "KW-2", Action: reconcile.ActionDelivered}}}, nil
+}
+
+// The one-minute schedule's event runs the outbox retry only.
+func TestHandleOutboxPass(t *testing.T) {
+	var logs bytes.Buffer
+	h := newHandler(fakeRunner{}, slog.New(slog.NewJSONHandler(&logs, nil)))
+	rep, err := h.Handle(context.Background(), []byte(`{"pass":"outbox"}`))
+	if err != nil || len(rep.Outcomes) != 1 || rep.Outcomes[0].Action != reconcile.ActionDelivered {
+		t.Fatalf("Handle: %+v, %v; want the outbox pass", rep, err)
+	}
+	if !strings.Contains(logs.String(), `"action":"outbox"`) {
+		t.Errorf("logs %s: want the outbox pass named", logs.String())
+	}
+}
+
 func TestHandleLogsEveryDecision(t *testing.T) {
 	for _, tc := range []struct {
 		name    string

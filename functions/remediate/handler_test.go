@@ -128,7 +128,7 @@ func newRig(t *testing.T, allowed []string) *rig {
 		runner: remedy.New(r.ckms, r.crds, r.store, remedy.Options{WaitTimeout: 10 * time.Second, KeyAccessTimeout: 2 * time.Second,
 			AllowedKeys: allowedKeys(allowed)}),
 		store:           r.store,
-		announcer:       announce.New(r.store, notify.New(client, "#keywarden")),
+		announcer:       announce.New(r.store, notify.New(client, "#keywarden"), nil, nil),
 		log:             slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		announceTimeout: 5 * time.Second,
 	}

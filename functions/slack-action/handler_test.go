@@ -163,7 +163,7 @@ func build(tb testing.TB, required int, cfg aws.Config, store rigStore, table st
 		tb.Fatal(err)
 	}
 	client := slack.New(botToken, slack.OptionAPIURL(r.slack.APIURL()))
-	r.ann = announce.New(store, notify.New(client, settings.Shared.Channel))
+	r.ann = announce.New(store, notify.New(client, settings.Shared.Channel), nil, nil)
 	// The middle of a minute: refusals of one user collapse per minute, and a test's clicks
 	// must not straddle two.
 	clock := time.Now().UTC().Truncate(time.Minute).Add(30 * time.Second)

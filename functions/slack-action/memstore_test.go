@@ -68,6 +68,7 @@ func (m *memStore) Get(_ context.Context, id string) (incident.Incident, error) 
 	c := clone(inc)
 	c.Timeline = append(c.Timeline, m.refusals[id]...)
 	incident.SortTimeline(c.Timeline)
+	c.SettleSlackDelivery()
 	return c, nil
 }
 
@@ -147,4 +148,27 @@ func (m *memStore) ListActive(_ context.Context) ([]incident.Incident, error) {
 		}
 	}
 	return out, nil
+}
+
+func (m *memStore) Release(_ context.Context, name string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.claims, name)
+	return nil
+}
+
+// RecordSlackDelivery keeps the shown version and the failure reason, as dynamostore's slack
+// item does, without a new version.
+func (m *memStore) RecordSlackDelivery(_ context.Context, id string, shown int64, failure string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	inc, ok := m.incidents[id]
+	if !ok {
+		return fmt.Errorf("record slack delivery of incident %s: %w", id, incident.ErrNotFound)
+	}
+	inc.SlackShown = max(inc.SlackShown, shown)
+	inc.SlackDelivery.Reason = failure
+	inc.SettleSlackDelivery()
+	m.incidents[id] = inc
+	return nil
 }

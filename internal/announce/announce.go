@@ -1,103 +1,306 @@
-// Package announce keeps an incident's Slack message in step with the stored incident: it is the
-// triage.Announcer (and what SlackActionFunction, RemediateFunction and the reconciler call after
-// each change), built on notify's Slack calls and the incident store's Slack bookkeeping.
+// Package announce delivers an incident to Slack from its outbox — the message changes and
+// timeline entries Slack has not shown yet (incident.Incident.SlackOutbox) — and records what it
+// delivered: it is the triage.Announcer, and what SlackActionFunction, RemediateFunction, the
+// RDS-event tracker and the reconciler call after each change.
 //
-// The store is the record and is always written before anything here runs. A Slack failure is
-// returned for the caller to log; nothing is lost, because the next Announce re-renders the whole
-// message from the incident and posts the thread replies not yet posted. The message reference
-// and the Seq of the last timeline entry replied in its thread are kept with Store.SetSlack,
-// which does not change the incident's version: refreshing the message must not make its own
-// buttons stale. The store never trims a timeline, so "not yet posted" is simply "Seq above
-// SlackPosted".
+// The store is the record and is always written before anything here runs, so every change is
+// a durable pending delivery before any Slack call. Delivery is serialised per incident by a
+// short lease (a store claim) that is released the moment an attempt ends, failed or not: a
+// failed attempt never silences the incident, and whoever calls next — the next event, the
+// one-minute retry pass (reconcile.RetryOutbox), the reconciler — delivers what is still
+// pending. A caller that finds the lease taken leaves its change to the holder, who reads the
+// incident again after releasing and delivers anything that arrived meanwhile; so however many
+// invocations deliver at once, each timeline entry is replied once in the thread (the store's
+// SetSlack records each reply before the next), and the incident has one top-level message
+// (notify finds a message whose post lost its answer by its metadata before posting again).
+//
+// When Slack refuses in a way retrying cannot fix, or has not carried a new incident within
+// GiveUpAfter, the incident's slack_delivery becomes failed with the reason, the
+// SlackUndeliverable metric counts it (template.yaml alarms on it), and the incident's summary
+// goes to the optional SNS topic (package page). Critical incidents go to the topic on open
+// whatever Slack does.
 package announce
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/notify"
+	"github.com/keywarden/keywarden/internal/page"
 	"github.com/keywarden/keywarden/internal/slackui"
 )
-
-// PostClaimTTL is how long the right to post an incident's first message is held. Two
-// invocations that change a new incident at once (a delivery and an RDS event) would otherwise
-// both see no message and post two; the one that loses the claim leaves it to the winner, and if
-// the winner died without posting, the reconciler posts once the claim has expired.
-const PostClaimTTL = 5 * time.Minute
 
 // Store is the part of the incident store the Announcer uses; *dynamostore.Store fits.
 type Store interface {
 	Get(ctx context.Context, id string) (incident.Incident, error)
 	Claim(ctx context.Context, name string, ttl time.Duration) (bool, error)
+	Release(ctx context.Context, name string) error
 	SetSlack(ctx context.Context, id string, ref incident.SlackRef, postedSeq int64) error
+	RecordSlackDelivery(ctx context.Context, id string, shown int64, failure string) error
 }
 
-// Syncer posts or updates an incident's message and replies in its thread the timeline entries
-// with a Seq above inc.SlackPosted, returning the last Seq it handled; it also posts other
-// replies in the thread. *notify.Notifier fits.
-type Syncer interface {
-	Sync(ctx context.Context, inc incident.Incident, now time.Time) (incident.SlackRef, int64, error)
+// Slack is the Slack side; *notify.Notifier fits.
+type Slack interface {
+	Find(ctx context.Context, id string) (incident.SlackRef, bool, error)
+	Post(ctx context.Context, msg notify.Message) (notify.Posted, error)
+	Update(ctx context.Context, ref incident.SlackRef, msg notify.Message) (notify.Posted, error)
+	ReplyEntry(ctx context.Context, ref incident.SlackRef, id, entryID, text string) error
 	Reply(ctx context.Context, ref incident.SlackRef, text string) error
 }
 
-// Announcer posts and refreshes incident messages.
+// Pager publishes an incident's summary to the SNS topic; *page.Pager fits.
+type Pager interface {
+	Enabled() bool
+	Page(ctx context.Context, inc incident.Incident, why page.Why, detail string, now time.Time) (string, error)
+}
+
+// Metrics counts what alarms watch; *page.Metrics fits.
+type Metrics interface {
+	Count(name, id, reason string) error
+}
+
+const (
+	// GiveUpAfter is how long a new incident may wait for its first Slack message before it
+	// counts as undeliverable (alarm, SNS) even though Slack never refused it for good: a
+	// Slack outage or a rate limit that long means nobody has heard of the incident.
+	GiveUpAfter = 10 * time.Minute
+	// maxRounds bounds how often one call delivers again what arrived while it delivered.
+	maxRounds = 10
+	// leaseMargin is added to the caller's time left to make the lease's TTL: the lease must
+	// outlive the invocation holding it (a crashed holder's lease then lapses by itself).
+	leaseMargin = 10 * time.Second
+	// maxLease bounds the lease of a caller with no deadline.
+	maxLease = 2 * time.Minute
+)
+
+// LeaseClaim names the claim that serialises deliveries of incident id.
+func LeaseClaim(id string) string { return "slack-deliver#" + id }
+
+// PageClaim names the claim that pages incident id once for why.
+func PageClaim(id string, why page.Why) string { return "page#" + string(why) + "#" + id }
+
+// Announcer delivers incidents to Slack.
 type Announcer struct {
-	store    Store
-	notifier Syncer
-	now      func() time.Time
+	store   Store
+	slack   Slack
+	pager   Pager
+	metrics Metrics
+	now     func() time.Time
 }
 
-// New returns an Announcer over store and notifier.
-func New(store Store, notifier Syncer) *Announcer {
-	return &Announcer{store: store, notifier: notifier, now: time.Now}
+// New returns an Announcer over store and slack. pager and metrics may be nil (no SNS topic;
+// no metrics, as in unit tests).
+func New(store Store, slack Slack, pager Pager, metrics Metrics) *Announcer {
+	return &Announcer{store: store, slack: slack, pager: pager, metrics: metrics, now: time.Now}
 }
 
-// WithClock returns a copy that renders countdowns at now(), for tests.
+// WithClock returns a copy that renders countdowns at now(), for tests and the demo.
 func (a *Announcer) WithClock(now func() time.Time) *Announcer {
 	c := *a
 	c.now = now
 	return &c
 }
 
-// Announce makes Slack show inc, which the caller has just stored: it posts the message if the
-// incident has none yet (one poster per incident, see PostClaimTTL), otherwise updates it in
-// place, then replies in the thread every timeline entry not yet posted (Seq above
-// inc.SlackPosted, in Seq order), and records the message and the last Seq posted. Errors are
-// Slack's or the store's, wrapped with the incident ID.
+// Announce delivers incident inc.ID's outbox, which the caller has just stored: pages it first
+// when it is critical and was not paged yet, then posts the message if it has none (or finds
+// it), otherwise updates it in place, and replies in the thread every timeline entry not yet
+// replied, in Seq order, recording each. inc is only read for its ID and criticality: the
+// delivery reads the incident again under the lease. Errors are Slack's (*notify.PendingError:
+// left pending, retried; *notify.UndeliverableError: recorded, alarmed, paged) or the store's,
+// wrapped with the incident ID.
 func (a *Announcer) Announce(ctx context.Context, inc incident.Incident) error {
-	if inc.Slack == nil {
-		won, err := a.store.Claim(ctx, "slack-post#"+inc.ID, PostClaimTTL)
+	var errs []error
+	if inc.Critical {
+		if err := a.page(ctx, inc, page.WhyCritical, "critical on open"); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for round := 0; round < maxRounds; round++ {
+		won, err := a.store.Claim(ctx, LeaseClaim(inc.ID), a.leaseTTL(ctx))
 		if err != nil {
-			return fmt.Errorf("announce incident %s: %w", inc.ID, err)
+			return errors.Join(append(errs, fmt.Errorf("announce incident %s: take delivery lease: %w", inc.ID, err))...)
 		}
 		if !won {
-			return nil // another invocation is posting it
+			// Another invocation is delivering: it reads the incident again when it is done,
+			// and so delivers what the caller stored before this call.
+			return errors.Join(errs...)
 		}
-		// The caller's copy may predate a message posted by an invocation whose claim expired
-		// since: read the latest before posting a second one.
+		derr := a.deliver(ctx, inc.ID)
+		if rerr := a.store.Release(ctx, LeaseClaim(inc.ID)); rerr != nil {
+			errs = append(errs, fmt.Errorf("announce incident %s: release delivery lease (it lapses by itself): %w", inc.ID, rerr))
+		}
+		if derr != nil {
+			return errors.Join(append(errs, fmt.Errorf("announce: %w", derr))...)
+		}
 		latest, err := a.store.Get(ctx, inc.ID)
 		if err != nil {
-			return fmt.Errorf("announce incident %s: %w", inc.ID, err)
+			return errors.Join(append(errs, fmt.Errorf("announce incident %s: %w", inc.ID, err))...)
 		}
-		inc = latest
+		if latest.SlackDelivery.Pending == 0 {
+			break
+		}
 	}
+	return errors.Join(errs...)
+}
 
-	ref, posted, err := a.notifier.Sync(ctx, inc, a.now())
-	if ref.TS != "" && (inc.Slack == nil || *inc.Slack != ref || posted > inc.SlackPosted) {
-		// Record even a partly failed sync: the message exists, and what was replied is done.
-		if serr := a.store.SetSlack(ctx, inc.ID, ref, posted); serr != nil && err == nil {
-			err = fmt.Errorf("record slack message of incident %s: %w", inc.ID, serr)
+// leaseTTL outlives the caller's invocation.
+func (a *Announcer) leaseTTL(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return min(max(time.Until(dl), 0)+leaseMargin, maxLease+leaseMargin)
+	}
+	return maxLease
+}
+
+// deliver is one delivery of incident id under its lease.
+func (a *Announcer) deliver(ctx context.Context, id string) error {
+	inc, err := a.store.Get(ctx, id)
+	if err != nil {
+		return fmt.Errorf("incident %s: %w", id, err)
+	}
+	now := a.now()
+	blocks, fallback := slackui.Message(inc, now)
+	msg := notify.Message{IncidentID: id, Blocks: blocks, Text: fallback, Plain: slackui.PlainText(blocks)}
+
+	after := inc.SlackPosted
+	var ref *incident.SlackRef
+	var msgErr error
+	if inc.Slack != nil && inc.Slack.TS != "" {
+		ref = inc.Slack
+	} else if found, ok, ferr := a.slack.Find(ctx, id); ferr == nil && ok {
+		// Posted before by a delivery that lost the answer or died before recording it.
+		ref = &found
+		if err := a.store.SetSlack(ctx, id, found, after); err != nil {
+			return fmt.Errorf("record slack message of incident %s: %w", id, err)
 		}
 	}
-	if err != nil {
-		return fmt.Errorf("announce: %w", err)
+	var p notify.Posted
+	if ref != nil {
+		p, msgErr = a.slack.Update(ctx, *ref, msg)
+	} else {
+		p, msgErr = a.slack.Post(ctx, msg)
+	}
+	if msgErr == nil {
+		if ref == nil || p.Ref != *ref {
+			if ref != nil {
+				after = 0 // a new message: its thread gets the whole timeline
+			}
+			ref = &p.Ref
+			if err := a.store.SetSlack(ctx, id, p.Ref, after); err != nil {
+				return fmt.Errorf("record slack message of incident %s: %w", id, err)
+			}
+		}
+		if err := a.store.RecordSlackDelivery(ctx, id, inc.Version, ""); err != nil {
+			return fmt.Errorf("record slack delivery of incident %s: %w", id, err)
+		}
+	}
+	if ref == nil {
+		// No message to reply under: the whole incident waits.
+		return a.failed(ctx, inc, msgErr, now)
+	}
+	// Thread replies go on even while chat.update fails: the thread is the audit trail.
+	replyErr := a.replies(ctx, inc, *ref, after)
+	switch {
+	case msgErr != nil:
+		return a.failed(ctx, inc, errors.Join(msgErr, replyErr), now)
+	case replyErr != nil:
+		return a.failed(ctx, inc, replyErr, now)
 	}
 	return nil
 }
 
-// Reply posts text in the incident's thread — the reconciler's reminders — posting the incident's
-// message first when it has none yet.
+// replies replies every entry of inc with a Seq above after, in Seq order, recording each
+// before the next, so a crash or a concurrent delivery never replies one twice. Reminders are
+// passed over (the reconciler posts them itself).
+func (a *Announcer) replies(ctx context.Context, inc incident.Incident, ref incident.SlackRef, after int64) error {
+	var todo []incident.Entry
+	for _, e := range inc.Timeline {
+		if e.Seq > after {
+			todo = append(todo, e)
+		}
+	}
+	slices.SortStableFunc(todo, func(x, y incident.Entry) int { return cmp.Compare(x.Seq, y.Seq) })
+	for _, e := range todo {
+		if e.Kind != incident.KindReminder {
+			if err := a.slack.ReplyEntry(ctx, ref, inc.ID, e.ID, slackui.ThreadText(e)); err != nil {
+				return err
+			}
+		}
+		if err := a.store.SetSlack(ctx, inc.ID, ref, e.Seq); err != nil {
+			return fmt.Errorf("record reply of entry %d of incident %s: %w", e.Seq, inc.ID, err)
+		}
+	}
+	return nil
+}
+
+// failed handles a delivery that did not go through: Slack refused for good, or the incident
+// still has no message GiveUpAfter after it opened. Then the incident records why
+// (slack_delivery failed), the metric counts it and the summary is paged, once. Otherwise the
+// delivery stays pending for the next attempt. It returns err, wrapped.
+func (a *Announcer) failed(ctx context.Context, inc incident.Incident, err error, now time.Time) error {
+	if err == nil {
+		return nil
+	}
+	reason := ""
+	var u *notify.UndeliverableError
+	switch {
+	case errors.As(err, &u):
+		reason = u.Reason()
+	case inc.Slack == nil && now.Sub(inc.OpenedAt) >= GiveUpAfter:
+		reason = fmt.Sprintf("no Slack message %s after the incident opened: %v", GiveUpAfter, err)
+	default:
+		return fmt.Errorf("incident %s: %w", inc.ID, err)
+	}
+	errs := []error{fmt.Errorf("incident %s undeliverable: %w", inc.ID, err)}
+	if rerr := a.store.RecordSlackDelivery(ctx, inc.ID, 0, reason); rerr != nil {
+		errs = append(errs, fmt.Errorf("record undeliverable incident %s: %w", inc.ID, rerr))
+	}
+	if a.metrics != nil {
+		if merr := a.metrics.Count(page.MetricSlackUndeliverable, inc.ID, reason); merr != nil {
+			errs = append(errs, merr)
+		}
+	}
+	if perr := a.page(ctx, inc, page.WhyUndeliverable, reason); perr != nil {
+		errs = append(errs, perr)
+	}
+	return errors.Join(errs...)
+}
+
+// page publishes inc's summary once per why: a claim for good marks it paged, and a failed
+// publish gives the claim back (so the next attempt pages) and counts PageFailed.
+func (a *Announcer) page(ctx context.Context, inc incident.Incident, why page.Why, detail string) error {
+	if a.pager == nil || !a.pager.Enabled() {
+		return nil
+	}
+	name := PageClaim(inc.ID, why)
+	won, err := a.store.Claim(ctx, name, 0)
+	if err != nil {
+		return fmt.Errorf("page incident %s: %w", inc.ID, err)
+	}
+	if !won {
+		return nil
+	}
+	if _, err := a.pager.Page(ctx, inc, why, detail, a.now()); err != nil {
+		errs := []error{err}
+		if rerr := a.store.Release(ctx, name); rerr != nil {
+			errs = append(errs, fmt.Errorf("page incident %s: give the claim back: %w", inc.ID, rerr))
+		}
+		if a.metrics != nil {
+			if merr := a.metrics.Count(page.MetricPageFailed, inc.ID, err.Error()); merr != nil {
+				errs = append(errs, merr)
+			}
+		}
+		return errors.Join(errs...)
+	}
+	return nil
+}
+
+// Reply posts text in the incident's thread — the reconciler's reminders — delivering the
+// incident's message first when it has none yet.
 func (a *Announcer) Reply(ctx context.Context, inc incident.Incident, text string) error {
 	if inc.Slack == nil {
 		if err := a.Announce(ctx, inc); err != nil {
@@ -112,7 +315,7 @@ func (a *Announcer) Reply(ctx context.Context, inc incident.Incident, text strin
 		}
 		inc = latest
 	}
-	if err := a.notifier.Reply(ctx, *inc.Slack, text); err != nil {
+	if err := a.slack.Reply(ctx, *inc.Slack, text); err != nil {
 		return fmt.Errorf("reply to incident %s: %w", inc.ID, err)
 	}
 	return nil
@@ -131,7 +334,7 @@ func (a *Announcer) ReplyRefusal(ctx context.Context, id string, e incident.Entr
 	if inc.Slack == nil {
 		return fmt.Errorf("reply to a refused click on incident %s: its message is not posted yet", id)
 	}
-	if err := a.notifier.Reply(ctx, *inc.Slack, slackui.ThreadText(e)); err != nil {
+	if err := a.slack.Reply(ctx, *inc.Slack, slackui.ThreadText(e)); err != nil {
 		return fmt.Errorf("reply to a refused click on incident %s: %w", id, err)
 	}
 	return nil

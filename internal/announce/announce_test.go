@@ -1,21 +1,30 @@
 package announce
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/sns"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/slack-go/slack"
 
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 	"github.com/keywarden/keywarden/internal/notify"
+	"github.com/keywarden/keywarden/internal/page"
 	"github.com/keywarden/keywarden/internal/slacktest"
 	"github.com/keywarden/keywarden/internal/triage"
 )
@@ -25,39 +34,108 @@ func TestMain(m *testing.M) { awstest.Main(m) }
 var (
 	_ triage.Announcer = (*Announcer)(nil)
 	_ Store            = (*dynamostore.Store)(nil)
-	_ Syncer           = (*notify.Notifier)(nil)
+	_ Slack            = (*notify.Notifier)(nil)
+	_ Pager            = (*page.Pager)(nil)
+	_ Metrics          = (*page.Metrics)(nil)
 )
 
 const keyARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
-var t0 = time.Date(2026, 11, 28, 9, 30, 0, 0, time.UTC)
+var t0 = time.Now().UTC().Truncate(time.Second)
 
-type rig struct {
-	store *dynamostore.Store
-	slack *slacktest.Slack
-	a     *Announcer
+// lockedBuffer collects metric lines from concurrent deliveries.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
 }
 
-func newRig(t *testing.T) *rig {
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) count(name string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for line := range strings.SplitSeq(l.b.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m[name] != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// rig is the Announcer on real parts: the store on moto's DynamoDB, the SNS topic on moto's
+// SNS (with an SQS queue subscribed to read what was published), the Slack stand-in over HTTP
+// through a real slack-go client with notify's transport, and metrics into a buffer.
+type rig struct {
+	store   *dynamostore.Store
+	slack   *slacktest.Slack
+	sqs     *sqs.Client
+	queue   string
+	metrics *lockedBuffer
+	a       *Announcer
+	// deleted are messages a test has someone delete (or replaced) in Slack.
+	deleted map[string]bool
+}
+
+func newRig(t *testing.T, callTimeout time.Duration) *rig {
 	t.Helper()
 	cfg := awstest.Serial(awstest.Config(t, awstest.Moto(t)))
+	ctx := context.Background()
 	db := dynamodb.NewFromConfig(cfg)
-	table := fmt.Sprintf("announce-%d", rand.Int64())
-	if err := dynamostore.CreateTable(context.Background(), db, table); err != nil {
+	suffix := rand.Int64()
+	table := fmt.Sprintf("announce-%d", suffix)
+	if err := dynamostore.CreateTable(ctx, db, table); err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{store: dynamostore.New(db, table), slack: slacktest.Start(t, &slacktest.Slack{Token: "xoxb-test"})}
-	client := slack.New("xoxb-test", slack.OptionAPIURL(r.slack.APIURL()))
-	r.a = New(r.store, notify.New(client, "#keywarden")).WithClock(func() time.Time { return t0.Add(time.Hour) })
+	snsc, sqsc := sns.NewFromConfig(cfg), sqs.NewFromConfig(cfg)
+	topic, err := snsc.CreateTopic(ctx, &sns.CreateTopicInput{Name: aws.String(fmt.Sprintf("keywarden-%d", suffix))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := sqsc.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String(fmt.Sprintf("pages-%d", suffix))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	qa, err := sqsc.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: q.QueueUrl, AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameQueueArn}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := snsc.Subscribe(ctx, &sns.SubscribeInput{TopicArn: topic.TopicArn, Protocol: aws.String("sqs"),
+		Endpoint: aws.String(qa.Attributes["QueueArn"]), Attributes: map[string]string{"RawMessageDelivery": "true"}}); err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{
+		store:   dynamostore.New(db, table),
+		slack:   slacktest.Start(t, &slacktest.Slack{Token: "xoxb-test", KnownMessagesOnly: true}),
+		sqs:     sqsc,
+		queue:   aws.ToString(q.QueueUrl),
+		metrics: &lockedBuffer{},
+		deleted: map[string]bool{},
+	}
+	client := slack.New("xoxb-test", slack.OptionAPIURL(r.slack.APIURL()),
+		slack.OptionHTTPClient(&http.Client{Transport: notify.Transport(nil)}))
+	n := notify.New(client, slacktest.Channel).WithCallTimeout(callTimeout)
+	r.a = New(r.store, n, page.New(snsc, aws.ToString(topic.TopicArn)), page.NewMetrics(r.metrics, "test"))
 	return r
 }
 
-func (r *rig) open(t *testing.T, key string) incident.Incident {
+// open opens an incident with three timeline entries.
+func (r *rig) open(t *testing.T, critical bool) incident.Incident {
 	t.Helper()
 	inc, _, err := r.store.Open(context.Background(), incident.Incident{
-		ID: incident.NewID(t0), KeyARN: key, KeyState: incident.KeyStateDisabled, Trigger: "DisableKey", LostAt: t0,
-		Clusters: []incident.Cluster{{Identifier: "orders", Engine: "aurora-postgresql", Status: incident.StatusStopped, CanStop: true, LostAccessAt: &t0}},
-	}, incident.Entry{At: t0, Source: "ev-" + key, Actor: "alice", Detail: "DisableKey"}, nil)
+		ID: incident.NewID(t0), KeyARN: keyARN, KeyState: incident.KeyStateDisabled, Trigger: "DisableKey", LostAt: t0,
+		Critical: critical,
+		Clusters: []incident.Cluster{{Identifier: "orders", Engine: "aurora-postgresql", Status: incident.StatusStopped, CanStop: !critical, LostAccessAt: &t0}},
+		Timeline: []incident.Entry{
+			{ID: "note:1", At: t0, Kind: incident.KindNote, Actor: incident.Keywarden, Detail: "blast radius: 1 cluster"},
+			{ID: "note:2", At: t0, Kind: incident.KindNote, Actor: incident.Keywarden, Detail: "deadline set"},
+		},
+	}, incident.Entry{At: t0, Source: "ev-1", Actor: "alice", Detail: "DisableKey"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,213 +151,395 @@ func (r *rig) get(t *testing.T, id string) incident.Incident {
 	return inc
 }
 
-// threaded counts the entries a thread gets: those with a Seq (refusals have none).
-func threaded(inc incident.Incident) int {
-	n := 0
-	for _, e := range inc.Timeline {
-		if e.Seq > 0 {
-			n++
+// topLevel returns the top-level messages Slack holds (less those a test deleted).
+func (r *rig) topLevel() []slacktest.Record {
+	var out []slacktest.Record
+	for _, m := range slacktest.CurrentMessages(r.slack.Records()) {
+		if m.ThreadTS == "" && !r.deleted[m.TS] {
+			out = append(out, m)
 		}
 	}
-	return n
+	return out
 }
 
-func TestAnnouncePostsThenUpdates(t *testing.T) {
-	r := newRig(t)
-	ctx := context.Background()
-	inc := r.open(t, keyARN)
+// replies counts the replies of each timeline entry in the thread of the incident's current
+// message, by their metadata.
+func (r *rig) replies() map[string]int {
+	out := map[string]int{}
+	top := r.topLevel()
+	for _, m := range slacktest.CurrentMessages(r.slack.Records()) {
+		if len(top) == 0 || m.ThreadTS != top[len(top)-1].TS {
+			continue
+		}
+		var md struct {
+			EventType    string            `json:"event_type"`
+			EventPayload map[string]string `json:"event_payload"`
+		}
+		if m.ThreadTS != "" && json.Unmarshal(m.Metadata, &md) == nil && md.EventType == notify.EventEntry {
+			out[md.EventPayload["entry_id"]]++
+		}
+	}
+	return out
+}
 
-	if err := r.a.Announce(ctx, inc); err != nil {
-		t.Fatalf("first Announce: %v", err)
+// pages returns the SNS messages published so far (from the subscribed queue).
+func (r *rig) pages(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	for {
+		got, err := r.sqs.ReceiveMessage(context.Background(), &sqs.ReceiveMessageInput{QueueUrl: aws.String(r.queue), MaxNumberOfMessages: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Messages) == 0 {
+			return out
+		}
+		for _, m := range got.Messages {
+			out = append(out, aws.ToString(m.Body))
+			_, _ = r.sqs.DeleteMessage(context.Background(), &sqs.DeleteMessageInput{QueueUrl: aws.String(r.queue), ReceiptHandle: m.ReceiptHandle})
+		}
 	}
-	got := r.get(t, inc.ID)
-	if got.Slack == nil || got.Slack.Channel != slacktest.Channel || got.SlackPosted != got.TimelineSeq || got.Version != inc.Version {
-		t.Fatalf("after first Announce: slack %+v, posted %d, version %d; want the message, %d, version %d",
-			got.Slack, got.SlackPosted, got.Version, got.TimelineSeq, inc.Version)
-	}
-	posts := r.slack.Calls("chat.postMessage")
-	if len(posts) != 1+threaded(got) || posts[0].ThreadTS != "" || posts[1].ThreadTS != got.Slack.TS {
-		t.Fatalf("first Announce: got %d posts %+v, want the message and its %d entries in its thread", len(posts), posts, threaded(got))
-	}
+}
 
-	// The same incident again: the message is updated, nothing is replied twice.
-	r.slack.Reset()
-	if err := r.a.Announce(ctx, got); err != nil {
-		t.Fatalf("repeat Announce: %v", err)
+// checkDelivered: one top-level message for the incident, one reply per threaded entry,
+// slack_delivery delivered with nothing pending.
+func (r *rig) checkDelivered(t *testing.T, id string) incident.Incident {
+	t.Helper()
+	got := r.get(t, id)
+	if top := r.topLevel(); len(top) != 1 {
+		t.Errorf("top-level messages: got %d, want 1", len(top))
 	}
-	if calls := r.slack.Calls(); len(calls) != 1 || calls[0].Method != "chat.update" {
-		t.Errorf("repeat Announce: got %+v, want one chat.update", calls)
+	reps := r.replies()
+	for _, e := range got.Timeline {
+		if e.Seq > 0 && e.Kind != incident.KindReminder && reps[e.ID] != 1 {
+			t.Errorf("entry %s (seq %d): %d replies, want 1", e.ID, e.Seq, reps[e.ID])
+		}
 	}
+	if d := got.SlackDelivery; d.State != incident.DeliveryDelivered || d.Pending != 0 || d.Reason != "" {
+		t.Errorf("slack_delivery: got %+v, want delivered, nothing pending", d)
+	}
+	return got
+}
 
-	// A change: one more reply.
-	r.slack.Reset()
-	next, err := r.store.Update(ctx, inc.ID, func(i *incident.Incident) error {
-		i.AddEntry(incident.Entry{ID: incident.EntryID("click", "1795860001.000200", "U0APPROVR1"), At: t0,
-			Kind: incident.KindClick, Actor: "U0APPROVR1", Result: "acknowledge", Detail: "acknowledge: on it"})
+// TestAnnounceDegrades drives each way Slack misbehaves that keywarden works around, from
+// the stand-in over HTTP: each ends with the incident announced once and every entry
+// replied once.
+func TestAnnounceDegrades(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		setup  func(r *rig)
+		before func(t *testing.T, r *rig, inc incident.Incident) // an earlier delivery, with the fault armed after it
+		again  bool                                              // the first Announce is expected to fail; a second delivers
+		check  func(t *testing.T, r *rig, got incident.Incident)
+	}{
+		{name: "plain"},
+		{
+			name: "first post fails once: the next delivery posts at once, no claim held",
+			setup: func(r *rig) {
+				r.slack.Fail("chat.postMessage", slacktest.Fault{Error: "fatal_error", Status: 500, Times: 1})
+			},
+			again: true,
+		},
+		{
+			name: "post answered too late: found by its metadata, not posted twice",
+			setup: func(r *rig) {
+				r.slack.Fail("chat.postMessage", slacktest.Fault{Delay: 2 * time.Second, Times: 1})
+			},
+		},
+		{
+			name:  "not in a public channel: joins once, then posts",
+			setup: func(r *rig) { r.slack.Leave(slacktest.Channel) },
+			check: func(t *testing.T, r *rig, _ incident.Incident) {
+				if n := len(r.slack.Calls("conversations.join")); n != 1 {
+					t.Errorf("conversations.join calls: got %d, want 1", n)
+				}
+			},
+		},
+		{
+			name:  "invalid_blocks: a plain-text message with the same facts",
+			setup: func(r *rig) { r.slack.Fail("chat.postMessage", slacktest.Fault{Error: "invalid_blocks", Times: 1}) },
+			check: func(t *testing.T, r *rig, got incident.Incident) {
+				m := r.topLevel()[0]
+				if len(m.BlockTexts()) != 0 || !strings.Contains(m.Text, got.ID) || !strings.Contains(m.Text, "orders") {
+					t.Errorf("plain message: blocks %s, text %q; want no blocks and the incident's facts", m.Blocks, m.Text)
+				}
+			},
+		},
+		{
+			name: "msg_too_long on update: the update goes as plain text",
+			before: func(t *testing.T, r *rig, inc incident.Incident) {
+				if err := r.a.Announce(context.Background(), inc); err != nil {
+					t.Fatal(err)
+				}
+				r.slack.Fail("chat.update", slacktest.Fault{Error: "msg_too_long", Times: 1})
+			},
+			check: func(t *testing.T, r *rig, got incident.Incident) {
+				if m := r.topLevel()[0]; len(m.BlockTexts()) != 0 || !strings.Contains(m.Text, got.ID) {
+					t.Errorf("updated message: blocks %s, text %q; want plain text", m.Blocks, m.Text)
+				}
+			},
+		},
+		{
+			name: "message_not_found: reposted and recorded, its thread gets the timeline",
+			before: func(t *testing.T, r *rig, inc incident.Incident) {
+				if err := r.a.Announce(context.Background(), inc); err != nil {
+					t.Fatal(err)
+				}
+				r.slack.Fail("chat.update", slacktest.Fault{Error: "message_not_found", Times: 1})
+				r.deleted[r.get(t, inc.ID).Slack.TS] = true // someone deleted it
+			},
+			check: func(t *testing.T, r *rig, got incident.Incident) {
+				if n := len(r.slack.Calls("chat.update")); n != 0 {
+					t.Errorf("chat.update succeeded %d times, want 0", n)
+				}
+			},
+		},
+		{
+			name: "cant_update_message: reposted",
+			before: func(t *testing.T, r *rig, inc incident.Incident) {
+				if err := r.a.Announce(context.Background(), inc); err != nil {
+					t.Fatal(err)
+				}
+				r.slack.Fail("chat.update", slacktest.Fault{Error: "cant_update_message", Times: 1})
+				r.deleted[r.get(t, inc.ID).Slack.TS] = true // still there, but no longer the incident's
+			},
+			check: func(t *testing.T, r *rig, got incident.Incident) {
+				if r.deleted[got.Slack.TS] {
+					t.Errorf("the incident still names the message it could not update")
+				}
+			},
+		},
+		{
+			name:  "ratelimited with HTTP 429 and Retry-After seconds: waited out",
+			setup: func(r *rig) { r.slack.Fail("chat.postMessage", slacktest.Fault{RetryAfter: time.Second, Times: 1}) },
+		},
+		{
+			name: "ratelimited as ok:false on 200 with an HTTP-date Retry-After: waited out",
+			setup: func(r *rig) {
+				r.slack.Fail("chat.postMessage", slacktest.Fault{Error: "ratelimited", Status: 200, RetryAfter: time.Second, RetryAfterDate: true, Times: 1})
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, 500*time.Millisecond)
+			inc := r.open(t, false)
+			if tc.before != nil {
+				tc.before(t, r, inc)
+				// A change to deliver after the earlier delivery.
+				var err error
+				inc, err = r.store.Update(context.Background(), inc.ID, func(i *incident.Incident) error {
+					i.AddEntry(incident.Entry{ID: "note:3", At: t0, Kind: incident.KindNote, Actor: incident.Keywarden, Detail: "a change"})
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.setup != nil {
+				tc.setup(r)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			err := r.a.Announce(ctx, inc)
+			if tc.again {
+				if err == nil {
+					t.Fatal("first Announce: got nil error, want the failure")
+				}
+				if d := r.get(t, inc.ID).SlackDelivery; d.State != incident.DeliveryPending || d.Pending == 0 {
+					t.Errorf("after the failure: slack_delivery %+v, want pending", d)
+				}
+				err = r.a.Announce(ctx, inc)
+			}
+			if err != nil {
+				t.Fatalf("Announce: %v", err)
+			}
+			got := r.checkDelivered(t, inc.ID)
+			if tc.check != nil {
+				tc.check(t, r, got)
+			}
+			if n := r.metrics.count(page.MetricSlackUndeliverable); n != 0 {
+				t.Errorf("undeliverable metrics: got %d, want 0", n)
+			}
+			if p := r.pages(t); len(p) != 0 {
+				t.Errorf("pages: got %q, want none", p)
+			}
+		})
+	}
+}
+
+// TestAnnounceUndeliverable: Slack refusing for good marks the incident's delivery failed with
+// the reason, counts the metric the alarm watches and publishes the summary to SNS once.
+func TestAnnounceUndeliverable(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		setup  func(r *rig)
+		reason string
+	}{
+		{name: "channel_not_found", setup: func(r *rig) { r.slack.Fail(slacktest.AnyMethod, slacktest.Fault{Error: "channel_not_found"}) }, reason: "channel_not_found"},
+		{name: "is_archived", setup: func(r *rig) { r.slack.Fail(slacktest.AnyMethod, slacktest.Fault{Error: "is_archived"}) }, reason: "is_archived"},
+		{name: "token_revoked", setup: func(r *rig) { r.slack.Fail(slacktest.AnyMethod, slacktest.Fault{Error: "token_revoked"}) }, reason: "token_revoked"},
+		{name: "invalid_auth", setup: func(r *rig) { r.slack.Fail(slacktest.AnyMethod, slacktest.Fault{Error: "invalid_auth"}) }, reason: "invalid_auth"},
+		{name: "missing_scope", setup: func(r *rig) {
+			r.slack.Fail(slacktest.AnyMethod, slacktest.Fault{Error: "missing_scope", Needed: "chat:write.public"})
+		}, reason: "missing_scope (needs scope chat:write.public)"},
+		{name: "not in a private channel", setup: func(r *rig) {
+			r.slack.Leave(slacktest.Channel)
+			r.slack.MakePrivate(slacktest.Channel)
+		}, reason: "not_in_channel"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, 2*time.Second)
+			inc := r.open(t, false)
+			tc.setup(r)
+			for range 2 { // a second attempt pages no second time
+				if err := r.a.Announce(context.Background(), inc); err == nil {
+					t.Fatal("Announce: got nil error")
+				}
+			}
+			got := r.get(t, inc.ID)
+			if d := got.SlackDelivery; d.State != incident.DeliveryFailed || !strings.HasPrefix(d.Reason, tc.reason) {
+				t.Errorf("slack_delivery: got %+v, want failed with reason %q", d, tc.reason)
+			}
+			if n := r.metrics.count(page.MetricSlackUndeliverable); n != 2 {
+				t.Errorf("undeliverable metric lines: got %d, want 2 (one per attempt)", n)
+			}
+			pages := r.pages(t)
+			if len(pages) != 1 || !strings.Contains(pages[0], got.ID) || !strings.Contains(pages[0], tc.reason) {
+				t.Errorf("pages: got %q, want one naming the incident and %q", pages, tc.reason)
+			}
+			// Slack works again: the next delivery posts and clears the failure.
+			r.slack.ClearFaults()
+			r.slack.ClearMembership()
+			if err := r.a.Announce(context.Background(), inc); err != nil {
+				t.Fatalf("Announce after Slack recovered: %v", err)
+			}
+			r.checkDelivered(t, inc.ID)
+		})
+	}
+}
+
+// A rate limit whose Retry-After does not fit the time left leaves the delivery pending; the
+// next delivery delivers.
+func TestAnnounceRateLimitLeftPending(t *testing.T) {
+	r := newRig(t, time.Second)
+	inc := r.open(t, false)
+	r.slack.Fail("chat.postMessage", slacktest.Fault{RetryAfter: 2 * time.Minute, Times: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := r.a.Announce(ctx, inc); err == nil {
+		t.Fatal("Announce: got nil error")
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("Announce took %s: it must not wait a Retry-After that does not fit", d)
+	}
+	if d := r.get(t, inc.ID).SlackDelivery; d.State != incident.DeliveryPending || d.Pending != 4 {
+		t.Errorf("slack_delivery: got %+v, want pending: the message and 3 entries", d)
+	}
+	if err := r.a.Announce(context.Background(), inc); err != nil {
+		t.Fatal(err)
+	}
+	r.checkDelivered(t, inc.ID)
+}
+
+// While chat.update keeps failing, the thread replies still go.
+func TestAnnounceRepliesWhileUpdateFails(t *testing.T) {
+	r := newRig(t, time.Second)
+	inc := r.open(t, false)
+	if err := r.a.Announce(context.Background(), inc); err != nil {
+		t.Fatal(err)
+	}
+	r.slack.Fail("chat.update", slacktest.Fault{Error: "fatal_error", Status: 500})
+	next, err := r.store.Update(context.Background(), inc.ID, func(i *incident.Incident) error {
+		i.AddEntry(incident.Entry{ID: "note:3", At: t0, Kind: incident.KindNote, Actor: incident.Keywarden, Detail: "a change"})
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.a.Announce(ctx, next); err != nil {
-		t.Fatalf("Announce after a change: %v", err)
+	if err := r.a.Announce(context.Background(), next); err == nil {
+		t.Fatal("Announce: got nil error with chat.update failing")
 	}
-	calls := r.slack.Calls()
-	if len(calls) != 2 || calls[0].Method != "chat.update" || calls[1].ThreadTS != got.Slack.TS {
-		t.Errorf("Announce after a change: got %+v, want chat.update then one reply", calls)
+	if n := r.replies()["note:3"]; n != 1 {
+		t.Errorf("replies of the new entry: got %d, want 1", n)
 	}
-	if got := r.get(t, inc.ID); got.SlackPosted != next.TimelineSeq || got.Version != next.Version {
-		t.Errorf("after the change: posted %d, version %d, want %d, %d", got.SlackPosted, got.Version, next.TimelineSeq, next.Version)
+	if d := r.get(t, inc.ID).SlackDelivery; d.State != incident.DeliveryPending || d.Pending != 1 {
+		t.Errorf("slack_delivery: got %+v, want the message change pending", d)
+	}
+	r.slack.ClearFaults()
+	if err := r.a.Announce(context.Background(), next); err != nil {
+		t.Fatal(err)
+	}
+	r.checkDelivered(t, inc.ID)
+}
+
+// A new incident Slack has not carried for GiveUpAfter counts as undeliverable.
+func TestAnnounceGivesUpAfter(t *testing.T) {
+	r := newRig(t, time.Second)
+	inc := r.open(t, false)
+	r.slack.Fail(slacktest.AnyMethod, slacktest.Fault{Error: "fatal_error", Status: 503})
+	late := r.a.WithClock(func() time.Time { return time.Now().Add(GiveUpAfter + time.Minute) })
+	if err := late.Announce(context.Background(), inc); err == nil {
+		t.Fatal("Announce: got nil error")
+	}
+	if d := r.get(t, inc.ID).SlackDelivery; d.State != incident.DeliveryFailed || !strings.Contains(d.Reason, "no Slack message") {
+		t.Errorf("slack_delivery: got %+v, want failed", d)
+	}
+	if len(r.pages(t)) != 1 || r.metrics.count(page.MetricSlackUndeliverable) != 1 {
+		t.Error("want one page and one metric")
 	}
 }
 
-// Two invocations announcing a new incident at once post one message.
-func TestAnnounceRacePostsOnce(t *testing.T) {
-	r := newRig(t)
-	inc := r.open(t, keyARN)
+// Critical incidents are paged on open whatever Slack does, once.
+func TestAnnounceCriticalPaged(t *testing.T) {
+	r := newRig(t, time.Second)
+	inc := r.open(t, true)
+	for range 2 {
+		if err := r.a.Announce(context.Background(), inc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pages := r.pages(t)
+	if len(pages) != 1 || !strings.Contains(pages[0], "critical") || !strings.Contains(pages[0], inc.ID) {
+		t.Errorf("pages: got %q, want one critical page", pages)
+	}
+	r.checkDelivered(t, inc.ID)
+}
+
+// TestAnnounceConcurrent: 30 deliveries at once, each adding its own entry, give exactly one
+// thread reply per timeline entry and one top-level message.
+func TestAnnounceConcurrent(t *testing.T) {
+	r := newRig(t, 5*time.Second)
+	inc := r.open(t, false)
 	var wg sync.WaitGroup
-	for range 4 {
+	for i := range 30 {
 		wg.Go(func() {
-			if err := r.a.Announce(context.Background(), inc); err != nil {
+			// As EventBridge retries a delivery whose write gave up under contention.
+			var got incident.Incident
+			err := incident.ErrConflict
+			for errors.Is(err, incident.ErrConflict) {
+				got, err = r.store.Update(context.Background(), inc.ID, func(x *incident.Incident) error {
+					x.AddEntry(incident.Entry{ID: fmt.Sprintf("delivery:%d", i), At: t0, Kind: incident.KindNote, Actor: "alice", Detail: fmt.Sprintf("event %d", i)})
+					return nil
+				})
+			}
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if err := r.a.Announce(context.Background(), got); err != nil {
 				t.Errorf("Announce: %v", err)
 			}
 		})
 	}
 	wg.Wait()
-	var top int
-	for _, c := range r.slack.Calls("chat.postMessage") {
-		if c.ThreadTS == "" {
-			top++
-		}
+	got := r.checkDelivered(t, inc.ID)
+	total := 0
+	for _, n := range r.replies() {
+		total += n
 	}
-	if top != 1 {
-		t.Errorf("top-level messages posted: got %d, want 1", top)
-	}
-}
-
-// A failed post is returned and changes nothing stored; the next Announce after the claim
-// expires (the reconciler) posts.
-func TestAnnounceSlackDown(t *testing.T) {
-	r := newRig(t)
-	inc := r.open(t, keyARN)
-	r.slack.Fail(slacktest.AnyMethod, slacktest.Fault{Error: "fatal_error"})
-	if err := r.a.Announce(context.Background(), inc); err == nil {
-		t.Fatal("Announce with Slack down: got nil error")
-	}
-	if got := r.get(t, inc.ID); got.Slack != nil || got.Version != inc.Version {
-		t.Errorf("after a failed post: slack %+v, version %d, want none, %d", got.Slack, got.Version, inc.Version)
-	}
-	r.slack.ClearFaults()
-	// Within the claim: nobody posts.
-	if err := r.a.Announce(context.Background(), inc); err != nil || len(r.slack.Calls()) != 0 {
-		t.Errorf("Announce within the claim: err %v, calls %+v, want nothing done", err, r.slack.Calls())
-	}
-	later := *r.a
-	later.store = r.store.WithClock(func() time.Time { return time.Now().Add(PostClaimTTL + time.Minute) })
-	if err := later.Announce(context.Background(), inc); err != nil {
-		t.Fatalf("Announce after the claim expired: %v", err)
-	}
-	if got := r.get(t, inc.ID); got.Slack == nil || got.SlackPosted != got.TimelineSeq {
-		t.Errorf("after the repair: slack %+v, posted %d, want the message and %d", got.Slack, got.SlackPosted, got.TimelineSeq)
-	}
-}
-
-// TestAnnounceLongTimeline: every entry of a long timeline reaches the thread once, in Seq
-// order, and a later Announce posts only what was added since. The store keeps every entry.
-func TestAnnounceLongTimeline(t *testing.T) {
-	r := newRig(t)
-	ctx := context.Background()
-	inc := r.open(t, keyARN)
-	if err := r.a.Announce(ctx, inc); err != nil {
-		t.Fatal(err)
-	}
-	add := func(n int, tag string) incident.Incident {
-		t.Helper()
-		got, err := r.store.Update(ctx, inc.ID, func(i *incident.Incident) error {
-			for k := range n {
-				i.AddEntry(incident.Entry{ID: fmt.Sprintf("note:%s:%d", tag, k), At: t0, Kind: incident.KindNote, Detail: fmt.Sprintf("%s %d", tag, k)})
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return got
-	}
-	r.slack.Reset()
-	big := add(400, "b")
-	if err := r.a.Announce(ctx, big); err != nil {
-		t.Fatal(err)
-	}
-	var replies []string
-	for _, c := range r.slack.Calls("chat.postMessage") {
-		replies = append(replies, c.Text)
-	}
-	if len(replies) != 400 {
-		t.Fatalf("replies: got %d, want 400", len(replies))
-	}
-	for k, text := range replies {
-		if want := fmt.Sprintf("b %d", k); !strings.HasSuffix(text, want) {
-			t.Fatalf("reply %d = %q, want it to end with %q (Seq order)", k, text, want)
-		}
-	}
-	if got := r.get(t, inc.ID); got.SlackPosted != big.TimelineSeq || len(got.Timeline) < 401 {
-		t.Errorf("after 400 entries: posted %d, timeline %d, want %d and every entry kept", got.SlackPosted, len(got.Timeline), big.TimelineSeq)
-	}
-
-	r.slack.Reset()
-	if err := r.a.Announce(ctx, add(5, "c")); err != nil {
-		t.Fatal(err)
-	}
-	if replies := len(r.slack.Calls("chat.postMessage")); replies != 5 {
-		t.Errorf("replies after five more: got %d, want 5", replies)
-	}
-}
-
-// TestReplyRefusal: a burst of refused clicks by one user is recorded without touching the
-// incident and gets one thread reply, posted for the refusal RecordRefusal reports first.
-func TestReplyRefusal(t *testing.T) {
-	r := newRig(t)
-	ctx := context.Background()
-	inc := r.open(t, keyARN)
-	if err := r.a.Announce(ctx, inc); err != nil {
-		t.Fatal(err)
-	}
-	before := r.get(t, inc.ID)
-	r.slack.Reset()
-	for k := range 5 {
-		e := incident.NewRefusal("U0STRANGER", "remediate", "remediate: refused, not an approver",
-			incident.EntryID("click", fmt.Sprintf("1795860001.%06d", k), "U0STRANGER"), t0.Add(time.Duration(k)*time.Second))
-		first, err := r.store.RecordRefusal(ctx, inc.ID, e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if first {
-			if err := r.a.ReplyRefusal(ctx, inc.ID, e); err != nil {
-				t.Fatalf("ReplyRefusal: %v", err)
-			}
-		}
-	}
-	posts := r.slack.Calls("chat.postMessage")
-	if len(posts) != 1 || posts[0].ThreadTS != before.Slack.TS || !strings.Contains(posts[0].Text, "not an approver") {
-		t.Errorf("replies: got %+v, want one in the thread saying not an approver", posts)
-	}
-	after := r.get(t, inc.ID)
-	if after.Version != before.Version || after.State != before.State {
-		t.Errorf("refusals changed the incident: version %d→%d, state %s→%s", before.Version, after.Version, before.State, after.State)
-	}
-	// The refusal (no Seq) is not posted again by the next Announce.
-	r.slack.Reset()
-	if err := r.a.Announce(ctx, after); err != nil {
-		t.Fatal(err)
-	}
-	if calls := r.slack.Calls(); len(calls) != 1 || calls[0].Method != "chat.update" {
-		t.Errorf("Announce after refusals: got %+v, want one chat.update", calls)
-	}
-
-	// No message yet: an error, nothing posted.
-	other := r.open(t, keyARN+"0")
-	if err := r.a.ReplyRefusal(ctx, other.ID, incident.NewRefusal("U0STRANGER", "remediate", "refused", "click:1:U0STRANGER", t0)); err == nil {
-		t.Errorf("ReplyRefusal without a message: got nil error")
+	t.Logf("30 concurrent deliveries: %d entries, %d thread replies", len(got.Timeline), total)
+	if total != len(got.Timeline) {
+		t.Errorf("thread replies: got %d, want %d (one per entry)", total, len(got.Timeline))
 	}
 }

@@ -116,6 +116,10 @@ type Incident struct {
 	// thread; entries with a higher Seq are still to post. Like Slack, it is Slack bookkeeping,
 	// not incident state: the store records it without a new Version.
 	SlackPosted int64 `json:"slack_posted,omitempty"`
+	// SlackShown is the Version the Slack message last showed: a higher Version is a message
+	// change still to deliver (see SlackOutbox). Slack bookkeeping, recorded without a new
+	// Version.
+	SlackShown int64 `json:"slack_shown,omitempty"`
 	// TimelineSeq is the highest Seq given to a timeline entry so far.
 	TimelineSeq int64   `json:"timeline_seq,omitempty"`
 	Timeline    []Entry `json:"timeline"`

@@ -2,413 +2,282 @@ package notify
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
 	"github.com/slack-go/slack"
-	"github.com/slack-go/slack/slacktest"
 
 	"github.com/keywarden/keywarden/internal/incident"
-	"github.com/keywarden/keywarden/internal/slackui"
+	"github.com/keywarden/keywarden/internal/slacktest"
 )
 
-// The real client must fit Poster as is.
-var _ Poster = (*slack.Client)(nil)
+// The real client must fit API as is.
+var _ API = (*slack.Client)(nil)
 
 const token = "xoxb-000-secret-test-token"
 
-var now = time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
-
-// call is one Web API request the stand-in saw.
-type call struct {
-	Method   string
-	Channel  string
-	TS       string
-	ThreadTS string
-	Text     string
-	Blocks   bool
-}
-
-// recorder stands in for chat.postMessage and chat.update on a slacktest server (slacktest
-// has no chat.update and keeps no record of posted messages), answering as Slack does.
-// fail, when set, chooses a response for a request instead of success.
-type recorder struct {
-	mu    sync.Mutex
-	calls []call
-	next  int
-	fail  func(method string, n int) (status int, header http.Header, body string)
-}
-
-func (r *recorder) bind(c slacktest.Customize) {
-	c.Handle("/chat.postMessage", r.handler("chat.postMessage"))
-	c.Handle("/chat.update", r.handler("chat.update"))
-}
-
-func (r *recorder) handler(method string) http.HandlerFunc {
-	return func(w http.ResponseWriter, req *http.Request) {
-		if err := req.ParseForm(); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		n := 0
-		for _, c := range r.calls {
-			if c.Method == method {
-				n++
-			}
-		}
-		if r.fail != nil {
-			if status, header, body := r.fail(method, n); status != 0 {
-				for k, v := range header {
-					w.Header()[k] = v
-				}
-				w.WriteHeader(status)
-				_, _ = w.Write([]byte(body))
-				r.calls = append(r.calls, call{Method: method + " (refused)"})
-				return
-			}
-		}
-		c := call{
-			Method: method, Channel: req.Form.Get("channel"), TS: req.Form.Get("ts"),
-			ThreadTS: req.Form.Get("thread_ts"), Text: req.Form.Get("text"), Blocks: req.Form.Get("blocks") != "",
-		}
-		r.calls = append(r.calls, c)
-		ts := c.TS
-		if method == "chat.postMessage" {
-			r.next++
-			ts = fmt.Sprintf("1795860000.%06d", r.next)
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{"ok": true, "channel": "C0KEYWARDEN", "ts": ts, "text": c.Text})
-	}
-}
-
-func (r *recorder) seen() []call {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]call(nil), r.calls...)
-}
-
-// newSlack starts a slacktest server on loopback with the recorder bound in and returns a
-// slack-go client pointed at it.
-func newSlack(t *testing.T, r *recorder) *slack.Client {
+func newNotifier(t *testing.T, channel string, timeout time.Duration) (*Notifier, *slacktest.Slack) {
 	t.Helper()
-	var binders []slacktest.Binder
-	if r != nil {
-		binders = append(binders, r.bind)
-	}
-	s := slacktest.NewTestServer(binders...)
-	s.Start()
-	t.Cleanup(s.Stop)
-	return slack.New(token, slack.OptionAPIURL(s.GetAPIURL()))
+	s := slacktest.Start(t, &slacktest.Slack{Token: token, KnownMessagesOnly: true})
+	client := slack.New(token, slack.OptionAPIURL(s.APIURL()), slack.OptionHTTPClient(&http.Client{Transport: Transport(nil)}))
+	return New(client, channel).WithCallTimeout(timeout), s
 }
 
-func testIncident() incident.Incident {
-	lost := now.Add(-time.Hour)
-	inc := incident.Incident{
-		ID: "KW-20261128-1f3a9c", Version: 1, State: incident.StateOpen,
-		KeyARN:   "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
-		KeyAlias: "alias/orders-db", KeyState: "Disabled", Trigger: "DisableKey", LostAt: lost,
-		Actor: incident.Actor{ARN: "arn:aws:iam::111122223333:user/alice", SourceIP: "203.0.113.7"},
-		Clusters: []incident.Cluster{{
-			Identifier: "orders-prod", Engine: "aurora-postgresql", Status: incident.StatusAvailable, CanStop: true, LostAccessAt: &lost,
-		}},
-	}
-	inc.RecordDelivery(incident.Entry{At: lost, Source: "ev-1", Actor: "arn:aws:iam::111122223333:user/alice", Detail: "DisableKey"})
-	inc.RecordDelivery(incident.Entry{At: lost.Add(time.Minute), Source: "ev-2", Detail: "RDS-EVENT-0419 for orders-prod-1"})
-	inc.RecomputeDeadlines()
-	return inc
-}
-
-func TestSyncPostsOnceThenUpdatesInPlace(t *testing.T) {
-	rec := &recorder{}
-	n := New(newSlack(t, rec), "#keywarden")
-	ctx := t.Context()
-	inc := testIncident()
-
-	ref, posted, err := n.Sync(ctx, inc, now)
-	if err != nil {
-		t.Fatalf("first Sync: %v", err)
-	}
-	want := incident.SlackRef{Channel: "C0KEYWARDEN", TS: "1795860000.000001"}
-	if ref != want || posted != 2 {
-		t.Fatalf("first Sync = %+v, %d, want %+v, 2", ref, posted, want)
-	}
-
-	// The caller stores the ref and what was posted and, later, the incident changes. A
-	// refusal kept beside it (no Seq) is not the thread's to post: its handler replied once.
-	inc.Slack, inc.SlackPosted = &ref, posted
-	inc.Version++
-	inc.AddEntry(incident.Entry{ID: "click:1795860001.000200:U012ABCDEF", At: now, Kind: incident.KindClick, Actor: "U012ABCDEF",
-		Result: incident.Result(slackui.ActionAcknowledge), Detail: "acknowledge: on it"})
-	inc.Timeline = append(inc.Timeline, incident.NewRefusal("U0STRANGER", slackui.ActionRemediate, "refused: not an approver", "click:1:U0STRANGER", now))
-	ref2, posted, err := n.Sync(ctx, inc, now.Add(time.Minute))
-	if err != nil {
-		t.Fatalf("second Sync: %v", err)
-	}
-	if ref2 != ref || posted != 3 {
-		t.Fatalf("second Sync = %+v, %d, want %+v, 3", ref2, posted, ref)
-	}
-
-	_, fallback := slackui.Message(inc, now.Add(time.Minute))
-	wantCalls := []call{
-		{Method: "chat.postMessage", Channel: "#keywarden", Text: mustFirstFallback(t), Blocks: true},
-		{Method: "chat.postMessage", Channel: "C0KEYWARDEN", ThreadTS: ref.TS, Text: slackui.ThreadText(inc.Timeline[0])},
-		{Method: "chat.postMessage", Channel: "C0KEYWARDEN", ThreadTS: ref.TS, Text: slackui.ThreadText(inc.Timeline[1])},
-		{Method: "chat.update", Channel: "C0KEYWARDEN", TS: ref.TS, Text: fallback, Blocks: true},
-		{Method: "chat.postMessage", Channel: "C0KEYWARDEN", ThreadTS: ref.TS, Text: slackui.ThreadText(inc.Timeline[2])},
-	}
-	if diff := cmp.Diff(wantCalls, rec.seen()); diff != "" {
-		t.Errorf("Slack calls mismatch (-want +got):\n%s", diff)
+func msg(id string) Message {
+	return Message{
+		IncidentID: id,
+		Blocks:     []slack.Block{slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, "*key* disabled", false, false), nil, nil)},
+		Text:       "key disabled",
+		Plain:      "key disabled; incident " + id,
 	}
 }
 
-func mustFirstFallback(t *testing.T) string {
-	t.Helper()
-	_, fallback := slackui.Message(testIncident(), now)
-	return fallback
-}
-
-// TestSyncAgainstStockSlacktest posts through slacktest's own chat.postMessage, unmodified, to
-// show the real client and the real request shape work end to end.
-func TestSyncAgainstStockSlacktest(t *testing.T) {
-	n := New(newSlack(t, nil), "C0STOCK")
-	inc := testIncident()
-	inc.Timeline = nil
-	ref, posted, err := n.Sync(t.Context(), inc, now)
-	if err != nil {
-		t.Fatalf("Sync: %v", err)
-	}
-	if ref.Channel != "C0STOCK" || ref.TS == "" || posted != 0 {
-		t.Errorf("Sync = %+v, %d, want channel C0STOCK, a ts, 0", ref, posted)
-	}
-}
-
-func TestSyncFailures(t *testing.T) {
-	slackErr := func(code string) func(string, int) (int, http.Header, string) {
-		return func(string, int) (int, http.Header, string) {
-			return http.StatusOK, http.Header{"Content-Type": {"application/json"}}, `{"ok":false,"error":"` + code + `"}`
+func topLevel(s *slacktest.Slack) []slacktest.Record {
+	var out []slacktest.Record
+	for _, m := range slacktest.CurrentMessages(s.Records()) {
+		if m.ThreadTS == "" {
+			out = append(out, m)
 		}
 	}
-	existing := &incident.SlackRef{Channel: "C0KEYWARDEN", TS: "1795850000.000009"}
-	tests := []struct {
-		name       string
-		slack      *incident.SlackRef
-		fail       func(string, int) (int, http.Header, string)
-		wantRef    incident.SlackRef
-		wantPosted int64
-		wantErr    string
-	}{
-		{
-			name: "post refused", fail: slackErr("channel_not_found"),
-			wantErr: "post message of incident KW-20261128-1f3a9c: channel_not_found",
-		},
-		{
-			name: "Slack down", fail: func(string, int) (int, http.Header, string) {
-				return http.StatusServiceUnavailable, nil, "<html>down</html>"
-			},
-			wantErr: "post message of incident KW-20261128-1f3a9c: slack server error: 503",
-		},
-		{
-			name: "update refused", slack: existing, fail: slackErr("cant_update_message"), wantRef: *existing,
-			wantErr: "update message 1795850000.000009 of incident KW-20261128-1f3a9c: cant_update_message",
-		},
-		{
-			name: "second thread reply refused",
-			fail: func(method string, n int) (int, http.Header, string) {
-				if n == 2 { // the main message and the first reply went through
-					return slackErr("msg_too_long")(method, n)
-				}
-				return 0, nil, ""
-			},
-			wantRef:    incident.SlackRef{Channel: "C0KEYWARDEN", TS: "1795860000.000001"},
-			wantPosted: 1,
-			wantErr:    "post timeline entry 2 of incident KW-20261128-1f3a9c: reply in thread 1795860000.000001: msg_too_long",
-		},
+	return out
+}
+
+func TestPostFindsLostAnswer(t *testing.T) {
+	n, s := newNotifier(t, slacktest.Channel, 300*time.Millisecond)
+	s.Fail("chat.postMessage", slacktest.Fault{Delay: 2 * time.Second, Times: 1})
+	p, err := n.Post(t.Context(), msg("KW-1"))
+	if err != nil {
+		t.Fatalf("Post: %v", err)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			n := New(newSlack(t, &recorder{fail: tt.fail}), "#keywarden")
-			inc := testIncident()
-			inc.Slack = tt.slack
-			ref, posted, err := n.Sync(t.Context(), inc, now)
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("Sync error = %v, want it to contain %q", err, tt.wantErr)
+	if !p.Found || !p.New || p.Ref.Channel != slacktest.Channel {
+		t.Errorf("Post: got %+v, want the message found by its metadata", p)
+	}
+	if top := topLevel(s); len(top) != 1 || top[0].TS != p.Ref.TS {
+		t.Errorf("top-level messages: got %+v, want the one found", top)
+	}
+	if len(s.Calls("conversations.history")) != 1 {
+		t.Error("want one conversations.history look-up")
+	}
+}
+
+func TestFindByName(t *testing.T) {
+	// A channel configured by name: nothing to look up until a post says its ID.
+	n, _ := newNotifier(t, "#keywarden", time.Second)
+	if _, ok, err := n.Find(t.Context(), "KW-1"); ok || err != nil {
+		t.Fatalf("Find before any post: ok %v, err %v", ok, err)
+	}
+	p, err := n.Post(t.Context(), msg("KW-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, ok, err := n.Find(t.Context(), "KW-1")
+	if err != nil || !ok || ref != p.Ref {
+		t.Errorf("Find after the post: %+v %v %v, want %+v", ref, ok, err, p.Ref)
+	}
+	if _, ok, _ := n.Find(t.Context(), "KW-2"); ok {
+		t.Error("Find found another incident's message")
+	}
+}
+
+func TestPostPlainWhenBlocksRejected(t *testing.T) {
+	for _, code := range []string{"invalid_blocks", "msg_too_long"} {
+		t.Run(code, func(t *testing.T) {
+			n, s := newNotifier(t, slacktest.Channel, time.Second)
+			s.Fail("chat.postMessage", slacktest.Fault{Error: code, Times: 1})
+			p, err := n.Post(t.Context(), msg("KW-1"))
+			if err != nil || !p.Plain {
+				t.Fatalf("Post: %+v, %v; want the plain form posted", p, err)
 			}
-			if strings.Contains(err.Error(), token) {
-				t.Errorf("Sync error %q contains the bot token", err)
-			}
-			if ref != tt.wantRef || posted != tt.wantPosted {
-				t.Errorf("Sync = %+v, %d, want %+v, %d", ref, posted, tt.wantRef, tt.wantPosted)
+			top := topLevel(s)
+			if len(top) != 1 || top[0].Text != "key disabled; incident KW-1" || len(top[0].Blocks) != 0 {
+				t.Errorf("message: %+v, want the plain text only", top)
 			}
 		})
 	}
 }
 
-// TestSyncRepostsDeletedMessage: when someone deleted the message, chat.update fails with
-// message_not_found; the next Sync posts a new one and gives its thread the whole timeline.
-func TestSyncRepostsDeletedMessage(t *testing.T) {
-	rec := &recorder{fail: func(method string, _ int) (int, http.Header, string) {
-		if method == "chat.update" {
-			return http.StatusOK, nil, `{"ok":false,"error":"message_not_found"}`
-		}
-		return 0, nil, ""
-	}}
-	n := New(newSlack(t, rec), "#keywarden")
-	inc := testIncident()
-	inc.Slack = &incident.SlackRef{Channel: "C0KEYWARDEN", TS: "1795850000.000009"}
-	inc.SlackPosted = 2
-	ref, posted, err := n.Sync(t.Context(), inc, now)
+func TestUpdateRepostsGoneMessage(t *testing.T) {
+	n, s := newNotifier(t, slacktest.Channel, time.Second)
+	first, err := n.Post(t.Context(), msg("KW-1"))
 	if err != nil {
-		t.Fatalf("Sync: %v", err)
+		t.Fatal(err)
 	}
-	// Both entries were posted in the old thread; the new thread was given them again, and
-	// the last posted Seq stays 2.
-	if ref.TS != "1795860000.000001" || posted != 2 {
-		t.Errorf("Sync = %+v, %d, want the new message and posted 2", ref, posted)
+	for _, code := range []string{"message_not_found", "cant_update_message", "edit_window_closed"} {
+		s.Fail("chat.update", slacktest.Fault{Error: code, Times: 1})
+		p, err := n.Update(t.Context(), first.Ref, msg("KW-1"))
+		if err != nil || !p.New || p.Ref == first.Ref {
+			t.Errorf("%s: Update got %+v, %v; want a new message", code, p, err)
+		}
 	}
-	var replies int
-	for _, c := range rec.seen() {
-		if c.ThreadTS == ref.TS {
+	// An unknown ts (the stand-in knows only its own messages) is message_not_found too.
+	p, err := n.Update(t.Context(), incident.SlackRef{Channel: slacktest.Channel, TS: "1.000001"}, msg("KW-1"))
+	if err != nil || !p.New {
+		t.Errorf("Update of a deleted message: %+v, %v", p, err)
+	}
+}
+
+func TestJoinsPublicChannelOnce(t *testing.T) {
+	n, s := newNotifier(t, slacktest.Channel, time.Second)
+	s.Leave(slacktest.Channel)
+	if _, err := n.Post(t.Context(), msg("KW-1")); err != nil {
+		t.Fatalf("Post: %v", err)
+	}
+	if got := len(s.Calls("conversations.join")); got != 1 {
+		t.Errorf("joins: got %d, want 1", got)
+	}
+
+	n2, s2 := newNotifier(t, slacktest.Channel, time.Second)
+	s2.Leave(slacktest.Channel)
+	s2.MakePrivate(slacktest.Channel)
+	_, err := n2.Post(t.Context(), msg("KW-1"))
+	var u *UndeliverableError
+	if !errors.As(err, &u) || u.Code != "not_in_channel" {
+		t.Fatalf("Post in a private channel: got %v, want undeliverable not_in_channel", err)
+	}
+	joins := 0
+	for _, r := range s2.Records() {
+		if r.Method == "conversations.join" {
+			joins++
+		}
+	}
+	if joins != 1 {
+		t.Errorf("joins tried: got %d, want 1", joins)
+	}
+}
+
+func TestClassify(t *testing.T) {
+	for _, tc := range []struct {
+		fault         slacktest.Fault
+		undeliverable string
+		pending       string
+	}{
+		{fault: slacktest.Fault{Error: "channel_not_found"}, undeliverable: "channel_not_found"},
+		{fault: slacktest.Fault{Error: "is_archived"}, undeliverable: "is_archived"},
+		{fault: slacktest.Fault{Error: "token_revoked"}, undeliverable: "token_revoked"},
+		{fault: slacktest.Fault{Error: "invalid_auth"}, undeliverable: "invalid_auth"},
+		{fault: slacktest.Fault{Error: "missing_scope", Needed: "chat:write"}, undeliverable: "missing_scope (needs scope chat:write)"},
+		{fault: slacktest.Fault{Error: "fatal_error"}, pending: "fatal_error"},
+		{fault: slacktest.Fault{Status: 503}, pending: "unavailable"},
+		{fault: slacktest.Fault{RetryAfter: time.Hour}, pending: "ratelimited"},
+		{fault: slacktest.Fault{Status: 429}, pending: "ratelimited"},
+	} {
+		n, s := newNotifier(t, slacktest.Channel, time.Second)
+		s.Fail(slacktest.AnyMethod, tc.fault)
+		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+		_, err := n.Post(ctx, msg("KW-1"))
+		cancel()
+		var u *UndeliverableError
+		var p *PendingError
+		switch {
+		case tc.undeliverable != "":
+			if !errors.As(err, &u) || !strings.HasPrefix(u.Reason(), tc.undeliverable) {
+				t.Errorf("%+v: got %v, want undeliverable %s", tc.fault, err, tc.undeliverable)
+			}
+		case !errors.As(err, &p) || p.Code != tc.pending:
+			t.Errorf("%+v: got %v, want pending %s", tc.fault, err, tc.pending)
+		}
+	}
+}
+
+func TestRateLimitWaits(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fault slacktest.Fault
+	}{
+		{"429 seconds", slacktest.Fault{RetryAfter: 2 * time.Second, Times: 2}},
+		{"429 HTTP date", slacktest.Fault{RetryAfter: 2 * time.Second, RetryAfterDate: true, Times: 1}},
+		{"ok:false on 200", slacktest.Fault{Error: "ratelimited", Status: 200, RetryAfter: 2 * time.Second, Times: 1}},
+		{"ok:false on 200 without Retry-After", slacktest.Fault{Error: "ratelimited", Times: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, s := newNotifier(t, slacktest.Channel, time.Second)
+			var waited []time.Duration
+			n.wait = func(_ context.Context, d time.Duration) error { waited = append(waited, d); return nil }
+			s.Fail("chat.postMessage", tc.fault)
+			if _, err := n.Post(t.Context(), msg("KW-1")); err != nil {
+				t.Fatalf("Post: %v", err)
+			}
+			if len(waited) == 0 || waited[0] < time.Second || waited[0] > 4*time.Second {
+				t.Errorf("waits: got %v, want about Retry-After", waited)
+			}
+		})
+	}
+	// A wait that does not fit the time left is not waited.
+	n, s := newNotifier(t, slacktest.Channel, time.Second)
+	s.Fail("chat.postMessage", slacktest.Fault{RetryAfter: time.Minute})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := n.Post(ctx, msg("KW-1"))
+	var p *PendingError
+	if !errors.As(err, &p) || p.RetryAfter != time.Minute || time.Since(start) > time.Second {
+		t.Errorf("Post: %v after %s, want pending at once with Retry-After 1m", err, time.Since(start))
+	}
+}
+
+func TestReplyEntryLostAnswer(t *testing.T) {
+	n, s := newNotifier(t, slacktest.Channel, 300*time.Millisecond)
+	p, err := n.Post(t.Context(), msg("KW-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Fail("chat.postMessage", slacktest.Fault{Delay: 2 * time.Second, Times: 1})
+	if err := n.ReplyEntry(t.Context(), p.Ref, "KW-1", "note:1", "hello"); err != nil {
+		t.Fatalf("ReplyEntry with a lost answer: %v", err)
+	}
+	replies := 0
+	for _, m := range slacktest.CurrentMessages(s.Records()) {
+		if m.ThreadTS == p.Ref.TS {
 			replies++
 		}
 	}
-	if replies != 2 {
-		t.Errorf("new thread got %d replies, want the whole timeline (2)", replies)
+	if replies != 1 {
+		t.Errorf("replies: got %d, want 1", replies)
 	}
 }
 
-func TestSyncRateLimit(t *testing.T) {
-	limited := func(times int, retryAfter string) func(string, int) (int, http.Header, string) {
-		var mu sync.Mutex
-		refused := 0
-		return func(method string, n int) (int, http.Header, string) {
-			mu.Lock()
-			defer mu.Unlock()
-			if method == "chat.postMessage" && n == 0 && refused < times {
-				refused++
-				return http.StatusTooManyRequests, http.Header{"Retry-After": {retryAfter}}, ""
+func TestTransport(t *testing.T) {
+	now := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		status     int
+		retryAfter string
+		wantStatus int
+		wantRA     string
+	}{
+		{429, "30", 429, "30"},
+		{429, now.Add(45 * time.Second).Format(http.TimeFormat), 429, "45"},
+		{200, "5", 429, "5"},
+		{429, "soon", 429, "1"},
+		{200, "", 200, ""},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			if tc.retryAfter != "" {
+				w.Header().Set("Retry-After", tc.retryAfter)
 			}
-			return 0, nil, ""
-		}
-	}
-	t.Run("retried once after Retry-After", func(t *testing.T) {
-		rec := &recorder{fail: limited(1, "1")}
-		n := New(newSlack(t, rec), "#keywarden")
-		var waited []time.Duration
-		n.wait = func(ctx context.Context, d time.Duration) error { waited = append(waited, d); return nil }
-		ref, _, err := n.Sync(t.Context(), testIncident(), now)
+			w.WriteHeader(tc.status)
+		}))
+		rt := retryAfterTransport{base: http.DefaultTransport, now: func() time.Time { return now }}
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, nil)
+		resp, err := rt.RoundTrip(req)
 		if err != nil {
-			t.Fatalf("Sync: %v", err)
+			t.Fatal(err)
 		}
-		if ref.TS == "" {
-			t.Errorf("Sync returned no ref after the retry")
+		resp.Body.Close()
+		srv.Close()
+		if resp.StatusCode != tc.wantStatus || resp.Header.Get("Retry-After") != tc.wantRA {
+			t.Errorf("%d %q: got %d %q, want %d %q", tc.status, tc.retryAfter, resp.StatusCode, resp.Header.Get("Retry-After"), tc.wantStatus, tc.wantRA)
 		}
-		if diff := cmp.Diff([]time.Duration{time.Second}, waited); diff != "" {
-			t.Errorf("waits mismatch (-want +got):\n%s", diff)
-		}
-		if got := rec.seen()[0].Method; got != "chat.postMessage (refused)" {
-			t.Errorf("first call = %q, want the refused post", got)
-		}
-	})
-	t.Run("really waits", func(t *testing.T) {
-		n := New(newSlack(t, &recorder{fail: limited(1, "1")}), "#keywarden")
-		start := time.Now()
-		if _, _, err := n.Sync(t.Context(), testIncident(), now); err != nil {
-			t.Fatalf("Sync: %v", err)
-		}
-		if d := time.Since(start); d < time.Second {
-			t.Errorf("Sync retried after %v, want at least Retry-After (1s)", d)
-		}
-	})
-	t.Run("only once", func(t *testing.T) {
-		rec := &recorder{fail: limited(2, "1")}
-		n := New(newSlack(t, rec), "#keywarden")
-		n.wait = func(context.Context, time.Duration) error { return nil }
-		_, _, err := n.Sync(t.Context(), testIncident(), now)
-		var rl *slack.RateLimitedError
-		if !errors.As(err, &rl) {
-			t.Fatalf("Sync error = %v, want a RateLimitedError", err)
-		}
-		if got := len(rec.seen()); got != 2 {
-			t.Errorf("%d calls, want 2 (one retry)", got)
-		}
-	})
-	t.Run("bounded by ctx", func(t *testing.T) {
-		n := New(newSlack(t, &recorder{fail: limited(1, "30")}), "#keywarden")
-		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-		defer cancel()
-		start := time.Now()
-		_, _, err := n.Sync(ctx, testIncident(), now)
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("Sync error = %v, want context.DeadlineExceeded", err)
-		}
-		if d := time.Since(start); d > time.Second {
-			t.Errorf("Sync took %v, want it to give up at once when Retry-After outlives ctx", d)
-		}
-	})
-}
-
-func TestReply(t *testing.T) {
-	rec := &recorder{}
-	n := New(newSlack(t, rec), "#keywarden")
-	ref := incident.SlackRef{Channel: "C0KEYWARDEN", TS: "1795850000.000009"}
-	if err := n.Reply(t.Context(), ref, "<!subteam^S0123> reminder"); err != nil {
-		t.Fatalf("Reply: %v", err)
-	}
-	want := []call{{Method: "chat.postMessage", Channel: "C0KEYWARDEN", ThreadTS: ref.TS, Text: "<!subteam^S0123> reminder"}}
-	if diff := cmp.Diff(want, rec.seen()); diff != "" {
-		t.Errorf("Slack calls mismatch (-want +got):\n%s", diff)
-	}
-	if err := n.Reply(t.Context(), incident.SlackRef{}, "x"); err == nil {
-		t.Errorf("Reply without a message = nil error, want one")
 	}
 }
 
-// TestSyncPostsBySeq: the thread follows Seq, not the slice's order (a store may return the
-// timeline sorted by time, refusals among it); refusals and entries already posted are left
-// out; a reminder, which the reconciler posts itself, is not mirrored but counts as handled.
-func TestSyncPostsBySeq(t *testing.T) {
-	rec := &recorder{}
-	n := New(newSlack(t, rec), "#keywarden")
-	inc := testIncident()
-	inc.Slack, inc.SlackPosted = &incident.SlackRef{Channel: "C0KEYWARDEN", TS: "1795850000.000009"}, 1
-	inc.AddEntry(incident.Entry{ID: "note:a", At: now, Kind: incident.KindNote, Detail: "third"})
-	inc.AddEntry(incident.Entry{ID: "reminder:KW-20261128-1f3a9c:24h", At: now, Kind: incident.KindReminder, Detail: "24h left"})
-	inc.AddEntry(incident.Entry{ID: "note:b", At: now.Add(-time.Hour), Kind: incident.KindNote, Detail: "fifth"})
-	inc.Timeline = append(inc.Timeline, incident.NewRefusal("U0STRANGER", "remediate", "refused: not an approver", "click:1:U0STRANGER", now))
-	incident.SortTimeline(inc.Timeline) // by time: "fifth" now comes first
-
-	_, posted, err := n.Sync(t.Context(), inc, now)
-	if err != nil {
-		t.Fatalf("Sync: %v", err)
-	}
-	if posted != 5 {
-		t.Errorf("posted = %d, want 5 (the last Seq)", posted)
-	}
-	var got []string
-	for _, c := range rec.seen() {
-		if c.ThreadTS != "" {
-			got = append(got, c.Text)
-		}
-	}
-	var want []string
-	for _, seq := range []int64{2, 3, 5} {
-		for _, e := range inc.Timeline {
-			if e.Seq == seq {
-				want = append(want, slackui.ThreadText(e))
-			}
-		}
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("thread replies mismatch (-want +got):\n%s", diff)
+func TestCut(t *testing.T) {
+	s := strings.Repeat("word ", 100)
+	got := cut(s, 52)
+	if len(got) > 54 || strings.Contains(got, "wor …") || !strings.HasSuffix(got, " …") {
+		t.Errorf("cut: %q", got)
 	}
 }

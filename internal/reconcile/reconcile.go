@@ -353,6 +353,7 @@ func (r *Reconciler) Run(ctx context.Context) (rep Report, err error) {
 		}
 		r.lookUpClosed(ctx, inc, b, &rep)
 	}
+	r.retryClosedOutbox(ctx, all, b, &rep) // outbox.go
 	if err := r.backstop(ctx, inv, openKeys, latest, b, &rep); err != nil && !errors.Is(err, errBudget) {
 		rep.add(Outcome{Action: ActionFailed, Reason: "backstop: " + err.Error()})
 	}

@@ -1,7 +1,9 @@
 // Package slacktest is the one Slack Web API stand-in of the project: the tests of the code that
 // talks to Slack, the local stack's services and the demo all use it. It answers the methods
-// keywarden calls (auth.test, chat.postMessage, chat.update, chat.postEphemeral,
-// usergroups.users.list) the way Slack does and records every call, so a test or a developer can
+// keywarden calls (auth.test with its X-OAuth-Scopes header, chat.postMessage, chat.update,
+// chat.postEphemeral, conversations.history and conversations.replies with message metadata,
+// conversations.join, conversations.info, conversations.list, usergroups.users.list) the way
+// Slack does and records every call, so a test or a developer can
 // point a real slack-go client at it (slack.OptionAPIURL) and see what Slack saw.
 //
 // Fail makes it misbehave on purpose, per method: refuse N calls or every call with a Slack error
@@ -69,6 +71,8 @@ type Record struct {
 	Usergroup string          `json:"usergroup,omitempty"`
 	Text      string          `json:"text,omitempty"`
 	Blocks    json.RawMessage `json:"blocks,omitempty"`
+	// Metadata is the message metadata sent with chat.postMessage or chat.update.
+	Metadata json.RawMessage `json:"metadata,omitempty"`
 	// OK and Error are Slack's answer.
 	OK    bool   `json:"ok"`
 	Error string `json:"error,omitempty"`
@@ -95,6 +99,12 @@ type Fault struct {
 	Delay time.Duration
 	// Times is how many calls the fault answers; 0 means every call until ClearFaults.
 	Times int
+	// Needed is sent as the answer's "needed" field, as Slack names the scope a
+	// missing_scope call lacks.
+	Needed string
+	// RetryAfterDate sends Retry-After as an HTTP date rather than seconds (RFC 9110 allows
+	// both).
+	RetryAfterDate bool
 }
 
 // refuses reports whether the fault answers instead of the stand-in.
@@ -126,6 +136,9 @@ type Slack struct {
 	RecordTo io.Writer
 	// Log receives one line per call. Default: none.
 	Log *slog.Logger
+	// Scopes is what auth.test answers in its X-OAuth-Scopes header; nil answers
+	// DefaultScopes.
+	Scopes []string
 
 	now func() time.Time
 	srv *httptest.Server
@@ -137,12 +150,42 @@ type Slack struct {
 	messages map[string]map[string]*message // channel ID → ts → message
 	names    map[string]string              // channel ID → name, for channels addressed by name
 	faults   map[string][]*fault            // method or AnyMethod → faults, first first
+	outside  map[string]bool                // channel IDs the bot is not a member of
+	private  map[string]bool                // channel IDs of private channels
+}
+
+// DefaultScopes are the bot token scopes the stand-in reports when Scopes is nil: those
+// keywarden's Slack app manifest asks for.
+var DefaultScopes = []string{"chat:write", "channels:read", "channels:history", "channels:join", "groups:read", "groups:history", "usergroups:read"}
+
+// Leave takes the bot out of the channel with ID id: chat.postMessage and chat.update there
+// answer not_in_channel until conversations.join (public channels only) puts it back, as when
+// a bot was never invited.
+func (s *Slack) Leave(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.outside == nil {
+		s.outside = map[string]bool{}
+	}
+	s.outside[id] = true
+}
+
+// MakePrivate makes the channel with ID id private: conversations.join answers
+// method_not_supported_for_channel_type there, as Slack does for a private channel.
+func (s *Slack) MakePrivate(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.private == nil {
+		s.private = map[string]bool{}
+	}
+	s.private[id] = true
 }
 
 type message struct {
 	Text     string
 	Blocks   json.RawMessage
 	ThreadTS string
+	Metadata json.RawMessage
 }
 
 type fault struct {
@@ -245,6 +288,8 @@ type request struct {
 	token                                        string
 	channel, ts, threadTS, text, user, userGroup string
 	blocks                                       json.RawMessage
+	metadata                                     json.RawMessage
+	allMetadata                                  bool
 }
 
 func parseRequest(r *http.Request) (request, error) {
@@ -270,6 +315,10 @@ func parseRequest(r *http.Request) (request, error) {
 		if b := body["blocks"]; len(b) > 0 && string(b) != "null" {
 			req.blocks = blocksJSON(b)
 		}
+		if m := body["metadata"]; len(m) > 0 && string(m) != "null" {
+			req.metadata = blocksJSON(m)
+		}
+		req.allMetadata = str("include_all_metadata") == "true" || str("include_all_metadata") == "1"
 	} else {
 		if err := r.ParseForm(); err != nil {
 			return req, fmt.Errorf("parse form: %w", err)
@@ -281,6 +330,10 @@ func parseRequest(r *http.Request) (request, error) {
 		if b := f.Get("blocks"); b != "" {
 			req.blocks = blocksJSON(json.RawMessage(b))
 		}
+		if m := f.Get("metadata"); m != "" {
+			req.metadata = blocksJSON(json.RawMessage(m))
+		}
+		req.allMetadata = f.Get("include_all_metadata") == "true" || f.Get("include_all_metadata") == "1"
 	}
 	if req.token == "" {
 		req.token = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -337,7 +390,7 @@ func (s *Slack) answer(method string, req request) (int, http.Header, any, time.
 	defer s.mu.Unlock()
 	rec := Record{
 		Method: method, TS: req.ts, ThreadTS: req.threadTS, User: req.user, Usergroup: req.userGroup,
-		Text: req.text, Blocks: req.blocks,
+		Text: req.text, Blocks: req.blocks, Metadata: req.metadata,
 	}
 	status, header := http.StatusOK, http.Header{}
 	var resp any
@@ -349,10 +402,19 @@ func (s *Slack) answer(method string, req request) (int, http.Header, any, time.
 		resp = failure("invalid_auth")
 	case ok && f.refuses():
 		rec.Fault, delay = true, f.Delay
-		status, resp = faultAnswer(f, header)
+		status, resp = faultAnswer(f, header, s.clock())
 	default:
 		delay = f.Delay // zero without a fault
 		resp = s.dispatch(method, req, &rec)
+		if method == "auth.test" {
+			scopes := s.Scopes
+			if scopes == nil {
+				scopes = DefaultScopes
+			}
+			// Slack names the token's scopes in this header of every Web API answer
+			// (https://docs.slack.dev/authentication/tokens/).
+			header.Set("X-OAuth-Scopes", strings.Join(scopes, ","))
+		}
 	}
 	switch r := resp.(type) {
 	case map[string]any:
@@ -369,7 +431,7 @@ func (s *Slack) answer(method string, req request) (int, http.Header, any, time.
 }
 
 // faultAnswer is what a refusing fault answers.
-func faultAnswer(f Fault, header http.Header) (int, any) {
+func faultAnswer(f Fault, header http.Header, now time.Time) (int, any) {
 	status := f.Status
 	if status == 0 && f.RetryAfter > 0 {
 		status = http.StatusTooManyRequests
@@ -378,9 +440,18 @@ func faultAnswer(f Fault, header http.Header) (int, any) {
 		status = http.StatusOK
 	}
 	if f.RetryAfter > 0 {
-		header.Set("Retry-After", fmt.Sprint(int(math.Ceil(f.RetryAfter.Seconds()))))
+		secs := int(math.Ceil(f.RetryAfter.Seconds()))
+		if f.RetryAfterDate {
+			header.Set("Retry-After", now.Add(time.Duration(secs+1)*time.Second).UTC().Format(http.TimeFormat))
+		} else {
+			header.Set("Retry-After", fmt.Sprint(secs))
+		}
 	}
 	switch {
+	case f.Error != "" && f.Needed != "":
+		r := failure(f.Error)
+		r["needed"], r["provided"] = f.Needed, "chat:write"
+		return status, r
 	case f.Error != "":
 		return status, failure(f.Error)
 	case status == http.StatusTooManyRequests:
@@ -408,6 +479,9 @@ func (s *Slack) dispatch(method string, req request, rec *Record) map[string]any
 		if !ok {
 			return failure("channel_not_found")
 		}
+		if s.outside[id] {
+			return failure("not_in_channel")
+		}
 		if req.text == "" && len(req.blocks) == 0 {
 			return failure("no_text")
 		}
@@ -421,7 +495,7 @@ func (s *Slack) dispatch(method string, req request, rec *Record) map[string]any
 		if s.messages[id] == nil {
 			s.messages[id] = map[string]*message{}
 		}
-		s.messages[id][ts] = &message{Text: req.text, Blocks: req.blocks, ThreadTS: req.threadTS}
+		s.messages[id][ts] = &message{Text: req.text, Blocks: req.blocks, ThreadTS: req.threadTS, Metadata: req.metadata}
 		return map[string]any{"ok": true, "channel": id, "ts": ts, "message": messageJSON(ts, s.messages[id][ts])}
 	case "chat.update":
 		// Slack's chat.update takes the channel's ID, not its name: what chat.postMessage
@@ -433,6 +507,9 @@ func (s *Slack) dispatch(method string, req request, rec *Record) map[string]any
 		}
 		if req.ts == "" {
 			return failure("message_not_found")
+		}
+		if s.outside[id] {
+			return failure("not_in_channel")
 		}
 		m := s.messages[id][req.ts]
 		if m == nil {
@@ -449,6 +526,9 @@ func (s *Slack) dispatch(method string, req request, rec *Record) map[string]any
 			return failure("no_text")
 		}
 		m.Text, m.Blocks = req.text, req.blocks
+		if len(req.metadata) > 0 {
+			m.Metadata = req.metadata
+		}
 		rec.ThreadTS = m.ThreadTS
 		return map[string]any{"ok": true, "channel": id, "ts": req.ts, "text": m.Text, "message": messageJSON(req.ts, m)}
 	case "chat.postEphemeral":
@@ -467,6 +547,57 @@ func (s *Slack) dispatch(method string, req request, rec *Record) map[string]any
 		ts := s.nextTS()
 		rec.TS = ts
 		return map[string]any{"ok": true, "message_ts": ts}
+	case "conversations.join":
+		id, name, ok := s.channelID(req.channel, false)
+		rec.Channel, rec.ChannelName = id, name
+		switch {
+		case !ok:
+			return failure("channel_not_found")
+		case s.private[id]:
+			return failure("method_not_supported_for_channel_type")
+		}
+		delete(s.outside, id)
+		return map[string]any{"ok": true, "channel": s.channelJSON(id)}
+	case "conversations.info":
+		id, name, ok := s.channelID(req.channel, false)
+		rec.Channel, rec.ChannelName = id, name
+		if !ok {
+			return failure("channel_not_found")
+		}
+		return map[string]any{"ok": true, "channel": s.channelJSON(id)}
+	case "conversations.list":
+		// Every channel the stand-in has been told of by name (and ChannelID), one page.
+		var chans []map[string]any
+		seen := map[string]bool{}
+		for id := range s.names {
+			seen[id] = true
+			chans = append(chans, s.channelJSON(id))
+		}
+		if s.ChannelID != "" && !seen[s.ChannelID] {
+			chans = append(chans, s.channelJSON(s.ChannelID))
+		}
+		slices.SortFunc(chans, func(a, b map[string]any) int { return strings.Compare(a["id"].(string), b["id"].(string)) })
+		return map[string]any{"ok": true, "channels": chans, "response_metadata": map[string]any{"next_cursor": ""}}
+	case "conversations.history":
+		id, _, ok := s.channelID(req.channel, false)
+		rec.Channel = id
+		if !ok {
+			return failure("channel_not_found")
+		}
+		if s.outside[id] {
+			return failure("not_in_channel")
+		}
+		return map[string]any{"ok": true, "messages": s.listMessages(id, "", req.allMetadata), "has_more": false}
+	case "conversations.replies":
+		id, _, ok := s.channelID(req.channel, false)
+		rec.Channel = id
+		if !ok {
+			return failure("channel_not_found")
+		}
+		if s.messages[id][req.ts] == nil {
+			return failure("thread_not_found")
+		}
+		return map[string]any{"ok": true, "messages": s.listMessages(id, req.ts, req.allMetadata), "has_more": false}
 	case "usergroups.users.list":
 		users, ok := s.Groups[req.userGroup]
 		if !ok {
@@ -475,6 +606,13 @@ func (s *Slack) dispatch(method string, req request, rec *Record) map[string]any
 		return map[string]any{"ok": true, "users": slices.Clone(users)}
 	}
 	return failure("unknown_method")
+}
+
+func (s *Slack) clock() time.Time {
+	if s.now != nil {
+		return s.now()
+	}
+	return time.Now()
 }
 
 func (s *Slack) logger() *slog.Logger {
@@ -511,16 +649,47 @@ func (s *Slack) channelID(ref string, byName bool) (id, name string, ok bool) {
 // microseconds, strictly increasing, so each is unique within the stand-in as Slack's are
 // within a channel.
 func (s *Slack) nextTS() string {
-	now := time.Now
-	if s.now != nil {
-		now = s.now
-	}
-	us := now().UnixMicro()
+	us := s.clock().UnixMicro()
 	if us <= s.lastTS {
 		us = s.lastTS + 1
 	}
 	s.lastTS = us
 	return fmt.Sprintf("%d.%06d", us/1_000_000, us%1_000_000)
+}
+
+// channelJSON is conversations.info's channel object. Must be called with s.mu held.
+func (s *Slack) channelJSON(id string) map[string]any {
+	return map[string]any{
+		"id": id, "name": s.names[id], "is_channel": !s.private[id], "is_private": s.private[id],
+		"is_member": !s.outside[id], "is_archived": false,
+	}
+}
+
+// listMessages answers conversations.history (thread "", top-level messages, newest first) and
+// conversations.replies (the thread's parent, then its replies, oldest first), with each
+// message's metadata only when allMetadata asks for it (include_all_metadata). Must be called
+// with s.mu held.
+func (s *Slack) listMessages(channel, thread string, allMetadata bool) []map[string]any {
+	var tss []string
+	for ts, m := range s.messages[channel] {
+		if (thread == "" && m.ThreadTS == "") || (thread != "" && (ts == thread || m.ThreadTS == thread)) {
+			tss = append(tss, ts)
+		}
+	}
+	slices.Sort(tss)
+	if thread == "" {
+		slices.Reverse(tss)
+	}
+	out := make([]map[string]any, 0, len(tss))
+	for _, ts := range tss {
+		m := s.messages[channel][ts]
+		j := messageJSON(ts, m)
+		if allMetadata && len(m.Metadata) > 0 {
+			j["metadata"] = m.Metadata
+		}
+		out = append(out, j)
+	}
+	return out
 }
 
 func messageJSON(ts string, m *message) map[string]any {
@@ -722,4 +891,12 @@ func respondJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// ClearMembership puts the bot back in every channel Leave took it out of, and makes every
+// channel public again.
+func (s *Slack) ClearMembership() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.outside, s.private = nil, nil
 }

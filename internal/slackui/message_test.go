@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -692,5 +694,53 @@ func checkLimits(t *testing.T, blocks []slack.Block) {
 	}
 	if actions > 1 {
 		t.Errorf("%d actions blocks, want at most one", actions)
+	}
+}
+
+// TestTruncateAtBoundary: every cut text fits its limit and ends at a word or name boundary.
+func TestTruncateAtBoundary(t *testing.T) {
+	names := make([]string, 60)
+	for i := range names {
+		names[i] = fmt.Sprintf("orders-aurora-%02d", i)
+	}
+	long := strings.Join(names, ", ")
+	for _, n := range []int{30, 75, 150, 300, 3000} {
+		got := truncate(long, n)
+		if c := utf8.RuneCountInString(got); c > n {
+			t.Errorf("truncate(%d): %d runes", n, c)
+		}
+		if len(long) > n {
+			body := strings.TrimSuffix(got, " …")
+			last := body[strings.LastIndex(body, " ")+1:]
+			if !slices.Contains(names, last) {
+				t.Errorf("truncate(%d) = %q: cut inside the name %q", n, got, last)
+			}
+		}
+	}
+	if got := truncate(strings.Repeat("x", 40), 10); utf8.RuneCountInString(got) != 10 || !strings.HasSuffix(got, "…") {
+		t.Errorf("one long word: %q", got)
+	}
+	if got := listNames(names, 10); !strings.HasSuffix(got, "orders-aurora-09 … and 50 more") {
+		t.Errorf("listNames: %q", got)
+	}
+}
+
+// TestPlainText: the plain-text form carries the message's facts, without its buttons.
+func TestPlainText(t *testing.T) {
+	inc := disabledThree()
+	blocks, _ := Message(inc, at("2026-03-11T09:00:00Z"))
+	got := PlainText(blocks)
+	for _, c := range inc.Clusters {
+		if !strings.Contains(got, c.Identifier) {
+			t.Errorf("plain text lacks cluster %s:\n%s", c.Identifier, got)
+		}
+	}
+	for _, want := range []string{inc.ID, "version"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("plain text lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "action_id") {
+		t.Errorf("plain text has buttons:\n%s", got)
 	}
 }

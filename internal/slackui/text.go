@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/keywarden/keywarden/internal/incident"
@@ -41,13 +42,25 @@ func code(s string) string {
 	return "`" + esc(strings.ReplaceAll(s, "`", "'")) + "`"
 }
 
-// truncate shortens s to at most n runes, marking the cut with an ellipsis.
+// truncate shortens s to at most n runes, marking the cut with an ellipsis. It cuts at a word
+// or name boundary (a space, a line break, or the ", " between names) when one lies in the
+// last half of the room, so a reader never sees half a name that looks like a whole one; a
+// single word longer than that is cut inside it.
 func truncate(s string, n int) string {
 	if utf8.RuneCountInString(s) <= n {
 		return s
 	}
-	r := []rune(s)
-	return string(r[:n-1]) + "…"
+	if n <= 1 {
+		return "…"
+	}
+	r := []rune(s)[:n-1]
+	for i := len(r) - 1; i >= n/2; i-- {
+		if unicode.IsSpace(r[i]) || r[i] == ',' {
+			// r[:i] has at most n-2 runes: room for " …".
+			return strings.TrimRightFunc(string(r[:i]), func(c rune) bool { return unicode.IsSpace(c) || c == ',' }) + " …"
+		}
+	}
+	return string(r) + "…"
 }
 
 // slackUserID matches Slack user IDs (U…, or W… on Enterprise Grid) as the action handler
@@ -125,12 +138,12 @@ func plural(n int, one, many string) string {
 	return fmt.Sprintf("%d %s", n, many)
 }
 
-// listNames joins names, ending with "and N more" after max of them.
+// listNames joins names, ending with "… and N more" after max of them.
 func listNames(names []string, max int) string {
 	if len(names) <= max {
 		return strings.Join(names, ", ")
 	}
-	return strings.Join(names[:max], ", ") + fmt.Sprintf(" and %d more", len(names)-max)
+	return strings.Join(names[:max], ", ") + fmt.Sprintf(" … and %d more", len(names)-max)
 }
 
 // kindEmoji makes the kinds of timeline entry tell apart at a glance in a long thread.

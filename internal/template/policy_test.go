@@ -76,6 +76,10 @@ var unscopable = map[string]bool{
 	"organizations:ListAccounts": true,
 }
 
+// publishers may publish to the notification topic: every function announces incidents, and
+// each pages a critical incident on open or one Slack cannot carry (internal/page).
+var publishers = []string{"KeyEventFunction", "RdsEventFunction", "SlackActionFunction", "RemediateFunction", "ReconcileFunction"}
+
 // resourceFor is the only Resource text a service's actions may have (besides "*" for
 // unscopable ones); KMS and RDS writes are checked on their own below.
 var resourceFor = map[string][]string{
@@ -86,6 +90,8 @@ var resourceFor = map[string][]string{
 	// the central functions' roles), and the optional role that lists the organisation.
 	"sts": {"arn:${AWS::Partition}:iam::*:role/${MemberReadRoleName}",
 		"arn:${AWS::Partition}:iam::*:role/${MemberRemediateRoleName}", "${OrganizationReadRoleArn}"},
+	// The optional notification topic only, and only when it is set (HasNotificationTopic).
+	"sns": {"${NotificationTopicArn}"},
 }
 
 // legacyActions are all a function may do on the table of the old one-item layout: read an
@@ -178,6 +184,8 @@ func TestLeastPrivilege(t *testing.T) {
 					}
 				case text == "${IncidentsTable.Arn}" && !slices.Contains(legacyActions, a):
 					t.Errorf("%s: %s on the legacy incidents table, which is only read and emptied", where, a)
+				case service == "sns" && !slices.Contains(s.Branches, "HasNotificationTopic"):
+					t.Errorf("%s: %s without HasNotificationTopic: an empty topic must grant nothing", where, a)
 				case resourceFor[service] != nil:
 					if !slices.Contains(resourceFor[service], text) {
 						t.Errorf("%s: %s on %s, want one of %v", where, a, text, resourceFor[service])
@@ -190,6 +198,9 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 
 	for id, want := range allowedActions {
+		if slices.Contains(publishers, id) {
+			want = append(slices.Clone(want), "sns:Publish")
+		}
 		gotList := slices.Sorted(maps.Keys(got[id]))
 		wantList := slices.Sorted(slices.Values(want))
 		if diff := cmp.Diff(wantList, gotList); diff != "" {
@@ -273,7 +284,9 @@ func TestRemediationScope(t *testing.T) {
 			t.Errorf("%s %s: KMS writes under conditions %v; want them decided by HasRemediationKeys and HasRemediationKeyTag", s.Function, s.Sid, s.Branches)
 			continue
 		}
-		var decided []string // the key restriction's conditions; the deployment mode does not change it
+		// Other conditions of the policy (the deployment mode, HasNotificationTopic) multiply the
+		// branches; only the key restriction decides the KMS writes.
+		var decided []string
 		for _, b := range s.Branches {
 			if strings.Contains(b, "HasRemediationKey") {
 				decided = append(decided, b)

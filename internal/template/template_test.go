@@ -9,6 +9,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
+	"github.com/keywarden/keywarden/internal/page"
+	"github.com/keywarden/keywarden/internal/reconcile"
 	"github.com/keywarden/keywarden/internal/template"
 )
 
@@ -236,17 +238,20 @@ func TestTemplateRules(t *testing.T) {
 	}
 
 	rec, _ := tpl.Function("ReconcileFunction")
-	var schedules []string
+	schedules := map[string]string{}
 	for _, e := range rec.Events {
 		if e.Type == "Schedule" || e.Type == "ScheduleV2" {
 			s, _ := e.Properties["Schedule"].(string)
 			if s == "" {
 				s, _ = e.Properties["ScheduleExpression"].(string)
 			}
-			schedules = append(schedules, s)
+			in, _ := e.Properties["Input"].(string)
+			schedules[s] = in
 		}
 	}
-	if diff := cmp.Diff([]string{"rate(5 minutes)"}, schedules); diff != "" {
+	// The reconcile pass, and the Slack outbox retry within a minute (reconcile.OutboxEvent).
+	wantSchedules := map[string]string{"rate(5 minutes)": "", "rate(1 minute)": `{"pass":"` + reconcile.OutboxEvent + `"}`}
+	if diff := cmp.Diff(wantSchedules, schedules); diff != "" {
 		t.Errorf("ReconcileFunction schedules (-want +got):\n%s", diff)
 	}
 }
@@ -358,6 +363,52 @@ func TestTemplateResources(t *testing.T) {
 			if _, ok := vars[name]; ok {
 				t.Errorf("%s sets %s: a deployment passes %s_SECRET_ARN only", f.LogicalID, name, name)
 			}
+		}
+	}
+}
+
+// TestNotificationTemplate: the optional SNS topic reaches every function as
+// NOTIFICATION_TOPIC_ARN (empty means none), and the metric internal/page writes when Slack
+// refuses an incident for good is alarmed, with the dimension the functions write.
+func TestNotificationTemplate(t *testing.T) {
+	tpl := loadTemplate(t)
+	param := tpl.Parameters["NotificationTopicArn"]
+	if param["Default"] != "" || param["Type"] != "String" {
+		t.Errorf("NotificationTopicArn: %v, want an optional String defaulting to empty", param)
+	}
+	wantCond := map[string]any{"Fn::Not": []any{map[string]any{"Fn::Equals": []any{map[string]any{"Ref": "NotificationTopicArn"}, ""}}}}
+	if diff := cmp.Diff(wantCond, tpl.Conditions["HasNotificationTopic"]); diff != "" {
+		t.Errorf("HasNotificationTopic (-want +got):\n%s", diff)
+	}
+	env, _ := tpl.Globals["Function"].(map[string]any)["Environment"].(map[string]any)["Variables"].(map[string]any)
+	for name, want := range map[string]any{
+		"NOTIFICATION_TOPIC_ARN": map[string]any{"Ref": "NotificationTopicArn"},
+		"STACK_NAME":             map[string]any{"Ref": "AWS::StackName"},
+	} {
+		if diff := cmp.Diff(want, env[name]); diff != "" {
+			t.Errorf("Globals %s (-want +got):\n%s", name, diff)
+		}
+	}
+	for _, metric := range []string{page.MetricSlackUndeliverable, page.MetricPageFailed} {
+		found := false
+		for _, r := range tpl.Resources {
+			if r.Type != "AWS::CloudWatch::Alarm" || r.Properties["MetricName"] != metric {
+				continue
+			}
+			found = true
+			if r.Properties["Namespace"] != page.Namespace {
+				t.Errorf("%s: namespace %v, want %s", r.LogicalID, r.Properties["Namespace"], page.Namespace)
+			}
+			wantDims := []any{map[string]any{"Name": "Stack", "Value": map[string]any{"Ref": "AWS::StackName"}}}
+			if diff := cmp.Diff(wantDims, r.Properties["Dimensions"]); diff != "" {
+				t.Errorf("%s dimensions (-want +got):\n%s", r.LogicalID, diff)
+			}
+			if r.Properties["Threshold"] != 1 || r.Properties["Statistic"] != "Sum" {
+				t.Errorf("%s: threshold %v statistic %v, want Sum >= 1", r.LogicalID, r.Properties["Threshold"], r.Properties["Statistic"])
+			}
+		}
+		if !found {
+			t.Errorf("no alarm on %s/%s", page.Namespace, metric)
 		}
 	}
 }

@@ -17,6 +17,10 @@
 //	SLACK_BOT_TOKEN                  the token itself (the local stack)
 //	SLACK_CHANNEL                    channel for incident messages
 //	SLACK_API_URL                    Slack Web API base URL (optional: the local Slack stand-in)
+//	NOTIFICATION_TOPIC_ARN           SNS topic that hears critical incidents on open and every
+//	                                 incident Slack cannot carry (optional; package page)
+//	STACK_NAME                       the Stack dimension of keywarden's CloudWatch metrics
+//	                                 (optional; template.yaml sets it)
 package wire
 
 import (
@@ -24,18 +28,21 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/aws/aws-sdk-go-v2/service/sns"
 	"github.com/slack-go/slack"
 
 	"github.com/keywarden/keywarden/internal/announce"
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 	"github.com/keywarden/keywarden/internal/notify"
+	"github.com/keywarden/keywarden/internal/page"
 	"github.com/keywarden/keywarden/internal/secrets"
 )
 
@@ -48,6 +55,8 @@ type Settings struct {
 	BotToken                    secrets.Source
 	Channel                     string
 	SlackAPIURL                 string
+	NotificationTopicARN        string
+	StackName                   string
 }
 
 // ReadSettings reads the shared settings into r, which collects every problem. Slack is optional
@@ -61,6 +70,8 @@ func ReadSettings(r *env.Reader, slackRequired bool) Settings {
 		SkipClusterAutomatedBackups: r.Bool("SKIP_CLUSTER_AUTOMATED_BACKUPS", false),
 		BotToken:                    secrets.FromEnv(r, "SLACK_BOT_TOKEN", slackRequired),
 		SlackAPIURL:                 r.String("SLACK_API_URL", ""),
+		NotificationTopicARN:        r.String("NOTIFICATION_TOPIC_ARN", ""),
+		StackName:                   r.String("STACK_NAME", ""),
 	}
 	if slackRequired || s.BotToken.Set() {
 		s.Channel = r.Required("SLACK_CHANNEL")
@@ -80,6 +91,10 @@ type Services struct {
 	// Slack and Announcer are nil when no bot token is configured.
 	Slack     *slack.Client
 	Announcer *announce.Announcer
+	// Pager publishes to NOTIFICATION_TOPIC_ARN (pages nobody when unset); Metrics writes
+	// keywarden's CloudWatch metrics to standard output.
+	Pager   *page.Pager
+	Metrics *page.Metrics
 }
 
 // Build loads the AWS configuration (honouring AWS_ENDPOINT_URL, as the local stack needs),
@@ -95,6 +110,8 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*Services, error)
 		Store:   newStore(dynamodb.NewFromConfig(cfg), s),
 		Secrets: secrets.NewLoader(secretsmanager.NewFromConfig(cfg)),
 	}
+	svc.Pager = page.New(sns.NewFromConfig(cfg), s.NotificationTopicARN)
+	svc.Metrics = page.NewMetrics(os.Stdout, s.StackName)
 	if s.BotToken.Set() {
 		token, err := svc.Secrets.Get(ctx, s.BotToken)
 		if err != nil {
@@ -102,12 +119,14 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*Services, error)
 		}
 		// slack-go's default client has no timeout; callers bound their calls with contexts too,
 		// this is the backstop.
-		slackOpts := []slack.Option{slack.OptionHTTPClient(&http.Client{Timeout: 10 * time.Second})}
+		// notify.Transport hands slack-go every rate limit with its wait (an HTTP-date
+		// Retry-After, or one on a 200).
+		slackOpts := []slack.Option{slack.OptionHTTPClient(&http.Client{Timeout: 10 * time.Second, Transport: notify.Transport(nil)})}
 		if s.SlackAPIURL != "" {
 			slackOpts = append(slackOpts, slack.OptionAPIURL(s.SlackAPIURL))
 		}
 		svc.Slack = slack.New(token, slackOpts...)
-		svc.Announcer = announce.New(svc.Store, notify.New(svc.Slack, s.Channel))
+		svc.Announcer = announce.New(svc.Store, notify.New(svc.Slack, s.Channel), svc.Pager, svc.Metrics)
 	} else {
 		log.Warn("no Slack bot token configured: incidents are recorded but not announced")
 	}

@@ -44,6 +44,8 @@ const (
 	attrClaimedAt  = "claimed_at"
 	attrClaimToken = "claim_token"
 	attrSources    = "sources"
+	attrShown      = "shown"
+	attrReason     = "reason"
 )
 
 // Sort keys of the singleton items, and the kind attribute's values.
@@ -52,6 +54,7 @@ const (
 	skLock     = "lock"
 	skSighting = "sighting"
 	skClaim    = "claim"
+	skSlack    = "slack"
 
 	kindHead     = "head"
 	kindCluster  = "cluster"
@@ -64,6 +67,7 @@ const (
 	kindLock     = "open-lock"
 	kindSighting = "sighting"
 	kindClaim    = "claim"
+	kindSlack    = "slack"
 )
 
 // maxItemBytes is DynamoDB's item size limit (400 KB, attribute names and values counted;
@@ -391,6 +395,8 @@ func decodeHead(item map[string]types.AttributeValue) (incident.Incident, head, 
 		leaseUntil: optNum(item, attrLeaseUntil),
 	}
 	inc.Version = v
+	// The Slack delivery record is its own item (kind slack); the head's copy may be stale.
+	inc.SlackShown, inc.SlackDelivery = 0, incident.SlackDelivery{}
 	if h.slackTS != "" {
 		inc.Slack = &incident.SlackRef{Channel: stringAttr(item, attrSlackChan), TS: h.slackTS}
 		inc.SlackPosted = h.slackPost
@@ -497,6 +503,11 @@ func (a *assembler) add(item map[string]types.AttributeValue) error {
 		}
 		a.snap.entries[e.ID] = true
 		a.timeline = append(a.timeline, e)
+	case kindSlack:
+		// The Slack delivery record (RecordSlackDelivery): the authority on what the message
+		// shows and why delivery failed, laid over the head's copy.
+		a.snap.inc.SlackShown = optNum(item, attrShown)
+		a.snap.inc.SlackDelivery.Reason = stringAttr(item, attrReason)
 	case kindRefusal:
 		var e incident.Entry
 		if err := json.Unmarshal([]byte(stringAttr(item, attrDoc)), &e); err != nil {
@@ -545,5 +556,6 @@ func (a *assembler) done() snapshot {
 	for _, e := range a.timeline {
 		inc.TimelineSeq = max(inc.TimelineSeq, e.Seq)
 	}
+	inc.SettleSlackDelivery()
 	return s
 }

@@ -24,6 +24,8 @@
 //	incident#<id>      entry#<entry ID>      kind=entry,    doc (incident.Entry), seq (N), v, w (batched only)
 //	incident#<id>      refusal#<entry ID>    kind=refusal,  doc (the first incident.Entry), count (N),
 //	                                         sources (SS: the clicks counted)
+//	incident#<id>      slack                 kind=slack, shown (N: the version the message shows),
+//	                                         reason (why Slack refuses for good) (RecordSlackDelivery)
 //	open#<keyARN>      lock                  kind=open-lock, incident_id, key_arn, opened_at
 //	seen#<keyARN>      sighting              kind=sighting, event_name, at, actor (JSON), note, count (N)
 //	claim#<name>       claim                 kind=claim, claimed_at, claim_token, expires_at (N, epoch s)
@@ -776,7 +778,8 @@ func (s *Store) RecordRefusal(ctx context.Context, id string, e incident.Entry) 
 // SetSlack records where incident id's message is and the Seq of the last timeline entry
 // posted in its thread, without a new version: the message is a view of the incident, and a new
 // version would make every button on the message just rendered stale. postedSeq only goes
-// forward: when two syncs race, the one that posted more wins and the other's call is a no-op.
+// forward for one message: when two syncs race, the one that posted more wins and the other's
+// call is a no-op; a new message (a repost, whose thread starts empty) may start lower.
 // Writes of the incident are conditioned on these attributes, so neither undoes the other. It
 // is one conditional UpdateItem on the head (or on the legacy item of an incident not migrated
 // yet): attribute_exists(pk) and slack_posted <= postedSeq
@@ -791,7 +794,7 @@ func (s *Store) SetSlack(ctx context.Context, id string, ref incident.SlackRef, 
 		Key:              key(incidentPK(id), skHead),
 		UpdateExpression: aws.String("SET #ch = :ch, #ts = :ts, #n = :n"),
 		ConditionExpression: aws.String("attribute_exists(#pk) AND #kind = :kind AND " +
-			"(attribute_not_exists(#n) OR #n <= :n)"),
+			"(attribute_not_exists(#n) OR #n <= :n OR #ts <> :ts)"),
 		ExpressionAttributeNames: map[string]string{
 			"#pk": attrPK, "#kind": attrKind, "#ch": attrSlackChan, "#ts": attrSlackTS, "#n": attrSlackPost,
 		},
@@ -978,4 +981,112 @@ func newToken() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
 	return hex.EncodeToString(b[:])
+}
+
+// RecordSlackDelivery records how incident id's Slack delivery went, without touching its head
+// (no new version, so the buttons of the message just rendered stay valid, and no head write
+// has to retry for it): shown is the Version the message now shows (0 leaves it; it only goes
+// forward), and failure is why Slack refuses the incident in a way retrying cannot fix ("" when
+// the attempt reached Slack, which clears an earlier failure). It is one UpdateItem of the
+// incident's slack item (kind slack, beside the head: shown (N), reason), which Get lays over
+// the incident as SlackShown and SlackDelivery.Reason; SlackDelivery's State and Pending follow
+// (incident.Incident.SettleSlackDelivery). The shown condition keeps a slower delivery from
+// moving it back (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Expressions.ConditionExpressions.html).
+// Errors: DynamoDB's, wrapped.
+func (s *Store) RecordSlackDelivery(ctx context.Context, id string, shown int64, failure string) error {
+	names := map[string]string{"#kind": attrKind, "#reason": attrReason, "#shown": attrShown}
+	values := map[string]types.AttributeValue{":kind": str(kindSlack)}
+	set := "SET #kind = :kind, #shown = if_not_exists(#shown, :zero)"
+	cond := ""
+	if shown > 0 {
+		set = "SET #kind = :kind, #shown = :shown"
+		values[":shown"] = num(shown)
+		cond = "attribute_not_exists(#shown) OR #shown <= :shown"
+	} else {
+		values[":zero"] = num(0)
+	}
+	expr := set
+	if failure != "" {
+		expr += ", #reason = :reason"
+		values[":reason"] = str(failure)
+	} else {
+		expr += " REMOVE #reason"
+	}
+	in := &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(s.table),
+		Key:                       key(incidentPK(id), skSlack),
+		UpdateExpression:          aws.String(expr),
+		ExpressionAttributeNames:  names,
+		ExpressionAttributeValues: values,
+	}
+	if cond != "" {
+		in.ConditionExpression = aws.String(cond)
+	}
+	_, err := s.db.UpdateItem(ctx, in)
+	var ccf *types.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		// A later version is shown already: record only the failure, or its absence.
+		return s.RecordSlackDelivery(ctx, id, 0, failure)
+	}
+	if err != nil {
+		return fmt.Errorf("record slack delivery of incident %s: %w", id, err)
+	}
+	return nil
+}
+
+// SlackPending returns the IDs of the incidents whose Slack delivery may be pending and has
+// not failed: no message yet, a timeline entry above the last one replied, or a version the
+// message does not show. It scans heads and slack items only, deciding from their attributes
+// without reading each incident's partition (the one-minute retry pass runs it; a caller
+// checks the candidates with Get, whose SlackDelivery is exact). Legacy incidents are not
+// scanned. A Scan reads the whole table, 1 MB a page
+// (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_Scan.html). Errors:
+// DynamoDB's, wrapped.
+func (s *Store) SlackPending(ctx context.Context) ([]string, error) {
+	type cand struct {
+		version, seq, shown int64
+		slack, failed       bool
+	}
+	cands := map[string]*cand{}
+	get := func(pk string) *cand {
+		id := strings.TrimPrefix(pk, "incident#")
+		if cands[id] == nil {
+			cands[id] = &cand{}
+		}
+		return cands[id]
+	}
+	in := &dynamodb.ScanInput{
+		TableName:                 aws.String(s.table),
+		FilterExpression:          aws.String("#kind IN (:head, :slack)"),
+		ExpressionAttributeNames:  map[string]string{"#kind": attrKind},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":head": str(kindHead), ":slack": str(kindSlack)},
+		ConsistentRead:            aws.Bool(true),
+	}
+	p := dynamodb.NewScanPaginator(s.db, in)
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list pending slack deliveries: %w", err)
+		}
+		for _, item := range page.Items {
+			c := get(stringAttr(item, attrPK))
+			if stringAttr(item, attrKind) == kindSlack {
+				c.shown, c.failed = optNum(item, attrShown), stringAttr(item, attrReason) != ""
+				continue
+			}
+			inc, h, err := decodeHead(item)
+			if err != nil {
+				return nil, fmt.Errorf("list pending slack deliveries: %s: %w", stringAttr(item, attrPK), err)
+			}
+			c.version, c.seq, c.slack = h.version, inc.TimelineSeq-h.slackPost, h.slackTS != ""
+		}
+	}
+	var ids []string
+	for id, c := range cands {
+		if c.version > 0 && !c.failed && (!c.slack || c.seq > 0 || c.version > c.shown) {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids, nil
 }

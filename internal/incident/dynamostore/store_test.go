@@ -69,6 +69,8 @@ func TestOpenCreates(t *testing.T) {
 	want.OpenedAt = t0.Add(time.Second)
 	want.UpdatedAt = want.OpenedAt
 	want.TimelineSeq = 2
+	// Nothing is in Slack yet: the message and both entries are pending deliveries.
+	want.SlackDelivery = incident.SlackDelivery{State: incident.DeliveryPending, Pending: 3}
 	want.Timeline = []incident.Entry{
 		{ID: "opened:DisableKey", Seq: 1, At: t0, Kind: incident.KindState, Actor: "alice", Result: "open", Detail: "DisableKey"},
 		{ID: "delivery:evt-open", Seq: 2, At: t0, Kind: incident.KindDelivery, Actor: "alice", Source: "evt-open", Detail: "DisableKey"},

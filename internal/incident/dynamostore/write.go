@@ -241,6 +241,8 @@ func result(cur *snapshot, p *plan, next *incident.Incident) (incident.Incident,
 		return incident.Incident{}, err
 	}
 	out.Timeline = next.Timeline
+	out.SlackShown, out.SlackDelivery = cur.inc.SlackShown, incident.SlackDelivery{Reason: cur.inc.SlackDelivery.Reason}
+	out.SettleSlackDelivery()
 	return out, nil
 }
 

@@ -142,3 +142,9 @@ func (w *Warm) Invoke(ctx context.Context, event []byte) ([]byte, bool, error) {
 
 // Close stops the function.
 func (w *Warm) Close() { w.em.Stop() }
+
+// FunctionEnv is the environment logicalID runs with on this stack (see functionEnv), callerEnv
+// winning: what `keywarden doctor` checks in the demo, as a user checks a deployment's.
+func (s *Stack) FunctionEnv(logicalID string, callerEnv map[string]string) (map[string]string, error) {
+	return s.functionEnv(logicalID, callerEnv)
+}
