@@ -77,6 +77,16 @@ func SetKey(inc *incident.Incident, key kmskey.Key, src Source, now time.Time) {
 		})
 	}
 	inc.KeyState = state
+	inc.KeyStateReason = ""
+	if state == incident.KeyStateUnknown {
+		inc.KeyStateReason = key.StateReason
+	}
+	if a := incident.KeyAccount(inc.KeyARN); a != "" {
+		inc.KeyAccount = a
+	}
+	if key.ReplicaOf != "" {
+		inc.KeyReplicaOf = key.ReplicaOf
+	}
 	if key.Manager != "" {
 		inc.KeyManager = key.Manager
 	}
@@ -84,6 +94,13 @@ func SetKey(inc *incident.Incident, key kmskey.Key, src Source, now time.Time) {
 	if state == incident.KeyStatePendingDeletion {
 		inc.KeyDeletionDate = key.DeletionDate
 	}
+}
+
+// KeyUnknown returns the key as keywarden records a key DescribeKey would not describe (access
+// denied, typically a key of another account whose policy does not name this one): state
+// Unknown, with why. The cluster's own evidence still holds the incident open.
+func KeyUnknown(keyARN, reason string) kmskey.Key {
+	return kmskey.Key{ARN: keyARN, State: incident.KeyStateUnknown, StateReason: reason}
 }
 
 // KeyDeleted returns the key as keywarden records a key DescribeKey no longer knows.
@@ -114,7 +131,14 @@ func SetClusterStatus(inc *incident.Incident, id string, status incident.Cluster
 	case StatusDeleted:
 		detail = fmt.Sprintf("cluster %s no longer exists in RDS (seen by %s)", id, src.name())
 	}
-	if status == incident.StatusAvailable && inc.KeyState == incident.KeyStateEnabled && restarting(c.Status) {
+	if status.Inaccessible() {
+		// The cluster's own status says it lost the key: evidence as good as RDS-EVENT-0419.
+		c.LostKeyAccess = true
+	}
+	if status == incident.StatusAvailable && keyMayWork(inc.KeyState) && restarting(c.Status) {
+		// StartDBCluster succeeded, so the cluster reached its key: whatever it reported
+		// before is over.
+		c.LostKeyAccess = false
 		var cleared []string
 		for i := range inc.Instances {
 			if in := &inc.Instances[i]; in.ClusterIdentifier == id && in.LostKeyAccess {
@@ -132,6 +156,13 @@ func SetClusterStatus(inc *incident.Incident, id string, status incident.Cluster
 	})
 	c.Status = status
 	return true
+}
+
+// keyMayWork reports whether the key may be usable by the cluster: Enabled, or Unknown (not
+// readable by this deployment, a key of another account) — then only the cluster's own
+// evidence (RDS-EVENT-0420, a status read showing it back) can say it is back.
+func keyMayWork(s incident.KeyState) bool {
+	return s == incident.KeyStateEnabled || s == incident.KeyStateUnknown
 }
 
 // restarting reports whether a cluster in status is on its way back through StartDBCluster.
@@ -203,6 +234,10 @@ func KeyAccessLost(inc *incident.Incident, r AccessReport, now time.Time) {
 			c.Recovered = false
 			changes = append(changes, fmt.Sprintf("cluster %s is no longer counted as recovered", r.Cluster))
 		}
+		if !c.LostKeyAccess {
+			c.LostKeyAccess = true
+			changes = append(changes, fmt.Sprintf("cluster %s reports it cannot reach the key", r.Cluster))
+		}
 	}
 	for i := range inc.Instances {
 		in := &inc.Instances[i]
@@ -233,6 +268,15 @@ func KeyAccessRestored(inc *incident.Incident, r AccessReport, now time.Time) {
 			cleared = append(cleared, in.Identifier)
 		}
 	}
+	// The cluster is back when the event is about the cluster itself, or no member instance
+	// still reports lost access.
+	if i := slices.IndexFunc(inc.Clusters, func(c incident.Cluster) bool { return c.Identifier == r.Cluster }); i >= 0 && inc.Clusters[i].LostKeyAccess {
+		still := slices.ContainsFunc(inc.Instances, func(in incident.Instance) bool { return in.ClusterIdentifier == r.Cluster && in.LostKeyAccess })
+		if r.Instance == "" || !still {
+			inc.Clusters[i].LostKeyAccess = false
+			cleared = append(cleared, "cluster "+r.Cluster)
+		}
+	}
 	if len(cleared) > 0 {
 		inc.AddEntry(incident.Entry{
 			ID: r.entryID(), At: now.UTC(), Kind: incident.KindRDSEvent, Actor: incident.Keywarden, Target: r.target(),
@@ -240,6 +284,18 @@ func KeyAccessRestored(inc *incident.Incident, r AccessReport, now time.Time) {
 			Detail: fmt.Sprintf("%s at %s: RDS can reach the key again from %s", r.Code, r.At.UTC().Format(time.RFC3339), strings.Join(cleared, ", ")),
 		})
 	}
+}
+
+// StaleReport records that an RDS key-access event arrived older than the latest one already
+// applied for its source (RDS delivers best effort and out of order; aws-facts §8): it changes
+// nothing, and the timeline says so once per event.
+func StaleReport(inc *incident.Incident, r AccessReport, latestCode string, latestAt, now time.Time) {
+	inc.AddEntry(incident.Entry{
+		ID: incident.EntryID("rds-stale", r.entryID()), At: now.UTC(), Kind: incident.KindNote, Actor: incident.Keywarden,
+		Target: r.target(), Result: incident.ResultSkipped, Source: r.EventID,
+		Detail: fmt.Sprintf("%s on %s at %s is stale: %s at %s was already applied for %s, so it changes nothing",
+			r.Code, r.target(), r.At.UTC().Format(time.RFC3339), or(latestCode, "a newer event"), latestAt.UTC().Format(time.RFC3339), r.target()),
+	})
 }
 
 // KeyEvidence applies key-side evidence that the key has been unusable since at (a key event,
@@ -349,12 +405,15 @@ const kmsService = "kms.amazonaws.com"
 // without its key again starts a new window from now.
 func MarkClusters(inc *incident.Incident, now time.Time) {
 	now = now.UTC()
-	enabled := inc.KeyState == incident.KeyStateEnabled
+	enabled := keyMayWork(inc.KeyState)
 	for i := range inc.Clusters {
 		c := &inc.Clusters[i]
 		switch {
 		case c.Status == incident.StatusTerminal || c.Status == StatusDeleted:
 			c.Lost, c.Recovered = true, false
+		case c.LostKeyAccess:
+			// The cluster's own report beats the key side: not recovered whatever the key reads.
+			c.Recovered = false
 		case c.Status == incident.StatusAvailable && enabled:
 			c.Recovered = true
 		case c.Recovered && !enabled:
@@ -382,7 +441,7 @@ func Settle(inc *incident.Incident, now time.Time) incident.State {
 	now = now.UTC()
 	MarkClusters(inc, now)
 
-	enabled := inc.KeyState == incident.KeyStateEnabled
+	enabled := keyMayWork(inc.KeyState)
 	var available, lost []string
 	lostCluster := map[string]bool{}
 	for _, c := range inc.Clusters {
@@ -396,9 +455,16 @@ func Settle(inc *incident.Incident, now time.Time) incident.State {
 	}
 	blocked := slices.ContainsFunc(inc.Instances, func(in incident.Instance) bool {
 		return in.LostKeyAccess && !lostCluster[in.ClusterIdentifier]
-	})
+	}) || slices.ContainsFunc(inc.Clusters, func(c incident.Cluster) bool { return c.LostKeyAccess && !c.Lost })
 	var err error
 	switch {
+	case inc.KeyState == incident.KeyStateDeleted && inc.KeyReplicaOf != "":
+		// A deleted multi-Region replica is the one deleted key that comes back: ReplicateKey
+		// on its primary re-creates it (ScheduleKeyDeletion API reference; aws-facts §8). The
+		// incident stays open and says how (Incident.Fixable).
+		return ""
+	case enabled && len(inc.Clusters) == 0 && inc.SnapshotOnly() && inc.KeyState == incident.KeyStateEnabled:
+		err = inc.Resolve(incident.Keywarden, "the key is Enabled again: the snapshots and backups encrypted with it can be restored", now)
 	case inc.KeyState == incident.KeyStateDeleted:
 		err = inc.MarkLost(incident.Keywarden, "the key was deleted: data encrypted under it cannot be recovered, and snapshots and backups encrypted with it cannot be restored", now)
 	case len(inc.Clusters) > 0 && len(lost) == len(inc.Clusters):

@@ -67,6 +67,14 @@ func (f fakeRadius) Find(_ context.Context, keyARN string) (blast.Radius, error)
 	return f[keyARN], nil
 }
 
+func (f fakeRadius) FindMany(_ context.Context, keyARNs []string) (map[string]blast.Radius, error) {
+	out := map[string]blast.Radius{}
+	for _, k := range keyARNs {
+		out[k] = f[k]
+	}
+	return out, nil
+}
+
 // memStore keeps incidents in memory with the store's open-once semantics; deliveries are
 // recorded with RecordDelivery, as dynamostore does, so they count once per event.
 type memStore struct {
