@@ -1,6 +1,9 @@
 package incident
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // CriticalWithin is how close a deadline makes an incident critical: under a day there is no
 // time left to wait for office hours.
@@ -52,7 +55,11 @@ func (inc *Incident) KeyForeign() bool {
 		return false
 	}
 	for _, c := range inc.Clusters {
-		if c.Account != "" && c.Account != inc.KeyAccount {
+		account := c.Account
+		if parts := strings.SplitN(c.ARN, ":", 6); account == "" && len(parts) == 6 {
+			account = parts[4]
+		}
+		if account != "" && account != inc.KeyAccount {
 			return true
 		}
 	}

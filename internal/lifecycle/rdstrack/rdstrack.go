@@ -352,7 +352,8 @@ func (t *Tracker) incidentFor(ctx context.Context, ev rdsevent.Event, tg target)
 		return "", false, "", fmt.Errorf("open incident for %s from %s: %w", tg.keyARN, ev.EventID, err)
 	}
 	switch o.Action {
-	case triage.ActionOpened:
+	case triage.ActionOpened, triage.ActionKeyDeleted:
+		// A deleted key's incident opens and closes as lost at once: still this event's opening.
 		return o.IncidentID, true, "", nil
 	case triage.ActionFolded, triage.ActionUpdated:
 		return o.IncidentID, false, "", nil
