@@ -119,6 +119,9 @@ type Options struct {
 	RunBudget time.Duration
 	// MaxCalls bounds the AWS calls of one run; default DefaultMaxCalls.
 	MaxCalls int
+	// CriticalEvery is the cadence of reminders for a critical incident with no deadline
+	// (clusters that cannot stop); default DefaultCriticalEvery.
+	CriticalEvery time.Duration
 }
 
 // Defaults.
@@ -131,6 +134,8 @@ const (
 	DefaultMaxCalls = 400
 	// EscalateWithin is from when on reminders mention the escalation target.
 	EscalateWithin = 24 * time.Hour
+	// DefaultCriticalEvery is how often a critical incident with no deadline is reminded.
+	DefaultCriticalEvery = 6 * time.Hour
 )
 
 const (
@@ -189,6 +194,9 @@ func New(d Deps, o Options) *Reconciler {
 	}
 	if o.MaxCalls <= 0 {
 		o.MaxCalls = DefaultMaxCalls
+	}
+	if o.CriticalEvery <= 0 {
+		o.CriticalEvery = DefaultCriticalEvery
 	}
 	return &Reconciler{d: d, o: o, now: time.Now, wall: time.Now}
 }
