@@ -89,7 +89,7 @@ func main() {
 	}
 	d := reconcile.Deps{
 		RDS: svc.RDS, KMS: svc.KMS, Keys: svc.Keys, Radius: svc.Radius, Incidents: svc.Store,
-		Opener: svc.Triage,
+		Opener: svc.Triage, Events: svc.RDS,
 	}
 	if svc.Announcer != nil {
 		d.Announcer, d.Replier = svc.Announcer, svc.Announcer

@@ -226,6 +226,8 @@ func KeyAccessLost(inc *incident.Incident, r AccessReport, now time.Time) {
 		if !c.WindowFromRDS || c.LostAccessAt == nil || at.Before(*c.LostAccessAt) {
 			c.LostAccessAt = &at
 			c.WindowFromRDS = true
+			// The cluster's own report dates the window: it is no longer an estimate.
+			inc.WindowEstimated = false
 			if c.CanStop {
 				changes = append(changes, fmt.Sprintf("cluster %s's 7-day recoverable window now starts %s", r.Cluster, at.Format(time.RFC3339)))
 			}
@@ -316,6 +318,45 @@ func KeyEvidence(c *incident.Cluster, at time.Time) bool {
 	return true
 }
 
+// HistorySource is the Source of the note that records RDS event history's answer
+// (ApplyHistory); HistoryLookedUp finds it.
+const HistorySource = "rds-event-history"
+
+// ApplyHistory applies what rds:DescribeEvents (RDS's 14-day event history) says of the
+// incident's instances and clusters: each RDS-EVENT-0418/0419 found is a key-access report
+// dated by RDS (KeyAccessLost), so a loss the backstop found late gets the window Aurora
+// really runs, not one from "now". The answer, found or not, is a note with Source
+// HistorySource, so it is asked once.
+func ApplyHistory(inc *incident.Incident, reports []AccessReport, now time.Time) {
+	for _, r := range reports {
+		KeyAccessLost(inc, r, now)
+	}
+	detail := "RDS event history (14 days) has no RDS-EVENT-0418/0419 for the incident's clusters and instances"
+	result := incident.ResultSkipped
+	if len(reports) > 0 {
+		earliest := reports[0].At
+		for _, r := range reports[1:] {
+			if r.At.Before(earliest) {
+				earliest = r.At
+			}
+		}
+		detail = fmt.Sprintf("RDS event history: %d key-access report(s), the earliest at %s: the windows start then", len(reports), earliest.UTC().Format(time.RFC3339))
+		result = incident.ResultOK
+	}
+	inc.AddEntry(incident.Entry{
+		ID: incident.EntryID(HistorySource), At: now.UTC(), Kind: incident.KindNote, Actor: incident.Keywarden,
+		Target: inc.KeyARN, Result: result, Source: HistorySource, Detail: detail,
+	})
+	inc.RecomputeDeadlines()
+}
+
+// HistoryLookedUp reports whether RDS event history was already asked about the incident.
+func HistoryLookedUp(inc incident.Incident) bool {
+	return slices.ContainsFunc(inc.Timeline, func(e incident.Entry) bool {
+		return e.Kind == incident.KindNote && e.Source == HistorySource
+	})
+}
+
 // LookupSource is the Source of the note that records CloudTrail event history's answer about
 // who made the key unusable (ApplyLoss, ApplyNoLoss); LossLookedUp finds it.
 const LookupSource = "cloudtrail-lookup"
@@ -344,6 +385,10 @@ func ApplyLoss(inc *incident.Incident, l Loss, now time.Time) {
 		found += " (event " + l.EventID + ")"
 	}
 	detail := found
+	if !at.IsZero() {
+		// The call that made the key unusable dates the loss: no longer an estimate.
+		inc.WindowEstimated = false
+	}
 	if !at.IsZero() && at.Before(inc.LostAt) {
 		old := inc.LostAt
 		for i := range inc.Clusters {

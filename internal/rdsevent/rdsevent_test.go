@@ -1,6 +1,7 @@
 package rdsevent
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -291,4 +292,24 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestHistoryKeyAccessLost(t *testing.T) {
+	for _, name := range []string{"rds-instance-key-access-lost-0418.json", "rds-instance-key-access-lost-0419.json", "rds-instance-key-access-restored-0420.json", "rds-cluster-stopped-0150.json"} {
+		b, err := os.ReadFile(filepath.Join("..", "..", "events", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ev struct{ Detail struct{ EventID, Message string } }
+		if err := json.Unmarshal(b, &ev); err != nil {
+			t.Fatal(err)
+		}
+		want := ev.Detail.EventID
+		if want != "RDS-EVENT-0418" && want != "RDS-EVENT-0419" {
+			want = ""
+		}
+		if got := HistoryKeyAccessLost(ev.Detail.Message); got != want {
+			t.Errorf("%s: got %q, want %q", name, got, want)
+		}
+	}
 }

@@ -105,6 +105,8 @@ type Deps struct {
 	Trail     LossFinder
 	Announcer triage.Announcer
 	Replier   Replier
+	// Events is RDS's event history, which dates a loss the backstop found late; nil skips it.
+	Events EventHistory
 }
 
 // Options tune a Reconciler; zero values take the defaults.
@@ -555,11 +557,18 @@ func (r *Reconciler) refresh(ctx context.Context, inc incident.Incident, inv *in
 	if err != nil {
 		return fail(fmt.Errorf("describe key: %w", err))
 	}
+	// RDS's own history dates the windows first; CloudTrail then the key's loss; only when
+	// neither answers does the window run from when the loss was found (window_estimated).
+	hist := r.rdsHistory(ctx, inc, b, rep)
 	loss := r.lookUp(ctx, inc, b, rep)
 
 	now := r.now().UTC()
 	got, err := r.d.Incidents.Update(ctx, inc.ID, func(i *incident.Incident) error {
 		loss.apply(i, now)
+		if i.State.Closed() {
+			return nil
+		}
+		hist.apply(i, now)
 		if i.State.Closed() {
 			return nil
 		}
@@ -848,7 +857,7 @@ func (r *Reconciler) backstop(ctx context.Context, inv *inventory, openKeys map[
 		// A cluster in a lost-key state is a loss whatever KMS says of the key (Enabled, with
 		// the cluster still waiting for StartDBCluster): ClusterLostAccess makes triage open.
 		out, err := r.d.Opener.Ensure(ctx, triage.Signal{KeyARN: k, Trigger: TriggerBackstop, TriggerDetail: detail, At: r.now().UTC(),
-			ClusterLostAccess: len(inaccessible[k]) > 0})
+			ClusterLostAccess: len(inaccessible[k]) > 0, WindowEstimated: true})
 		o := Outcome{KeyARN: k, IncidentID: out.IncidentID}
 		switch {
 		case err != nil:

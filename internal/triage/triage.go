@@ -120,6 +120,10 @@ type Signal struct {
 	// StartDBCluster after the key came back — so it opens an incident where a key event alone
 	// would not.
 	ClusterLostAccess bool
+	// WindowEstimated is set when nothing dates the loss but the moment it was found (the
+	// backstop): the windows run from At, marked as an estimate until RDS event history or
+	// CloudTrail dates them.
+	WindowEstimated bool
 	// Cluster is the cluster that reported the loss, as RDS described it, when one did: it is
 	// on the incident even when the blast radius cannot be read (the incident is then marked
 	// radius_incomplete).
@@ -311,6 +315,7 @@ func (s *Service) ensure(ctx context.Context, sig Signal, key kmskey.Key, shared
 	src := source(sig)
 	got, opened, err := s.incidents.Open(ctx, fresh, delivery, func(inc *incident.Incident) {
 		lifecycle.SetKey(inc, key, src, now)
+		laterEvidence(inc, sig)
 		mergeRadius(inc, radius, sig.At, src, now)
 		if !incomplete {
 			inc.RadiusIncomplete = false
@@ -366,6 +371,20 @@ func (s *Service) radiusOf(ctx context.Context, sig Signal, shared *sharedRadius
 	return radius, incomplete
 }
 
+// laterEvidence folds what a signal arriving after the incident opened knows better: a key
+// event names who made the key unusable where the incident does not say (an RDS-opened or
+// backstop incident), and an earlier time moves the loss earlier, never later; the clusters'
+// windows follow by lifecycle's rule (mergeRadius, KeyEvidence).
+func laterEvidence(inc *incident.Incident, sig Signal) {
+	if sig.Actor != (incident.Actor{}) && lifecycle.ActorUnknown(*inc) {
+		inc.Actor = sig.Actor
+	}
+	if at := sig.At.UTC(); !at.IsZero() && !sig.WindowEstimated && at.Before(inc.LostAt) {
+		inc.LostAt = at
+		inc.WindowEstimated = false
+	}
+}
+
 // markReported records on the incident that the signal's cluster itself reported the loss, so
 // it keeps its window whatever the key reads (see incident.Cluster.LostKeyAccess).
 func markReported(inc *incident.Incident, sig Signal) {
@@ -403,6 +422,8 @@ func (s *Service) newIncident(sig Signal, key kmskey.Key, alias string, radius b
 		LostAt:        sig.At.UTC(),
 		OpenedAt:      now,
 		Actor:         sig.Actor,
+		// The backstop's "now" is an estimate; RDS event history or CloudTrail clears it.
+		WindowEstimated: sig.WindowEstimated,
 	}
 	src := source(sig)
 	lifecycle.SetKey(&inc, key, src, now)
