@@ -300,7 +300,9 @@ func TestHistoryKeyAccessLost(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var ev struct{ Detail struct{ EventID, Message string } }
+		var ev struct {
+			Detail struct{ EventID, Message string }
+		}
 		if err := json.Unmarshal(b, &ev); err != nil {
 			t.Fatal(err)
 		}
