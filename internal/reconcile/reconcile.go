@@ -560,6 +560,18 @@ func (r *Reconciler) refresh(ctx context.Context, inc incident.Incident, inv *in
 	// RDS's own history dates the windows first; CloudTrail then the key's loss; only when
 	// neither answers does the window run from when the loss was found (window_estimated).
 	hist := r.rdsHistory(ctx, inc, b, rep)
+	// An incident opened while a listing failed is completed here (radius_incomplete); a
+	// listing that fails again leaves it marked for the next run.
+	var radius *blast.Radius
+	if inc.RadiusIncomplete && b.spend(ensureCost) {
+		radii, err := r.d.Radius.FindMany(ctx, []string{inc.KeyARN})
+		if err != nil {
+			rep.add(Outcome{IncidentID: inc.ID, KeyARN: inc.KeyARN, Action: ActionFailed, Reason: "complete the blast radius (retried next run): " + err.Error()})
+		} else {
+			got := radii[inc.KeyARN]
+			radius = &got
+		}
+	}
 	loss := r.lookUp(ctx, inc, b, rep)
 
 	now := r.now().UTC()
@@ -569,6 +581,9 @@ func (r *Reconciler) refresh(ctx context.Context, inc incident.Incident, inv *in
 			return nil
 		}
 		hist.apply(i, now)
+		if radius != nil && i.RadiusIncomplete {
+			triage.CompleteRadius(i, *radius, now)
+		}
 		if i.State.Closed() {
 			return nil
 		}

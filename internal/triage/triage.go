@@ -396,6 +396,21 @@ func markReported(inc *incident.Incident, sig Signal) {
 	}
 }
 
+// CompleteRadius merges a blast radius read in full into an incident opened with an incomplete
+// one (RadiusIncomplete) and clears the mark: the reconciler calls it inside its update. Known
+// dependents keep their state; the new ones start their windows at the incident's LostAt, by
+// the same rule as the first delivery.
+func CompleteRadius(inc *incident.Incident, radius blast.Radius, now time.Time) {
+	mergeRadius(inc, radius, inc.LostAt, lifecycle.Reconciliation, now)
+	inc.RadiusIncomplete = false
+	inc.AddEntry(incident.Entry{
+		ID: incident.EntryID("radius-complete", fmt.Sprint(inc.Version)), At: now.UTC(), Kind: incident.KindNote, Actor: incident.Keywarden,
+		Target: inc.KeyARN, Result: incident.ResultOK,
+		Detail: fmt.Sprintf("blast radius read in full: %d Aurora cluster(s), %d snapshot(s) or backup(s) depend on the key", len(inc.Clusters), len(inc.Snapshots)),
+	})
+	inc.RecomputeDeadlines()
+}
+
 // source is the lifecycle Source of what a signal reports.
 func source(sig Signal) lifecycle.Source {
 	return lifecycle.Source{EventID: sig.EventID, Name: sig.Trigger}
