@@ -177,3 +177,18 @@ func TestInaccessibleStatusOpens(t *testing.T) {
 		t.Errorf("got cluster %+v, deadline %v; want lost key access and a deadline", inc.Clusters[0], inc.Deadline)
 	}
 }
+
+// TestCrossAccountKeyNotFoundIsUnknown: for a key of another account DescribeKey may answer
+// NotFound (moto does, for any key outside the caller's account): deleted or not shared, only
+// its owner can tell — the key is Unknown and the incident stays open, never closed as lost.
+func TestCrossAccountKeyNotFoundIsUnknown(t *testing.T) {
+	s := newStack(t)
+	c := s.cluster(t, foreignKeyARN)
+	if res := s.handle(t, sample(t, "rds-instance-key-access-lost-0419-cross-account.json", c)); action(res) != rdstrack.ActionOpened {
+		t.Fatalf("got %+v, want opened", res.Outcome)
+	}
+	inc := s.incident(t, foreignKeyARN)
+	if inc.KeyState != incident.KeyStateUnknown || inc.State != incident.StateOpen || inc.KeyAccount != "444455556666" {
+		t.Errorf("got key %s (%q), incident %s, account %q; want Unknown, open, 444455556666", inc.KeyState, inc.KeyStateReason, inc.State, inc.KeyAccount)
+	}
+}

@@ -17,6 +17,7 @@
 package lifecycle
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -101,6 +102,60 @@ func SetKey(inc *incident.Incident, key kmskey.Key, src Source, now time.Time) {
 // Unknown, with why. The cluster's own evidence still holds the incident open.
 func KeyUnknown(keyARN, reason string) kmskey.Key {
 	return kmskey.Key{ARN: keyARN, State: incident.KeyStateUnknown, StateReason: reason}
+}
+
+// KeyAsRead is the one rule for what DescribeKey's answer about keyARN means when a cluster in
+// localAccount depends on the key ("" when not known):
+//
+//   - AccessDeniedException (kmskey.ErrDenied): the key policy does not let this account read
+//     the key — permanent, so the key is recorded as Unknown with why, not retried;
+//   - NotFoundException for a key of another account: deleted, or not shared with this account;
+//     only its owner can tell, so Unknown too — never "deleted", which would close the
+//     incident as lost;
+//   - NotFoundException for a key of this account: Deleted.
+//
+// Any other error is returned as it is (a retry may help).
+func KeyAsRead(keyARN, localAccount string, key kmskey.Key, err error) (kmskey.Key, error) {
+	account := incident.KeyAccount(keyARN)
+	switch {
+	case err == nil:
+		return key, nil
+	case errors.Is(err, kmskey.ErrDenied):
+		reason := "DescribeKey was denied"
+		if account != "" {
+			reason += " (the key belongs to account " + account + "; its key policy decides who may read it)"
+		}
+		return KeyUnknown(keyARN, reason), nil
+	case errors.Is(err, kmskey.ErrNotFound):
+		if account != "" && localAccount != "" && account != localAccount {
+			return KeyUnknown(keyARN, "DescribeKey answered NotFound for a key of account "+account+
+				": deleted, or not shared with this account; only its owner can tell"), nil
+		}
+		return KeyDeleted(keyARN), nil
+	}
+	return key, err
+}
+
+// AccountOf is the account of an ARN (a cluster's, an instance's), "" when s is not an ARN.
+func AccountOf(s string) string {
+	if parts := strings.SplitN(s, ":", 6); len(parts) == 6 && parts[0] == "arn" {
+		return parts[4]
+	}
+	return ""
+}
+
+// LocalAccount is the account of the incident's clusters, as their ARNs say; "" when none is
+// known.
+func LocalAccount(inc incident.Incident) string {
+	for _, c := range inc.Clusters {
+		if c.Account != "" {
+			return c.Account
+		}
+		if a := AccountOf(c.ARN); a != "" {
+			return a
+		}
+	}
+	return ""
 }
 
 // KeyDeleted returns the key as keywarden records a key DescribeKey no longer knows.

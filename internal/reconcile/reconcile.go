@@ -551,9 +551,8 @@ func (r *Reconciler) refresh(ctx context.Context, inc incident.Incident, inv *in
 		return inc
 	}
 	key, err := r.d.Keys.Describe(ctx, inc.KeyARN)
-	if errors.Is(err, kmskey.ErrNotFound) {
-		key, err = lifecycle.KeyDeleted(inc.KeyARN), nil
-	}
+	// Denied (typically a key of another account) is Unknown, not a failure every run.
+	key, err = lifecycle.KeyAsRead(inc.KeyARN, lifecycle.LocalAccount(inc), key, err)
 	if err != nil {
 		return fail(fmt.Errorf("describe key: %w", err))
 	}
@@ -827,6 +826,15 @@ func (r *Reconciler) backstop(ctx context.Context, inv *inventory, openKeys map[
 		key, err := r.d.Keys.Describe(ctx, k)
 		if errors.Is(err, kmskey.ErrNotFound) {
 			continue
+		}
+		if errors.Is(err, kmskey.ErrDenied) {
+			// A key this account may not read (another account's): its clusters' own status
+			// decides. Healthy clusters are nothing to report — not a failure every run; a
+			// cluster in a lost-key state opens with the key Unknown.
+			if len(inaccessible[k]) == 0 {
+				continue
+			}
+			key, err = lifecycle.KeyAsRead(k, "", key, err)
 		}
 		if err != nil {
 			rep.add(Outcome{KeyARN: k, Action: ActionFailed, Reason: "backstop: describe key: " + err.Error()})

@@ -8,6 +8,7 @@
 package triage
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -244,19 +245,26 @@ func (s *Service) ensureShared(ctx context.Context, sig Signal, shared *sharedRa
 	return s.ensure(ctx, sig, key, shared)
 }
 
-// describeFor is describe, except that a cluster's own report turns a denied DescribeKey into
-// a key in state Unknown with the reason.
+// describeFor is describe, except that a cluster's own report reads DescribeKey's answer by
+// lifecycle.KeyAsRead: denied, or not found for a key of another account, is a key in state
+// Unknown with the reason, and the incident still opens.
 func (s *Service) describeFor(ctx context.Context, sig Signal) (kmskey.Key, error) {
-	key, err := s.describe(ctx, sig.KeyARN)
-	if errors.Is(err, kmskey.ErrDenied) && sig.ClusterLostAccess {
-		reason := "DescribeKey was denied"
-		if a := incident.KeyAccount(sig.KeyARN); a != "" {
-			reason += " (the key belongs to account " + a + "; its key policy decides who may read it)"
-		}
-		s.log.ErrorContext(ctx, "key cannot be described; the incident records it as Unknown", "key_arn", sig.KeyARN, "error", err)
-		return lifecycle.KeyUnknown(sig.KeyARN, reason), nil
+	if !sig.ClusterLostAccess {
+		return s.describe(ctx, sig.KeyARN)
 	}
-	return key, err
+	local := ""
+	if sig.Cluster != nil {
+		local = cmp.Or(sig.Cluster.Account, lifecycle.AccountOf(sig.Cluster.ARN))
+	}
+	key, err := s.keys.Describe(ctx, sig.KeyARN)
+	key, err = lifecycle.KeyAsRead(sig.KeyARN, local, key, err)
+	if err != nil {
+		return key, fmt.Errorf("describe key %s: %w", sig.KeyARN, err)
+	}
+	if key.State == incident.KeyStateUnknown {
+		s.log.ErrorContext(ctx, "key cannot be read; the incident records it as Unknown", "key_arn", sig.KeyARN, "reason", key.StateReason)
+	}
+	return key, nil
 }
 
 // ensure is Ensure for a key the caller has just described.

@@ -163,13 +163,9 @@ func (t *Tracker) HandleRDSEvent(ctx context.Context, ev rdsevent.Event) (Outcom
 	o.IncidentID = id
 
 	key, err := t.keys.Describe(ctx, tg.keyARN)
-	switch {
-	case errors.Is(err, kmskey.ErrNotFound):
-		key, err = lifecycle.KeyDeleted(tg.keyARN), nil
-	case errors.Is(err, kmskey.ErrDenied):
-		// Permanent, and the cluster's evidence holds the incident anyway: recorded as Unknown.
-		key, err = lifecycle.KeyUnknown(tg.keyARN, "DescribeKey was denied (the key belongs to account "+incident.KeyAccount(tg.keyARN)+"; its key policy decides who may read it)"), nil
-	}
+	// Denied, or not found for a key of another account: Unknown, the cluster's evidence
+	// holds the incident anyway.
+	key, err = lifecycle.KeyAsRead(tg.keyARN, lifecycle.AccountOf(aws.ToString(tg.live.DBClusterArn)), key, err)
 	if err != nil {
 		return o, fmt.Errorf("describe key %s: %w", tg.keyARN, err)
 	}
