@@ -94,3 +94,64 @@ func TestDeletedReplicaStaysOpen(t *testing.T) {
 		t.Errorf("Fixable: got %v, want ReplicateKey on %s", err, primary)
 	}
 }
+
+// TestClusterEvidenceWhateverTheKey: a cluster's own report opens the incident for an
+// AWS-managed key and for a key DescribeKey denies (recorded Unknown with why), where a key
+// event alone would not.
+func TestClusterEvidenceWhateverTheKey(t *testing.T) {
+	foreign := "arn:aws:kms:us-east-1:444455556666:key/f"
+	for _, tc := range []struct {
+		name  string
+		key   string
+		keys  *fakeKeys
+		state incident.KeyState
+	}{
+		{"AWS-managed", keyARN, &fakeKeys{keys: map[string]kmskey.Key{keyARN: {ARN: keyARN, State: incident.KeyStateEnabled, Manager: "AWS"}}}, incident.KeyStateEnabled},
+		{"denied", foreign, &fakeKeys{err: kmskey.ErrDenied}, incident.KeyStateUnknown},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := newMemStore()
+			c := cluster("orders", true)
+			svc := newService(tc.keys, fakeRadius{tc.key: {Clusters: []incident.Cluster{c}}}, store)
+			o, err := svc.Ensure(context.Background(), Signal{KeyARN: tc.key, Trigger: "RDS-EVENT-0419", At: eventTime, EventID: "e", ClusterLostAccess: true, Cluster: &c})
+			if err != nil || o.Action != ActionOpened {
+				t.Fatalf("got %+v, %v; want opened", o, err)
+			}
+			inc, _ := store.OpenFor(context.Background(), tc.key)
+			if inc.KeyState != tc.state || (tc.state == incident.KeyStateUnknown && inc.KeyStateReason == "") || !inc.Clusters[0].LostKeyAccess {
+				t.Errorf("got key %s (%q), cluster lost access %v; want %s, holding", inc.KeyState, inc.KeyStateReason, inc.Clusters[0].LostKeyAccess, tc.state)
+			}
+			if inc.KeyAccount != incident.KeyAccount(tc.key) {
+				t.Errorf("got key account %q, want %q", inc.KeyAccount, incident.KeyAccount(tc.key))
+			}
+		})
+	}
+}
+
+// TestLaterKeyEventFillsActorAndEarlierLoss: an incident RDS opened (no actor, lost at the
+// 0419's time) takes the DisableKey event that arrives later: its actor, and its earlier time;
+// a later time never moves it.
+func TestLaterKeyEventFillsActorAndEarlierLoss(t *testing.T) {
+	store := newMemStore()
+	c := cluster("orders", true)
+	svc := newService(disabled(), fakeRadius{keyARN: {Clusters: []incident.Cluster{c}}}, store)
+	rdsAt := eventTime.Add(30 * time.Minute)
+	if _, err := svc.Ensure(context.Background(), Signal{KeyARN: keyARN, Trigger: "RDS-EVENT-0419", At: rdsAt, EventID: "rds", ClusterLostAccess: true, Cluster: &c}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.HandleKeyEvent(context.Background(), event("DisableKey", keyevent.KindLoss)); err != nil {
+		t.Fatal(err)
+	}
+	inc, _ := store.OpenFor(context.Background(), keyARN)
+	if inc.Actor.ARN != "arn:aws:iam::123456789012:user/alice" || !inc.LostAt.Equal(eventTime) {
+		t.Errorf("got actor %q, lost at %v; want alice, %v", inc.Actor.Name(), inc.LostAt, eventTime)
+	}
+	late := event("DisableKey", keyevent.KindLoss)
+	late.ID, late.Time = "evt-late", eventTime.Add(2*time.Hour)
+	if _, err := svc.HandleKeyEvent(context.Background(), late); err != nil {
+		t.Fatal(err)
+	}
+	if inc, _ = store.OpenFor(context.Background(), keyARN); !inc.LostAt.Equal(eventTime) {
+		t.Errorf("a later event moved the loss to %v, want %v", inc.LostAt, eventTime)
+	}
+}
