@@ -168,6 +168,7 @@ type UndescribedKeys struct {
 	Failed  map[string]error
 }
 
+// Error names the store and the keys that could not be described, sorted.
 func (e *UndescribedKeys) Error() string {
 	ids := make([]string, 0, len(e.Failed))
 	for id := range e.Failed {
