@@ -13,6 +13,7 @@ import (
 
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/lifecycle"
 	"github.com/keywarden/keywarden/internal/lifecycle/rdstrack"
 )
 
@@ -65,7 +66,7 @@ func TestCrossAccountKeyOpensIncident(t *testing.T) {
 	if inc.Deadline == nil || !inc.Deadline.Equal(at.Add(incident.RecoverableWindow)) {
 		t.Errorf("got deadline %v, want 7 days after %v", inc.Deadline, at)
 	}
-	if len(inc.Clusters) != 1 || !inc.Clusters[0].LostKeyAccess || inc.Clusters[0].Recovered {
+	if len(inc.Clusters) != 1 || !lifecycle.Holding(&inc, c) || inc.Clusters[0].Recovered {
 		t.Errorf("got clusters %+v, want %s holding lost key access", inc.Clusters, c)
 	}
 	if err := inc.Fixable(); err == nil {
@@ -98,8 +99,8 @@ func TestKeyEnabledClusterLostOpensAndHolds(t *testing.T) {
 		t.Errorf("got deadline %v, want 7 days after %v", inc.Deadline, at)
 	}
 	for _, cl := range inc.Clusters {
-		if cl.Recovered || !cl.LostKeyAccess {
-			t.Errorf("cluster %s: recovered %v, lost key access %v; want not recovered, lost", cl.Identifier, cl.Recovered, cl.LostKeyAccess)
+		if cl.Recovered || !lifecycle.Holding(&inc, cl.Identifier) {
+			t.Errorf("cluster %s: recovered %v, holding %v; want not recovered, holding", cl.Identifier, cl.Recovered, lifecycle.Holding(&inc, cl.Identifier))
 		}
 	}
 	// A later 0420 for the instance brings it back: the incident resolves.
@@ -173,7 +174,7 @@ func TestInaccessibleStatusOpens(t *testing.T) {
 		t.Fatalf("0150 with an inaccessible status: got %+v, want opened", res.Outcome)
 	}
 	inc := s.incident(t, keyARN)
-	if !inc.Clusters[0].LostKeyAccess || inc.Deadline == nil {
+	if !lifecycle.Holding(&inc, c) || inc.Deadline == nil {
 		t.Errorf("got cluster %+v, deadline %v; want lost key access and a deadline", inc.Clusters[0], inc.Deadline)
 	}
 }

@@ -291,7 +291,11 @@ func KeyAccessLost(inc *incident.Incident, r AccessReport, now time.Time) {
 			c.Recovered = false
 			changes = append(changes, fmt.Sprintf("cluster %s is no longer counted as recovered", r.Cluster))
 		}
-		if !c.LostKeyAccess {
+		// A report about the cluster itself, or about an instance the incident does not list,
+		// holds the cluster; an instance's report holds it through the instance's own flag
+		// (see Holding), which StartDBCluster and RDS-EVENT-0420 clear.
+		listed := slices.ContainsFunc(inc.Instances, func(in incident.Instance) bool { return r.concerns(in) })
+		if !c.LostKeyAccess && (r.Instance == "" || !listed) {
 			c.LostKeyAccess = true
 			changes = append(changes, fmt.Sprintf("cluster %s reports it cannot reach the key", r.Cluster))
 		}
@@ -511,7 +515,7 @@ func MarkClusters(inc *incident.Incident, now time.Time) {
 		switch {
 		case c.Status == incident.StatusTerminal || c.Status == StatusDeleted:
 			c.Lost, c.Recovered = true, false
-		case c.LostKeyAccess:
+		case Holding(inc, c.Identifier):
 			// The cluster's own report beats the key side: not recovered whatever the key reads.
 			c.Recovered = false
 		case c.Status == incident.StatusAvailable && enabled:
@@ -524,6 +528,18 @@ func MarkClusters(inc *incident.Incident, now time.Time) {
 		}
 	}
 	inc.RecomputeDeadlines()
+}
+
+// Holding reports whether cluster id still reports lost key access: by itself (its
+// LostKeyAccess, from a report about the cluster or an inaccessible status) or through one of
+// its instances (RDS-EVENT-0418/0419 with no 0420 or start since). While it holds, the cluster
+// is not recovered and keeps its window, whatever DescribeKey says.
+func Holding(inc *incident.Incident, id string) bool {
+	i := slices.IndexFunc(inc.Clusters, func(c incident.Cluster) bool { return c.Identifier == id })
+	if i >= 0 && inc.Clusters[i].LostKeyAccess {
+		return true
+	}
+	return slices.ContainsFunc(inc.Instances, func(in incident.Instance) bool { return in.ClusterIdentifier == id && in.LostKeyAccess })
 }
 
 // Settle brings an active incident's cluster flags and deadlines up to date (MarkClusters) and

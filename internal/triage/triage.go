@@ -394,12 +394,19 @@ func laterEvidence(inc *incident.Incident, sig Signal) {
 }
 
 // markReported records on the incident that the signal's cluster itself reported the loss, so
-// it keeps its window whatever the key reads (see incident.Cluster.LostKeyAccess).
+// it keeps its window whatever the key reads (see lifecycle.Holding). When the incident lists
+// the cluster's instances, the reporting instance's own flag holds it instead (RdsEventFunction
+// applies the report right after), so that StartDBCluster, which clears instance flags, also
+// releases the cluster.
 func markReported(inc *incident.Incident, sig Signal) {
 	for i := range inc.Clusters {
-		if inc.Clusters[i].ARN == sig.Cluster.ARN || inc.Clusters[i].Identifier == sig.Cluster.Identifier {
-			inc.Clusters[i].LostKeyAccess = true
-			inc.Clusters[i].Recovered = false
+		c := &inc.Clusters[i]
+		if c.ARN != sig.Cluster.ARN && c.Identifier != sig.Cluster.Identifier {
+			continue
+		}
+		c.Recovered = false
+		if !slices.ContainsFunc(inc.Instances, func(in incident.Instance) bool { return in.ClusterIdentifier == c.Identifier }) {
+			c.LostKeyAccess = true
 		}
 	}
 }
