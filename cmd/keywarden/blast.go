@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -172,7 +173,7 @@ func runIncidents(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		inc = arrays(inc)
+		inc = arrays(inc, time.Now())
 		if *asJSON {
 			return writeJSON(stdout, inc)
 		}
@@ -185,8 +186,9 @@ func runIncidents(ctx context.Context, args []string, stdout io.Writer) error {
 	if list == nil {
 		list = []incident.Incident{}
 	}
+	now := time.Now()
 	for i := range list {
-		list[i] = arrays(list[i])
+		list[i] = arrays(list[i], now)
 	}
 	if *asJSON {
 		return writeJSON(stdout, list)
@@ -194,8 +196,18 @@ func runIncidents(ctx context.Context, args []string, stdout io.Writer) error {
 	return printIncidents(stdout, list, time.Now())
 }
 
-// arrays makes inc's lists arrays in the JSON, empty or not, as blast-radius prints them.
-func arrays(inc incident.Incident) incident.Incident {
+// arrays makes inc's lists arrays in the JSON, empty or not, as blast-radius prints them, and
+// grades its severity at now by the model's one rule (a stored incident holds the part that
+// does not depend on the clock; a closed one keeps it).
+func arrays(inc incident.Incident, now time.Time) incident.Incident {
+	if !inc.State.Closed() {
+		inc.Severity = inc.SeverityAt(now)
+	} else if inc.Severity == "" {
+		inc.RecomputeDeadlines()
+	}
+	if inc.KeyAccount == "" {
+		inc.KeyAccount = incident.KeyAccount(inc.KeyARN)
+	}
 	inc.Instances = nonNil(inc.Instances)
 	inc.Snapshots = nonNil(inc.Snapshots)
 	inc.OtherEngines = nonNil(inc.OtherEngines)
@@ -235,7 +247,7 @@ func printIncidents(w io.Writer, list []incident.Incident, now time.Time) error 
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tKEY\tTRIGGER\tOPENED (UTC)\tDEADLINE (UTC)\tTIME LEFT\tCLUSTERS\tDELIVERIES")
+	fmt.Fprintln(tw, "ID\tSTATE\tKEY\tTRIGGER\tOPENED (UTC)\tDEADLINE (UTC)\tTIME LEFT\tCLUSTERS\tDELIVERIES\tSEVERITY\tKEY STATE")
 	for _, inc := range list {
 		key := inc.KeyAlias
 		if key == "" {
@@ -252,8 +264,23 @@ func printIncidents(w io.Writer, list []incident.Incident, now time.Time) error 
 		if !inc.State.Closed() && slackui.Severity(inc, now) == slackui.SeverityCritical {
 			left += " (critical)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", inc.ID, inc.State, key, inc.Trigger,
-			inc.OpenedAt.UTC().Format("2006-01-02 15:04"), deadline, left, len(inc.Clusters), inc.Deliveries)
+		if inc.WindowEstimated && inc.Deadline != nil {
+			deadline += " (estimated)"
+		}
+		clusters := fmt.Sprint(len(inc.Clusters))
+		if inc.RadiusIncomplete {
+			clusters += " (incomplete)"
+		}
+		keyState := string(inc.KeyState)
+		if a := cmp.Or(inc.KeyAccount, incident.KeyAccount(inc.KeyARN)); inc.KeyForeign() && a != "" {
+			keyState += " (account " + a + ")"
+		}
+		severity := "—"
+		if !inc.State.Closed() {
+			severity = string(inc.SeverityAt(now))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", inc.ID, inc.State, key, inc.Trigger,
+			inc.OpenedAt.UTC().Format("2006-01-02 15:04"), deadline, left, clusters, inc.Deliveries, severity, keyState)
 	}
 	return tw.Flush()
 }

@@ -60,6 +60,7 @@ func runDemo(ctx context.Context, localStack *stack.Stack, stdout io.Writer) err
 	for _, stage := range []func(context.Context) error{
 		d.seed, d.blastRadius, d.disable, d.deliver, d.show, d.slackMessage, d.doctorStep,
 		d.auroraStops, d.strangerClicks, d.approverClicks, d.remediated, d.resolved, d.reminder,
+		d.crossAccount, // issue 9
 	} {
 		if err := stage(ctx); err != nil {
 			return err

@@ -130,7 +130,9 @@ func TestIncidentsJSON(t *testing.T) {
 	}
 	// Issue 2's fields, and issue 8's approvals and counts.
 	for _, field := range []string{"id", "key_arn", "state", "trigger", "opened_at", "deadline", "actor", "deliveries", "clusters", "timeline",
-		"approvals", "snapshot_count", "instance_count"} {
+		"approvals", "snapshot_count", "instance_count",
+		// Issue 9's fields.
+		"key_state", "key_account", "severity", "window_estimated", "radius_incomplete"} {
 		if _, ok := got[0][field]; !ok {
 			t.Errorf("incident lacks %q: %s", field, out)
 		}
@@ -143,6 +145,19 @@ func TestIncidentsJSON(t *testing.T) {
 	// Issue 10: whether the incident has been heard in Slack (nothing delivered here).
 	if d, _ := got[0]["slack_delivery"].(map[string]any); d["state"] != "pending" || d["pending"] != float64(1+2) {
 		t.Errorf("slack_delivery: got %v, want {state: pending, pending: 3} (the message, the delivery and the approval)", got[0]["slack_delivery"])
+	}
+	// Severity is graded when printed: lost on 2026-11-20, the 7-day deadline has passed.
+	wantSeverity := string(inc.SeverityAt(time.Now()))
+	if got[0]["key_account"] != "123456789012" || got[0]["severity"] != wantSeverity || got[0]["key_state"] != "Disabled" {
+		t.Errorf("key_account %v, severity %v, key_state %v; want 123456789012, "+wantSeverity+", Disabled", got[0]["key_account"], got[0]["severity"], got[0]["key_state"])
+	}
+	if cl, _ := got[0]["clusters"].([]any); len(cl) == 1 {
+		c, _ := cl[0].(map[string]any)
+		for _, field := range []string{"lost_access_at", "can_stop", "cannot_stop_reason"} {
+			if _, ok := c[field]; !ok {
+				t.Errorf("cluster lacks %q: %v", field, c)
+			}
+		}
 	}
 	if n, _ := got[0]["snapshot_count"].(float64); n != 1 {
 		t.Errorf("snapshot_count: got %v, want 1", got[0]["snapshot_count"])

@@ -45,7 +45,13 @@ func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, erro
 	res := Result{EventID: ev.ID, Event: ev.Name}
 	res.Outcomes, err = h.svc.HandleKeyEvent(ctx, ev)
 	for _, o := range res.Outcomes {
-		h.log.InfoContext(ctx, "key event", "event_id", ev.ID, "event_name", ev.Name, "key_arn", o.KeyARN,
+		level := slog.LevelInfo
+		if o.Action == triage.ActionFailed {
+			// Permanent for this key (DescribeKey denied) or failed with the others retried:
+			// seen at ERROR once per delivery, and by the errors alarm or the failure queue.
+			level = slog.LevelError
+		}
+		h.log.Log(ctx, level, "key event", "event_id", ev.ID, "event_name", ev.Name, "key_arn", o.KeyARN,
 			"action", o.Action, "incident_id", o.IncidentID, "reason", o.Reason, "actor", ev.Actor.Name())
 	}
 	if err != nil {

@@ -31,7 +31,7 @@ func TestMain(m *testing.M) { awstest.Main(m) }
 
 // sampleKeyIDs are the keys the KMS samples in events/ name; tests swap in a real key. The
 // multi-Region key (mrk-…) is left alone: it stands for a key this account does not have.
-var sampleKeyIDs = []string{"1234abcd-12ab-34cd-56ef-1234567890ab", "0987dcba-09fe-87dc-65ba-ab0987654321"}
+var sampleKeyIDs = []string{"1234abcd-12ab-34cd-56ef-1234567890ab", "0987dcba-09fe-87dc-65ba-ab0987654321", "5f6e7d8c-9b0a-4c1d-8e2f-3a4b5c6d7e8f"}
 
 // stack is the key-event path on moto: real KMS, RDS and DynamoDB APIs, the real store,
 // resolver and blast radius, the handler under test.
@@ -210,24 +210,27 @@ func TestRacingDeliveriesOpenOneIncident(t *testing.T) {
 // does: no sample may fail the invocation, and each does what its event means.
 func TestEverySample(t *testing.T) {
 	want := map[string]triage.Action{
-		"kms-disable-key.json":                      triage.ActionOpened,
-		"kms-disable-key-legacy-null-response.json": triage.ActionOpened,
-		"kms-disable-key-no-resources.json":         triage.ActionOpened,
-		"kms-disable-key-failed.json":               triage.ActionIgnored,
-		"kms-schedule-key-deletion.json":            triage.ActionOpened,
-		"kms-schedule-key-deletion-comma-date.json": triage.ActionOpened,
-		"kms-schedule-key-deletion-24h-pm.json":     triage.ActionOpened,
-		"kms-delete-imported-key-material.json":     triage.ActionOpened,
-		"kms-imported-key-material-expiration.json": triage.ActionOpened,
-		"kms-enable-key.json":                       triage.ActionIgnored, // no open incident: never opens one
-		"kms-enable-key-legacy-null-response.json":  triage.ActionIgnored,
-		"kms-cancel-key-deletion.json":              triage.ActionIgnored,
-		"kms-put-key-policy.json":                   triage.ActionOpened, // the key is found Disabled: a loss we missed
-		"kms-revoke-grant.json":                     triage.ActionOpened,
-		"kms-retire-grant.json":                     triage.ActionOpened,
-		"kms-cmk-deletion.json":                     triage.ActionOpened,
-		"kms-schedule-key-deletion-replica.json":    triage.ActionIgnored, // a multi-Region key this account does not have
-		"kms-disconnect-custom-key-store.json":      triage.ActionIgnored, // moto has no custom key stores: no keys in it
+		"kms-disable-key.json":                         triage.ActionOpened,
+		"kms-disable-key-legacy-null-response.json":    triage.ActionOpened,
+		"kms-disable-key-no-resources.json":            triage.ActionOpened,
+		"kms-disable-key-failed.json":                  triage.ActionIgnored,
+		"kms-schedule-key-deletion.json":               triage.ActionOpened,
+		"kms-schedule-key-deletion-comma-date.json":    triage.ActionOpened,
+		"kms-schedule-key-deletion-24h-pm.json":        triage.ActionOpened,
+		"kms-delete-imported-key-material.json":        triage.ActionOpened,
+		"kms-imported-key-material-expiration.json":    triage.ActionOpened,
+		"kms-enable-key.json":                          triage.ActionIgnored, // no open incident: never opens one
+		"kms-enable-key-legacy-null-response.json":     triage.ActionIgnored,
+		"kms-cancel-key-deletion.json":                 triage.ActionIgnored,
+		"kms-put-key-policy.json":                      triage.ActionOpened, // the key is found Disabled: a loss we missed
+		"kms-revoke-grant.json":                        triage.ActionOpened,
+		"kms-retire-grant.json":                        triage.ActionOpened,
+		"kms-cmk-deletion.json":                        triage.ActionOpened,
+		"kms-schedule-key-deletion-replica.json":       triage.ActionIgnored, // a multi-Region key this account does not have
+		"kms-disconnect-custom-key-store.json":         triage.ActionIgnored, // moto has no custom key stores: no keys in it
+		"kms-connect-custom-key-store.json":            triage.ActionIgnored, // a recovery call: never opens
+		"kms-import-key-material.json":                 triage.ActionIgnored, // a recovery call: never opens
+		"kms-schedule-key-deletion-snapshot-only.json": triage.ActionOpened,
 	}
 	s := newStack(t)
 	files, err := filepath.Glob(filepath.Join("..", "..", "events", "kms-*.json"))

@@ -1,8 +1,11 @@
 // KeyEventFunction receives KMS events from EventBridge — "AWS API Call via CloudTrail" for
 // DisableKey, ScheduleKeyDeletion, DeleteImportedKeyMaterial, DisconnectCustomKeyStore,
-// EnableKey, CancelKeyDeletion, PutKeyPolicy, RevokeGrant and RetireGrant, and KMS's own
-// "KMS CMK Deletion" and "KMS Imported Key Material Expiration" — and opens or updates the
-// key's incident, then announces it in Slack.
+// EnableKey, CancelKeyDeletion, ImportKeyMaterial, ConnectCustomKeyStore, PutKeyPolicy,
+// RevokeGrant and RetireGrant, and KMS's own "KMS CMK Deletion" and "KMS Imported Key Material
+// Expiration" — and opens or updates the key's incident, then announces it in Slack. The
+// recovery calls update an open incident and never open one. A key it may not describe is a
+// "failed" outcome logged at ERROR, not an error Lambda retries; what still fails after the
+// retries lands on the on-failure queue (template.yaml), whose alarm pages someone.
 //
 // Environment: the shared settings of internal/wire (INCIDENTS_TABLE, LOG_LEVEL,
 // SKIP_CLUSTER_AUTOMATED_BACKUPS, SLACK_BOT_TOKEN_SECRET_ARN or SLACK_BOT_TOKEN, SLACK_CHANNEL,

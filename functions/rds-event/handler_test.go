@@ -66,7 +66,13 @@ type stack struct {
 
 func newStack(t *testing.T) *stack {
 	t.Helper()
-	cfg := awstest.Serial(awstest.Config(t, awstest.Moto(t)))
+	return newStackAt(t, awstest.Moto(t))
+}
+
+// newStackAt is newStack with every AWS call through endpoint (moto, or a proxy in front of it).
+func newStackAt(t *testing.T, endpoint string) *stack {
+	t.Helper()
+	cfg := awstest.Serial(awstest.Config(t, endpoint))
 	ddb := dynamodb.NewFromConfig(cfg)
 	table := fmt.Sprintf("incidents-%d", rand.Int64())
 	if err := dynamostore.CreateTable(context.Background(), ddb, table); err != nil {
@@ -236,10 +242,16 @@ func TestLifecycle(t *testing.T) {
 	if res := s.handle(t, sample(t, "rds-instance-key-access-lost-0418-no-prefix.json", c)); action(res) != rdstrack.ActionUpdated {
 		t.Errorf("0418 without prefix: got %+v, want updated", res.Outcome)
 	}
-	// 0419 after 0418, and the 0418 again: nothing new; the window stays at the earliest.
-	for _, name := range []string{"rds-instance-key-access-lost-0419.json", "rds-instance-key-access-lost-0418.json"} {
-		if res := s.handle(t, sample(t, name, c)); action(res) != rdstrack.ActionUnchanged {
-			t.Errorf("%s: got %+v, want unchanged", name, res.Outcome)
+	// 0419 after 0418: nothing new; the 0418 again, now older than the 0419 applied for the
+	// instance: stale. The window stays at the earliest.
+	for name, want := range map[string]rdstrack.Action{"rds-instance-key-access-lost-0419.json": rdstrack.ActionUnchanged, "rds-instance-key-access-lost-0418.json": rdstrack.ActionStale} {
+		if name == "rds-instance-key-access-lost-0418.json" {
+			if res := s.handle(t, sample(t, "rds-instance-key-access-lost-0419.json", c)); action(res) != rdstrack.ActionUnchanged {
+				t.Errorf("0419: got %+v, want unchanged", res.Outcome)
+			}
+		}
+		if res := s.handle(t, sample(t, name, c)); action(res) != want {
+			t.Errorf("%s: got %+v, want %s", name, res.Outcome, want)
 		}
 	}
 	inc = s.incident(t, keyARN)

@@ -5,7 +5,10 @@
 // RDS-EVENT-0420 (access back), 0150/0151 (cluster stopped/started) and 0087/0088 (instance
 // stopped/started) update statuses from live RDS state and resolve the incident once the key is
 // Enabled and every dependent cluster is available. Events about clusters keywarden does not
-// track are logged and acknowledged.
+// track are logged and acknowledged. The cluster's word comes first: a loss report or an
+// inaccessible status opens and holds the incident whatever DescribeKey says (denied or a key of
+// another account is recorded as Unknown), and a key-access event older than the latest one
+// applied for its source is stale and changes nothing.
 //
 // Environment: the shared settings of internal/wire (INCIDENTS_TABLE, LOG_LEVEL,
 // SKIP_CLUSTER_AUTOMATED_BACKUPS, SLACK_BOT_TOKEN_SECRET_ARN or SLACK_BOT_TOKEN, SLACK_CHANNEL,

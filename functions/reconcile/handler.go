@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
+	"time"
 
 	"github.com/keywarden/keywarden/internal/reconcile"
 )
@@ -16,9 +18,22 @@ type runner interface {
 type handler struct {
 	r   runner
 	log *slog.Logger
+	// metrics receives the run's embedded-metric-format line (stdout in Lambda); nil for none.
+	metrics  io.Writer
+	function string
+	now      func() time.Time
 }
 
-func newHandler(r runner, log *slog.Logger) *handler { return &handler{r: r, log: log} }
+func newHandler(r runner, log *slog.Logger) *handler {
+	return &handler{r: r, log: log, now: time.Now}
+}
+
+// withMetrics makes every run write its failure metric (reconcile.MetricLine) to w, named for
+// function (AWS_LAMBDA_FUNCTION_NAME, the alarm's dimension).
+func (h *handler) withMetrics(w io.Writer, function string) *handler {
+	h.metrics, h.function = w, function
+	return h
+}
 
 // Handle runs one reconcile pass, or, when the event is the one-minute outbox schedule's
 // ({"pass": "outbox"}), only the retry of pending Slack deliveries. Any other content (the
@@ -36,7 +51,8 @@ func (h *handler) Handle(ctx context.Context, ev json.RawMessage) (reconcile.Rep
 	for _, o := range rep.Outcomes {
 		level := slog.LevelInfo
 		if o.Action == reconcile.ActionFailed || o.Action == reconcile.ActionAnnounceFailed {
-			level = slog.LevelWarn
+			// Also counted in the failure metric, whose alarm pages someone.
+			level = slog.LevelError
 		}
 		h.log.Log(ctx, level, "reconcile", "incident_id", o.IncidentID, "key_arn", o.KeyARN, "action", o.Action, "reason", o.Reason)
 	}
@@ -44,6 +60,11 @@ func (h *handler) Handle(ctx context.Context, ev json.RawMessage) (reconcile.Rep
 		"resolved", rep.Resolved, "lost", rep.Lost, "reminders", rep.Reminders, "opened", rep.Opened,
 		"looked_up", rep.LookedUp, "keys_seen", rep.KeysSeen, "calls", rep.Calls, "failures", rep.Failures,
 		"incomplete", rep.Incomplete)
+	if h.metrics != nil {
+		if _, werr := h.metrics.Write(reconcile.MetricLine(h.function, reconcile.FailureCount(rep, err), h.now())); werr != nil {
+			h.log.ErrorContext(ctx, "failure metric not written", "error", werr)
+		}
+	}
 	if err != nil {
 		// Nothing could be checked (DynamoDB or RDS unavailable); the next scheduled run tries again.
 		h.log.ErrorContext(ctx, "reconcile run failed", "error", err)

@@ -6,7 +6,9 @@ import (
 
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -53,7 +55,7 @@ func TestHandleLogsEveryDecision(t *testing.T) {
 		{"run", fakeRunner{rep: reconcile.Report{Incidents: 1, Reminders: 1, Outcomes: []reconcile.Outcome{
 			{IncidentID: "KW-1", Action: reconcile.ActionReminded, Reason: "reminder: less than 6h0m0s left"},
 			{KeyARN: "arn:k", Action: reconcile.ActionFailed, Reason: "backstop: throttled"},
-		}}}, false, []string{`"action":"reminded"`, `"incident_id":"KW-1"`, `"level":"WARN"`, `"action":"run"`, `"reminders":1`}},
+		}}}, false, []string{`"action":"reminded"`, `"incident_id":"KW-1"`, `"level":"ERROR"`, `"action":"run"`, `"reminders":1`}},
 		{"nothing readable", fakeRunner{err: errors.New("scan: unavailable")}, true, []string{`"reconcile run failed"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -78,7 +80,7 @@ func TestSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := settings{Shared: wire.Settings{Table: "t", LogLevel: "info"}, Thresholds: reconcile.DefaultThresholds, RunBudget: reconcile.DefaultRunBudget,
-		MaxCalls: reconcile.DefaultMaxCalls, CloudTrailLookup: true}
+		MaxCalls: reconcile.DefaultMaxCalls, CloudTrailLookup: true, CriticalEvery: reconcile.DefaultCriticalEvery}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(wire.Settings{}, "BotToken")); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
 	}
@@ -86,12 +88,14 @@ func TestSettings(t *testing.T) {
 	got, err = loadSettings(env.FromMap(map[string]string{
 		"INCIDENTS_TABLE": "t", "REMINDER_THRESHOLDS": "48h,2h", "ESCALATION_MENTION": "<!subteam^S1>", "RUN_BUDGET": "50s",
 		"MAX_API_CALLS": "100", "SKIP_CLUSTER_AUTOMATED_BACKUPS": "true", "CLOUDTRAIL_LOOKUP": "off",
+		"CRITICAL_REMINDER_EVERY": "90m",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	want = settings{Shared: wire.Settings{Table: "t", LogLevel: "info", SkipClusterAutomatedBackups: true},
-		Thresholds: []time.Duration{48 * time.Hour, 2 * time.Hour}, Mention: "<!subteam^S1>", RunBudget: 50 * time.Second, MaxCalls: 100}
+		Thresholds: []time.Duration{48 * time.Hour, 2 * time.Hour}, Mention: "<!subteam^S1>", RunBudget: 50 * time.Second, MaxCalls: 100,
+		CriticalEvery: 90 * time.Minute}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(wire.Settings{}, "BotToken")); diff != "" {
 		t.Errorf("local stack (-want +got):\n%s", diff)
 	}
@@ -101,5 +105,50 @@ func TestSettings(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("got error %v, want it to name %s", err, name)
 		}
+	}
+}
+
+// TestFailureMetric: every run writes one embedded-metric-format line counting its failures
+// (failed outcomes, Slack updates that failed, a run that checked nothing), zero included.
+func TestFailureMetric(t *testing.T) {
+	at := time.Date(2026, 3, 10, 15, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name   string
+		runner fakeRunner
+		want   int
+	}{
+		{"clean", fakeRunner{rep: reconcile.Report{Outcomes: []reconcile.Outcome{{Action: reconcile.ActionChecked}}}}, 0},
+		{"every KMS call failed", fakeRunner{rep: reconcile.Report{Outcomes: []reconcile.Outcome{
+			{KeyARN: "arn:a", Action: reconcile.ActionFailed}, {KeyARN: "arn:b", Action: reconcile.ActionFailed},
+			{IncidentID: "KW-1", Action: reconcile.ActionAnnounceFailed},
+		}}}, 3},
+		{"nothing readable", fakeRunner{err: errors.New("scan: unavailable")}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var metrics bytes.Buffer
+			h := newHandler(tc.runner, slog.New(slog.NewJSONHandler(io.Discard, nil))).withMetrics(&metrics, "keywarden-ReconcileFunction")
+			h.now = func() time.Time { return at }
+			_, _ = h.Handle(context.Background(), nil)
+			var line struct {
+				AWS struct {
+					Timestamp         int64
+					CloudWatchMetrics []struct {
+						Namespace  string
+						Dimensions [][]string
+						Metrics    []struct{ Name, Unit string }
+					}
+				} `json:"_aws"`
+				FunctionName      string
+				ReconcileFailures int
+			}
+			if err := json.Unmarshal(metrics.Bytes(), &line); err != nil {
+				t.Fatalf("metric line %q: %v", metrics.String(), err)
+			}
+			cw := line.AWS.CloudWatchMetrics
+			if len(cw) != 1 || cw[0].Namespace != reconcile.MetricNamespace || cw[0].Metrics[0].Name != reconcile.MetricFailures ||
+				line.AWS.Timestamp != at.UnixMilli() || line.FunctionName != "keywarden-ReconcileFunction" || line.ReconcileFailures != tc.want {
+				t.Errorf("got %s, want %d failures in %s/%s", metrics.String(), tc.want, reconcile.MetricNamespace, reconcile.MetricFailures)
+			}
+		})
 	}
 }

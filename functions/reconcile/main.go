@@ -18,6 +18,8 @@
 //	                                 function's timeout — the invocation deadline bounds it too)
 //	MAX_API_CALLS                    AWS calls one run may make (default 400)
 //	CLOUDTRAIL_LOOKUP                "on" (default) or "off" (the local stack: moto lacks LookupEvents)
+//	CRITICAL_REMINDER_EVERY          cadence of reminders, with the escalation mention, for a
+//	                                 critical incident with no deadline (default 6h)
 package main
 
 import (
@@ -43,6 +45,7 @@ type settings struct {
 	RunBudget        time.Duration
 	MaxCalls         int
 	CloudTrailLookup bool
+	CriticalEvery    time.Duration
 }
 
 func loadSettings(r *env.Reader) (settings, error) {
@@ -53,6 +56,7 @@ func loadSettings(r *env.Reader) (settings, error) {
 		RunBudget:        r.Duration("RUN_BUDGET", reconcile.DefaultRunBudget),
 		MaxCalls:         r.Int("MAX_API_CALLS", reconcile.DefaultMaxCalls, 20, 100000),
 		CloudTrailLookup: choice(r, "CLOUDTRAIL_LOOKUP", "on", "off", true),
+		CriticalEvery:    r.Duration("CRITICAL_REMINDER_EVERY", reconcile.DefaultCriticalEvery),
 	}
 	return c, r.Err()
 }
@@ -87,7 +91,7 @@ func main() {
 	k := keyloss.Build(svc, cfg.Shared, log)
 	d := reconcile.Deps{
 		RDS: k.RDS, KMS: k.KMS, Keys: k.Keys, Radius: k.Radius, Incidents: svc.Store,
-		Opener: k.Triage,
+		Opener: k.Triage, Events: k.RDS,
 	}
 	if svc.Announcer != nil {
 		d.Announcer, d.Replier = svc.Announcer, svc.Announcer
@@ -97,6 +101,9 @@ func main() {
 	}
 	r := reconcile.New(d, reconcile.Options{
 		Thresholds: cfg.Thresholds, Mention: cfg.Mention, RunBudget: cfg.RunBudget, MaxCalls: cfg.MaxCalls,
+		CriticalEvery: cfg.CriticalEvery,
 	})
-	lambda.Start(newHandler(r, log).Handle)
+	// Lambda names the function in AWS_LAMBDA_FUNCTION_NAME: the failure metric's dimension,
+	// which the template's alarm names with !Ref ReconcileFunction.
+	lambda.Start(newHandler(r, log).withMetrics(os.Stdout, os.Getenv("AWS_LAMBDA_FUNCTION_NAME")).Handle)
 }

@@ -36,6 +36,9 @@ const (
 	Answer500 FaultMode = iota
 	// DropConnection closes the connection without an answer.
 	DropConnection
+	// Answer answers Status with Body (and ContentType) in moto's place, without forwarding:
+	// what moto cannot produce (an AccessDeniedException, a DescribeEvents history).
+	Answer
 )
 
 // Fault is one armed fault: it fires on the next Times requests that Match accepts.
@@ -45,6 +48,10 @@ type Fault struct {
 	Match func(r *http.Request, body []byte) bool
 	Times int
 	Mode  FaultMode
+	// Status, Body and ContentType are the answer of an Answer fault.
+	Status      int
+	Body        []byte
+	ContentType string
 
 	fired int
 }
@@ -58,6 +65,12 @@ func Op(op string) func(*http.Request, []byte) bool {
 	return func(r *http.Request, _ []byte) bool {
 		return strings.HasSuffix(r.Header.Get("X-Amz-Target"), "."+op)
 	}
+}
+
+// AccessDenied is the body of an AWS JSON-protocol AccessDeniedException (KMS, DynamoDB), for an
+// Answer fault with Status 400 and ContentType "application/x-amz-json-1.1".
+func AccessDenied(msg string) []byte {
+	return []byte(`{"__type":"AccessDeniedException","message":"` + msg + `"}`)
 }
 
 // NewFaultProxy starts a proxy in front of target (a moto endpoint) and stops it when the test
@@ -83,6 +96,12 @@ func (p *FaultProxy) serve(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	if f := p.takeMode(r, body, Answer); f != nil {
+		w.Header().Set("Content-Type", f.ContentType)
+		w.WriteHeader(f.Status)
+		_, _ = w.Write(f.Body)
 		return
 	}
 	out, err := http.NewRequestWithContext(r.Context(), r.Method, p.target+r.URL.RequestURI(), bytes.NewReader(body))
@@ -128,12 +147,21 @@ func (p *FaultProxy) serve(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(answer)
 }
 
-// take returns the armed fault that fires on this request, if any, and counts it.
+// take returns the armed after-landing fault that fires on this request, if any, and counts it.
 func (p *FaultProxy) take(r *http.Request, body []byte) *Fault {
+	if f := p.takeMode(r, body, Answer500); f != nil {
+		return f
+	}
+	return p.takeMode(r, body, DropConnection)
+}
+
+// takeMode returns the armed fault of mode that fires on this request, if any, and counts it.
+// Times < 0 fires on every matching request.
+func (p *FaultProxy) takeMode(r *http.Request, body []byte, mode FaultMode) *Fault {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, f := range p.faults {
-		if f.fired < f.Times && f.Match(r, body) {
+		if f.Mode == mode && (f.Times < 0 || f.fired < f.Times) && f.Match(r, body) {
 			f.fired++
 			return f
 		}

@@ -102,6 +102,15 @@ type RDSAPI interface {
 	DescribeGlobalClusters(context.Context, *rds.DescribeGlobalClustersInput, ...func(*rds.Options)) (*rds.DescribeGlobalClustersOutput, error)
 }
 
+// BlueGreenLister lists blue/green deployments; *rds.Client satisfies it. A Finder whose RDSAPI
+// also implements it marks the deployments' clusters as unable to stop: "You can't stop and start
+// a cluster that is part of a blue/green deployment"
+// (https://docs.aws.amazon.com/AmazonRDS/latest/AuroraUserGuide/blue-green-deployments-considerations.html),
+// so Aurora gives them no recoverable window. DBCluster carries no field that says so.
+type BlueGreenLister interface {
+	DescribeBlueGreenDeployments(context.Context, *rds.DescribeBlueGreenDeploymentsInput, ...func(*rds.Options)) (*rds.DescribeBlueGreenDeploymentsOutput, error)
+}
+
 // KeyNormaliser turns any key reference into the key's ARN; *kmskey.Resolver satisfies it.
 // It must return an error wrapping kmskey.ErrNotFound for a key or alias that does not exist,
 // and be safe for concurrent use: the finder resolves several references at once.
@@ -220,6 +229,8 @@ type inventory struct {
 	backups   []types.DBClusterAutomatedBackup
 	// globalMembers maps a cluster ARN to the global database it belongs to.
 	globalMembers map[string]string
+	// blueGreen maps a cluster ARN (source or target) to the blue/green deployment it is in.
+	blueGreen map[string]string
 }
 
 // list runs the listings concurrently, and the instance batches as cluster pages arrive; it
@@ -238,6 +249,9 @@ func (f *Finder) list(ctx context.Context, cancel context.CancelCauseFunc, refs 
 	spawn(func(ctx context.Context) error { return inv.listClusters(ctx, f.rds, spawn) })
 	spawn(func(ctx context.Context) error { return inv.listSnapshots(ctx, f.rds) })
 	spawn(func(ctx context.Context) error { return inv.listGlobalClusters(ctx, f.rds) })
+	if bg, ok := f.rds.(BlueGreenLister); ok {
+		spawn(func(ctx context.Context) error { return inv.listBlueGreen(ctx, bg) })
+	}
 	if !f.skipAutomatedBackups {
 		spawn(func(ctx context.Context) error { return inv.listAutomatedBackups(ctx, f.rds) })
 	}
@@ -436,6 +450,44 @@ func (inv *inventory) listGlobalClusters(ctx context.Context, api RDSAPI) error 
 	}
 	inv.mu.Lock()
 	inv.globalMembers = members
+	inv.mu.Unlock()
+	return nil
+}
+
+// listBlueGreen is optional like listGlobalClusters: an endpoint without the operation has no
+// deployments. Deployments being deleted or already switched over no longer hold their
+// clusters; every other status does.
+func (inv *inventory) listBlueGreen(ctx context.Context, api BlueGreenLister) error {
+	members := map[string]string{}
+	// No MaxRecords: its default is already the maximum, 100, and moto 5.2.1 answers a request
+	// that sets it with HTTP 500.
+	p := rds.NewDescribeBlueGreenDeploymentsPaginator(api, &rds.DescribeBlueGreenDeploymentsInput{})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if unimplemented(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("describe blue/green deployments: %w", err)
+		}
+		for _, d := range page.BlueGreenDeployments {
+			switch aws.ToString(d.Status) {
+			case "DELETING", "SWITCHOVER_COMPLETED":
+				continue
+			}
+			name := aws.ToString(d.BlueGreenDeploymentName)
+			if name == "" {
+				name = aws.ToString(d.BlueGreenDeploymentIdentifier)
+			}
+			for _, c := range []string{aws.ToString(d.Source), aws.ToString(d.Target)} {
+				if c != "" {
+					members[c] = name
+				}
+			}
+		}
+	}
+	inv.mu.Lock()
+	inv.blueGreen = members
 	inv.mu.Unlock()
 	return nil
 }
@@ -683,6 +735,7 @@ func (inv *inventory) cluster(c types.DBCluster, uses []string) incident.Cluster
 	if r := aws.ToString(c.ReplicationSourceIdentifier); crossRegion(region, r) {
 		facts.CrossRegionSource = r
 	}
+	facts.BlueGreenDeployment = inv.blueGreen[clusterARN]
 	reason := incident.CannotStopReason(facts)
 
 	var members []string

@@ -50,6 +50,7 @@ func (inc *Incident) RecomputeDeadlines() {
 			inc.Deadline = earliest(inc.Deadline, c.Deadline)
 		}
 	}
+	inc.Severity = inc.baseSeverity()
 }
 
 // TimeLeft is the time from now to the incident's deadline; ok is false when there is none.

@@ -60,8 +60,13 @@ type Incident struct {
 	// KeyAccount is the AWS account that owns the key (from its ARN): only that account can
 	// enable it or cancel its deletion.
 	KeyAccount string `json:"key_account"`
-	// Severity is how loud the incident is: critical, high or low.
+	// Severity is how loud the incident is: critical, high or low (SeverityAt is the rule;
+	// RecomputeDeadlines stores the part that does not depend on the clock, and the CLI prints
+	// SeverityAt(now)).
 	Severity Severity `json:"severity"`
+	// KeyReplicaOf is the primary key's ARN when the key is a multi-Region replica: deleting a
+	// replica is recoverable, ReplicateKey on the primary re-creates it.
+	KeyReplicaOf string `json:"key_replica_of,omitempty"`
 	// WindowEstimated is set when no evidence dated the loss and the window runs from when
 	// keywarden found it: the real deadline may be earlier.
 	WindowEstimated bool `json:"window_estimated"`
@@ -180,6 +185,11 @@ type Cluster struct {
 	// Aurora's clock starts then, not at the key event, so key-side evidence no longer moves it.
 	WindowFromRDS bool       `json:"window_from_rds,omitempty"`
 	Deadline      *time.Time `json:"deadline"`
+	// LostKeyAccess is set while the cluster itself reports it cannot reach the key
+	// (RDS-EVENT-0418/0419 about the cluster or one of its instances, or an inaccessible
+	// status), whatever DescribeKey says; RDS-EVENT-0420 or a status read that shows the cluster
+	// back clears it. While set the cluster keeps its window and does not count as recovered.
+	LostKeyAccess bool `json:"lost_key_access,omitempty"`
 	// Recovered is set once the cluster is available again with the key enabled.
 	Recovered bool `json:"recovered,omitempty"`
 	// Lost is set once the cluster reached the terminal inaccessible-encryption-credentials state.

@@ -117,6 +117,17 @@ func (e *NotFixableError) Error() string { return "not fixable with one click: "
 // from KMS's side; a terminal cluster cannot be started, only restored.
 func (inc *Incident) Fixable() error {
 	switch {
+	case inc.KeyDeleted() && inc.KeyReplicaOf != "":
+		return &NotFixableError{Instead: "The key was a multi-Region replica and is deleted. Unlike any other key it can be re-created: " +
+			"call ReplicateKey on its primary " + inc.KeyReplicaOf + " into this Region (same key ID and material), " +
+			"then start the stopped clusters with StartDBCluster."}
+	case inc.KeyForeign() && inc.KeyAccount != "":
+		return &NotFixableError{Instead: "The key belongs to account " + inc.KeyAccount + ": its owner must enable it " +
+			"(or cancel its deletion, or restore RDS's access in the key policy); this deployment cannot. " +
+			"Then start the stopped clusters with StartDBCluster."}
+	case inc.KeyState == KeyStateUnknown:
+		return &NotFixableError{Instead: "The key cannot be read (" + inc.KeyStateReason + "): whoever administers the key " +
+			"must check it in the KMS console and make it usable for RDS, then start the stopped clusters with StartDBCluster."}
 	case inc.KeyDeleted():
 		return &NotFixableError{Instead: "The key is deleted. KMS cannot bring it back, so data encrypted under it — " +
 			"these clusters, their snapshots and backups — is unrecoverable and a restore is impossible. " +

@@ -20,7 +20,7 @@ const (
 	// KindLoss events make the key unusable, so every Aurora resource that depends on it is at risk.
 	KindLoss Kind = "loss" // DisableKey, ScheduleKeyDeletion, DeleteImportedKeyMaterial, DisconnectCustomKeyStore, "KMS CMK Deletion", "KMS Imported Key Material Expiration"
 	// KindRestore events make the key usable again (CancelKeyDeletion leaves it Disabled).
-	KindRestore Kind = "restore" // EnableKey, CancelKeyDeletion
+	KindRestore Kind = "restore" // EnableKey, CancelKeyDeletion, ImportKeyMaterial, ConnectCustomKeyStore
 	// KindAccess events change who may use the key; Aurora may lose access without the key changing state.
 	KindAccess Kind = "access" // PutKeyPolicy, RevokeGrant, RetireGrant
 )
@@ -37,6 +37,7 @@ const (
 	sourceKMS      = "aws.kms"
 	eventSourceKMS = "kms.amazonaws.com"
 	nameDisconnect = "DisconnectCustomKeyStore"
+	nameConnect    = "ConnectCustomKeyStore"
 )
 
 // apiKinds are the CloudTrail eventNames keywarden handles: the write calls that can take a key
@@ -48,9 +49,14 @@ var apiKinds = map[string]Kind{
 	nameDisconnect:              KindLoss,
 	"EnableKey":                 KindRestore,
 	"CancelKeyDeletion":         KindRestore,
-	"PutKeyPolicy":              KindAccess,
-	"RevokeGrant":               KindAccess,
-	"RetireGrant":               KindAccess,
+	// ImportKeyMaterial and ConnectCustomKeyStore are the fixes for expired or deleted key
+	// material (PendingImport) and a disconnected store (Unavailable): they update an open
+	// incident, never open one.
+	"ImportKeyMaterial": KindRestore,
+	nameConnect:         KindRestore,
+	"PutKeyPolicy":      KindAccess,
+	"RevokeGrant":       KindAccess,
+	"RetireGrant":       KindAccess,
 }
 
 var (
@@ -75,8 +81,8 @@ type Event struct {
 	// (only as a last resort) an alias for the resolver to normalise. Empty for
 	// DisconnectCustomKeyStore, which names no key.
 	KeyRef string
-	// CustomKeyStoreID is DisconnectCustomKeyStore's requestParameters.customKeyStoreId; the
-	// affected keys are the ones in that store.
+	// CustomKeyStoreID is DisconnectCustomKeyStore's or ConnectCustomKeyStore's
+	// requestParameters.customKeyStoreId; the affected keys are the ones in that store.
 	CustomKeyStoreID string
 	ErrorCode        string // CloudTrail errorCode: the call failed
 	ErrorMessage     string
@@ -194,7 +200,7 @@ func (e *Event) fromCloudTrail(d, env object) error {
 		e.PendingWindowDays = n
 	}
 
-	if e.Name == nameDisconnect {
+	if e.Name == nameDisconnect || e.Name == nameConnect {
 		e.CustomKeyStoreID = req.str("customKeyStoreId")
 		if !isIdentifier(e.CustomKeyStoreID) {
 			return fmt.Errorf("%s: %w: no customKeyStoreId", e.Name, ErrMalformed)

@@ -143,6 +143,17 @@ func TestParseSamples(t *testing.T) {
 			Kind: keyevent.KindLoss, Name: "DisconnectCustomKeyStore", CustomKeyStoreID: "cks-1234567890abcdef0",
 			Actor: alice("disconnectcustomkeystore"),
 		}},
+		"kms-connect-custom-key-store.json": {want: summary{
+			Kind: keyevent.KindRestore, Name: "ConnectCustomKeyStore", CustomKeyStoreID: "cks-1234567890abcdef0",
+			Actor: alice("connectcustomkeystore"),
+		}},
+		"kms-import-key-material.json": {want: summary{
+			Kind: keyevent.KindRestore, Name: "ImportKeyMaterial", KeyRef: extARN, Actor: alice("importkeymaterial"),
+		}},
+		"kms-schedule-key-deletion-snapshot-only.json": {want: summary{
+			Kind: keyevent.KindLoss, Name: "ScheduleKeyDeletion", KeyRef: "arn:aws:kms:us-east-1:123456789012:key/5f6e7d8c-9b0a-4c1d-8e2f-3a4b5c6d7e8f",
+			KeyStateHint: "PendingDeletion", PendingWindowDays: 30, DeletionDateText: "Apr 14, 2026 11:12:13 AM", Actor: alice("schedulekeydeletion"),
+		}},
 		"kms-put-key-policy.json": {want: summary{
 			Kind: keyevent.KindAccess, Name: "PutKeyPolicy", KeyRef: keyARN, Actor: alice("putkeypolicy"),
 		}},

@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/arn"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
+	"github.com/aws/smithy-go"
 
 	"github.com/keywarden/keywarden/internal/incident"
 )
@@ -28,6 +29,13 @@ import (
 // there, or it has been deleted. Errors carrying it also wrap the KMS error and say which
 // reference was asked for.
 var ErrNotFound = errors.New("kms key not found")
+
+// ErrDenied means KMS refused to answer about the key (AccessDeniedException): the key policy
+// does not let this account read it — always so for a key of another account whose policy does
+// not name this one (https://docs.aws.amazon.com/kms/latest/developerguide/key-policy-modifying-external-accounts.html).
+// It is permanent: retrying changes nothing until someone edits the key policy, so callers
+// record it and go on rather than fail the event.
+var ErrDenied = errors.New("kms key access denied")
 
 // KMSAPI is the part of the KMS client the resolver uses; *kms.Client satisfies it.
 type KMSAPI interface {
@@ -54,6 +62,12 @@ type Key struct {
 	// its waiting period only starts once the last replica is deleted.
 	DeletionDate *time.Time
 	MultiRegion  bool
+	// StateReason says why State is Unknown (DescribeKey denied); "" otherwise. Describe never
+	// sets it: callers that record a key they could not read do (lifecycle.KeyUnknown).
+	StateReason string
+	// ReplicaOf is the primary key's ARN when the key is a multi-Region replica
+	// (MultiRegionConfiguration.MultiRegionKeyType REPLICA); "" otherwise.
+	ReplicaOf string
 }
 
 // CustomerManaged reports whether the key is one a customer can disable or delete.
@@ -146,9 +160,29 @@ func (r *Resolver) Alias(ctx context.Context, keyARN string) (string, error) {
 // callers.
 const describeConcurrency = 8
 
+// UndescribedKeys is the error KeysInStore returns beside the keys it could read when some
+// keys of the account could not be described: they may or may not belong to the store. Failed
+// maps each key ID to its error.
+type UndescribedKeys struct {
+	StoreID string
+	Failed  map[string]error
+}
+
+// Error names the store and the keys that could not be described, sorted.
+func (e *UndescribedKeys) Error() string {
+	ids := make([]string, 0, len(e.Failed))
+	for id := range e.Failed {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return fmt.Sprintf("keys in custom key store %s: %d key(s) could not be described: %s", e.StoreID, len(ids), strings.Join(ids, ", "))
+}
+
 // KeysInStore lists the keys whose CustomKeyStoreId is storeID, sorted by ARN. ListKeys reports
 // only IDs, so every key in the account and region is described; keys deleted between the
-// listing and the description are skipped.
+// listing and the description are skipped. One key that cannot be described (access denied by
+// its key policy, throttled past the SDK's retries) does not hide the others: the keys read are
+// returned with an *UndescribedKeys error naming the rest. A ListKeys failure returns no keys.
 func (r *Resolver) KeysInStore(ctx context.Context, storeID string) ([]Key, error) {
 	var ids []string
 	p := kms.NewListKeysPaginator(r.api, &kms.ListKeysInput{})
@@ -166,13 +200,12 @@ func (r *Resolver) KeysInStore(ctx context.Context, storeID string) ([]Key, erro
 		}
 	}
 
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	var (
-		mu   sync.Mutex
-		keys []Key
-		wg   sync.WaitGroup
-		sem  = make(chan struct{}, describeConcurrency)
+		mu     sync.Mutex
+		keys   []Key
+		failed = map[string]error{}
+		wg     sync.WaitGroup
+		sem    = make(chan struct{}, describeConcurrency)
 	)
 	for _, id := range ids {
 		select {
@@ -185,25 +218,25 @@ func (r *Resolver) KeysInStore(ctx context.Context, storeID string) ([]Key, erro
 		wg.Go(func() {
 			defer func() { <-sem }()
 			k, err := r.Describe(ctx, id)
+			mu.Lock()
+			defer mu.Unlock()
 			switch {
 			case errors.Is(err, ErrNotFound):
-				return
 			case err != nil:
-				cancel(err)
-				return
-			}
-			if k.CustomKeyStoreID == storeID {
-				mu.Lock()
+				failed[id] = err
+			case k.CustomKeyStoreID == storeID:
 				keys = append(keys, k)
-				mu.Unlock()
 			}
 		})
 	}
 	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
+	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("keys in custom key store %s: %w", storeID, err)
 	}
 	slices.SortFunc(keys, func(a, b Key) int { return strings.Compare(a.ARN, b.ARN) })
+	if len(failed) > 0 {
+		return keys, &UndescribedKeys{StoreID: storeID, Failed: failed}
+	}
 	return keys, nil
 }
 
@@ -268,6 +301,9 @@ func keyFrom(m *types.KeyMetadata) Key {
 		CustomKeyStoreID: aws.ToString(m.CustomKeyStoreId),
 		MultiRegion:      aws.ToBool(m.MultiRegion),
 	}
+	if mr := m.MultiRegionConfiguration; mr != nil && mr.MultiRegionKeyType == types.MultiRegionKeyTypeReplica && mr.PrimaryKey != nil {
+		k.ReplicaOf = aws.ToString(mr.PrimaryKey.Arn)
+	}
 	if m.DeletionDate != nil && m.KeyState != types.KeyStatePendingReplicaDeletion {
 		d := m.DeletionDate.UTC()
 		k.DeletionDate = &d
@@ -275,11 +311,17 @@ func keyFrom(m *types.KeyMetadata) Key {
 	return k
 }
 
-// classify adds ErrNotFound to KMS's NotFoundException, keeping the original error too.
+// classify adds ErrNotFound to KMS's NotFoundException and ErrDenied to AccessDeniedException
+// (an error code KMS shares with every AWS service, so it is matched by code), keeping the
+// original error too.
 func classify(err error) error {
 	var nf *types.NotFoundException
 	if errors.As(err, &nf) {
 		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	var api smithy.APIError
+	if errors.As(err, &api) && api.ErrorCode() == "AccessDeniedException" {
+		return fmt.Errorf("%w: %w", ErrDenied, err)
 	}
 	return err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/aws/smithy-go"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -320,11 +321,25 @@ func TestKeysInStore(t *testing.T) {
 		t.Errorf("ListKeys calls = %d, want 3", n)
 	}
 
-	api.describeKey = func(*kms.DescribeKeyInput) (*kms.DescribeKeyOutput, error) {
-		return nil, errors.New("AccessDeniedException")
+	// One key whose DescribeKey is denied does not hide the others.
+	good := api.describeKey
+	api.describeKey = func(in *kms.DescribeKeyInput) (*kms.DescribeKeyOutput, error) {
+		if aws.ToString(in.KeyId) == arnOf(14) {
+			return nil, &smithy.GenericAPIError{Code: "AccessDeniedException", Message: "not allowed"}
+		}
+		return good(in)
 	}
-	if _, err := NewResolver(api).KeysInStore(context.Background(), "cks-1"); err == nil || !strings.Contains(err.Error(), "AccessDenied") {
-		t.Errorf("KeysInStore with failing DescribeKey: error %v, want AccessDenied", err)
+	keys, err = NewResolver(api).KeysInStore(context.Background(), "cks-1")
+	var und *UndescribedKeys
+	if !errors.As(err, &und) || len(und.Failed) != 1 || !errors.Is(und.Failed[arnOf(14)], ErrDenied) {
+		t.Fatalf("KeysInStore with one denied key: error %v, want UndescribedKeys naming %s as denied", err, arnOf(14))
+	}
+	got = nil
+	for _, k := range keys {
+		got = append(got, k.ARN)
+	}
+	if diff := cmp.Diff([]string{arnOf(0), arnOf(21), arnOf(28)}, got); diff != "" {
+		t.Errorf("KeysInStore with one denied key (-want +got):\n%s", diff)
 	}
 }
 

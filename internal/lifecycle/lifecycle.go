@@ -17,6 +17,7 @@
 package lifecycle
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -77,6 +78,16 @@ func SetKey(inc *incident.Incident, key kmskey.Key, src Source, now time.Time) {
 		})
 	}
 	inc.KeyState = state
+	inc.KeyStateReason = ""
+	if state == incident.KeyStateUnknown {
+		inc.KeyStateReason = key.StateReason
+	}
+	if a := incident.KeyAccount(inc.KeyARN); a != "" {
+		inc.KeyAccount = a
+	}
+	if key.ReplicaOf != "" {
+		inc.KeyReplicaOf = key.ReplicaOf
+	}
 	if key.Manager != "" {
 		inc.KeyManager = key.Manager
 	}
@@ -84,6 +95,67 @@ func SetKey(inc *incident.Incident, key kmskey.Key, src Source, now time.Time) {
 	if state == incident.KeyStatePendingDeletion {
 		inc.KeyDeletionDate = key.DeletionDate
 	}
+}
+
+// KeyUnknown returns the key as keywarden records a key DescribeKey would not describe (access
+// denied, typically a key of another account whose policy does not name this one): state
+// Unknown, with why. The cluster's own evidence still holds the incident open.
+func KeyUnknown(keyARN, reason string) kmskey.Key {
+	return kmskey.Key{ARN: keyARN, State: incident.KeyStateUnknown, StateReason: reason}
+}
+
+// KeyAsRead is the one rule for what DescribeKey's answer about keyARN means when a cluster in
+// localAccount depends on the key ("" when not known):
+//
+//   - AccessDeniedException (kmskey.ErrDenied): the key policy does not let this account read
+//     the key — permanent, so the key is recorded as Unknown with why, not retried;
+//   - NotFoundException for a key of another account: deleted, or not shared with this account;
+//     only its owner can tell, so Unknown too — never "deleted", which would close the
+//     incident as lost;
+//   - NotFoundException for a key of this account: Deleted.
+//
+// Any other error is returned as it is (a retry may help).
+func KeyAsRead(keyARN, localAccount string, key kmskey.Key, err error) (kmskey.Key, error) {
+	account := incident.KeyAccount(keyARN)
+	switch {
+	case err == nil:
+		return key, nil
+	case errors.Is(err, kmskey.ErrDenied):
+		reason := "DescribeKey was denied"
+		if account != "" {
+			reason += " (the key belongs to account " + account + "; its key policy decides who may read it)"
+		}
+		return KeyUnknown(keyARN, reason), nil
+	case errors.Is(err, kmskey.ErrNotFound):
+		if account != "" && localAccount != "" && account != localAccount {
+			return KeyUnknown(keyARN, "DescribeKey answered NotFound for a key of account "+account+
+				": deleted, or not shared with this account; only its owner can tell"), nil
+		}
+		return KeyDeleted(keyARN), nil
+	}
+	return key, err
+}
+
+// AccountOf is the account of an ARN (a cluster's, an instance's), "" when s is not an ARN.
+func AccountOf(s string) string {
+	if parts := strings.SplitN(s, ":", 6); len(parts) == 6 && parts[0] == "arn" {
+		return parts[4]
+	}
+	return ""
+}
+
+// LocalAccount is the account of the incident's clusters, as their ARNs say; "" when none is
+// known.
+func LocalAccount(inc incident.Incident) string {
+	for _, c := range inc.Clusters {
+		if c.Account != "" {
+			return c.Account
+		}
+		if a := AccountOf(c.ARN); a != "" {
+			return a
+		}
+	}
+	return ""
 }
 
 // KeyDeleted returns the key as keywarden records a key DescribeKey no longer knows.
@@ -114,7 +186,14 @@ func SetClusterStatus(inc *incident.Incident, id string, status incident.Cluster
 	case StatusDeleted:
 		detail = fmt.Sprintf("cluster %s no longer exists in RDS (seen by %s)", id, src.name())
 	}
-	if status == incident.StatusAvailable && inc.KeyState == incident.KeyStateEnabled && restarting(c.Status) {
+	if status.Inaccessible() {
+		// The cluster's own status says it lost the key: evidence as good as RDS-EVENT-0419.
+		c.LostKeyAccess = true
+	}
+	if status == incident.StatusAvailable && keyMayWork(inc.KeyState) && restarting(c.Status) {
+		// StartDBCluster succeeded, so the cluster reached its key: whatever it reported
+		// before is over.
+		c.LostKeyAccess = false
 		var cleared []string
 		for i := range inc.Instances {
 			if in := &inc.Instances[i]; in.ClusterIdentifier == id && in.LostKeyAccess {
@@ -132,6 +211,13 @@ func SetClusterStatus(inc *incident.Incident, id string, status incident.Cluster
 	})
 	c.Status = status
 	return true
+}
+
+// keyMayWork reports whether the key may be usable by the cluster: Enabled, or Unknown (not
+// readable by this deployment, a key of another account) — then only the cluster's own
+// evidence (RDS-EVENT-0420, a status read showing it back) can say it is back.
+func keyMayWork(s incident.KeyState) bool {
+	return s == incident.KeyStateEnabled || s == incident.KeyStateUnknown
 }
 
 // restarting reports whether a cluster in status is on its way back through StartDBCluster.
@@ -195,6 +281,8 @@ func KeyAccessLost(inc *incident.Incident, r AccessReport, now time.Time) {
 		if !c.WindowFromRDS || c.LostAccessAt == nil || at.Before(*c.LostAccessAt) {
 			c.LostAccessAt = &at
 			c.WindowFromRDS = true
+			// The cluster's own report dates the window: it is no longer an estimate.
+			inc.WindowEstimated = false
 			if c.CanStop {
 				changes = append(changes, fmt.Sprintf("cluster %s's 7-day recoverable window now starts %s", r.Cluster, at.Format(time.RFC3339)))
 			}
@@ -202,6 +290,14 @@ func KeyAccessLost(inc *incident.Incident, r AccessReport, now time.Time) {
 		if c.Recovered {
 			c.Recovered = false
 			changes = append(changes, fmt.Sprintf("cluster %s is no longer counted as recovered", r.Cluster))
+		}
+		// A report about the cluster itself, or about an instance the incident does not list,
+		// holds the cluster; an instance's report holds it through the instance's own flag
+		// (see Holding), which StartDBCluster and RDS-EVENT-0420 clear.
+		listed := slices.ContainsFunc(inc.Instances, func(in incident.Instance) bool { return r.concerns(in) })
+		if !c.LostKeyAccess && (r.Instance == "" || !listed) {
+			c.LostKeyAccess = true
+			changes = append(changes, fmt.Sprintf("cluster %s reports it cannot reach the key", r.Cluster))
 		}
 	}
 	for i := range inc.Instances {
@@ -233,6 +329,15 @@ func KeyAccessRestored(inc *incident.Incident, r AccessReport, now time.Time) {
 			cleared = append(cleared, in.Identifier)
 		}
 	}
+	// The cluster is back when the event is about the cluster itself, or no member instance
+	// still reports lost access.
+	if i := slices.IndexFunc(inc.Clusters, func(c incident.Cluster) bool { return c.Identifier == r.Cluster }); i >= 0 && inc.Clusters[i].LostKeyAccess {
+		still := slices.ContainsFunc(inc.Instances, func(in incident.Instance) bool { return in.ClusterIdentifier == r.Cluster && in.LostKeyAccess })
+		if r.Instance == "" || !still {
+			inc.Clusters[i].LostKeyAccess = false
+			cleared = append(cleared, "cluster "+r.Cluster)
+		}
+	}
 	if len(cleared) > 0 {
 		inc.AddEntry(incident.Entry{
 			ID: r.entryID(), At: now.UTC(), Kind: incident.KindRDSEvent, Actor: incident.Keywarden, Target: r.target(),
@@ -240,6 +345,18 @@ func KeyAccessRestored(inc *incident.Incident, r AccessReport, now time.Time) {
 			Detail: fmt.Sprintf("%s at %s: RDS can reach the key again from %s", r.Code, r.At.UTC().Format(time.RFC3339), strings.Join(cleared, ", ")),
 		})
 	}
+}
+
+// StaleReport records that an RDS key-access event arrived older than the latest one already
+// applied for its source (RDS delivers best effort and out of order; aws-facts §8): it changes
+// nothing, and the timeline says so once per event.
+func StaleReport(inc *incident.Incident, r AccessReport, latestCode string, latestAt, now time.Time) {
+	inc.AddEntry(incident.Entry{
+		ID: incident.EntryID("rds-stale", r.entryID()), At: now.UTC(), Kind: incident.KindNote, Actor: incident.Keywarden,
+		Target: r.target(), Result: incident.ResultSkipped, Source: r.EventID,
+		Detail: fmt.Sprintf("%s on %s at %s is stale: %s at %s was already applied for %s, so it changes nothing",
+			r.Code, r.target(), r.At.UTC().Format(time.RFC3339), or(latestCode, "a newer event"), latestAt.UTC().Format(time.RFC3339), r.target()),
+	})
 }
 
 // KeyEvidence applies key-side evidence that the key has been unusable since at (a key event,
@@ -258,6 +375,45 @@ func KeyEvidence(c *incident.Cluster, at time.Time) bool {
 	}
 	c.LostAccessAt = &at
 	return true
+}
+
+// HistorySource is the Source of the note that records RDS event history's answer
+// (ApplyHistory); HistoryLookedUp finds it.
+const HistorySource = "rds-event-history"
+
+// ApplyHistory applies what rds:DescribeEvents (RDS's 14-day event history) says of the
+// incident's instances and clusters: each RDS-EVENT-0418/0419 found is a key-access report
+// dated by RDS (KeyAccessLost), so a loss the backstop found late gets the window Aurora
+// really runs, not one from "now". The answer, found or not, is a note with Source
+// HistorySource, so it is asked once.
+func ApplyHistory(inc *incident.Incident, reports []AccessReport, now time.Time) {
+	for _, r := range reports {
+		KeyAccessLost(inc, r, now)
+	}
+	detail := "RDS event history (14 days) has no RDS-EVENT-0418/0419 for the incident's clusters and instances"
+	result := incident.ResultSkipped
+	if len(reports) > 0 {
+		earliest := reports[0].At
+		for _, r := range reports[1:] {
+			if r.At.Before(earliest) {
+				earliest = r.At
+			}
+		}
+		detail = fmt.Sprintf("RDS event history: %d key-access report(s), the earliest at %s: the windows start then", len(reports), earliest.UTC().Format(time.RFC3339))
+		result = incident.ResultOK
+	}
+	inc.AddEntry(incident.Entry{
+		ID: incident.EntryID(HistorySource), At: now.UTC(), Kind: incident.KindNote, Actor: incident.Keywarden,
+		Target: inc.KeyARN, Result: result, Source: HistorySource, Detail: detail,
+	})
+	inc.RecomputeDeadlines()
+}
+
+// HistoryLookedUp reports whether RDS event history was already asked about the incident.
+func HistoryLookedUp(inc incident.Incident) bool {
+	return slices.ContainsFunc(inc.Timeline, func(e incident.Entry) bool {
+		return e.Kind == incident.KindNote && e.Source == HistorySource
+	})
 }
 
 // LookupSource is the Source of the note that records CloudTrail event history's answer about
@@ -288,6 +444,10 @@ func ApplyLoss(inc *incident.Incident, l Loss, now time.Time) {
 		found += " (event " + l.EventID + ")"
 	}
 	detail := found
+	if !at.IsZero() {
+		// The call that made the key unusable dates the loss: no longer an estimate.
+		inc.WindowEstimated = false
+	}
 	if !at.IsZero() && at.Before(inc.LostAt) {
 		old := inc.LostAt
 		for i := range inc.Clusters {
@@ -349,12 +509,15 @@ const kmsService = "kms.amazonaws.com"
 // without its key again starts a new window from now.
 func MarkClusters(inc *incident.Incident, now time.Time) {
 	now = now.UTC()
-	enabled := inc.KeyState == incident.KeyStateEnabled
+	enabled := keyMayWork(inc.KeyState)
 	for i := range inc.Clusters {
 		c := &inc.Clusters[i]
 		switch {
 		case c.Status == incident.StatusTerminal || c.Status == StatusDeleted:
 			c.Lost, c.Recovered = true, false
+		case Holding(inc, c.Identifier):
+			// The cluster's own report beats the key side: not recovered whatever the key reads.
+			c.Recovered = false
 		case c.Status == incident.StatusAvailable && enabled:
 			c.Recovered = true
 		case c.Recovered && !enabled:
@@ -365,6 +528,18 @@ func MarkClusters(inc *incident.Incident, now time.Time) {
 		}
 	}
 	inc.RecomputeDeadlines()
+}
+
+// Holding reports whether cluster id still reports lost key access: by itself (its
+// LostKeyAccess, from a report about the cluster or an inaccessible status) or through one of
+// its instances (RDS-EVENT-0418/0419 with no 0420 or start since). While it holds, the cluster
+// is not recovered and keeps its window, whatever DescribeKey says.
+func Holding(inc *incident.Incident, id string) bool {
+	i := slices.IndexFunc(inc.Clusters, func(c incident.Cluster) bool { return c.Identifier == id })
+	if i >= 0 && inc.Clusters[i].LostKeyAccess {
+		return true
+	}
+	return slices.ContainsFunc(inc.Instances, func(in incident.Instance) bool { return in.ClusterIdentifier == id && in.LostKeyAccess })
 }
 
 // Settle brings an active incident's cluster flags and deadlines up to date (MarkClusters) and
@@ -382,7 +557,7 @@ func Settle(inc *incident.Incident, now time.Time) incident.State {
 	now = now.UTC()
 	MarkClusters(inc, now)
 
-	enabled := inc.KeyState == incident.KeyStateEnabled
+	enabled := keyMayWork(inc.KeyState)
 	var available, lost []string
 	lostCluster := map[string]bool{}
 	for _, c := range inc.Clusters {
@@ -396,9 +571,16 @@ func Settle(inc *incident.Incident, now time.Time) incident.State {
 	}
 	blocked := slices.ContainsFunc(inc.Instances, func(in incident.Instance) bool {
 		return in.LostKeyAccess && !lostCluster[in.ClusterIdentifier]
-	})
+	}) || slices.ContainsFunc(inc.Clusters, func(c incident.Cluster) bool { return c.LostKeyAccess && !c.Lost })
 	var err error
 	switch {
+	case inc.KeyState == incident.KeyStateDeleted && inc.KeyReplicaOf != "":
+		// A deleted multi-Region replica is the one deleted key that comes back: ReplicateKey
+		// on its primary re-creates it (ScheduleKeyDeletion API reference; aws-facts §8). The
+		// incident stays open and says how (Incident.Fixable).
+		return ""
+	case enabled && len(inc.Clusters) == 0 && inc.SnapshotOnly() && inc.KeyState == incident.KeyStateEnabled:
+		err = inc.Resolve(incident.Keywarden, "the key is Enabled again: the snapshots and backups encrypted with it can be restored", now)
 	case inc.KeyState == incident.KeyStateDeleted:
 		err = inc.MarkLost(incident.Keywarden, "the key was deleted: data encrypted under it cannot be recovered, and snapshots and backups encrypted with it cannot be restored", now)
 	case len(inc.Clusters) > 0 && len(lost) == len(inc.Clusters):

@@ -287,3 +287,24 @@ func validIdentifier(s string) bool {
 	}
 	return true
 }
+
+// History messages: rds:DescribeEvents answers events without their catalogue ID (its Event has
+// Date, Message, SourceIdentifier, SourceType, EventCategories only), so a key-access loss in
+// RDS's 14-day history is known by the catalogue's message, whose start is fixed
+// (https://docs.aws.amazon.com/AmazonRDS/latest/AuroraUserGuide/USER_Events.Messages.html;
+// aws-facts §3.2).
+var historyLost = map[string]string{
+	"Amazon RDS is unable to access the KMS encryption key":       "RDS-EVENT-0418",
+	"Amazon RDS has been unable to access the KMS encryption key": "RDS-EVENT-0419",
+}
+
+// HistoryKeyAccessLost reports which key-access-lost event (RDS-EVENT-0418 or -0419) a
+// DescribeEvents message is, or "" when it is neither.
+func HistoryKeyAccessLost(message string) string {
+	for prefix, code := range historyLost {
+		if strings.HasPrefix(strings.TrimSpace(message), prefix) {
+			return code
+		}
+	}
+	return ""
+}

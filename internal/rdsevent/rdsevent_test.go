@@ -1,6 +1,7 @@
 package rdsevent
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -34,15 +35,19 @@ func TestParseSamples(t *testing.T) {
 		err        error
 	}
 	cases := map[string]want{
-		"rds-instance-key-access-lost-0418.json":           {KeyAccessLost, "RDS-EVENT-0418", "orders-aurora-1", false, "2026-03-10T14:07:31.482Z", nil},
-		"rds-instance-key-access-lost-0418-no-prefix.json": {KeyAccessLost, "RDS-EVENT-0418", "orders-aurora-2", false, "2026-03-10T14:07:33.027Z", nil},
-		"rds-instance-key-access-lost-0419.json":           {KeyAccessLost, "RDS-EVENT-0419", "orders-aurora-1", false, "2026-03-10T14:37:12.905Z", nil},
-		"rds-instance-key-access-restored-0420.json":       {KeyAccessRestored, "RDS-EVENT-0420", "orders-aurora-1", false, "2026-03-11T09:15:48.316Z", nil},
-		"rds-cluster-stopped-0150.json":                    {Stopped, "RDS-EVENT-0150", "orders-aurora", true, "2026-03-10T15:02:44.750Z", nil},
-		"rds-cluster-started-0151.json":                    {Started, "RDS-EVENT-0151", "orders-aurora", true, "2026-03-11T09:31:05.193Z", nil},
-		"rds-instance-stopped-0087.json":                   {Stopped, "RDS-EVENT-0087", "orders-aurora-2", false, "2026-03-10T15:01:58.641Z", nil},
-		"rds-instance-started-0088.json":                   {Started, "RDS-EVENT-0088", "orders-aurora-2", false, "2026-03-11T09:36:22.558Z", nil},
-		"rds-cluster-patched-0173.json":                    {err: ErrUnsupported},
+		"rds-instance-key-access-lost-0418.json":               {KeyAccessLost, "RDS-EVENT-0418", "orders-aurora-1", false, "2026-03-10T14:07:31.482Z", nil},
+		"rds-instance-key-access-lost-0418-no-prefix.json":     {KeyAccessLost, "RDS-EVENT-0418", "orders-aurora-2", false, "2026-03-10T14:07:33.027Z", nil},
+		"rds-instance-key-access-lost-0419.json":               {KeyAccessLost, "RDS-EVENT-0419", "orders-aurora-1", false, "2026-03-10T14:37:12.905Z", nil},
+		"rds-instance-key-access-restored-0420.json":           {KeyAccessRestored, "RDS-EVENT-0420", "orders-aurora-1", false, "2026-03-11T09:15:48.316Z", nil},
+		"rds-instance-key-access-lost-0419-cross-account.json": {KeyAccessLost, "RDS-EVENT-0419", "orders-aurora-1", false, "2026-03-12T08:21:40.118Z", nil},
+		"rds-instance-key-access-lost-0419-deleted-key.json":   {KeyAccessLost, "RDS-EVENT-0419", "orders-aurora-1", false, "2026-03-13T10:02:05.771Z", nil},
+		"rds-instance-key-access-lost-0419-older.json":         {KeyAccessLost, "RDS-EVENT-0419", "orders-aurora-1", false, "2026-03-11T09:02:17.204Z", nil},
+		"rds-instance-key-access-lost-0418-key-enabled.json":   {KeyAccessLost, "RDS-EVENT-0418", "orders-aurora-1", false, "2026-03-14T16:45:09.337Z", nil},
+		"rds-cluster-stopped-0150.json":                        {Stopped, "RDS-EVENT-0150", "orders-aurora", true, "2026-03-10T15:02:44.750Z", nil},
+		"rds-cluster-started-0151.json":                        {Started, "RDS-EVENT-0151", "orders-aurora", true, "2026-03-11T09:31:05.193Z", nil},
+		"rds-instance-stopped-0087.json":                       {Stopped, "RDS-EVENT-0087", "orders-aurora-2", false, "2026-03-10T15:01:58.641Z", nil},
+		"rds-instance-started-0088.json":                       {Started, "RDS-EVENT-0088", "orders-aurora-2", false, "2026-03-11T09:36:22.558Z", nil},
+		"rds-cluster-patched-0173.json":                        {err: ErrUnsupported},
 	}
 
 	files, err := filepath.Glob(filepath.Join(samples, "rds-*.json"))
@@ -287,4 +292,26 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestHistoryKeyAccessLost(t *testing.T) {
+	for _, name := range []string{"rds-instance-key-access-lost-0418.json", "rds-instance-key-access-lost-0419.json", "rds-instance-key-access-restored-0420.json", "rds-cluster-stopped-0150.json"} {
+		b, err := os.ReadFile(filepath.Join("..", "..", "events", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ev struct {
+			Detail struct{ EventID, Message string }
+		}
+		if err := json.Unmarshal(b, &ev); err != nil {
+			t.Fatal(err)
+		}
+		want := ev.Detail.EventID
+		if want != "RDS-EVENT-0418" && want != "RDS-EVENT-0419" {
+			want = ""
+		}
+		if got := HistoryKeyAccessLost(ev.Detail.Message); got != want {
+			t.Errorf("%s: got %q, want %q", name, got, want)
+		}
+	}
 }

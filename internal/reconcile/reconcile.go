@@ -105,6 +105,8 @@ type Deps struct {
 	Trail     LossFinder
 	Announcer triage.Announcer
 	Replier   Replier
+	// Events is RDS's event history, which dates a loss the backstop found late; nil skips it.
+	Events EventHistory
 }
 
 // Options tune a Reconciler; zero values take the defaults.
@@ -119,6 +121,9 @@ type Options struct {
 	RunBudget time.Duration
 	// MaxCalls bounds the AWS calls of one run; default DefaultMaxCalls.
 	MaxCalls int
+	// CriticalEvery is the cadence of reminders for a critical incident with no deadline
+	// (clusters that cannot stop); default DefaultCriticalEvery.
+	CriticalEvery time.Duration
 }
 
 // Defaults.
@@ -131,6 +136,8 @@ const (
 	DefaultMaxCalls = 400
 	// EscalateWithin is from when on reminders mention the escalation target.
 	EscalateWithin = 24 * time.Hour
+	// DefaultCriticalEvery is how often a critical incident with no deadline is reminded.
+	DefaultCriticalEvery = 6 * time.Hour
 )
 
 const (
@@ -189,6 +196,9 @@ func New(d Deps, o Options) *Reconciler {
 	}
 	if o.MaxCalls <= 0 {
 		o.MaxCalls = DefaultMaxCalls
+	}
+	if o.CriticalEvery <= 0 {
+		o.CriticalEvery = DefaultCriticalEvery
 	}
 	return &Reconciler{d: d, o: o, now: time.Now, wall: time.Now}
 }
@@ -542,17 +552,38 @@ func (r *Reconciler) refresh(ctx context.Context, inc incident.Incident, inv *in
 		return inc
 	}
 	key, err := r.d.Keys.Describe(ctx, inc.KeyARN)
-	if errors.Is(err, kmskey.ErrNotFound) {
-		key, err = lifecycle.KeyDeleted(inc.KeyARN), nil
-	}
+	// Denied (typically a key of another account) is Unknown, not a failure every run.
+	key, err = lifecycle.KeyAsRead(inc.KeyARN, lifecycle.LocalAccount(inc), key, err)
 	if err != nil {
 		return fail(fmt.Errorf("describe key: %w", err))
+	}
+	// RDS's own history dates the windows first; CloudTrail then the key's loss; only when
+	// neither answers does the window run from when the loss was found (window_estimated).
+	hist := r.rdsHistory(ctx, inc, b, rep)
+	// An incident opened while a listing failed is completed here (radius_incomplete); a
+	// listing that fails again leaves it marked for the next run.
+	var radius *blast.Radius
+	if inc.RadiusIncomplete && b.spend(ensureCost) {
+		radii, err := r.d.Radius.FindMany(ctx, []string{inc.KeyARN})
+		if err != nil {
+			rep.add(Outcome{IncidentID: inc.ID, KeyARN: inc.KeyARN, Action: ActionFailed, Reason: "complete the blast radius (retried next run): " + err.Error()})
+		} else {
+			got := radii[inc.KeyARN]
+			radius = &got
+		}
 	}
 	loss := r.lookUp(ctx, inc, b, rep)
 
 	now := r.now().UTC()
 	got, err := r.d.Incidents.Update(ctx, inc.ID, func(i *incident.Incident) error {
 		loss.apply(i, now)
+		if i.State.Closed() {
+			return nil
+		}
+		hist.apply(i, now)
+		if radius != nil && i.RadiusIncomplete {
+			triage.CompleteRadius(i, *radius, now)
+		}
 		if i.State.Closed() {
 			return nil
 		}
@@ -797,6 +828,15 @@ func (r *Reconciler) backstop(ctx context.Context, inv *inventory, openKeys map[
 		if errors.Is(err, kmskey.ErrNotFound) {
 			continue
 		}
+		if errors.Is(err, kmskey.ErrDenied) {
+			// A key this account may not read (another account's): its clusters' own status
+			// decides. Healthy clusters are nothing to report — not a failure every run; a
+			// cluster in a lost-key state opens with the key Unknown.
+			if len(inaccessible[k]) == 0 {
+				continue
+			}
+			key, err = lifecycle.KeyAsRead(k, "", key, err)
+		}
 		if err != nil {
 			rep.add(Outcome{KeyARN: k, Action: ActionFailed, Reason: "backstop: describe key: " + err.Error()})
 			continue
@@ -841,7 +881,7 @@ func (r *Reconciler) backstop(ctx context.Context, inv *inventory, openKeys map[
 		// A cluster in a lost-key state is a loss whatever KMS says of the key (Enabled, with
 		// the cluster still waiting for StartDBCluster): ClusterLostAccess makes triage open.
 		out, err := r.d.Opener.Ensure(ctx, triage.Signal{KeyARN: k, Trigger: TriggerBackstop, TriggerDetail: detail, At: r.now().UTC(),
-			ClusterLostAccess: len(inaccessible[k]) > 0})
+			ClusterLostAccess: len(inaccessible[k]) > 0, WindowEstimated: true})
 		o := Outcome{KeyARN: k, IncidentID: out.IncidentID}
 		switch {
 		case err != nil:

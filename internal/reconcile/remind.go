@@ -32,7 +32,7 @@ func ReminderEntryID(id string, th time.Duration) string {
 func (r *Reconciler) remind(ctx context.Context, inc incident.Incident, now time.Time, rep *Report) incident.Incident {
 	left, ok := inc.TimeLeft(now)
 	if !ok {
-		return inc
+		return r.remindCritical(ctx, inc, now, rep)
 	}
 	mark := time.Duration(-1)
 	for _, th := range r.o.Thresholds { // ascending
@@ -47,6 +47,28 @@ func (r *Reconciler) remind(ctx context.Context, inc incident.Incident, now time
 	case mark < 0:
 		return inc
 	}
+	return r.post(ctx, inc, mark, mark <= EscalateWithin, now, rep)
+}
+
+// remindCritical reminds a critical incident that has no deadline (every dependent is a
+// cluster that cannot stop, so no countdown will ever cross a threshold) once per
+// CriticalEvery since it opened, always with the escalation mention: such a cluster is hurt
+// from the first minute. The n-th reminder is "threshold" -n, so it claims and records once
+// like any other, however many runs overlap.
+func (r *Reconciler) remindCritical(ctx context.Context, inc incident.Incident, now time.Time, rep *Report) incident.Incident {
+	if !inc.Critical || inc.State.Closed() || r.o.CriticalEvery <= 0 {
+		return inc
+	}
+	n := now.Sub(inc.OpenedAt) / r.o.CriticalEvery
+	if n < 1 {
+		return inc
+	}
+	return r.post(ctx, inc, -n*time.Nanosecond, true, now, rep)
+}
+
+// post posts the reminder mark (a threshold, 0 for a passed deadline, or -n for the n-th
+// critical reminder) once.
+func (r *Reconciler) post(ctx context.Context, inc incident.Incident, mark time.Duration, escalate bool, now time.Time, rep *Report) incident.Incident {
 	o := Outcome{IncidentID: inc.ID, KeyARN: inc.KeyARN}
 	won, err := r.d.Incidents.Claim(ctx, ReminderClaim(inc.ID, mark), reminderClaimTTL)
 	if err != nil {
@@ -58,7 +80,7 @@ func (r *Reconciler) remind(ctx context.Context, inc incident.Incident, now time
 		return inc
 	}
 	mention := ""
-	if mark <= EscalateWithin {
+	if escalate {
 		mention = r.o.Mention
 	}
 	text := slackui.Reminder(inc, mark, mention, now)
@@ -102,7 +124,10 @@ func (r *Reconciler) remind(ctx context.Context, inc incident.Incident, now time
 }
 
 func reminderDetail(mark time.Duration) string {
-	if mark <= 0 {
+	if mark < 0 {
+		return fmt.Sprintf("reminder %d: still critical, no recoverable window", -mark.Nanoseconds())
+	}
+	if mark == 0 {
 		return "reminder: the deadline has passed"
 	}
 	return "reminder: less than " + mark.String() + " left"

@@ -70,6 +70,7 @@ func section(text string) *slack.SectionBlock {
 var severityEmoji = map[string]string{
 	SeverityCritical:                  ":rotating_light:",
 	SeverityHigh:                      ":warning:",
+	SeverityLow:                       ":large_blue_circle:",
 	string(incident.StateResolved):    ":white_check_mark:",
 	string(incident.StateIntentional): ":information_source:",
 	string(incident.StateLost):        ":x:",
@@ -169,6 +170,11 @@ func actorBlock(inc incident.Incident) *slack.SectionBlock {
 func deadlineBlock(inc incident.Incident, now time.Time) *slack.SectionBlock {
 	var text string
 	switch {
+	case inc.SnapshotOnly() && inc.KeyDeletionDate != nil && inc.KeyState.PendingDeletion():
+		// Issue 9: a key that protects only DR copies is low severity, but says when they go.
+		d := *inc.KeyDeletionDate
+		text = fmt.Sprintf(":hourglass_flowing_sand: *No cluster depends on the key*, but %d snapshot(s) or backup(s) do: these backups become unrestorable on *%s* (%s your time) — *%s*.",
+			max(inc.SnapshotCount, len(inc.Snapshots)), utc(d), dateToken(d), countdown(d.Sub(now)))
 	case inc.Deadline != nil:
 		text = fmt.Sprintf(":hourglass_flowing_sand: *Deadline %s* (%s your time) — *%s*\n%s",
 			utc(*inc.Deadline), dateToken(*inc.Deadline), countdown(inc.Deadline.Sub(now)), deadlineReason(inc))
@@ -181,6 +187,13 @@ func deadlineBlock(inc incident.Incident, now time.Time) *slack.SectionBlock {
 		text = ":hourglass: *No recoverable window*: a cluster that cannot stop is hurt from the first minute, and Aurora may make it terminal without the 7-day grace."
 	default:
 		text = ":hourglass: *No deadline yet*: no dependent cluster has lost key access so far."
+	}
+	// Issue 9: say when the countdown is an estimate, and when the dependents may be more.
+	if inc.WindowEstimated && inc.Deadline != nil {
+		text += "\n_Window estimated: nothing dated the loss, so it runs from when keywarden found it; the real deadline may be earlier._"
+	}
+	if inc.RadiusIncomplete {
+		text += "\n_Blast radius incomplete: a listing failed; the next delivery or reconcile run completes it._"
 	}
 	return slack.NewSectionBlock(mrkdwn(text), nil, nil, slack.SectionBlockOptionBlockID("incident_deadline"))
 }

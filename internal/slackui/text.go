@@ -191,9 +191,14 @@ func Reminder(inc incident.Incident, left time.Duration, mention string, now tim
 	if mention != "" {
 		b.WriteString(mention + " ")
 	}
-	if left > 0 {
+	switch {
+	case inc.Deadline == nil && inc.Critical:
+		// A critical incident with no deadline reminds on a fixed cadence (reconcile's
+		// CriticalEvery), not at thresholds.
+		fmt.Fprintf(&b, ":rotating_light: *Still critical* on %s", esc(inc.ID))
+	case left > 0:
 		fmt.Fprintf(&b, ":alarm_clock: *Less than %s left* on %s", threshold(left), esc(inc.ID))
-	} else {
+	default:
 		fmt.Fprintf(&b, ":alarm_clock: *Deadline passed* on %s", esc(inc.ID))
 	}
 	fmt.Fprintf(&b, ": key %s is %s", code(keyLabel(inc)), esc(keyStateText(inc)))

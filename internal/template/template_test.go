@@ -218,7 +218,9 @@ func TestTemplateRules(t *testing.T) {
 			"detail": map[string]any{
 				"eventSource": []any{"kms.amazonaws.com"},
 				"eventName": []any{"DisableKey", "ScheduleKeyDeletion", "EnableKey", "CancelKeyDeletion",
-					"PutKeyPolicy", "RevokeGrant", "RetireGrant", "DeleteImportedKeyMaterial", "DisconnectCustomKeyStore"},
+					"PutKeyPolicy", "RevokeGrant", "RetireGrant", "DeleteImportedKeyMaterial", "DisconnectCustomKeyStore",
+					// Issue 9: the recovery calls, which update an open incident.
+					"ImportKeyMaterial", "ConnectCustomKeyStore"},
 				"errorCode": []any{map[string]any{"exists": false}},
 			},
 		},
@@ -314,7 +316,29 @@ func TestTemplateResources(t *testing.T) {
 		t.Errorf("RemediateFunction EventInvokeConfig.DestinationConfig (-want +got):\n%s", diff)
 	}
 
-	// Alarms: Errors of every function, and the failure queue's depth, to the topic parameter.
+	// Issue 9: the event functions' failures land on a queue each, never discarded.
+	for fn, queue := range map[string]string{"KeyEventFunction": "KeyEventFailureQueue", "RdsEventFunction": "RdsEventFailureQueue"} {
+		f, _ := tpl.Function(fn)
+		cfg, _ := f.Properties["EventInvokeConfig"].(map[string]any)
+		onFailure := map[string]any{"Type": "SQS", "Destination": map[string]any{"Fn::GetAtt": []any{queue, "Arn"}}}
+		if diff := cmp.Diff(map[string]any{"OnFailure": onFailure}, cfg["DestinationConfig"]); diff != "" {
+			t.Errorf("%s EventInvokeConfig.DestinationConfig (-want +got):\n%s", fn, diff)
+		}
+		if tpl.Resources[queue].Type != "AWS::SQS::Queue" {
+			t.Errorf("%s: type %q, want AWS::SQS::Queue", queue, tpl.Resources[queue].Type)
+		}
+	}
+	rec, _ := tpl.Function("ReconcileFunction")
+	recEnv, _ := rec.Properties["Environment"].(map[string]any)["Variables"].(map[string]any)
+	if diff := cmp.Diff(map[string]any{"Ref": "CriticalReminderEvery"}, recEnv["CRITICAL_REMINDER_EVERY"]); diff != "" {
+		t.Errorf("ReconcileFunction CRITICAL_REMINDER_EVERY (-want +got):\n%s", diff)
+	}
+	if d := tpl.Parameters["CriticalReminderEvery"]["Default"]; d != "6h" {
+		t.Errorf("CriticalReminderEvery default %v, want 6h", d)
+	}
+
+	// Alarms: Errors of every function, the failure queues' depth and the reconciler's own
+	// failure metric, to the topic parameter.
 	alarmed := map[string]bool{}
 	for _, r := range tpl.Resources {
 		if r.Type != "AWS::CloudWatch::Alarm" {
@@ -332,10 +356,15 @@ func TestTemplateResources(t *testing.T) {
 				alarmed[template.ResourceText(dim["Value"])] = true
 			case r.Properties["MetricName"] == "ApproximateNumberOfMessagesVisible" && dim["Name"] == "QueueName":
 				alarmed[template.ResourceText(dim["Value"])] = true
+			case r.Properties["Namespace"] == reconcile.MetricNamespace && r.Properties["MetricName"] == reconcile.MetricFailures && dim["Name"] == "FunctionName":
+				alarmed["metric "+template.ResourceText(dim["Value"])] = true
 			}
 		}
 	}
-	wantAlarmed := map[string]bool{"${RemediationFailureQueue.QueueName}": true}
+	wantAlarmed := map[string]bool{
+		"${RemediationFailureQueue.QueueName}": true, "${KeyEventFailureQueue.QueueName}": true,
+		"${RdsEventFailureQueue.QueueName}": true, "metric ${ReconcileFunction}": true,
+	}
 	for _, f := range tpl.Functions() {
 		wantAlarmed["${"+f.LogicalID+"}"] = true
 	}

@@ -8,6 +8,7 @@
 package triage
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -31,9 +32,11 @@ type Keys interface {
 	KeysInStore(ctx context.Context, storeID string) ([]kmskey.Key, error)
 }
 
-// Radius finds a key's Aurora dependents; *blast.Finder fits.
+// Radius finds a key's Aurora dependents; *blast.Finder fits. FindMany reads the account's RDS
+// resources once for many keys (the keys of one custom key store).
 type Radius interface {
 	Find(ctx context.Context, keyARN string) (blast.Radius, error)
+	FindMany(ctx context.Context, keyARNs []string) (map[string]blast.Radius, error)
 }
 
 // Incidents stores incidents; *dynamostore.Store fits. Open records a new incident with its
@@ -86,6 +89,10 @@ const (
 	ActionNoImpact   Action = "no-aurora-impact"
 	ActionIgnored    Action = "ignored"
 	ActionKeyDeleted Action = "lost" // the key is gone: the incident is closed as lost
+	// ActionFailed is a permanent failure for one key (DescribeKey denied for a key no cluster
+	// reported): retrying cannot help, so it is an outcome the handler logs at ERROR, never an
+	// error that makes Lambda retry.
+	ActionFailed Action = "failed"
 )
 
 // Outcome is the decision for one key.
@@ -114,6 +121,14 @@ type Signal struct {
 	// StartDBCluster after the key came back — so it opens an incident where a key event alone
 	// would not.
 	ClusterLostAccess bool
+	// WindowEstimated is set when nothing dates the loss but the moment it was found (the
+	// backstop): the windows run from At, marked as an estimate until RDS event history or
+	// CloudTrail dates them.
+	WindowEstimated bool
+	// Cluster is the cluster that reported the loss, as RDS described it, when one did: it is
+	// on the incident even when the blast radius cannot be read (the incident is then marked
+	// radius_incomplete).
+	Cluster *incident.Cluster
 }
 
 // HandleKeyEvent applies one KMS event. It returns an error only when a retry could help
@@ -122,11 +137,17 @@ func (s *Service) HandleKeyEvent(ctx context.Context, ev keyevent.Event) ([]Outc
 	if ev.Failed() {
 		return []Outcome{{Action: ActionIgnored, Reason: fmt.Sprintf("the %s call failed (%s): nothing changed", ev.Name, ev.ErrorCode)}}, nil
 	}
-	keyARNs, out, err := s.keysOf(ctx, ev)
-	if err != nil || out != nil {
-		return out, err
+	keyARNs, outcomes, err := s.keysOf(ctx, ev)
+	if err != nil || len(keyARNs) == 0 {
+		return outcomes, err
 	}
-	outcomes := make([]Outcome, 0, len(keyARNs))
+	var shared *sharedRadius
+	if len(keyARNs) > 1 && ev.Kind == keyevent.KindLoss {
+		// The keys of one custom key store: one RDS listing for all of them.
+		radii, err := s.radius.FindMany(ctx, keyARNs)
+		shared = &sharedRadius{radii: radii, err: err}
+	}
+	var errs []error
 	for _, keyARN := range keyARNs {
 		var o Outcome
 		var err error
@@ -136,17 +157,31 @@ func (s *Service) HandleKeyEvent(ctx context.Context, ev keyevent.Event) ([]Outc
 		case keyevent.KindAccess:
 			o, err = s.access(ctx, keyARN, ev)
 		default:
-			o, err = s.Ensure(ctx, Signal{
+			o, err = s.ensureShared(ctx, Signal{
 				KeyARN: keyARN, Trigger: ev.Name, At: ev.Time, Actor: ev.Actor, EventID: ev.ID,
 				TriggerDetail: triggerDetail(ev),
-			})
+			}, shared)
 		}
-		if err != nil {
-			return outcomes, fmt.Errorf("%s for %s: %w", ev.Name, keyARN, err)
+		switch {
+		case errors.Is(err, kmskey.ErrDenied):
+			// Permanent: the key policy does not let this account read the key. Recorded as an
+			// outcome (logged at ERROR by the handler), not retried.
+			o = Outcome{KeyARN: keyARN, Action: ActionFailed, Reason: "DescribeKey denied: " + err.Error()}
+		case err != nil:
+			// One key's failure does not stop the others; the event is retried for all, and
+			// what was done is idempotent per event ID.
+			errs = append(errs, fmt.Errorf("%s for %s: %w", ev.Name, keyARN, err))
+			o = Outcome{KeyARN: keyARN, Action: ActionFailed, Reason: err.Error()}
 		}
 		outcomes = append(outcomes, o)
 	}
-	return outcomes, nil
+	return outcomes, errors.Join(errs...)
+}
+
+// sharedRadius is one listing's answer for many keys (FindMany), or its error.
+type sharedRadius struct {
+	radii map[string]blast.Radius
+	err   error
 }
 
 // keysOf finds the key ARNs an event is about. A non-nil outcome slice means there is nothing
@@ -155,7 +190,17 @@ func (s *Service) keysOf(ctx context.Context, ev keyevent.Event) ([]string, []Ou
 	if ev.CustomKeyStoreID != "" && ev.KeyRef == "" {
 		// DisconnectCustomKeyStore names the store, not a key: every key in it is now Unavailable.
 		keys, err := s.keys.KeysInStore(ctx, ev.CustomKeyStoreID)
-		if err != nil {
+		var und *kmskey.UndescribedKeys
+		var failed []Outcome
+		switch {
+		case errors.As(err, &und):
+			// Keys that could not be described may or may not be in the store: each is an
+			// outcome the handler logs at ERROR; the others go on.
+			for id, kerr := range und.Failed {
+				failed = append(failed, Outcome{KeyARN: id, Action: ActionFailed, Reason: "not described, so not known to be in custom key store " + ev.CustomKeyStoreID + ": " + kerr.Error()})
+			}
+			slices.SortFunc(failed, func(a, b Outcome) int { return strings.Compare(a.KeyARN, b.KeyARN) })
+		case err != nil:
 			return nil, nil, fmt.Errorf("list keys of custom key store %s: %w", ev.CustomKeyStoreID, err)
 		}
 		var arns []string
@@ -164,10 +209,10 @@ func (s *Service) keysOf(ctx context.Context, ev keyevent.Event) ([]string, []Ou
 				arns = append(arns, k.ARN)
 			}
 		}
-		if len(arns) == 0 {
+		if len(arns) == 0 && len(failed) == 0 {
 			return nil, []Outcome{{Action: ActionIgnored, Reason: "custom key store " + ev.CustomKeyStoreID + " holds no customer-managed keys"}}, nil
 		}
-		return arns, nil, nil
+		return arns, failed, nil
 	}
 	keyARN, err := s.keys.ARN(ctx, ev.KeyRef)
 	switch {
@@ -181,19 +226,52 @@ func (s *Service) keysOf(ctx context.Context, ev keyevent.Event) ([]string, []Ou
 
 // Ensure makes sure an unusable key with Aurora dependents has exactly one open incident and
 // that this signal is on its timeline.
+//
+// A signal from the cluster itself (ClusterLostAccess: RDS-EVENT-0418/0419, an inaccessible
+// status) opens or holds the incident whatever DescribeKey says — denied (the key state is then
+// recorded as Unknown with why), not found, a key of another account, AWS-managed or Enabled:
+// Aurora can lose its key with no KMS call at all (aws-facts §8), and the cluster's word decides
+// Aurora impact. Errors are those a retry could help; DescribeKey denied for a key-side signal
+// is returned wrapping kmskey.ErrDenied (permanent).
 func (s *Service) Ensure(ctx context.Context, sig Signal) (Outcome, error) {
-	key, err := s.describe(ctx, sig.KeyARN)
+	return s.ensureShared(ctx, sig, nil)
+}
+
+func (s *Service) ensureShared(ctx context.Context, sig Signal, shared *sharedRadius) (Outcome, error) {
+	key, err := s.describeFor(ctx, sig)
 	if err != nil {
 		return Outcome{KeyARN: sig.KeyARN}, err
 	}
-	return s.ensure(ctx, sig, key)
+	return s.ensure(ctx, sig, key, shared)
+}
+
+// describeFor is describe, except that a cluster's own report reads DescribeKey's answer by
+// lifecycle.KeyAsRead: denied, or not found for a key of another account, is a key in state
+// Unknown with the reason, and the incident still opens.
+func (s *Service) describeFor(ctx context.Context, sig Signal) (kmskey.Key, error) {
+	if !sig.ClusterLostAccess {
+		return s.describe(ctx, sig.KeyARN)
+	}
+	local := ""
+	if sig.Cluster != nil {
+		local = cmp.Or(sig.Cluster.Account, lifecycle.AccountOf(sig.Cluster.ARN))
+	}
+	key, err := s.keys.Describe(ctx, sig.KeyARN)
+	key, err = lifecycle.KeyAsRead(sig.KeyARN, local, key, err)
+	if err != nil {
+		return key, fmt.Errorf("describe key %s: %w", sig.KeyARN, err)
+	}
+	if key.State == incident.KeyStateUnknown {
+		s.log.ErrorContext(ctx, "key cannot be read; the incident records it as Unknown", "key_arn", sig.KeyARN, "reason", key.StateReason)
+	}
+	return key, nil
 }
 
 // ensure is Ensure for a key the caller has just described.
-func (s *Service) ensure(ctx context.Context, sig Signal, key kmskey.Key) (Outcome, error) {
+func (s *Service) ensure(ctx context.Context, sig Signal, key kmskey.Key, shared *sharedRadius) (Outcome, error) {
 	o := Outcome{KeyARN: sig.KeyARN}
 	openKnown := false // an open incident for the key was seen: alreadyLost need not look again
-	if key.State == incident.KeyStateDeleted && sig.Trigger != keyevent.DetailTypeCMKDeletion {
+	if key.State == incident.KeyStateDeleted && sig.Trigger != keyevent.DetailTypeCMKDeletion && !sig.ClusterLostAccess {
 		// DescribeKey does not know the key: deleted, or never in this account and Region
 		// (an event forwarded from elsewhere). Only KMS's own deletion event, or an incident
 		// that saw the key alive, tells which.
@@ -205,7 +283,7 @@ func (s *Service) ensure(ctx context.Context, sig Signal, key kmskey.Key) (Outco
 		}
 		openKnown = true
 	}
-	if key.Manager != "" && !key.CustomerManaged() {
+	if key.Manager != "" && !key.CustomerManaged() && !sig.ClusterLostAccess {
 		o.Action, o.Reason = ActionIgnored, "AWS-managed key: it cannot be disabled or deleted"
 		return o, nil
 	}
@@ -218,26 +296,41 @@ func (s *Service) ensure(ctx context.Context, sig Signal, key kmskey.Key) (Outco
 		}
 	}
 
-	radius, err := s.radius.Find(ctx, sig.KeyARN)
-	if err != nil {
-		return o, fmt.Errorf("blast radius of %s: %w", sig.KeyARN, err)
-	}
+	radius, incomplete := s.radiusOf(ctx, sig, shared)
 	now := s.now().UTC()
 	delivery := s.delivery(sig, key, now)
-	if radius.Empty() {
+	if radius.Empty() && len(radius.Snapshots) == 0 && !incomplete {
 		return s.noImpact(ctx, sig, key, delivery, radius)
 	}
-	delivery.Detail += fmt.Sprintf("; %d Aurora cluster(s) depend on the key", len(radius.Clusters))
+	switch {
+	case incomplete:
+		delivery.Detail += "; the blast radius could not be read in full: the next delivery or reconcile completes it"
+	case radius.Empty():
+		delivery.Detail += fmt.Sprintf("; no Aurora cluster depends on the key, %d snapshot(s) or backup(s) do", len(radius.Snapshots))
+	default:
+		delivery.Detail += fmt.Sprintf("; %d Aurora cluster(s) depend on the key", len(radius.Clusters))
+	}
 
-	alias, err := s.keys.Alias(ctx, sig.KeyARN)
-	if err != nil {
-		s.log.WarnContext(ctx, "key alias unavailable", "key_arn", sig.KeyARN, "error", err)
+	alias := ""
+	if key.State != incident.KeyStateUnknown && key.State != incident.KeyStateDeleted {
+		var err error
+		if alias, err = s.keys.Alias(ctx, sig.KeyARN); err != nil {
+			s.log.WarnContext(ctx, "key alias unavailable", "key_arn", sig.KeyARN, "error", err)
+		}
 	}
 	fresh := s.newIncident(sig, key, alias, radius, now)
+	fresh.RadiusIncomplete = incomplete
 	src := source(sig)
 	got, opened, err := s.incidents.Open(ctx, fresh, delivery, func(inc *incident.Incident) {
 		lifecycle.SetKey(inc, key, src, now)
+		laterEvidence(inc, sig)
 		mergeRadius(inc, radius, sig.At, src, now)
+		if !incomplete {
+			inc.RadiusIncomplete = false
+		}
+		if sig.ClusterLostAccess && sig.Cluster != nil {
+			markReported(inc, sig)
+		}
 		inc.RecomputeDeadlines()
 	})
 	if err != nil {
@@ -248,7 +341,7 @@ func (s *Service) ensure(ctx context.Context, sig Signal, key kmskey.Key) (Outco
 	if opened {
 		o.Action = ActionOpened
 	}
-	if key.State == incident.KeyStateDeleted {
+	if key.State == incident.KeyStateDeleted && key.ReplicaOf == "" && got.KeyReplicaOf == "" {
 		got, err = s.incidents.Update(ctx, got.ID, func(inc *incident.Incident) error {
 			if inc.State.Closed() {
 				return nil
@@ -262,6 +355,75 @@ func (s *Service) ensure(ctx context.Context, sig Signal, key kmskey.Key) (Outco
 	}
 	s.announce(ctx, got)
 	return o, nil
+}
+
+// radiusOf is the key's blast radius: from the shared listing when there is one, else its own.
+// A listing that fails (after the SDK's retries) does not drop the signal: the incident opens
+// with what is known — the reporting cluster, if any — and incomplete is true.
+func (s *Service) radiusOf(ctx context.Context, sig Signal, shared *sharedRadius) (blast.Radius, bool) {
+	var radius blast.Radius
+	var err error
+	if shared != nil {
+		radius, err = shared.radii[sig.KeyARN], shared.err
+	} else {
+		radius, err = s.radius.Find(ctx, sig.KeyARN)
+	}
+	incomplete := err != nil
+	if incomplete {
+		s.log.ErrorContext(ctx, "blast radius incomplete; the incident opens with what is known", "key_arn", sig.KeyARN, "error", err)
+		radius = blast.Radius{}
+	}
+	if sig.Cluster != nil && !slices.ContainsFunc(radius.Clusters, func(c incident.Cluster) bool { return c.ARN == sig.Cluster.ARN }) {
+		radius.Clusters = append(radius.Clusters, *sig.Cluster)
+	}
+	return radius, incomplete
+}
+
+// laterEvidence folds what a signal arriving after the incident opened knows better: a key
+// event names who made the key unusable where the incident does not say (an RDS-opened or
+// backstop incident), and an earlier time moves the loss earlier, never later; the clusters'
+// windows follow by lifecycle's rule (mergeRadius, KeyEvidence).
+func laterEvidence(inc *incident.Incident, sig Signal) {
+	if sig.Actor != (incident.Actor{}) && lifecycle.ActorUnknown(*inc) {
+		inc.Actor = sig.Actor
+	}
+	if at := sig.At.UTC(); !at.IsZero() && !sig.WindowEstimated && at.Before(inc.LostAt) {
+		inc.LostAt = at
+		inc.WindowEstimated = false
+	}
+}
+
+// markReported records on the incident that the signal's cluster itself reported the loss, so
+// it keeps its window whatever the key reads (see lifecycle.Holding). When the incident lists
+// the cluster's instances, the reporting instance's own flag holds it instead (RdsEventFunction
+// applies the report right after), so that StartDBCluster, which clears instance flags, also
+// releases the cluster.
+func markReported(inc *incident.Incident, sig Signal) {
+	for i := range inc.Clusters {
+		c := &inc.Clusters[i]
+		if c.ARN != sig.Cluster.ARN && c.Identifier != sig.Cluster.Identifier {
+			continue
+		}
+		c.Recovered = false
+		if !slices.ContainsFunc(inc.Instances, func(in incident.Instance) bool { return in.ClusterIdentifier == c.Identifier }) {
+			c.LostKeyAccess = true
+		}
+	}
+}
+
+// CompleteRadius merges a blast radius read in full into an incident opened with an incomplete
+// one (RadiusIncomplete) and clears the mark: the reconciler calls it inside its update. Known
+// dependents keep their state; the new ones start their windows at the incident's LostAt, by
+// the same rule as the first delivery.
+func CompleteRadius(inc *incident.Incident, radius blast.Radius, now time.Time) {
+	mergeRadius(inc, radius, inc.LostAt, lifecycle.Reconciliation, now)
+	inc.RadiusIncomplete = false
+	inc.AddEntry(incident.Entry{
+		ID: incident.EntryID("radius-complete", fmt.Sprint(inc.Version)), At: now.UTC(), Kind: incident.KindNote, Actor: incident.Keywarden,
+		Target: inc.KeyARN, Result: incident.ResultOK,
+		Detail: fmt.Sprintf("blast radius read in full: %d Aurora cluster(s), %d snapshot(s) or backup(s) depend on the key", len(inc.Clusters), len(inc.Snapshots)),
+	})
+	inc.RecomputeDeadlines()
 }
 
 // source is the lifecycle Source of what a signal reports.
@@ -290,10 +452,15 @@ func (s *Service) newIncident(sig Signal, key kmskey.Key, alias string, radius b
 		LostAt:        sig.At.UTC(),
 		OpenedAt:      now,
 		Actor:         sig.Actor,
+		// The backstop's "now" is an estimate; RDS event history or CloudTrail clears it.
+		WindowEstimated: sig.WindowEstimated,
 	}
 	src := source(sig)
 	lifecycle.SetKey(&inc, key, src, now)
 	mergeRadius(&inc, radius, sig.At, src, now)
+	if sig.ClusterLostAccess && sig.Cluster != nil {
+		markReported(&inc, sig)
+	}
 	inc.RecomputeDeadlines()
 	return inc
 }
@@ -422,7 +589,7 @@ func (s *Service) access(ctx context.Context, keyARN string, ev keyevent.Event) 
 	return s.ensure(ctx, Signal{
 		KeyARN: keyARN, Trigger: ev.Name, At: ev.Time, Actor: ev.Actor, EventID: ev.ID,
 		TriggerDetail: fmt.Sprintf("%s seen while the key was %s (the event that made it unusable was not received)", ev.Name, key.State),
-	}, key)
+	}, key, nil)
 }
 
 // onOpen records ev on keyARN's open incident, as a delivery, with the live key state. With no

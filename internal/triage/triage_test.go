@@ -30,9 +30,11 @@ var (
 
 // fakeKeys answers from a map of key ARN → key.
 type fakeKeys struct {
-	keys  map[string]kmskey.Key
-	store map[string][]kmskey.Key
-	err   error
+	keys     map[string]kmskey.Key
+	store    map[string][]kmskey.Key
+	storeErr error
+	err      error
+	arnsAsIs bool
 }
 
 func (f *fakeKeys) ARN(_ context.Context, ref string) (string, error) {
@@ -44,6 +46,9 @@ func (f *fakeKeys) ARN(_ context.Context, ref string) (string, error) {
 			return arn, nil
 		}
 	}
+	if f.arnsAsIs && incident.IsKeyARN(ref) {
+		return ref, nil // as kmskey.Resolver: a key ARN is its own answer, deleted or not
+	}
 	return "", kmskey.ErrNotFound
 }
 
@@ -52,19 +57,31 @@ func (f *fakeKeys) Describe(ctx context.Context, ref string) (kmskey.Key, error)
 	if err != nil {
 		return kmskey.Key{}, err
 	}
-	return f.keys[arn], nil
+	k, ok := f.keys[arn]
+	if !ok {
+		return kmskey.Key{}, kmskey.ErrNotFound
+	}
+	return k, nil
 }
 
 func (f *fakeKeys) Alias(context.Context, string) (string, error) { return "alias/orders", nil }
 
 func (f *fakeKeys) KeysInStore(_ context.Context, id string) ([]kmskey.Key, error) {
-	return f.store[id], nil
+	return f.store[id], f.storeErr
 }
 
 type fakeRadius map[string]blast.Radius
 
 func (f fakeRadius) Find(_ context.Context, keyARN string) (blast.Radius, error) {
 	return f[keyARN], nil
+}
+
+func (f fakeRadius) FindMany(_ context.Context, keyARNs []string) (map[string]blast.Radius, error) {
+	out := map[string]blast.Radius{}
+	for _, k := range keyARNs {
+		out[k] = f[k]
+	}
+	return out, nil
 }
 
 // memStore keeps incidents in memory with the store's open-once semantics; deliveries are

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
@@ -101,7 +102,7 @@ type Services struct {
 // fetches the bot token once, and builds the shared services. Errors: the AWS configuration
 // could not be loaded, or the bot token could not be read from Secrets Manager.
 func Build(ctx context.Context, s Settings, log *slog.Logger) (*Services, error) {
-	cfg, err := config.LoadDefaultConfig(ctx)
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithRetryer(newRetryer))
 	if err != nil {
 		return nil, fmt.Errorf("aws configuration: %w", err)
 	}
@@ -131,6 +132,29 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*Services, error)
 		log.Warn("no Slack bot token configured: incidents are recorded but not announced")
 	}
 	return svc, nil
+}
+
+// RetryAttempts and RetryMaxBackoff tune the AWS SDK's standard retryer for every client.
+// RDS Describe* and KMS DescribeKey are throttled per account and Region, a quota shared with
+// every other caller; a blast radius makes dozens of those calls at once. The SDK's default of
+// 3 attempts (https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html)
+// gives up on a throttling burst within about a second, which used to fail the whole event.
+// Six attempts with up to 4 s between them (jittered exponential backoff) ride out a burst of
+// about 15 s, inside the functions' 30 s timeout. What still fails degrades (radius_incomplete)
+// or reaches the on-failure queue; it is never dropped.
+const (
+	RetryAttempts   = 6
+	RetryMaxBackoff = 4 * time.Second
+)
+
+// newRetryer is the standard retryer with RetryAttempts and RetryMaxBackoff. Only retryable
+// errors are retried (throttling, 5xx, transient network errors); AccessDenied and validation
+// errors return at once.
+func newRetryer() aws.Retryer {
+	return retry.NewStandard(func(o *retry.StandardOptions) {
+		o.MaxAttempts = RetryAttempts
+		o.MaxBackoff = RetryMaxBackoff
+	})
 }
 
 // newStore is the incident store on s.Table, migrating from s.LegacyTable when one is set.

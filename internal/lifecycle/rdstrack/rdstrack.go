@@ -63,7 +63,17 @@ const (
 	ActionResolved  Action = "resolved"
 	ActionLost      Action = "lost"
 	ActionIgnored   Action = "ignored" // not about a cluster keywarden tracks
+	// ActionStale: the event is older than the latest key-access event already applied for
+	// its source; it changes nothing.
+	ActionStale Action = "stale"
 )
+
+// RDSClock orders RDS key-access events per source by their own Date; *dynamostore.Store fits.
+// A tracker whose Incidents also implement it (the real store does) drops stale events; one
+// whose Incidents do not applies every event as it comes.
+type RDSClock interface {
+	AdvanceRDSClock(ctx context.Context, source, code string, at time.Time) (applied bool, latestCode string, latestAt time.Time, err error)
+}
 
 // Outcome is the decision for one RDS event.
 type Outcome struct {
@@ -102,6 +112,31 @@ type target struct {
 	cluster, instance             string
 	clusterStatus, instanceStatus incident.ClusterStatus
 	keyARN                        string
+	// live is the cluster as DescribeDBClusters answered.
+	live rdstypes.DBCluster
+}
+
+// lossEvidence reports whether the event or the live statuses say the cluster cannot reach
+// its key: RDS-EVENT-0418/0419, or a cluster or instance inaccessible-encryption-credentials(-
+// recoverable) status, whatever event brought us to look.
+func lossEvidence(ev rdsevent.Event, tg target) bool {
+	return ev.Meaning == rdsevent.KeyAccessLost || tg.clusterStatus.Inaccessible() || tg.instanceStatus.Inaccessible()
+}
+
+// reportedCluster is the cluster as an incident records it, from what DescribeDBClusters said:
+// the incident names it even when the blast radius cannot be read.
+func reportedCluster(tg target) *incident.Cluster {
+	c := tg.live
+	clusterARN := aws.ToString(c.DBClusterArn)
+	reason := incident.CannotStopReason(incident.StopFacts{GlobalCluster: aws.ToString(c.GlobalClusterIdentifier), EngineMode: aws.ToString(c.EngineMode)})
+	account := ""
+	if parts := strings.SplitN(clusterARN, ":", 6); len(parts) == 6 {
+		account = parts[4]
+	}
+	return &incident.Cluster{
+		Identifier: tg.cluster, ARN: clusterARN, Engine: aws.ToString(c.Engine), Status: tg.clusterStatus,
+		Account: account, CanStop: reason == "", CannotStopReason: reason, Uses: []string{"storage"},
+	}
 }
 
 // HandleRDSEvent applies one RDS event. RDS delivers events best effort, possibly twice and out
@@ -115,6 +150,10 @@ func (t *Tracker) HandleRDSEvent(ctx context.Context, ev rdsevent.Event) (Outcom
 		return Outcome{Action: ActionIgnored, Cluster: tg.cluster, Instance: tg.instance, KeyARN: tg.keyARN, Reason: ignored}, err
 	}
 	o := Outcome{Cluster: tg.cluster, Instance: tg.instance, KeyARN: tg.keyARN}
+	if stale, err := t.stale(ctx, ev, tg); err != nil || stale != "" {
+		o.Action, o.Reason = ActionStale, stale
+		return o, err
+	}
 
 	id, opened, reason, err := t.incidentFor(ctx, ev, tg)
 	if err != nil || reason != "" {
@@ -124,9 +163,9 @@ func (t *Tracker) HandleRDSEvent(ctx context.Context, ev rdsevent.Event) (Outcom
 	o.IncidentID = id
 
 	key, err := t.keys.Describe(ctx, tg.keyARN)
-	if errors.Is(err, kmskey.ErrNotFound) {
-		key, err = lifecycle.KeyDeleted(tg.keyARN), nil
-	}
+	// Denied, or not found for a key of another account: Unknown, the cluster's evidence
+	// holds the incident anyway.
+	key, err = lifecycle.KeyAsRead(tg.keyARN, lifecycle.AccountOf(aws.ToString(tg.live.DBClusterArn)), key, err)
 	if err != nil {
 		return o, fmt.Errorf("describe key %s: %w", tg.keyARN, err)
 	}
@@ -150,6 +189,10 @@ func (t *Tracker) HandleRDSEvent(ctx context.Context, ev rdsevent.Event) (Outcom
 		}
 		if tg.instance != "" {
 			lifecycle.SetInstanceStatus(inc, tg.instance, tg.instanceStatus)
+		}
+		if ev.Meaning != rdsevent.KeyAccessLost && lossEvidence(ev, tg) {
+			// The live status says the cluster lost its key although the event did not.
+			lifecycle.KeyAccessLost(inc, lifecycle.AccessReport{Cluster: tg.cluster, Instance: tg.instance, EventID: ev.ID, Code: ev.EventID, At: ev.Time}, now)
 		}
 		report := lifecycle.AccessReport{Cluster: tg.cluster, Instance: tg.instance, EventID: ev.ID, Code: ev.EventID, At: ev.Time}
 		switch ev.Meaning {
@@ -214,6 +257,7 @@ func (t *Tracker) locate(ctx context.Context, ev rdsevent.Event) (tg target, ign
 	if !found {
 		return tg, "cluster " + tg.cluster + " is unknown to RDS", nil
 	}
+	tg.live = c
 	tg.clusterStatus = incident.ClusterStatus(aws.ToString(c.Status))
 	if !strings.HasPrefix(aws.ToString(c.Engine), "aurora") {
 		return tg, "cluster " + tg.cluster + " is not Aurora (engine " + aws.ToString(c.Engine) + ")", nil
@@ -232,6 +276,41 @@ func (t *Tracker) locate(ctx context.Context, ev rdsevent.Event) (tg target, ign
 	return tg, "", nil
 }
 
+// stale reports why a key-access event (RDS-EVENT-0418/0419/0420) is older than the latest one
+// applied for its source, "" when it is not: RDS delivers events best effort and in no
+// guaranteed order ("avoid writing programs that depend on the order or existence of
+// notification events", https://docs.aws.amazon.com/AmazonRDS/latest/AuroraUserGuide/working-with-events.html),
+// so a 0419 dated before an applied 0420 must not reopen a healthy cluster. A stale event is
+// noted on the key's open incident, when there is one.
+func (t *Tracker) stale(ctx context.Context, ev rdsevent.Event, tg target) (string, error) {
+	clock, ok := t.incidents.(RDSClock)
+	if !ok || (ev.Meaning != rdsevent.KeyAccessLost && ev.Meaning != rdsevent.KeyAccessRestored) || ev.Time.IsZero() {
+		return "", nil
+	}
+	applied, latestCode, latestAt, err := clock.AdvanceRDSClock(ctx, ev.Identifier, ev.EventID, ev.Time)
+	if err != nil || applied {
+		return "", err
+	}
+	reason := fmt.Sprintf("%s at %s is older than %s at %s already applied for %s: stale, nothing changed",
+		ev.EventID, ev.Time.UTC().Format(time.RFC3339), latestCode, latestAt.Format(time.RFC3339), ev.Identifier)
+	open, err := t.incidents.OpenFor(ctx, tg.keyARN)
+	if errors.Is(err, incident.ErrNotFound) {
+		return reason, nil
+	}
+	if err != nil {
+		return reason, fmt.Errorf("find open incident for %s: %w", tg.keyARN, err)
+	}
+	now := t.now().UTC()
+	r := lifecycle.AccessReport{Cluster: tg.cluster, Instance: tg.instance, EventID: ev.ID, Code: ev.EventID, At: ev.Time}
+	if _, err := t.incidents.Update(ctx, open.ID, func(inc *incident.Incident) error {
+		lifecycle.StaleReport(inc, r, latestCode, latestAt, now)
+		return nil
+	}); err != nil {
+		return reason, fmt.Errorf("note stale %s on incident %s: %w", ev.EventID, open.ID, err)
+	}
+	return reason, nil
+}
+
 // incidentFor finds the open incident the event belongs to. A key-access event for a key with
 // no open incident opens one through triage, whatever state KMS reports the key in: the
 // CloudTrail event that made the key unusable was lost (EventBridge delivers it best effort) or
@@ -242,14 +321,14 @@ func (t *Tracker) incidentFor(ctx context.Context, ev rdsevent.Event, tg target)
 	open, err := t.incidents.OpenFor(ctx, tg.keyARN)
 	switch {
 	case errors.Is(err, incident.ErrNotFound):
-		if ev.Meaning != rdsevent.KeyAccessLost {
+		if !lossEvidence(ev, tg) {
 			return "", false, "no open incident for key " + tg.keyARN + ": cluster " + tg.cluster + " is not tracked", nil
 		}
 	case err != nil:
 		return "", false, "", fmt.Errorf("find open incident for %s: %w", tg.keyARN, err)
 	case slices.ContainsFunc(open.Clusters, func(c incident.Cluster) bool { return c.Identifier == tg.cluster }):
 		return open.ID, false, "", nil
-	case ev.Meaning != rdsevent.KeyAccessLost:
+	case !lossEvidence(ev, tg):
 		return "", false, "cluster " + tg.cluster + " is not a dependent of incident " + open.ID, nil
 	}
 
@@ -263,12 +342,14 @@ func (t *Tracker) incidentFor(ctx context.Context, ev rdsevent.Event, tg target)
 	// ClusterLostAccess: RDS's word that the cluster cannot use the key is a loss even while
 	// KMS reads Enabled (a key policy or grant shuts Aurora out, or the key came back but the
 	// instances still need a reboot).
-	o, err := t.opener.Ensure(ctx, triage.Signal{KeyARN: tg.keyARN, Trigger: ev.EventID, TriggerDetail: detail, At: ev.Time, EventID: ev.ID, ClusterLostAccess: true})
+	o, err := t.opener.Ensure(ctx, triage.Signal{KeyARN: tg.keyARN, Trigger: ev.EventID, TriggerDetail: detail, At: ev.Time, EventID: ev.ID,
+		ClusterLostAccess: true, Cluster: reportedCluster(tg)})
 	if err != nil {
 		return "", false, "", fmt.Errorf("open incident for %s from %s: %w", tg.keyARN, ev.EventID, err)
 	}
 	switch o.Action {
-	case triage.ActionOpened:
+	case triage.ActionOpened, triage.ActionKeyDeleted:
+		// A deleted key's incident opens and closes as lost at once: still this event's opening.
 		return o.IncidentID, true, "", nil
 	case triage.ActionFolded, triage.ActionUpdated:
 		return o.IncidentID, false, "", nil

@@ -1,0 +1,67 @@
+package incident
+
+import (
+	"strings"
+	"time"
+)
+
+// CriticalWithin is how close a deadline makes an incident critical: under a day there is no
+// time left to wait for office hours.
+const CriticalWithin = 24 * time.Hour
+
+// SeverityAt is THE severity rule, at time now; slackui, the CLI and the reminders call it.
+//
+//   - critical: some cluster has no recoverable window (Critical: it is hurt from the first
+//     minute), the key is deleted, or the deadline is under CriticalWithin or passed;
+//   - low: no cluster depends on the key, only Aurora cluster snapshots or automated backups
+//     do (a DR copy): nothing stops, but those backups become unrestorable on the key's
+//     deletion date;
+//   - high otherwise.
+//
+// A closed incident keeps the severity it had; callers show its final state instead.
+func (inc *Incident) SeverityAt(now time.Time) Severity {
+	if s := inc.baseSeverity(); s != SeverityHigh {
+		return s
+	}
+	if left, ok := inc.TimeLeft(now); ok && left < CriticalWithin {
+		return SeverityCritical
+	}
+	return SeverityHigh
+}
+
+// baseSeverity is the severity that does not depend on the clock; RecomputeDeadlines stores
+// it in Severity, and SeverityAt raises it as the deadline nears.
+func (inc *Incident) baseSeverity() Severity {
+	switch {
+	case inc.Critical || inc.KeyDeleted():
+		return SeverityCritical
+	case inc.SnapshotOnly():
+		return SeverityLow
+	}
+	return SeverityHigh
+}
+
+// SnapshotOnly reports whether the key protects only Aurora cluster snapshots or automated
+// backups: no cluster (or other-engine cluster) depends on it, at least one snapshot does.
+func (inc *Incident) SnapshotOnly() bool {
+	return len(inc.Clusters) == 0 && len(inc.OtherEngines) == 0 && (len(inc.Snapshots) > 0 || inc.SnapshotCount > 0)
+}
+
+// KeyForeign reports whether the key lives in another account than the incident's clusters:
+// this deployment can neither enable it nor cancel its deletion (DisableKey, EnableKey and
+// CancelKeyDeletion cannot be called cross-account; aws-facts §8), only the key's owner can.
+func (inc *Incident) KeyForeign() bool {
+	if inc.KeyAccount == "" {
+		return false
+	}
+	for _, c := range inc.Clusters {
+		account := c.Account
+		if parts := strings.SplitN(c.ARN, ":", 6); account == "" && len(parts) == 6 {
+			account = parts[4]
+		}
+		if account != "" && account != inc.KeyAccount {
+			return true
+		}
+	}
+	return false
+}
