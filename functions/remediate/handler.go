@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keywarden/keywarden/internal/handoff"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/remedy"
 )
@@ -26,34 +27,6 @@ type incidents interface {
 // announcer refreshes an incident's Slack message; *announce.Announcer fits.
 type announcer interface {
 	Announce(ctx context.Context, inc incident.Incident) error
-}
-
-// Request is the function's input, as SlackActionFunction sends it.
-type Request struct {
-	IncidentID string `json:"incident_id"`
-	// RunID is the run the approval started (incident.Remediation.RunID). A run that is no
-	// longer the incident's (it was given back, perhaps approved again) is refused. A hand
-	// invoke may leave it out, meaning the incident's current run.
-	RunID      string    `json:"run_id,omitempty"`
-	ApprovedBy approvers `json:"approved_by"`
-}
-
-// approvers is the approved_by list. It also accepts one string ("U0A" or "U0A,U0B"), so an
-// operator can invoke the function by hand with a simpler payload.
-type approvers []string
-
-func (a *approvers) UnmarshalJSON(b []byte) error {
-	var one string
-	if err := json.Unmarshal(b, &one); err == nil {
-		*a = strings.FieldsFunc(one, func(r rune) bool { return r == ',' || r == ' ' })
-		return nil
-	}
-	var many []string
-	if err := json.Unmarshal(b, &many); err != nil {
-		return fmt.Errorf("approved_by: want a list of Slack user IDs: %w", err)
-	}
-	*a = many
-	return nil
 }
 
 // Result is what the function returns: the incident's state after the run and every step with
@@ -87,19 +60,16 @@ type handler struct {
 // that succeeded leaves the incident remediating; the lifecycle resolves it once the clusters
 // read available. The message is refreshed after every run.
 func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, error) {
-	var req Request
-	if err := json.Unmarshal(raw, &req); err != nil || req.IncidentID == "" || len(req.ApprovedBy) == 0 {
-		reason := "want {\"incident_id\": \"…\", \"approved_by\": [\"U…\"]}"
-		if err != nil {
-			reason = err.Error()
-		}
-		h.log.WarnContext(ctx, "remediation rejected", "action", "rejected", "reason", reason, "bytes", len(raw))
-		return Result{Rejected: reason}, nil
+	req, err := handoff.Decode(raw)
+	if err != nil {
+		h.log.WarnContext(ctx, "remediation rejected", "action", "rejected", "reason", err.Error(), "bytes", len(raw))
+		return Result{Rejected: err.Error()}, nil
 	}
 	// Only SlackActionFunction moves an incident to remediating, once the approvals it needs are
 	// recorded. Anything else asking this function to re-enable a key — a hand invoke, a
 	// stray event — is refused: the function's role can enable keys, the caller's need not.
 	current, err := h.store.Get(ctx, req.IncidentID)
+	h.log.InfoContext(ctx, "remediation requested", "incident_id", req.IncidentID, "run_id", req.RunID, "source", req.Source)
 	switch {
 	case errors.Is(err, incident.ErrNotFound):
 		return Result{IncidentID: req.IncidentID, Error: err.Error()}, nil
@@ -138,6 +108,18 @@ func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, erro
 	switch {
 	case err == nil:
 		h.log.InfoContext(ctx, "remediation done", "incident_id", req.IncidentID, "action", "remediated", "approved_by", by, "state", res.State)
+		return res, nil
+	case errors.Is(err, remedy.ErrClaimed):
+		// A second delivery of the hand-off (the click's, the reconciler's, Lambda's retry):
+		// the run is held by another invocation or finished; nothing to do twice.
+		res.Error = err.Error()
+		h.log.InfoContext(ctx, "remediation already claimed", "incident_id", req.IncidentID, "action", "claimed", "error", err)
+		return res, nil
+	case errors.Is(err, remedy.ErrPaused) && !retry:
+		// Stopped by its time limit, with where recorded on the incident: the reconciler
+		// starts the next invocation within a minute.
+		res.Error = err.Error()
+		h.log.InfoContext(ctx, "remediation paused; the reconciler continues it", "incident_id", req.IncidentID, "action", "paused", "error", err)
 		return res, nil
 	case retry:
 		h.log.ErrorContext(ctx, "remediation failed; will be retried", "incident_id", req.IncidentID, "action", "retry", "error", err)

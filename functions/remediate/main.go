@@ -13,6 +13,12 @@
 //	                            SLACK_BOT_TOKEN and SLACK_CHANNEL are required here
 //	REMEDIATION_KEYS            key ARNs remediation is limited to, comma-separated (optional; default any key)
 //	WAIT_TIMEOUT                how long to wait for the key to read Enabled (default 60s; keep it under the function timeout)
+//	KMS_CONSISTENCY_TIMEOUT     how long EnableKey retries KMSInvalidStateException/NotFoundException after CancelKeyDeletion (default 60s)
+//	WATCH_GRACE                 how long an instance that reported lost key access stays available with the key Enabled
+//	                            before it counts as recovered without RDS-EVENT-0420 (default 30m)
+//
+// A run is claimed by one invocation (its Lambda request ID) and stops with a margin before the
+// invocation's deadline, recording where; the reconciler starts the next invocation.
 package main
 
 import (
@@ -22,6 +28,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-lambda-go/lambdacontext"
 
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/incident"
@@ -33,6 +40,8 @@ type settings struct {
 	Shared      wire.Settings
 	AllowedKeys []string
 	WaitTimeout time.Duration
+	Consistency time.Duration
+	WatchGrace  time.Duration
 }
 
 func loadSettings(r *env.Reader) (settings, error) {
@@ -40,6 +49,8 @@ func loadSettings(r *env.Reader) (settings, error) {
 		Shared:      wire.ReadSettings(r, true),
 		AllowedKeys: r.List("REMEDIATION_KEYS"),
 		WaitTimeout: r.Duration("WAIT_TIMEOUT", remedy.DefaultWaitTimeout),
+		Consistency: r.Duration("KMS_CONSISTENCY_TIMEOUT", remedy.DefaultConsistencyTimeout),
+		WatchGrace:  r.Duration("WATCH_GRACE", remedy.DefaultWatchGrace),
 	}
 	for _, k := range c.AllowedKeys {
 		if !incident.IsKeyARN(k) {
@@ -61,6 +72,14 @@ func allowedKeys(arns []string) func(string) bool {
 	return func(keyARN string) bool { return set[keyARN] }
 }
 
+// invocationID names the invocation in a run's claim: its Lambda request ID.
+func invocationID(ctx context.Context) string {
+	if lc, ok := lambdacontext.FromContext(ctx); ok && lc.AwsRequestID != "" {
+		return lc.AwsRequestID
+	}
+	return "remediate-" + time.Now().UTC().Format("20060102T150405.000000000")
+}
+
 func main() {
 	cfg, err := loadSettings(env.New())
 	log := env.Logger(cfg.Shared.LogLevel)
@@ -74,8 +93,11 @@ func main() {
 		os.Exit(1)
 	}
 	run := remedy.New(svc.KMS, svc.RDS, svc.Store, remedy.Options{
-		WaitTimeout: cfg.WaitTimeout,
-		AllowedKeys: allowedKeys(cfg.AllowedKeys),
+		WaitTimeout:        cfg.WaitTimeout,
+		ConsistencyTimeout: cfg.Consistency,
+		WatchGrace:         cfg.WatchGrace,
+		AllowedKeys:        allowedKeys(cfg.AllowedKeys),
+		Invocation:         invocationID,
 	})
 	h := &handler{
 		runner:          run,

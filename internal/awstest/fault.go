@@ -36,6 +36,11 @@ const (
 	Answer500 FaultMode = iota
 	// DropConnection closes the connection without an answer.
 	DropConnection
+	// Refuse answers Status and Body instead of forwarding the request: the request never
+	// lands, as when the service refuses it (KMSInvalidStateException while KMS propagates a
+	// change, a throttle). Body is a JSON protocol error such as
+	// {"__type":"KMSInvalidStateException","message":"…"}.
+	Refuse
 )
 
 // Fault is one armed fault: it fires on the next Times requests that Match accepts.
@@ -45,12 +50,17 @@ type Fault struct {
 	Match func(r *http.Request, body []byte) bool
 	Times int
 	Mode  FaultMode
+	// Status and Body are Refuse's answer; Status defaults to 400.
+	Status int
+	Body   string
 
 	fired int
 }
 
 // Fired reports how many times the fault fired.
-func (f *Fault) Fired() int { return f.fired }
+func (f *Fault) Fired() int {
+	return f.fired
+}
 
 // Op matches requests of the JSON protocol operation op (the X-Amz-Target header ends with
 // "."+op, as in "DynamoDB_20120810.TransactWriteItems").
@@ -83,6 +93,14 @@ func (p *FaultProxy) serve(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	if f := p.takeRefusal(r, body); f != nil {
+		msg := []byte(f.Body)
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		w.Header().Set("X-Amz-Crc32", strconv.FormatUint(uint64(crc32.ChecksumIEEE(msg)), 10))
+		w.WriteHeader(cmpOr(f.Status, http.StatusBadRequest))
+		_, _ = w.Write(msg)
 		return
 	}
 	out, err := http.NewRequestWithContext(r.Context(), r.Method, p.target+r.URL.RequestURI(), bytes.NewReader(body))
@@ -128,12 +146,33 @@ func (p *FaultProxy) serve(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(answer)
 }
 
-// take returns the armed fault that fires on this request, if any, and counts it.
+// takeRefusal returns the armed Refuse fault that fires on this request, if any, and counts it.
+func (p *FaultProxy) takeRefusal(r *http.Request, body []byte) *Fault {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, f := range p.faults {
+		if f.Mode == Refuse && f.fired < f.Times && f.Match(r, body) {
+			f.fired++
+			return f
+		}
+	}
+	return nil
+}
+
+func cmpOr(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// take returns the armed fault (other than Refuse) that fires on this request, if any, and
+// counts it.
 func (p *FaultProxy) take(r *http.Request, body []byte) *Fault {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, f := range p.faults {
-		if f.fired < f.Times && f.Match(r, body) {
+		if f.Mode != Refuse && f.fired < f.Times && f.Match(r, body) {
 			f.fired++
 			return f
 		}

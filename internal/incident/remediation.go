@@ -1,7 +1,6 @@
 package incident
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -42,20 +41,6 @@ type Remediation struct {
 	// StoppedAt is where the last bounded invocation stopped (a step kind and target), empty
 	// when none stopped short.
 	StoppedAt string `json:"stopped_at,omitempty"`
-}
-
-// MarshalJSON writes the contract form of `keywarden incidents --json`: state is "none" when no
-// run was ever approved, and steps is always an array.
-func (r Remediation) MarshalJSON() ([]byte, error) {
-	type plain Remediation
-	p := plain(r)
-	if p.State == "" {
-		p.State = RemediationNone
-	}
-	if p.Steps == nil {
-		p.Steps = []StepRecord{}
-	}
-	return json.Marshal(p)
 }
 
 // StepKind is a remediation step, by the AWS API it calls.

@@ -61,18 +61,18 @@ func (inc *Incident) ClaimRun(runID, by string, now time.Time, lease time.Durati
 	return nil
 }
 
-// PauseRun releases the run's claim after a bounded invocation stopped short, at `where`
-// (the step it did not start): the run is approved again, and the next invocation (the
-// reconciler starts one within a minute) continues it from live state. The timeline says where
-// it stopped.
-func (inc *Incident) PauseRun(where string, at time.Time) {
+// PauseRun releases the run's claim after an invocation stopped short, at `where` (the step it
+// did not finish), for `why` (its time limit, or a failure a retry may cure): the run is
+// approved again, and the next invocation (the reconciler starts one within a minute) continues
+// it from live state. The timeline says where and why it stopped.
+func (inc *Incident) PauseRun(where, why string, at time.Time) {
 	r := &inc.Remediation
 	if inc.State != StateRemediating || r.State != RemediationRunning {
 		return
 	}
 	at = at.UTC()
 	inc.AddEntry(Entry{ID: EntryID("paused", r.RunID, fmt.Sprint(r.Attempts)), At: at, Kind: KindNote, Actor: Keywarden, Source: r.RunID,
-		Detail: fmt.Sprintf("remediation %s stopped before %s to stay inside its time limit; a new invocation continues it", r.RunID, where)})
+		Detail: fmt.Sprintf("remediation %s stopped at %s (%s); a new invocation continues it", r.RunID, where, why)})
 	r.State, r.ClaimedBy, r.LeaseUntil, r.StoppedAt, r.ApprovedAt = RemediationApproved, "", nil, where, &at
 }
 

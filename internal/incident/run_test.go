@@ -1,7 +1,6 @@
 package incident
 
 import (
-	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -48,7 +47,7 @@ func TestClaimRun(t *testing.T) {
 	if inc.Remediation.Attempts != 2 || inc.Remediation.ClaimedBy != "inv-b" {
 		t.Errorf("attempts %d by %q, want 2 by inv-b", inc.Remediation.Attempts, inc.Remediation.ClaimedBy)
 	}
-	inc.PauseRun("StartDBCluster orders", t0.Add(3*time.Minute))
+	inc.PauseRun("StartDBCluster orders", "its time limit", t0.Add(3*time.Minute))
 	if inc.Remediation.State != RemediationApproved || inc.Remediation.StoppedAt != "StartDBCluster orders" {
 		t.Errorf("paused run: state %s stopped at %q", inc.Remediation.State, inc.Remediation.StoppedAt)
 	}
@@ -151,24 +150,5 @@ func TestNoteStopped(t *testing.T) {
 	}
 	if inc.NoteStopped("b", lost.Add(5*time.Minute)) {
 		t.Error("a stop after the loss counted as the owner's")
-	}
-}
-
-func TestRemediationJSON(t *testing.T) {
-	b, err := json.Marshal(Incident{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got struct {
-		Remediation map[string]any `json:"remediation"`
-	}
-	if err := json.Unmarshal(b, &got); err != nil {
-		t.Fatal(err)
-	}
-	if got.Remediation["state"] != "none" {
-		t.Errorf("state %v, want none", got.Remediation["state"])
-	}
-	if steps, ok := got.Remediation["steps"].([]any); !ok || len(steps) != 0 {
-		t.Errorf("steps %#v, want []", got.Remediation["steps"])
 	}
 }
