@@ -213,6 +213,19 @@ type Instance struct {
 	// NeedsReboot is set when the instance still reported the loss a grace period after the key
 	// came back: the message offers its own Reboot instance button.
 	NeedsReboot bool `json:"needs_reboot,omitempty"`
+	// Reboot is the instance's own Reboot instance approval and run (ApproveReboot), never part
+	// of the one click.
+	Reboot *InstanceReboot `json:"reboot,omitempty"`
+}
+
+// InstanceReboot is the approval and progress of one instance's reboot.
+type InstanceReboot struct {
+	// Approvals of this reboot, by distinct users; the quorum is the deployment's.
+	Approvals []Approval `json:"approvals"`
+	// RunID names the approved reboot, which RemediateFunction claims (State approved →
+	// running) before it calls RebootDBInstance.
+	RunID string           `json:"run_id,omitempty"`
+	State RemediationState `json:"state"`
 }
 
 // Snapshot is a cluster snapshot or automated backup encrypted with the key: restoring it

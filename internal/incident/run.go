@@ -184,3 +184,86 @@ func (inc *Incident) NoteStopped(id string, at time.Time) bool {
 	}
 	return false
 }
+
+// ApproveReboot records user's approval of rebooting instance id and approves the reboot under
+// runID once `required` distinct users approved it (a required below 1 counts as 1). Only an
+// instance whose RebootPlan runs may be approved. It returns the approvals so far and whether
+// this one approved the reboot. Errors: ErrAlreadyApproved, or one saying why no reboot.
+func (inc *Incident) ApproveReboot(id, user, source string, at time.Time, required int, runID string) (int, bool, error) {
+	required = max(required, 1)
+	if s := inc.RebootPlan(id); !s.Runs() {
+		return 0, false, fmt.Errorf("no reboot of %s: %s", id, s.Skip)
+	}
+	in := inc.instance(id)
+	if in.Reboot == nil || in.Reboot.State == RemediationFailed || in.Reboot.State == RemediationDone {
+		in.Reboot = &InstanceReboot{State: RemediationNone}
+	}
+	r := in.Reboot
+	if r.State == RemediationApproved || r.State == RemediationRunning {
+		return len(r.Approvals), false, fmt.Errorf("the reboot of %s is already approved", id)
+	}
+	for _, a := range r.Approvals {
+		if a.User == user {
+			return len(r.Approvals), false, ErrAlreadyApproved
+		}
+	}
+	at = at.UTC()
+	r.Approvals = append(r.Approvals, Approval{User: user, At: at, Source: source, Version: inc.Version})
+	count := len(r.Approvals)
+	inc.AddEntry(Entry{ID: EntryID("reboot-approval", source, user), At: at, Kind: KindApproval, Actor: user, Target: id,
+		Result: ResultApproved, Source: source, Detail: fmt.Sprintf("reboot_instance %s: approval %d of %d", id, min(count, required), required)})
+	if count < required {
+		return count, false, nil
+	}
+	r.RunID, r.State = runID, RemediationApproved
+	return count, true, nil
+}
+
+// RebootApprovers lists who approved instance id's reboot.
+func (inc *Incident) RebootApprovers(id string) []string {
+	in := inc.instance(id)
+	if in == nil || in.Reboot == nil {
+		return nil
+	}
+	var users []string
+	for _, a := range in.Reboot.Approvals {
+		users = append(users, a.User)
+	}
+	return users
+}
+
+// ClaimReboot moves instance id's approved reboot runID to running, once: a second delivery
+// of its hand-off meets ErrRunClaimed, another run ErrRunNotCurrent.
+func (inc *Incident) ClaimReboot(id, runID string) error {
+	in := inc.instance(id)
+	switch {
+	case in == nil || in.Reboot == nil || in.Reboot.RunID != runID:
+		return fmt.Errorf("reboot %s of %s: %w", runID, id, ErrRunNotCurrent)
+	case in.Reboot.State != RemediationApproved:
+		return fmt.Errorf("reboot %s of %s is %s: %w", runID, id, in.Reboot.State, ErrRunClaimed)
+	}
+	in.Reboot.State = RemediationRunning
+	return nil
+}
+
+// EndReboot records how instance id's reboot ended: done, or failed (the button returns).
+func (inc *Incident) EndReboot(id string, ok bool) {
+	in := inc.instance(id)
+	if in == nil || in.Reboot == nil {
+		return
+	}
+	in.Reboot.State = RemediationFailed
+	if ok {
+		in.Reboot.State = RemediationDone
+		in.NeedsReboot = false
+	}
+}
+
+func (inc *Incident) instance(id string) *Instance {
+	for i := range inc.Instances {
+		if inc.Instances[i].Identifier == id {
+			return &inc.Instances[i]
+		}
+	}
+	return nil
+}
