@@ -42,7 +42,11 @@ func TestDecideRefusals(t *testing.T) {
 		{name: "another workspace", click: func(i incident.Incident) Click { c := press(i, "U1", "remediate", 1); c.TeamID = "T0EVIL"; return c }, want: RefuseWrongTeam},
 		{name: "no workspace configured at all", inst: Installation{}, want: RefuseWrongTeam},
 		{name: "the organisation of an org-wide install counts", inst: Installation{EnterpriseID: "E0ORG"},
-			click: func(i incident.Incident) Click { c := press(i, "U1", "remediate", 1); c.EnterpriseID = "E0OTHER"; return c }, want: RefuseWrongTeam},
+			click: func(i incident.Incident) Click {
+				c := press(i, "U1", "remediate", 1)
+				c.EnterpriseID = "E0OTHER"
+				return c
+			}, want: RefuseWrongTeam},
 		{name: "another app", click: func(i incident.Incident) Click { c := press(i, "U1", "remediate", 1); c.AppID = "A0OTHER"; return c }, want: RefuseWrongApp},
 		{name: "a response_url on another host", click: func(i incident.Incident) Click {
 			c := press(i, "U1", "remediate", 1)
@@ -59,8 +63,16 @@ func TestDecideRefusals(t *testing.T) {
 		{name: "not an approver", who: NotMember, want: RefuseNotApprover},
 		{name: "Slack did not answer the group check", who: MemberUnknown, want: RefuseCheckFailed},
 		{name: "no such incident", inc: func() *incident.Incident { return nil }, want: RefuseNotFound},
-		{name: "another channel", click: func(i incident.Incident) Click { c := press(i, "U1", "remediate", 1); c.ChannelID = "C0OTHER"; return c }, want: RefuseWrongChannel},
-		{name: "another message", click: func(i incident.Incident) Click { c := press(i, "U1", "remediate", 1); c.MessageTS = "1767225600.000200"; return c }, want: RefuseWrongMessage},
+		{name: "another channel", click: func(i incident.Incident) Click {
+			c := press(i, "U1", "remediate", 1)
+			c.ChannelID = "C0OTHER"
+			return c
+		}, want: RefuseWrongChannel},
+		{name: "another message", click: func(i incident.Incident) Click {
+			c := press(i, "U1", "remediate", 1)
+			c.MessageTS = "1767225600.000200"
+			return c
+		}, want: RefuseWrongMessage},
 		{name: "no message recorded", inc: func() *incident.Incident { i := messaged(); i.Slack = nil; return &i },
 			click: func(incident.Incident) Click { i := messaged(); return press(i, "U1", "remediate", 1) }, want: RefuseWrongMessage},
 		{name: "stale message", click: func(i incident.Incident) Click {
