@@ -29,7 +29,10 @@ type Request struct {
 	// ApprovedBy lists the approvers' Slack user IDs. It also decodes from one string
 	// ("U0A" or "U0A,U0B"), so an operator can invoke the function by hand.
 	ApprovedBy Approvers `json:"approved_by"`
-	// Source says who handed the run off: "slack-action", "reconcile" or "continue".
+	// Instance, when set, makes the run the approved reboot of that one instance (the Reboot
+	// instance button), never the one-click remediation.
+	Instance string `json:"instance,omitempty"`
+	// Source says who handed the run off: "slack-action" or "reconcile".
 	Source string `json:"source,omitempty"`
 }
 

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+
+	"github.com/keywarden/keywarden/internal/awstest"
+	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/incident/dynamostore"
+	"github.com/keywarden/keywarden/internal/slacktest"
+	"github.com/keywarden/keywarden/internal/slackui"
+)
+
+// reclick is clickBody with one payload field changed: a click from elsewhere.
+func reclick(sc scenario, user, action string, version int64, change func(p map[string]any)) []byte {
+	form, _ := url.ParseQuery(string(clickBody(sc, user, action, version)))
+	var p map[string]any
+	_ = json.Unmarshal([]byte(form.Get("payload")), &p)
+	change(p)
+	js, _ := json.Marshal(p)
+	return []byte(url.Values{"payload": {string(js)}}.Encode())
+}
+
+// TestClickBoundToItsMessage: a click from another channel, message, workspace or app, or
+// with a response_url Slack did not make, changes nothing and hands nothing off; one from
+// elsewhere than the installed app gets no answer at all (its URLs are not ours to call).
+func TestClickBoundToItsMessage(t *testing.T) {
+	eachRig(t, 1, func(t *testing.T, r *rig) {
+		sc := r.scenario(t)
+		tests := []struct {
+			name     string
+			change   func(p map[string]any)
+			answered bool
+		}{
+			{"another channel", func(p map[string]any) {
+				p["channel"] = map[string]any{"id": "C0ELSEWHERE"}
+				p["container"].(map[string]any)["channel_id"] = "C0ELSEWHERE"
+			}, true},
+			{"another message", func(p map[string]any) {
+				p["container"].(map[string]any)["message_ts"] = "1111111111.000001"
+			}, true},
+			{"another workspace", func(p map[string]any) {
+				p["team"] = map[string]any{"id": "T0OTHERORG"}
+				p["user"].(map[string]any)["team_id"] = "T0OTHERORG"
+			}, false},
+			{"another app", func(p map[string]any) { p["api_app_id"] = "A0IMPOSTOR" }, false},
+			{"a foreign response_url", func(p map[string]any) { p["response_url"] = "https://attacker.example/hook" }, false},
+			{"a look-alike hooks host", func(p map[string]any) { p["response_url"] = "https://hooks.slack.com.attacker.example/x" }, false},
+		}
+		for _, tc := range tests {
+			r.slack.Reset()
+			before := r.get(t, sc.inc.ID)
+			if resp := r.do(t, signed(reclick(sc, approver, slackui.ActionRemediate, before.Version, tc.change), signingSecret, time.Now())); resp.StatusCode != 200 {
+				t.Fatalf("%s: status %d", tc.name, resp.StatusCode)
+			}
+			unchanged(t, before, r.get(t, sc.inc.ID))
+			if n := len(r.lambda.invoked()); n != 0 {
+				t.Errorf("%s: %d hand-offs, want none", tc.name, n)
+			}
+			replies := append(r.ephemerals(approver), texts(r.slack.Calls("response_url"))...)
+			switch {
+			case tc.answered && (len(replies) != 1 || !strings.Contains(replies[0], "not on this incident's current message")):
+				t.Errorf("%s: replies %q, want one saying the button is not on the incident's message", tc.name, replies)
+			case !tc.answered && len(r.slack.Records()) != 0:
+				t.Errorf("%s: Slack was called (%+v), want no call at all", tc.name, r.slack.Records())
+			}
+		}
+	})
+}
+
+func texts(recs []slacktest.Record) []string {
+	var out []string
+	for _, c := range recs {
+		out = append(out, c.Text)
+	}
+	return out
+}
+
+// TestEphemeralFallsBackToResponseURL: when chat.postEphemeral fails (the clicker is not in
+// the channel, the token was revoked), the reply goes through the click's response_url.
+func TestEphemeralFallsBackToResponseURL(t *testing.T) {
+	for _, code := range []string{"user_not_in_channel", "token_revoked"} {
+		t.Run(code, func(t *testing.T) {
+			r := newMemRig(t, 2)
+			sc := r.scenario(t)
+			r.slack.Fail("chat.postEphemeral", slacktest.Fault{Error: code})
+			r.click(t, sc, approver, slackui.ActionRemediate, sc.inc.Version)
+			got := texts(r.slack.Calls("response_url"))
+			if len(got) != 1 || !strings.Contains(got[0], "Your approval is recorded (1 of 2)") {
+				t.Errorf("response_url posts: %q, want the approval reply", got)
+			}
+		})
+	}
+}
+
+// TestApprovingWriteAnswerLost: the approving write lands but its answer is lost (the fault
+// proxy answers 500 after DynamoDB applied it). The click is not told "nothing was done": the
+// re-read finds its approval, the run is handed off once, and the approver is told so.
+func TestApprovingWriteAnswerLost(t *testing.T) {
+	moto := awstest.Moto(t)
+	proxy := awstest.NewFaultProxy(t, moto)
+	cfg := awstest.Serial(awstest.Config(t, proxy.URL))
+	db := dynamodb.NewFromConfig(cfg)
+	table := fmt.Sprintf("slack-action-lost-%d", rand.Int64())
+	if err := dynamostore.CreateTable(context.Background(), db, table); err != nil {
+		t.Fatal(err)
+	}
+	r := build(t, 1, cfg, dynamostore.New(db, table), table)
+	sc := r.scenario(t)
+	lost := proxy.Arm(&awstest.Fault{Match: awstest.Op("TransactWriteItems"), Times: 1, Mode: awstest.Answer500})
+	r.click(t, sc, approver, slackui.ActionRemediate, sc.inc.Version)
+	if lost.Fired() != 1 {
+		t.Fatalf("the fault fired %d times, want 1", lost.Fired())
+	}
+	got := r.get(t, sc.inc.ID)
+	if got.State != incident.StateRemediating || got.Remediation.State != incident.RemediationApproved || len(got.Approvals) != 1 {
+		t.Fatalf("state %s, remediation %s, %d approvals: want remediating under one approval", got.State, got.Remediation.State, len(got.Approvals))
+	}
+	reqs := r.remediationRequests(t)
+	if len(reqs) != 1 || reqs[0].RunID != got.Remediation.RunID {
+		t.Errorf("hand-offs %+v, want run %s once", reqs, got.Remediation.RunID)
+	}
+	for _, e := range r.ephemerals(approver) {
+		if strings.Contains(e, "nothing was done") || strings.Contains(e, "Nothing was done") || strings.Contains(e, "out of date") {
+			t.Errorf("the approver was told %q after a click that took effect", e)
+		}
+	}
+}
