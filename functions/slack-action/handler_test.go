@@ -43,13 +43,13 @@ import (
 func TestMain(m *testing.M) { awstest.Main(m) }
 
 var (
-	_ slackAPI     = (*slack.Client)(nil)
-	_ incidents    = (*dynamostore.Store)(nil)
-	_ announcer    = (*announce.Announcer)(nil)
-	_ remediations = handoff.Invoker{}
-	_ handoff.LambdaAPI    = (*awslambda.Client)(nil)
-	_ rigStore     = (*dynamostore.Store)(nil)
-	_ rigStore     = (*memStore)(nil)
+	_ slackAPI          = (*slack.Client)(nil)
+	_ incidents         = (*dynamostore.Store)(nil)
+	_ announcer         = (*announce.Announcer)(nil)
+	_ remediations      = handoff.Invoker{}
+	_ handoff.LambdaAPI = (*awslambda.Client)(nil)
+	_ rigStore          = (*dynamostore.Store)(nil)
+	_ rigStore          = (*memStore)(nil)
 )
 
 const (
