@@ -17,6 +17,7 @@ import (
 // runner plans and runs one incident's remediation; *remedy.Runner fits.
 type runner interface {
 	Run(ctx context.Context, id string, by string) (incident.Incident, []remedy.Step, error)
+	Reboot(ctx context.Context, id, instance, runID string) (incident.Incident, []remedy.Step, error)
 }
 
 // incidents is the part of the incident store the handler uses; *dynamostore.Store fits.
@@ -68,8 +69,11 @@ func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, erro
 	// Only SlackActionFunction moves an incident to remediating, once the approvals it needs are
 	// recorded. Anything else asking this function to re-enable a key — a hand invoke, a
 	// stray event — is refused: the function's role can enable keys, the caller's need not.
+	h.log.InfoContext(ctx, "remediation requested", "incident_id", req.IncidentID, "run_id", req.RunID, "instance", req.Instance, "source", req.Source)
+	if req.Instance != "" {
+		return h.reboot(ctx, req)
+	}
 	current, err := h.store.Get(ctx, req.IncidentID)
-	h.log.InfoContext(ctx, "remediation requested", "incident_id", req.IncidentID, "run_id", req.RunID, "source", req.Source)
 	switch {
 	case errors.Is(err, incident.ErrNotFound):
 		return Result{IncidentID: req.IncidentID, Error: err.Error()}, nil
@@ -133,4 +137,31 @@ func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, erro
 		h.log.WarnContext(ctx, "remediation stopped", "incident_id", req.IncidentID, "action", "stopped", "error", err)
 		return res, nil
 	}
+}
+
+// reboot runs the approved reboot of one instance (the Reboot instance button). Only an
+// approved click records a reboot's run ID on the instance, and the runner claims it, so a
+// request naming any other run does nothing.
+func (h *handler) reboot(ctx context.Context, req handoff.Request) (Result, error) {
+	if req.RunID == "" {
+		return Result{IncidentID: req.IncidentID, Rejected: "a reboot request needs the run_id its approval recorded"}, nil
+	}
+	inc, steps, err := h.runner.Reboot(ctx, req.IncidentID, req.Instance, req.RunID)
+	res := Result{IncidentID: req.IncidentID, State: string(inc.State), Steps: steps}
+	for _, s := range steps {
+		h.log.InfoContext(ctx, "reboot step", "incident_id", req.IncidentID, "run_id", req.RunID, "action", s.Name,
+			"target", s.Target, "result", s.Result, "detail", s.Detail)
+	}
+	if inc.ID != "" && !errors.Is(err, remedy.ErrClaimed) {
+		actx, cancel := context.WithTimeout(ctx, h.announceTimeout)
+		if aerr := h.announcer.Announce(actx, inc); aerr != nil {
+			h.log.WarnContext(ctx, "slack message not updated; the reconciler will repair it", "incident_id", inc.ID, "error", aerr)
+		}
+		cancel()
+	}
+	if err != nil {
+		res.Error = err.Error()
+		h.log.WarnContext(ctx, "reboot not done", "incident_id", req.IncidentID, "instance", req.Instance, "error", err)
+	}
+	return res, nil
 }

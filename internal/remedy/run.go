@@ -649,13 +649,15 @@ func started(id string, status incident.ClusterStatus) func(*incident.Incident, 
 	}
 }
 
-// rebooted records an instance RebootDBInstance accepted: it reconnects to the key.
+// rebooted records an instance RebootDBInstance accepted (the Reboot instance button). It is
+// not assumed recovered: its watch starts again, and it counts as recovered on RDS-EVENT-0420
+// or after the grace period available with the key Enabled.
 func rebooted(id string, status incident.ClusterStatus) func(*incident.Incident, time.Time) {
 	return func(i *incident.Incident, _ time.Time) {
 		lifecycle.SetInstanceStatus(i, id, status)
 		for k := range i.Instances {
-			if i.Instances[k].Identifier == id {
-				i.Instances[k].LostKeyAccess = false
+			if in := &i.Instances[k]; in.Identifier == id {
+				in.NeedsReboot, in.WatchSince, in.AvailableSince = false, nil, nil
 			}
 		}
 	}
