@@ -10,6 +10,7 @@ import (
 
 type runner interface {
 	Run(ctx context.Context) (reconcile.Report, error)
+	RunHandoffs(ctx context.Context) (reconcile.Report, error)
 }
 
 type handler struct {
@@ -19,9 +20,27 @@ type handler struct {
 
 func newHandler(r runner, log *slog.Logger) *handler { return &handler{r: r, log: log} }
 
-// Handle runs one reconcile pass. The scheduled event's content does not matter: every run
-// looks at everything.
-func (h *handler) Handle(ctx context.Context, _ json.RawMessage) (reconcile.Report, error) {
+// Handle runs one reconcile pass. Every run looks at everything, except an event
+// {"pass": "handoff"} (the one-minute schedule), which runs only the hand-off recovery: approved
+// remediations not started are started, watched instances decided.
+func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (reconcile.Report, error) {
+	var in struct {
+		Pass string `json:"pass"`
+	}
+	if json.Unmarshal(raw, &in) == nil && in.Pass == "handoff" {
+		rep, err := h.r.RunHandoffs(ctx)
+		for _, o := range rep.Outcomes {
+			level := slog.LevelInfo
+			if o.Action == reconcile.ActionFailed {
+				level = slog.LevelError
+			}
+			h.log.Log(ctx, level, "hand-off pass", "incident_id", o.IncidentID, "key_arn", o.KeyARN, "action", o.Action, "reason", o.Reason)
+		}
+		if err != nil {
+			h.log.ErrorContext(ctx, "hand-off pass failed", "error", err)
+		}
+		return rep, err
+	}
 	rep, err := h.r.Run(ctx)
 	for _, o := range rep.Outcomes {
 		level := slog.LevelInfo

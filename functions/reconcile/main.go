@@ -18,6 +18,11 @@
 //	                                 function's timeout — the invocation deadline bounds it too)
 //	MAX_API_CALLS                    AWS calls one run may make (default 400)
 //	CLOUDTRAIL_LOOKUP                "on" (default) or "off" (the local stack: moto lacks LookupEvents)
+//	REMEDIATE_FUNCTION               name or ARN of RemediateFunction: every run (and the one-minute
+//	                                 {"pass": "handoff"} schedule) starts approved remediations not yet
+//	                                 started (optional; without it that recovery is off, and logged so)
+//	WATCH_GRACE                      how long an instance that reported lost key access stays available
+//	                                 with the key Enabled before it counts as recovered (default 30m)
 package main
 
 import (
@@ -28,30 +33,36 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/cloudtrail"
+	awslambda "github.com/aws/aws-sdk-go-v2/service/lambda"
 
 	"github.com/keywarden/keywarden/internal/env"
+	"github.com/keywarden/keywarden/internal/handoff"
 	"github.com/keywarden/keywarden/internal/reconcile"
 	"github.com/keywarden/keywarden/internal/trail"
 	"github.com/keywarden/keywarden/internal/wire"
 )
 
 type settings struct {
-	Shared           wire.Settings
-	Thresholds       []time.Duration
-	Mention          string
-	RunBudget        time.Duration
-	MaxCalls         int
-	CloudTrailLookup bool
+	Shared            wire.Settings
+	Thresholds        []time.Duration
+	Mention           string
+	RunBudget         time.Duration
+	MaxCalls          int
+	CloudTrailLookup  bool
+	RemediateFunction string
+	WatchGrace        time.Duration
 }
 
 func loadSettings(r *env.Reader) (settings, error) {
 	c := settings{
-		Shared:           wire.ReadSettings(r, false),
-		Thresholds:       r.Durations("REMINDER_THRESHOLDS", reconcile.DefaultThresholds),
-		Mention:          r.String("ESCALATION_MENTION", ""),
-		RunBudget:        r.Duration("RUN_BUDGET", reconcile.DefaultRunBudget),
-		MaxCalls:         r.Int("MAX_API_CALLS", reconcile.DefaultMaxCalls, 20, 100000),
-		CloudTrailLookup: choice(r, "CLOUDTRAIL_LOOKUP", "on", "off", true),
+		Shared:            wire.ReadSettings(r, false),
+		Thresholds:        r.Durations("REMINDER_THRESHOLDS", reconcile.DefaultThresholds),
+		Mention:           r.String("ESCALATION_MENTION", ""),
+		RunBudget:         r.Duration("RUN_BUDGET", reconcile.DefaultRunBudget),
+		MaxCalls:          r.Int("MAX_API_CALLS", reconcile.DefaultMaxCalls, 20, 100000),
+		CloudTrailLookup:  choice(r, "CLOUDTRAIL_LOOKUP", "on", "off", true),
+		RemediateFunction: r.String("REMEDIATE_FUNCTION", ""),
+		WatchGrace:        r.Duration("WATCH_GRACE", reconcile.DefaultWatchGrace),
 	}
 	return c, r.Err()
 }
@@ -96,5 +107,13 @@ func main() {
 	r := reconcile.New(d, reconcile.Options{
 		Thresholds: cfg.Thresholds, Mention: cfg.Mention, RunBudget: cfg.RunBudget, MaxCalls: cfg.MaxCalls,
 	})
+	var starter reconcile.Starter
+	if cfg.RemediateFunction != "" {
+		starter = handoff.Invoker{API: awslambda.NewFromConfig(svc.AWS), Function: cfg.RemediateFunction}
+	} else {
+		log.Warn("REMEDIATE_FUNCTION unset: approved remediations whose hand-off was lost are not restarted")
+	}
+	r.WithHandoff(starter, cfg.WatchGrace)
+	log.Info("ready", "handoff_recovery", starter != nil, "watch_grace", cfg.WatchGrace.String())
 	lambda.Start(newHandler(r, log).Handle)
 }
