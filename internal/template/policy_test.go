@@ -53,6 +53,9 @@ var allowedActions = map[string][]string{
 		"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
 		"dynamodb:ConditionCheckItem", "dynamodb:Query", "dynamodb:BatchWriteItem", "dynamodb:Scan",
 		"secretsmanager:GetSecretValue",
+		// Issue 11: the hand-off recovery starts an approved remediation whose hand-off was
+		// lost (an asynchronous invoke of RemediateFunction only, which claims the run).
+		"lambda:InvokeFunction",
 	},
 }
 
