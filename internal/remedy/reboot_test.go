@@ -73,3 +73,56 @@ func TestRebootInstance(t *testing.T) {
 		t.Error("the skipped reboot is recorded as done")
 	}
 }
+
+// TestOwnerStoppedClusterLeftStopped: a cluster its owner stopped before the key was lost is
+// left stopped and listed so; the cluster the loss stopped is started.
+func TestOwnerStoppedClusterLeftStopped(t *testing.T) {
+	ctx := context.Background()
+	cfg := awstest.Config(t, awstest.Moto(t))
+	kmsClient, rdsClient := kms.NewFromConfig(cfg), rds.NewFromConfig(cfg)
+	key, err := kmsClient.CreateKey(ctx, &kms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyARN := aws.ToString(key.KeyMetadata.Arn)
+	suffix := fmt.Sprint(time.Now().UnixNano())
+	owners, lossStopped := "owners-"+suffix, "orders-"+suffix
+	for _, id := range []string{owners, lossStopped} {
+		createCluster(t, rdsClient, id, keyARN)
+		if _, err := rdsClient.StopDBCluster(ctx, &rds.StopDBClusterInput{DBClusterIdentifier: aws.String(id)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := kmsClient.DisableKey(ctx, &kms.DisableKeyInput{KeyId: key.KeyMetadata.KeyId}); err != nil {
+		t.Fatal(err)
+	}
+	lostAt := time.Now().UTC()
+	inc := testIncident([]incident.Cluster{
+		{Identifier: owners, Status: incident.StatusStopped, CanStop: true, Uses: []string{"storage"}},
+		{Identifier: lossStopped, Status: incident.StatusStopped, CanStop: true, Uses: []string{"storage"}},
+	}, nil)
+	inc.KeyARN, inc.KeyState, inc.LostAt = keyARN, incident.KeyStateDisabled, lostAt
+	// RDS-EVENT-0150 said the owner stopped it a day before the key was lost.
+	if !inc.NoteStopped(owners, lostAt.Add(-24*time.Hour)) {
+		t.Fatal("the owner's stop is not recognised")
+	}
+	store := newMemStore(inc)
+	got, _, err := New(kmsClient, rdsClient, store, Options{WaitTimeout: 10 * time.Second}).Run(ctx, inc.ID, approver)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if st := liveClusterStatus(t, rdsClient, owners); st != incident.StatusStopped {
+		t.Errorf("the owner's cluster is %s, want left stopped", st)
+	}
+	if st := liveClusterStatus(t, rdsClient, lossStopped); st == incident.StatusStopped {
+		t.Error("the cluster the loss stopped was not started")
+	}
+	want := skipped(incident.StepStartDBCluster, owners, incident.OwnerStopped)
+	found := false
+	for _, s := range steps(got) {
+		found = found || s == want
+	}
+	if !found {
+		t.Errorf("steps %+v, want %+v listed", steps(got), want)
+	}
+}
