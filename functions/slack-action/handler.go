@@ -143,8 +143,14 @@ func (h *handler) Handle(ctx context.Context, req events.LambdaFunctionURLReques
 	out := h.act(actCtx, click)
 	cancel()
 	h.followUpOn(ctx, click, out, start.Add(answerBudget))
-	h.log.InfoContext(ctx, "slack click", "incident_id", out.incidentID, "action", click.ActionID, "user_id", click.UserID,
-		"result", out.result, "replied", out.reply != "" || out.stale, "thread_reply", out.refusal != nil, "ms", time.Since(start).Milliseconds())
+	level := slog.LevelInfo
+	if out.drop {
+		// Not from the installed app through Slack, yet signed with its secret: worth a look.
+		level = slog.LevelWarn
+	}
+	h.log.Log(ctx, level, "slack click", "incident_id", out.incidentID, "action", click.ActionID, "user_id", click.UserID,
+		"team_id", click.TeamID, "result", out.result, "replied", out.reply != "" || out.stale, "thread_reply", out.refusal != nil,
+		"ms", time.Since(start).Milliseconds())
 	return respond(http.StatusOK, ""), nil
 }
 

@@ -65,7 +65,7 @@ type StepRecord struct {
 	ID      string    `json:"id"`
 	Kind    StepKind  `json:"kind"`
 	Target  string    `json:"target"`
-	Account string    `json:"account,omitempty"`
+	Account string    `json:"account"`
 	Result  Result    `json:"result"`
 	At      time.Time `json:"at"`
 	// Detail is the API result for people ("InvalidDBClusterStateFault: …").

@@ -73,6 +73,9 @@ var (
 	// ErrPaused means the invocation stopped with StopMargin left before its deadline and
 	// recorded where (incident.PauseRun); the run is approved again for a new invocation.
 	ErrPaused = errors.New("run paused before the invocation's deadline")
+	// ErrGaveUp means the run took MaxAttempts invocations without finishing; the incident is
+	// given back to the approvers with where it last stopped. Not Retryable.
+	ErrGaveUp = errors.New("gave up")
 )
 
 // Unfinished is one cluster a run could not bring back, and why.

@@ -172,8 +172,8 @@ func (r *Runner) Run(ctx context.Context, id string, by string) (incident.Incide
 	case err != nil:
 		return inc, nil, fmt.Errorf("start remediation of incident %s: %w", id, err)
 	case exhausted:
-		return r.end(ctx, ru, inc, nil, fmt.Errorf("gave up after %d invocations, the last stopped before %s",
-			MaxAttempts, orNone(inc.Remediation.StoppedAt)))
+		return r.end(ctx, ru, inc, nil, fmt.Errorf("remediate incident %s: %w after %d invocations, the last stopped at %s",
+			id, ErrGaveUp, MaxAttempts, orNone(inc.Remediation.StoppedAt)))
 	}
 
 	steps := make([]Step, 0, len(planned))
@@ -674,7 +674,7 @@ func Retryable(err error) bool {
 		return errors.Is(err, errRetryPause)
 	}
 	if err == nil || errors.Is(err, ErrNotFixable) || errors.Is(err, ErrNotAllowed) || errors.Is(err, ErrClosed) ||
-		errors.Is(err, ErrNotApproved) || errors.Is(err, ErrIncomplete) || errors.Is(err, ErrClaimed) {
+		errors.Is(err, ErrNotApproved) || errors.Is(err, ErrIncomplete) || errors.Is(err, ErrClaimed) || errors.Is(err, ErrGaveUp) {
 		return false
 	}
 	return transient(err)

@@ -735,3 +735,20 @@ func TestRunLeavesClusterNotOnKeyStopped(t *testing.T) {
 		t.Errorf("last step (-want +got):\n%s", diff)
 	}
 }
+
+// A run that has taken MaxAttempts invocations (paused, timed out, transient failures) gives
+// the incident back at once, saying where it last stopped, instead of trying for ever.
+func TestRunGivesUpAfterMaxAttempts(t *testing.T) {
+	w := newWorld(kmstypes.KeyStateDisabled, map[string]string{"orders": statusStopped}, nil)
+	inc := testIncident([]incident.Cluster{{Identifier: "orders", CanStop: true}}, nil)
+	inc.Remediation.Attempts, inc.Remediation.StoppedAt = MaxAttempts, "StartDBCluster orders"
+	store := newMemStore(inc)
+	got, _, err := w.runner(store, newClock(), Options{}).Run(context.Background(), "inc-1", approver)
+	if err == nil || Retryable(err) || !strings.Contains(err.Error(), "StartDBCluster orders") {
+		t.Fatalf("Run error = %v, want a final one naming where it last stopped", err)
+	}
+	givenBack(t, got)
+	if w.writes() != 0 {
+		t.Errorf("%d write calls after giving up, want none", w.writes())
+	}
+}
