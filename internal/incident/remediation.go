@@ -20,7 +20,7 @@ const (
 // Remediation is the latest run of the one-click fix and every step recorded, over all runs.
 type Remediation struct {
 	// RunID names the run StartRemediation began; RemediateFunction claims it.
-	RunID      string           `json:"run_id,omitempty"`
+	RunID      string           `json:"run_id"`
 	State      RemediationState `json:"state"`
 	ApprovedBy []string         `json:"approved_by,omitempty"`
 	// Reason is why the last run failed, for people.
