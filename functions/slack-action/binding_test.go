@@ -134,3 +134,61 @@ func TestApprovingWriteAnswerLost(t *testing.T) {
 		}
 	}
 }
+
+// TestUnsignedRefusedCheaply: a request without Slack's signature gets 401 before any Slack,
+// store or Lambda call: a flood of them costs no more than the signature check.
+func TestUnsignedRefusedCheaply(t *testing.T) {
+	r := newMemRig(t, 1)
+	sc := r.scenario(t)
+	before := r.get(t, sc.inc.ID)
+	req := signed(clickBody(sc, approver, slackui.ActionRemediate, before.Version), signingSecret, time.Now())
+	delete(req.Headers, "x-slack-signature")
+	start := time.Now()
+	if resp := r.do(t, req); resp.StatusCode != 401 {
+		t.Fatalf("unsigned: status %d, want 401", resp.StatusCode)
+	}
+	if took := time.Since(start); took > 50*time.Millisecond {
+		t.Errorf("the refusal took %s", took)
+	}
+	if n := len(r.slack.Records()); n != 0 || len(r.lambda.invoked()) != 0 {
+		t.Errorf("%d Slack calls and %d invokes for an unsigned request, want none", n, len(r.lambda.invoked()))
+	}
+	unchanged(t, before, r.get(t, sc.inc.ID))
+}
+
+// TestRebootInstanceClick: the Reboot instance button's click, by an approver, on an instance
+// still reporting the loss after the grace period, hands that one reboot off (its own run, the
+// instance named) and nothing else.
+func TestRebootInstanceClick(t *testing.T) {
+	r := newMemRig(t, 1)
+	sc := r.scenario(t)
+	inc, err := r.store.Update(context.Background(), sc.inc.ID, func(i *incident.Incident) error {
+		i.KeyState = incident.KeyStateEnabled
+		i.Clusters[1].LiveKeyARN = i.KeyARN
+		i.Instances = append(i.Instances, incident.Instance{Identifier: sc.running + "-1", ClusterIdentifier: sc.running,
+			Status: incident.StatusAvailable, LostKeyAccess: true, NeedsReboot: true})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := reclick(sc, approver, slackui.ActionRebootInstance, inc.Version, func(p map[string]any) {
+		p["actions"].([]any)[0].(map[string]any)["value"] = slackui.RebootButtonValue(inc.ID, inc.Version, sc.running+"-1")
+		p["actions"].([]any)[0].(map[string]any)["block_id"] = slackui.RebootBlockID
+	})
+	r.do(t, signed(body, signingSecret, time.Now()))
+	reqs := r.remediationRequests(t)
+	if len(reqs) != 1 || reqs[0].Instance != sc.running+"-1" || reqs[0].RunID == "" {
+		t.Fatalf("hand-offs %+v, want the reboot of %s-1", reqs, sc.running)
+	}
+	got := r.get(t, inc.ID)
+	if in := got.Instances[len(got.Instances)-1]; in.Reboot == nil || in.Reboot.State != incident.RemediationApproved || in.Reboot.RunID != reqs[0].RunID {
+		t.Errorf("instance %+v, want its reboot approved under %s", in, reqs[0].RunID)
+	}
+	if got.State != incident.StateOpen {
+		t.Errorf("state %s: a reboot approval must not start the one-click remediation", got.State)
+	}
+	if e := r.ephemerals(approver); len(e) != 1 || !strings.Contains(e[0], "reboot") {
+		t.Errorf("ephemerals %q", e)
+	}
+}
