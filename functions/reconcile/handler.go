@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 
 	"github.com/keywarden/keywarden/internal/reconcile"
@@ -38,8 +39,14 @@ func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (reconcile.Re
 		}
 		if err != nil {
 			h.log.ErrorContext(ctx, "hand-off pass failed", "error", err)
+			return rep, err
 		}
-		return rep, err
+		// An approved remediation that cannot be handed off must not stay a log line: the
+		// invocation fails, so the function's Errors alarm sees it (and Lambda tries again).
+		if n := rep.Failures; n > 0 {
+			return rep, fmt.Errorf("hand-off pass: %d of its hand-offs or watches failed", n)
+		}
+		return rep, nil
 	}
 	rep, err := h.r.Run(ctx)
 	for _, o := range rep.Outcomes {

@@ -39,6 +39,16 @@ func TestHandleHandoffPass(t *testing.T) {
 	if err != nil || len(rep.Outcomes) != 1 || !strings.Contains(buf.String(), `"action":"handed-off"`) {
 		t.Errorf("hand-off pass: %+v, %v, log %s", rep, err, buf.String())
 	}
+	h = newHandler(failingHandoffs{}, slog.New(slog.NewJSONHandler(&buf, nil)))
+	if _, err := h.Handle(context.Background(), json.RawMessage(`{"pass":"handoff"}`)); err == nil {
+		t.Error("a failed hand-off did not fail the invocation: the Errors alarm would not see it")
+	}
+}
+
+type failingHandoffs struct{ fakeRunner }
+
+func (failingHandoffs) RunHandoffs(context.Context) (reconcile.Report, error) {
+	return reconcile.Report{Failures: 1, Outcomes: []reconcile.Outcome{{IncidentID: "KW-3", Action: reconcile.ActionFailed, Reason: "hand-off: AccessDenied"}}}, nil
 }
 
 func TestHandleLogsEveryDecision(t *testing.T) {
