@@ -10,6 +10,19 @@ import (
 	"github.com/keywarden/keywarden/internal/slackui"
 )
 
+var t0 = time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+
+// openIncident is a disabled key with a cluster Aurora stopped for it: one click can fix it.
+func openIncident() incident.Incident {
+	return incident.Incident{
+		ID: "KW-20261128-1f3a9c", Version: 4, State: incident.StateOpen,
+		KeyARN:   "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+		KeyState: incident.KeyStateDisabled, Trigger: "DisableKey", LostAt: t0.Add(-time.Hour),
+		Clusters: []incident.Cluster{{Identifier: "orders", Engine: "aurora-postgresql", Status: incident.StatusRecoverable,
+			CanStop: true, Uses: []string{"storage"}}},
+	}
+}
+
 var install = Installation{TeamID: "T0KEYWARD1", AppID: "A0KEYWARD1", ResponseURLPrefixes: []string{"http://127.0.0.1:4567/"}}
 
 // messaged is openIncident with its Slack message recorded.
