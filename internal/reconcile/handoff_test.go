@@ -195,3 +195,92 @@ func TestWatchedInstanceRecovers(t *testing.T) {
 		}
 	}
 }
+
+// TestTimedOutRunContinues: an invocation killed at Lambda's deadline (after EnableKey, before
+// it could record anything else) leaves its run claimed under a lease that runs out; the
+// reconciler's pass then hands it off, the next invocation claims it and finishes, and the
+// step already done is recorded once.
+func TestTimedOutRunContinues(t *testing.T) {
+	ctx := context.Background()
+	cfg := awstest.Serial(awstest.Config(t, awstest.Moto(t)))
+	ddb, kmsClient, rdsClient := dynamodb.NewFromConfig(cfg), kms.NewFromConfig(cfg), rds.NewFromConfig(cfg)
+	table := fmt.Sprintf("timeout-%d", rand.Int64())
+	if err := dynamostore.CreateTable(ctx, ddb, table); err != nil {
+		t.Fatal(err)
+	}
+	store := dynamostore.New(ddb, table)
+	key, err := kmsClient.CreateKey(ctx, &kms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyARN := aws.ToString(key.KeyMetadata.Arn)
+	cluster := fmt.Sprintf("orders-%d", rand.Int32())
+	if _, err := rdsClient.CreateDBCluster(ctx, &rds.CreateDBClusterInput{DBClusterIdentifier: aws.String(cluster), Engine: aws.String("aurora-postgresql"),
+		StorageEncrypted: aws.Bool(true), KmsKeyId: aws.String(keyARN), MasterUsername: aws.String("admin"), MasterUserPassword: aws.String("not-a-secret-1")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rdsClient.StopDBCluster(ctx, &rds.StopDBClusterInput{DBClusterIdentifier: aws.String(cluster)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kmsClient.DisableKey(ctx, &kms.DisableKeyInput{KeyId: key.KeyMetadata.KeyId}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().UTC().Add(-10 * time.Minute)
+	inc, _, err := store.Open(ctx, incident.Incident{ID: incident.NewID(t0), KeyARN: keyARN, KeyState: incident.KeyStateDisabled,
+		Trigger: "DisableKey", LostAt: t0.Add(-time.Hour),
+		Clusters: []incident.Cluster{{Identifier: cluster, Engine: "aurora-postgresql", Status: incident.StatusStopped, CanStop: true, Uses: []string{"storage"}}},
+	}, incident.Entry{At: t0, Source: "ev-1", Detail: "DisableKey"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The approval, and an invocation that claimed the run, enabled the key, recorded that,
+	// and was killed at its deadline.
+	inc, err = store.Update(ctx, inc.ID, func(i *incident.Incident) error {
+		if _, _, err := i.Approve("U0APPROVR1", i.Version, "click-1", t0, 1, "run-1"); err != nil {
+			return err
+		}
+		if err := i.ClaimRun("run-1", "killed-invocation", t0, 3*time.Minute+30*time.Second); err != nil {
+			return err
+		}
+		i.RecordStep(incident.StepRecord{Kind: incident.StepEnableKey, Target: keyARN, Result: incident.ResultOK, At: t0})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kmsClient.EnableKey(ctx, &kms.EnableKeyInput{KeyId: key.KeyMetadata.KeyId}); err != nil {
+		t.Fatal(err)
+	}
+	starter := &runningStarter{runner: remedy.New(kmsClient, rdsClient, store, remedy.Options{WaitTimeout: 10 * time.Second})}
+	pass := func(at time.Time) {
+		t.Helper()
+		r := New(Deps{Incidents: store}, Options{}).WithClock(func() time.Time { return at }).WithHandoff(starter, 0)
+		if _, err := r.RunHandoffs(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pass(t0.Add(2 * time.Minute)) // inside the lease: the invocation may still be alive
+	if len(starter.reqs) != 0 {
+		t.Fatalf("handed off inside the lease: %+v", starter.reqs)
+	}
+	pass(time.Now().UTC()) // the lease ran out
+	if len(starter.reqs) != 1 || starter.errs[0] != nil {
+		t.Fatalf("hand-offs %+v, errors %v; want one, run without error", starter.reqs, starter.errs)
+	}
+	got, _ := store.Get(ctx, inc.ID)
+	if got.Remediation.State != incident.RemediationDone || got.Remediation.Attempts != 2 {
+		t.Errorf("remediation %s after %d attempts, want done after 2", got.Remediation.State, got.Remediation.Attempts)
+	}
+	n := 0
+	for _, s := range got.Remediation.Steps {
+		if s.Kind == incident.StepEnableKey {
+			n++
+		}
+	}
+	if _, started := got.StepDone(incident.StepStartDBCluster, cluster); n != 1 || !started {
+		t.Errorf("EnableKey recorded %d times, cluster started %v; want once and started", n, started)
+	}
+	if e, ok := got.LastEntry(incident.KindNote); !ok || !strings.Contains(e.Detail, "killed-invocation") {
+		t.Errorf("the timeline does not say the first invocation stopped without a word: %+v", e)
+	}
+}
