@@ -326,7 +326,6 @@ func (h *handler) act(ctx context.Context, click approval.Click) outcome {
 	inc, err := h.store.Update(ctx, out.incidentID, decide)
 	switch {
 	case errors.Is(err, incident.ErrNotFound):
-		d = approval.Decide(nil, click, who, h.install, rules, now)
 		out.result, out.reply = "no such incident", replyNotFound
 		return out
 	case errors.Is(err, errRefused):
