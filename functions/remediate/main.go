@@ -13,6 +13,12 @@
 //	                            SLACK_BOT_TOKEN and SLACK_CHANNEL are required here
 //	REMEDIATION_KEYS            key ARNs remediation is limited to, comma-separated (optional; default any key)
 //	WAIT_TIMEOUT                how long to wait for the key to read Enabled (default 60s; keep it under the function timeout)
+//	KMS_CONSISTENCY_TIMEOUT     how long EnableKey retries KMSInvalidStateException/NotFoundException after CancelKeyDeletion (default 60s)
+//	WATCH_GRACE                 how long an instance that reported lost key access stays available with the key Enabled
+//	                            before it counts as recovered without RDS-EVENT-0420 (default 30m)
+//
+// A run is claimed by one invocation (its Lambda request ID) and stops with a margin before the
+// invocation's deadline, recording where; the reconciler starts the next invocation.
 package main
 
 import (
@@ -22,6 +28,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/rds"
 
@@ -35,6 +42,8 @@ type settings struct {
 	Shared      wire.Settings
 	AllowedKeys []string
 	WaitTimeout time.Duration
+	Consistency time.Duration
+	WatchGrace  time.Duration
 }
 
 func loadSettings(r *env.Reader) (settings, error) {
@@ -42,6 +51,8 @@ func loadSettings(r *env.Reader) (settings, error) {
 		Shared:      wire.ReadSettings(r, true),
 		AllowedKeys: r.List("REMEDIATION_KEYS"),
 		WaitTimeout: r.Duration("WAIT_TIMEOUT", remedy.DefaultWaitTimeout),
+		Consistency: r.Duration("KMS_CONSISTENCY_TIMEOUT", remedy.DefaultConsistencyTimeout),
+		WatchGrace:  r.Duration("WATCH_GRACE", remedy.DefaultWatchGrace),
 	}
 	for _, k := range c.AllowedKeys {
 		if !incident.IsKeyARN(k) {
@@ -63,6 +74,14 @@ func allowedKeys(arns []string) func(string) bool {
 	return func(keyARN string) bool { return set[keyARN] }
 }
 
+// invocationID names the invocation in a run's claim: its Lambda request ID.
+func invocationID(ctx context.Context) string {
+	if lc, ok := lambdacontext.FromContext(ctx); ok && lc.AwsRequestID != "" {
+		return lc.AwsRequestID
+	}
+	return "remediate-" + time.Now().UTC().Format("20060102T150405.000000000")
+}
+
 func main() {
 	cfg, err := loadSettings(env.New())
 	log := env.Logger(cfg.Shared.LogLevel)
@@ -78,8 +97,11 @@ func main() {
 	// RemediateFunction calls KMS and RDS but needs no blast radius or triage: it builds the two
 	// clients itself rather than through wire/keyloss.
 	run := remedy.New(kms.NewFromConfig(svc.AWS), rds.NewFromConfig(svc.AWS), svc.Store, remedy.Options{
-		WaitTimeout: cfg.WaitTimeout,
-		AllowedKeys: allowedKeys(cfg.AllowedKeys),
+		WaitTimeout:        cfg.WaitTimeout,
+		ConsistencyTimeout: cfg.Consistency,
+		WatchGrace:         cfg.WatchGrace,
+		AllowedKeys:        allowedKeys(cfg.AllowedKeys),
+		Invocation:         invocationID,
 	})
 	h := &handler{
 		runner:          run,
