@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/google/go-cmp/cmp/cmpopts"
+
 	"github.com/keywarden/keywarden/internal/wire"
 
 	"bytes"
@@ -115,7 +116,7 @@ func TestSettings(t *testing.T) {
 		"INCIDENTS_TABLE": "t", "REMINDER_THRESHOLDS": "48h,2h", "ESCALATION_MENTION": "<!subteam^S1>", "RUN_BUDGET": "50s",
 		"MAX_API_CALLS": "100", "SKIP_CLUSTER_AUTOMATED_BACKUPS": "true", "CLOUDTRAIL_LOOKUP": "off",
 		"CRITICAL_REMINDER_EVERY": "90m",
-		"REMEDIATE_FUNCTION": "keywarden-remediate", "WATCH_GRACE": "10m",
+		"REMEDIATE_FUNCTION":      "keywarden-remediate", "WATCH_GRACE": "10m",
 	}))
 	if err != nil {
 		t.Fatal(err)

@@ -38,7 +38,7 @@ import (
 	awslambda "github.com/aws/aws-sdk-go-v2/service/lambda"
 
 	"github.com/keywarden/keywarden/internal/env"
-	"github.com/keywarden/keywarden/internal/handoff"
+	"github.com/keywarden/keywarden/internal/handoff/invoke"
 	"github.com/keywarden/keywarden/internal/reconcile"
 	"github.com/keywarden/keywarden/internal/trail"
 	"github.com/keywarden/keywarden/internal/wire"
@@ -116,7 +116,7 @@ func main() {
 	})
 	var starter reconcile.Starter
 	if cfg.RemediateFunction != "" {
-		starter = handoff.Invoker{API: awslambda.NewFromConfig(svc.AWS), Function: cfg.RemediateFunction}
+		starter = invoke.Invoker{API: awslambda.NewFromConfig(svc.AWS), Function: cfg.RemediateFunction}
 	} else {
 		log.Warn("REMEDIATE_FUNCTION unset: approved remediations whose hand-off was lost are not restarted")
 	}

@@ -37,7 +37,7 @@ type announcer interface {
 	ReplyRefusal(ctx context.Context, id string, e incident.Entry) error
 }
 
-// remediations hands an approved remediation to RemediateFunction; handoff.Invoker fits.
+// remediations hands an approved remediation to RemediateFunction; invoke.Invoker fits.
 type remediations interface {
 	Start(ctx context.Context, req handoff.Request) error
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/handoff"
+	"github.com/keywarden/keywarden/internal/handoff/invoke"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 	"github.com/keywarden/keywarden/internal/notify"
@@ -43,13 +44,13 @@ import (
 func TestMain(m *testing.M) { awstest.Main(m) }
 
 var (
-	_ slackAPI          = (*slack.Client)(nil)
-	_ incidents         = (*dynamostore.Store)(nil)
-	_ announcer         = (*announce.Announcer)(nil)
-	_ remediations      = handoff.Invoker{}
-	_ handoff.LambdaAPI = (*awslambda.Client)(nil)
-	_ rigStore          = (*dynamostore.Store)(nil)
-	_ rigStore          = (*memStore)(nil)
+	_ slackAPI         = (*slack.Client)(nil)
+	_ incidents        = (*dynamostore.Store)(nil)
+	_ announcer        = (*announce.Announcer)(nil)
+	_ remediations     = invoke.Invoker{}
+	_ invoke.LambdaAPI = (*awslambda.Client)(nil)
+	_ rigStore         = (*dynamostore.Store)(nil)
+	_ rigStore         = (*memStore)(nil)
 )
 
 const (
@@ -175,7 +176,7 @@ func build(tb testing.TB, required int, cfg aws.Config, store rigStore, table st
 		required:      settings.RequiredApprovals,
 		slack:         client,
 		store:         store,
-		remediations:  handoff.Invoker{API: lambdaClient, Function: settings.RemediateFunction},
+		remediations:  invoke.Invoker{API: lambdaClient, Function: settings.RemediateFunction},
 		install:       settings.Install,
 		announcer:     r.ann,
 		log:           slog.New(slog.NewJSONHandler(io.Discard, nil)),

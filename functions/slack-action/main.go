@@ -38,7 +38,7 @@ import (
 
 	"github.com/keywarden/keywarden/internal/approval"
 	"github.com/keywarden/keywarden/internal/env"
-	"github.com/keywarden/keywarden/internal/handoff"
+	"github.com/keywarden/keywarden/internal/handoff/invoke"
 	"github.com/keywarden/keywarden/internal/secrets"
 	"github.com/keywarden/keywarden/internal/wire"
 )
@@ -127,7 +127,7 @@ func main() {
 		required:      cfg.RequiredApprovals,
 		slack:         svc.Slack,
 		store:         svc.Store,
-		remediations:  handoff.Invoker{API: awslambda.NewFromConfig(svc.AWS), Function: cfg.RemediateFunction},
+		remediations:  invoke.Invoker{API: awslambda.NewFromConfig(svc.AWS), Function: cfg.RemediateFunction},
 		install:       install,
 		announcer:     svc.Announcer,
 		log:           log,

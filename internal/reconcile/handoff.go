@@ -10,7 +10,7 @@ import (
 	"github.com/keywarden/keywarden/internal/incident"
 )
 
-// Starter hands an approved remediation run to RemediateFunction; handoff.Invoker fits.
+// Starter hands an approved remediation run to RemediateFunction; invoke.Invoker fits.
 type Starter interface {
 	Start(ctx context.Context, req handoff.Request) error
 }
