@@ -180,30 +180,45 @@ func (d *demo) deliver(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := d.emit(ctx, event); err != nil {
+	delivered, err := d.emitFor(ctx, event)
+	if err != nil {
 		return err
 	}
-	d.say("EventBridge delivers at least once: the same event again (same event ID: folded in, not counted twice)")
-	return d.emit(ctx, event)
+	// EventBridge's at-least-once delivery hands the function the same event again, with the
+	// same EventBridge ID (putting the event on the bus twice would make two events).
+	d.say("EventBridge delivers at least once: the same event (same EventBridge ID) again, folded in and not counted twice")
+	for _, r := range delivered {
+		if err := d.invoke(ctx, r.Function, r.Event, nil); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // emit puts event on the local EventBridge bus and runs every function a rule routes it to.
 func (d *demo) emit(ctx context.Context, event []byte) error {
+	_, err := d.emitFor(ctx, event)
+	return err
+}
+
+// emitFor puts event on the local EventBridge bus, runs every function a rule routes it to, and
+// returns what each was delivered.
+func (d *demo) emitFor(ctx context.Context, event []byte) ([]stack.DeliveryResult, error) {
 	start := time.Now()
 	results, err := d.stack.Deliver(ctx, d.stack.Router(), event, 0, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(results) == 0 {
-		return fmt.Errorf("no rule of template.yaml matched the event")
+		return nil, fmt.Errorf("no rule of template.yaml matched the event")
 	}
 	for _, r := range results {
 		if r.FunctionErr {
-			return fmt.Errorf("%s failed: %s", r.Function, r.Output)
+			return nil, fmt.Errorf("%s failed: %s", r.Function, r.Output)
 		}
 		fmt.Fprintf(d.out, "   → %s (%s): %s\n", r.Function, time.Since(start).Round(time.Millisecond), truncateRunes(compactJSON(r.Output), 300))
 	}
-	return nil
+	return results, nil
 }
 
 // cloudTrailEvent reads a KMS sample and points it at this run's key, now.
