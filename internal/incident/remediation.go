@@ -252,7 +252,7 @@ func (inc *Incident) planCluster(c Cluster) PlannedStep {
 	s := PlannedStep{Kind: StepStartDBCluster, Target: c.Identifier}
 	notStorage := !c.StorageOnKey() && c.Status != StatusRecoverable
 	switch {
-	case c.Status == StatusStopped && c.StoppedBeforeLoss:
+	case c.OwnerStopped():
 		s.Skip = OwnerStopped
 	case c.Status.Startable() && notStorage:
 		s.Skip = fmt.Sprintf("the key does not encrypt its storage (used for %s); left %s, as its owner may want it",

@@ -93,6 +93,20 @@ func (s ClusterStatus) Startable() bool {
 	return s == StatusStopped || s == StatusRecoverable
 }
 
+// OwnerStopped reports whether the cluster is stopped by its owner: plainly stopped, and
+// stopped before the key was lost (StoppedBeforeLoss). Remediation leaves it stopped, and it
+// counts as settled: the incident resolves without starting it.
+func (c Cluster) OwnerStopped() bool {
+	return c.Status == StatusStopped && c.StoppedBeforeLoss
+}
+
+// Settled reports whether a cluster needs nothing more from remediation: available, or
+// stopped by its owner. The plan, the lifecycle's resolution and the reconciler's stall rule
+// all ask this one question.
+func (c Cluster) Settled() bool {
+	return c.Status == StatusAvailable || c.OwnerStopped()
+}
+
 // StopFacts are what decides whether Aurora can stop a cluster, as DescribeDBClusters and
 // DescribeGlobalClusters report them.
 type StopFacts struct {

@@ -518,7 +518,7 @@ func MarkClusters(inc *incident.Incident, now time.Time) {
 		case Holding(inc, c.Identifier):
 			// The cluster's own report beats the key side: not recovered whatever the key reads.
 			c.Recovered = false
-		case c.Status == incident.StatusAvailable && enabled:
+		case c.Settled() && enabled:
 			c.Recovered = true
 		case c.Recovered && !enabled:
 			c.Recovered = false
@@ -565,8 +565,8 @@ func Settle(inc *incident.Incident, now time.Time) incident.State {
 		case c.Lost:
 			lost = append(lost, c.Identifier)
 			lostCluster[c.Identifier] = true
-		case c.Status == incident.StatusAvailable:
-			available = append(available, c.Identifier)
+		case c.Settled():
+			available = append(available, c.Identifier) // available, or stopped by its owner
 		}
 	}
 	blocked := slices.ContainsFunc(inc.Instances, func(in incident.Instance) bool {

@@ -506,3 +506,24 @@ func TestClusterStartClearsLostKeyAccess(t *testing.T) {
 		t.Errorf("got %q, want resolved", got)
 	}
 }
+
+// TestSettleOwnerStoppedCluster: a cluster its owner stopped before the loss is left stopped by
+// remediation, so it must not keep the incident open once the key is back and the rest are
+// available (a fresh-eyes review found it never resolved, and was later called "stalled").
+func TestSettleOwnerStoppedCluster(t *testing.T) {
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	inc := incident.Incident{ID: "KW-1", State: incident.StateRemediating, KeyState: incident.KeyStateEnabled,
+		Clusters: []incident.Cluster{
+			{Identifier: "orders", Status: incident.StatusAvailable, CanStop: true, Uses: []string{"storage"}},
+			{Identifier: "dev", Status: incident.StatusStopped, StoppedBeforeLoss: true, CanStop: true, Uses: []string{"storage"}},
+		}}
+	if got := Settle(&inc, now); got != incident.StateResolved {
+		t.Fatalf("Settle = %q, want resolved with dev left stopped by its owner", got)
+	}
+	// Not stopped by its owner: the incident waits for it.
+	inc2 := incident.Incident{ID: "KW-2", State: incident.StateRemediating, KeyState: incident.KeyStateEnabled,
+		Clusters: []incident.Cluster{{Identifier: "dev", Status: incident.StatusStopped, CanStop: true, Uses: []string{"storage"}}}}
+	if got := Settle(&inc2, now); got != "" {
+		t.Errorf("Settle = %q, want still active while a cluster stopped by the loss is stopped", got)
+	}
+}

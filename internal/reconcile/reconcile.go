@@ -677,7 +677,7 @@ func stalled(i *incident.Incident, now time.Time) bool {
 		return true
 	}
 	for _, c := range i.Clusters {
-		if !c.Lost && !c.Recovered && c.Status.Startable() {
+		if !c.Lost && !c.Recovered && c.Status.Startable() && !c.Settled() {
 			return true
 		}
 	}
