@@ -298,6 +298,16 @@ var historyLost = map[string]string{
 	"Amazon RDS has been unable to access the KMS encryption key": "RDS-EVENT-0419",
 }
 
+// historyRestored starts RDS-EVENT-0420's message ("Amazon RDS can now successfully access the
+// KMS encryption key for database instance …", same catalogue).
+const historyRestored = "Amazon RDS can now successfully access the KMS encryption key"
+
+// HistoryKeyAccessRestored reports whether a DescribeEvents message is RDS-EVENT-0420: access
+// to the key came back. A loss reported before it is over and must not date a later one.
+func HistoryKeyAccessRestored(message string) bool {
+	return strings.HasPrefix(strings.TrimSpace(message), historyRestored)
+}
+
 // HistoryKeyAccessLost reports which key-access-lost event (RDS-EVENT-0418 or -0419) a
 // DescribeEvents message is, or "" when it is neither.
 func HistoryKeyAccessLost(message string) string {

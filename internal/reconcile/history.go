@@ -61,6 +61,11 @@ func (r *Reconciler) rdsHistory(ctx context.Context, inc incident.Incident, b *b
 	}
 	var h history
 	for _, s := range sources {
+		// Per source: its losses, and when it last got the key back (RDS-EVENT-0420). A loss
+		// before that restoration was fixed already: it must not date the current one (it
+		// would put the deadline days in the past).
+		var lost []lifecycle.AccessReport
+		var restored time.Time
 		p := rds.NewDescribeEventsPaginator(r.d.Events, &rds.DescribeEventsInput{
 			SourceIdentifier: aws.String(s.id), SourceType: s.kind, Duration: aws.Int32(historyMinutes),
 		})
@@ -72,13 +77,25 @@ func (r *Reconciler) rdsHistory(ctx context.Context, inc incident.Incident, b *b
 				return history{}
 			}
 			for _, ev := range page.Events {
-				code := rdsevent.HistoryKeyAccessLost(aws.ToString(ev.Message))
-				if code == "" || ev.Date == nil {
+				if ev.Date == nil {
 					continue
 				}
-				h.reports = append(h.reports, lifecycle.AccessReport{
+				if rdsevent.HistoryKeyAccessRestored(aws.ToString(ev.Message)) {
+					restored = latest(restored, ev.Date.UTC())
+					continue
+				}
+				code := rdsevent.HistoryKeyAccessLost(aws.ToString(ev.Message))
+				if code == "" {
+					continue
+				}
+				lost = append(lost, lifecycle.AccessReport{
 					Cluster: s.cluster, Instance: s.instance, Code: code + " (event history)", At: ev.Date.UTC(),
 				})
+			}
+		}
+		for _, r := range lost {
+			if r.At.After(restored) {
+				h.reports = append(h.reports, r)
 			}
 		}
 	}
