@@ -155,3 +155,18 @@ func TestLaterKeyEventFillsActorAndEarlierLoss(t *testing.T) {
 		t.Errorf("a later event moved the loss to %v, want %v", inc.LostAt, eventTime)
 	}
 }
+
+// TestCustomKeyStoreThrottledKeyRetries: a key of the store that could not be described for a
+// reason a retry may cure (throttling) fails the event, so Lambda retries it (and, in the end,
+// the failure queue's alarm sees it) — not a failed outcome in a log line (found in review).
+func TestCustomKeyStoreThrottledKeyRetries(t *testing.T) {
+	keys := &fakeKeys{
+		store:    map[string][]kmskey.Key{"cks-1": nil},
+		storeErr: &kmskey.UndescribedKeys{StoreID: "cks-1", Failed: map[string]error{"arn:aws:kms:us-east-1:123456789012:key/slow": errors.New("ThrottlingException: Rate exceeded")}},
+	}
+	svc := New(keys, fakeRadius{}, newMemStore(), nil, slog.New(slog.NewTextHandler(io.Discard, nil))).WithClock(func() time.Time { return now })
+	ev := keyevent.Event{ID: "evt-cks", Name: "DisconnectCustomKeyStore", Kind: keyevent.KindLoss, Time: eventTime, CustomKeyStoreID: "cks-1"}
+	if _, err := svc.HandleKeyEvent(context.Background(), ev); err == nil {
+		t.Fatal("HandleKeyEvent: nil error for a throttled key; want an error so the event is retried")
+	}
+}

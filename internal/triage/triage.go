@@ -194,8 +194,16 @@ func (s *Service) keysOf(ctx context.Context, ev keyevent.Event) ([]string, []Ou
 		var failed []Outcome
 		switch {
 		case errors.As(err, &und):
-			// Keys that could not be described may or may not be in the store: each is an
-			// outcome the handler logs at ERROR; the others go on.
+			// A key that could not be described for a reason a retry may cure (throttling, an
+			// outage) fails the event, so Lambda delivers it again — to the failure queue and
+			// its alarm in the end — rather than ending in a log line; handling is idempotent
+			// per event ID. Keys KMS refuses or no longer knows are permanent: each is an
+			// outcome the handler logs at ERROR, and the others go on.
+			for id, kerr := range und.Failed {
+				if !errors.Is(kerr, kmskey.ErrDenied) && !errors.Is(kerr, kmskey.ErrNotFound) {
+					return nil, nil, fmt.Errorf("describe key %s of custom key store %s: %w", id, ev.CustomKeyStoreID, kerr)
+				}
+			}
 			for id, kerr := range und.Failed {
 				failed = append(failed, Outcome{KeyARN: id, Action: ActionFailed, Reason: "not described, so not known to be in custom key store " + ev.CustomKeyStoreID + ": " + kerr.Error()})
 			}
