@@ -115,7 +115,9 @@ func (a *Announcer) WithClock(now func() time.Time) *Announcer {
 // wrapped with the incident ID.
 func (a *Announcer) Announce(ctx context.Context, inc incident.Incident) error {
 	var errs []error
-	if inc.Critical {
+	// The one severity rule (incident.SeverityAt): a cluster with no window, the key deleted,
+	// or under a day left all page, not only the first.
+	if inc.SeverityAt(a.now()) == incident.SeverityCritical {
 		if err := a.page(ctx, inc, page.WhyCritical, "critical on open"); err != nil {
 			errs = append(errs, err)
 		}
@@ -171,7 +173,12 @@ func (a *Announcer) deliver(ctx context.Context, id string) error {
 	var msgErr error
 	if inc.Slack != nil && inc.Slack.TS != "" {
 		ref = inc.Slack
-	} else if found, ok, ferr := a.slack.Find(ctx, id); ferr == nil && ok {
+	} else if found, ok, ferr := a.slack.Find(ctx, id); ferr != nil && !historyScopeMissing(ferr) {
+		// Without the channel's history, a post could be the incident's second message (an
+		// earlier one may have lost its answer): nothing is posted, and the delivery fails
+		// as a post would (left pending, undeliverable, or given up after GiveUpAfter).
+		return a.failed(ctx, inc, ferr, now)
+	} else if ok {
 		// Posted before by a delivery that lost the answer or died before recording it.
 		ref = &found
 		if err := a.store.SetSlack(ctx, id, found, after); err != nil {
@@ -211,6 +218,15 @@ func (a *Announcer) deliver(ctx context.Context, id string) error {
 		return a.failed(ctx, inc, replyErr, now)
 	}
 	return nil
+}
+
+// historyScopeMissing reports whether Find failed only because the bot may not read the
+// channel's history (missing_scope: channels:history). Then keywarden posts without looking —
+// a lost answer could then mean a second message, which is better than no message — and
+// `keywarden doctor` names the scope to add.
+func historyScopeMissing(err error) bool {
+	var u *notify.UndeliverableError
+	return errors.As(err, &u) && u.Code == "missing_scope"
 }
 
 // replies replies every entry of inc with a Seq above after, in Seq order, recording each

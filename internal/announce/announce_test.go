@@ -543,3 +543,29 @@ func TestAnnounceConcurrent(t *testing.T) {
 		t.Errorf("thread replies: got %d, want %d (one per entry)", total, len(got.Timeline))
 	}
 }
+
+// TestNoPostWithoutHistory: when the channel's history cannot be read, keywarden cannot tell
+// whether an earlier post (whose answer was lost) already made the incident's message, so it
+// posts nothing and leaves the delivery pending; once history answers, it posts one message
+// (found in review: the look-up's error used to be ignored).
+func TestNoPostWithoutHistory(t *testing.T) {
+	r := newRig(t, time.Second)
+	inc := r.open(t, false)
+	r.slack.Fail("conversations.history", slacktest.Fault{Error: "fatal_error", Status: 503})
+	if err := r.a.Announce(context.Background(), inc); err == nil {
+		t.Fatal("Announce: got nil error with conversations.history failing")
+	}
+	if n := len(r.topLevel()); n != 0 {
+		t.Fatalf("top-level messages: got %d, want none while history cannot be read", n)
+	}
+	if d := r.get(t, inc.ID).SlackDelivery; d.State != incident.DeliveryPending {
+		t.Errorf("slack_delivery: got %+v, want pending", d)
+	}
+	r.slack.ClearFaults()
+	if err := r.a.Announce(context.Background(), inc); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(r.topLevel()); n != 1 {
+		t.Errorf("top-level messages: got %d, want one", n)
+	}
+}

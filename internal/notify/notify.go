@@ -168,7 +168,7 @@ func (n *Notifier) Find(ctx context.Context, id string) (ref incident.SlackRef, 
 		return err
 	})
 	if err != nil {
-		return incident.SlackRef{}, false, fmt.Errorf("look for the message of incident %s in %s: %w", id, ch, err)
+		return incident.SlackRef{}, false, fmt.Errorf("look for the message of incident %s in %s: %w", id, ch, classify(err))
 	}
 	// Newest first: the latest message of the incident, should two exist already.
 	for _, m := range resp.Messages {

@@ -86,7 +86,7 @@ func (p *Pager) Page(ctx context.Context, inc incident.Incident, why Why, detail
 // Slack.
 func Summary(inc incident.Incident, why Why, detail string, now time.Time) (subject, body string) {
 	head := "keywarden: KMS key"
-	if inc.Critical || inc.Severity == incident.SeverityCritical {
+	if inc.SeverityAt(now) == incident.SeverityCritical {
 		head = "keywarden CRITICAL: KMS key"
 	}
 	subject = asciiSubject(fmt.Sprintf("%s %s %s (%d Aurora clusters)", head, keyID(inc.KeyARN), orNone(string(inc.KeyState)), len(inc.Clusters)))
@@ -94,7 +94,7 @@ func Summary(inc incident.Incident, why Why, detail string, now time.Time) (subj
 	fmt.Fprintf(&b, "Incident %s (%s)\n", inc.ID, inc.State)
 	switch why {
 	case WhyCritical:
-		b.WriteString("Paged because the incident is critical: a dependent cluster has no recoverable window.\n")
+		b.WriteString("Paged because the incident is critical: a dependent cluster has no recoverable window, the key is deleted, or less than a day is left.\n")
 	case WhyUndeliverable:
 		b.WriteString("Paged because Slack cannot carry this incident: " + detail + "\n")
 	}
