@@ -679,7 +679,7 @@ func (r *refResolver) resolve(ref string) *pendingRef {
 	}
 	p := &pendingRef{done: make(chan struct{})}
 	r.refs[ref] = p
-	if isKeyARN(ref) {
+	if incident.IsKeyARN(ref) { // answered without KMS: it does not take a resolution slot
 		p.arn = ref
 		close(p.done)
 		return p
@@ -714,14 +714,6 @@ func (r *refResolver) wait() map[string]string {
 		}
 	}
 	return out
-}
-
-// isKeyARN reports whether s is a full key ARN (arn:<partition>:kms:<region>:<account>:key/<id>).
-// kmskey.Resolver answers such a reference without calling KMS too; the finder checks first so
-// that a key ARN does not even take a slot among the resolutions in flight.
-func isKeyARN(s string) bool {
-	a, err := arn.Parse(s)
-	return err == nil && a.Service == "kms" && strings.HasPrefix(a.Resource, "key/") && len(a.Resource) > len("key/")
 }
 
 // radius picks out what depends on keyARN. resolved maps references to key ARNs.
@@ -831,15 +823,13 @@ func (inv *inventory) radius(keyARN string, resolved map[string]string) Radius {
 	return rad
 }
 
-// cluster builds the incident view of c, including whether Aurora can stop it — and so whether
-// it gets the 7-day recoverable window at all.
-func (inv *inventory) cluster(c types.DBCluster, uses []string) incident.Cluster {
-	clusterARN := aws.ToString(c.DBClusterArn)
+// StopFactsOf is what DescribeDBClusters alone says of whether Aurora can stop c: its global
+// database (GlobalClusterIdentifier), cross-Region read replicas and source, and engine mode.
+// A blue/green deployment, and a global database membership the cluster record does not name,
+// need DescribeBlueGreenDeployments and DescribeGlobalClusters, which a radius lists.
+func StopFactsOf(c types.DBCluster) incident.StopFacts {
 	facts := incident.StopFacts{GlobalCluster: aws.ToString(c.GlobalClusterIdentifier), EngineMode: aws.ToString(c.EngineMode)}
-	if g, ok := inv.globalMembers[clusterARN]; ok && facts.GlobalCluster == "" && clusterARN != "" {
-		facts.GlobalCluster = g
-	}
-	region := regionOf(clusterARN)
+	region := regionOf(aws.ToString(c.DBClusterArn))
 	for _, r := range c.ReadReplicaIdentifiers {
 		if crossRegion(region, r) {
 			facts.CrossRegionReplicas = append(facts.CrossRegionReplicas, r)
@@ -847,6 +837,17 @@ func (inv *inventory) cluster(c types.DBCluster, uses []string) incident.Cluster
 	}
 	if r := aws.ToString(c.ReplicationSourceIdentifier); crossRegion(region, r) {
 		facts.CrossRegionSource = r
+	}
+	return facts
+}
+
+// cluster builds the incident view of c, including whether Aurora can stop it — and so whether
+// it gets the 7-day recoverable window at all.
+func (inv *inventory) cluster(c types.DBCluster, uses []string) incident.Cluster {
+	clusterARN := aws.ToString(c.DBClusterArn)
+	facts := StopFactsOf(c)
+	if g, ok := inv.globalMembers[clusterARN]; ok && facts.GlobalCluster == "" && clusterARN != "" {
+		facts.GlobalCluster = g
 	}
 	facts.BlueGreenDeployment = inv.blueGreen[clusterARN]
 	reason := incident.CannotStopReason(facts)

@@ -830,7 +830,7 @@ func TestResolveOnce(t *testing.T) {
 		if n != 1 {
 			t.Errorf("reference %s resolved %d times, want once", ref, n)
 		}
-		if isKeyARN(ref) {
+		if incident.IsKeyARN(ref) {
 			t.Errorf("key ARN %s was resolved; it needs no call", ref)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/rds"
 
 	"github.com/keywarden/keywarden/internal/awstest"
+	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/kmskey"
 )
 
@@ -246,7 +247,7 @@ func plainLister(ctx context.Context, rdsAPI *rds.Client, kmsAPI *kms.Client, ke
 		}
 	}
 	for _, r := range slices.Sorted(maps.Keys(refs)) {
-		if isKeyARN(r) {
+		if incident.IsKeyARN(r) {
 			refs[r] = r
 			continue
 		}

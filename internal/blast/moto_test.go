@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/keywarden/keywarden/internal/awstest"
+	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/kmskey"
 )
 
@@ -263,7 +264,7 @@ func checkCalls(t *testing.T, calls []awstest.Call) {
 		case "DescribeKey":
 			ref := c.Params.Get("KeyId")
 			described[ref]++
-			if isKeyARN(ref) {
+			if incident.IsKeyARN(ref) {
 				t.Errorf("DescribeKey(%s): a key ARN needs no call", ref)
 			}
 		}

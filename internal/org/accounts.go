@@ -72,6 +72,9 @@ func (d *Directory) Accounts(ctx context.Context) ([]Account, error) {
 	if len(d.fixed) > 0 {
 		return slices.Clone(d.fixed), nil
 	}
+	if d.api == nil {
+		return nil, errors.New("no accounts named and no Organizations client to list them")
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.listed != nil {

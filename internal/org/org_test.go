@@ -253,3 +253,13 @@ func TestSettingsFromEnv(t *testing.T) {
 		})
 	}
 }
+
+// TestFinderNoAccounts: an organisation radius that would search no account is an error, never
+// an empty "no Aurora impact" radius (found in review).
+func TestFinderNoAccounts(t *testing.T) {
+	dir, _ := org.NewDirectory(nil, nil)
+	f := org.NewFinder(dir, fakeConfigs{}, func(s org.Scope) org.RadiusFinder { return fakeFinder{account: s.Account} })
+	if _, err := f.Find(context.Background(), "arn:aws:kms:eu-west-1:111111111111:key/k"); err == nil {
+		t.Fatal("Find searched no account and reported no error")
+	}
+}

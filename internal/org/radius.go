@@ -152,13 +152,17 @@ func NewFinder(accounts AccountSource, configs ConfigSource, newFinder func(Scop
 // is never dropped. Find returns an error only when keyARN is not a key ARN, when the accounts
 // cannot be listed, or when ctx ends.
 func (f *Finder) Find(ctx context.Context, keyARN string) (Radius, error) {
-	a, err := arn.Parse(keyARN)
-	if err != nil || a.Service != "kms" || !strings.HasPrefix(a.Resource, "key/") {
+	if !incident.IsKeyARN(keyARN) {
 		return Radius{}, fmt.Errorf("organisation blast radius: %q is not a key ARN", keyARN)
 	}
+	a, _ := arn.Parse(keyARN)
 	accounts, err := f.accounts.Accounts(ctx)
 	if err != nil {
 		return Radius{}, fmt.Errorf("organisation blast radius of %s: %w", keyARN, err)
+	}
+	if len(accounts) == 0 {
+		// Searching nothing proves nothing: "no Aurora impact" would be a false all-clear.
+		return Radius{}, fmt.Errorf("organisation blast radius of %s: no accounts to search (name them, or let Organizations list the organisation's)", keyARN)
 	}
 
 	type result struct {

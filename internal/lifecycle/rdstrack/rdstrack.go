@@ -21,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/rds"
 	rdstypes "github.com/aws/aws-sdk-go-v2/service/rds/types"
 
+	"github.com/keywarden/keywarden/internal/blast"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/kmskey"
 	"github.com/keywarden/keywarden/internal/lifecycle"
@@ -128,7 +129,7 @@ func lossEvidence(ev rdsevent.Event, tg target) bool {
 func reportedCluster(tg target) *incident.Cluster {
 	c := tg.live
 	clusterARN := aws.ToString(c.DBClusterArn)
-	reason := incident.CannotStopReason(incident.StopFacts{GlobalCluster: aws.ToString(c.GlobalClusterIdentifier), EngineMode: aws.ToString(c.EngineMode)})
+	reason := incident.CannotStopReason(blast.StopFactsOf(c))
 	account := ""
 	if parts := strings.SplitN(clusterARN, ":", 6); len(parts) == 6 {
 		account = parts[4]
