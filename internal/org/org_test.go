@@ -257,9 +257,19 @@ func TestSettingsFromEnv(t *testing.T) {
 // TestFinderNoAccounts: an organisation radius that would search no account is an error, never
 // an empty "no Aurora impact" radius (found in review).
 func TestFinderNoAccounts(t *testing.T) {
-	dir, _ := org.NewDirectory(nil, nil)
+	dir, err := org.NewDirectory(nil, emptyOrganization{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	f := org.NewFinder(dir, fakeConfigs{}, func(s org.Scope) org.RadiusFinder { return fakeFinder{account: s.Account} })
 	if _, err := f.Find(context.Background(), "arn:aws:kms:eu-west-1:111111111111:key/k"); err == nil {
 		t.Fatal("Find searched no account and reported no error")
 	}
+}
+
+// emptyOrganization lists no account.
+type emptyOrganization struct{}
+
+func (emptyOrganization) ListAccounts(context.Context, *organizations.ListAccountsInput, ...func(*organizations.Options)) (*organizations.ListAccountsOutput, error) {
+	return &organizations.ListAccountsOutput{}, nil
 }
