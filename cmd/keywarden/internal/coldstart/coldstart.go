@@ -11,7 +11,6 @@ package coldstart
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -195,7 +194,9 @@ var baseEnv = map[string]string{
 	"SLACK_CHANNEL":                   "C0BENCH01",
 	"SLACK_SIGNING_SECRET":            "bench",
 	"APPROVERS":                       "U0BENCH01",
-	"REMEDIATE_FUNCTION":              "RemediateFunction",
+	// Named, so SlackActionFunction does not ask auth.test for its workspace at start.
+	"SLACK_TEAM_ID":      "T0BENCH01",
+	"REMEDIATE_FUNCTION": "RemediateFunction",
 }
 
 // initDuration is the emulator's own account of the init phase: from starting the bootstrap to
@@ -228,7 +229,7 @@ func measure(ctx context.Context, emulator, bootstrap string, env map[string]str
 	}
 	s := sample{first: time.Since(start), cold: time.Since(launched)}
 	if s.rss = peakRSS(em.Pgid(), "bootstrap"); s.rss == 0 {
-		return sample{}, errors.New("the bootstrap's memory could not be read in /proc")
+		return sample{}, fmt.Errorf("the bootstrap's memory could not be read in /proc (did its init fail? emulator log:\n%s)", log.Bytes())
 	}
 	// The REPORT line follows the answer by a moment.
 	deadline := time.Now().Add(2 * time.Second)
