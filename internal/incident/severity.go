@@ -1,7 +1,6 @@
 package incident
 
 import (
-	"strings"
 	"time"
 )
 
@@ -56,8 +55,8 @@ func (inc *Incident) KeyForeign() bool {
 	}
 	for _, c := range inc.Clusters {
 		account := c.Account
-		if parts := strings.SplitN(c.ARN, ":", 6); account == "" && len(parts) == 6 {
-			account = parts[4]
+		if account == "" {
+			account = ARNAccount(c.ARN)
 		}
 		if account != "" && account != inc.KeyAccount {
 			return true

@@ -58,7 +58,26 @@ func KeyAccount(s string) string {
 	if !IsKeyARN(s) {
 		return ""
 	}
-	return strings.SplitN(s, ":", 6)[4]
+	return ARNAccount(s)
+}
+
+// KeyID is the key ID part of a key ARN, and any other string unchanged (a bare key ID is
+// already an ID).
+func KeyID(s string) string {
+	if !IsKeyARN(s) {
+		return s
+	}
+	return s[strings.LastIndex(s, ":key/")+len(":key/"):]
+}
+
+// ARNAccount is the account ID field of any ARN (arn:partition:service:region:account:…), ""
+// when s is not an ARN.
+func ARNAccount(s string) string {
+	parts := strings.SplitN(s, ":", 6)
+	if len(parts) != 6 || parts[0] != "arn" {
+		return ""
+	}
+	return parts[4]
 }
 
 // ClusterStatus is an Aurora DB cluster's Status (DescribeDBClusters) or a DB instance's

@@ -244,10 +244,7 @@ func (r *Resolver) KeysInStore(ctx context.Context, storeID string) ([]Key, erro
 // ID is already an ID). moto's KMS write APIs misbehave when given a key ARN (aws-facts §8),
 // and real KMS accepts the ID for keys in the caller's own account, so writers pass the ID.
 func IDFromARN(s string) string {
-	if !incident.IsKeyARN(s) {
-		return s
-	}
-	return s[strings.LastIndex(s, ":key/")+len(":key/"):]
+	return incident.KeyID(s)
 }
 
 func (r *Resolver) lookup(ref string) (string, bool) {

@@ -89,7 +89,7 @@ func Summary(inc incident.Incident, why Why, detail string, now time.Time) (subj
 	if inc.SeverityAt(now) == incident.SeverityCritical {
 		head = "keywarden CRITICAL: KMS key"
 	}
-	subject = asciiSubject(fmt.Sprintf("%s %s %s (%d Aurora clusters)", head, keyID(inc.KeyARN), orNone(string(inc.KeyState)), len(inc.Clusters)))
+	subject = asciiSubject(fmt.Sprintf("%s %s %s (%d Aurora clusters)", head, incident.KeyID(inc.KeyARN), orNone(string(inc.KeyState)), len(inc.Clusters)))
 	var b strings.Builder
 	fmt.Fprintf(&b, "Incident %s (%s)\n", inc.ID, inc.State)
 	switch why {
@@ -121,13 +121,6 @@ func Summary(inc incident.Incident, why Why, detail string, now time.Time) (subj
 	fmt.Fprintf(&b, "Instances: %d, snapshots: %d\n", inc.InstanceCount, inc.SnapshotCount)
 	b.WriteString("Details: keywarden incidents " + inc.ID + "\n")
 	return subject, b.String()
-}
-
-func keyID(arn string) string {
-	if _, id, ok := strings.Cut(arn, ":key/"); ok {
-		return id
-	}
-	return arn
 }
 
 func orNone(s string) string {

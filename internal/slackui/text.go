@@ -121,8 +121,7 @@ func keyLabel(inc incident.Incident) string {
 		return inc.KeyAlias
 	}
 	if incident.IsKeyARN(inc.KeyARN) {
-		_, id, _ := strings.Cut(inc.KeyARN, ":key/")
-		return id
+		return incident.KeyID(inc.KeyARN)
 	}
 	if inc.KeyARN != "" {
 		return inc.KeyARN

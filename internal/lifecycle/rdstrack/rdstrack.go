@@ -130,10 +130,7 @@ func reportedCluster(tg target) *incident.Cluster {
 	c := tg.live
 	clusterARN := aws.ToString(c.DBClusterArn)
 	reason := incident.CannotStopReason(blast.StopFactsOf(c))
-	account := ""
-	if parts := strings.SplitN(clusterARN, ":", 6); len(parts) == 6 {
-		account = parts[4]
-	}
+	account := incident.ARNAccount(clusterARN)
 	return &incident.Cluster{
 		Identifier: tg.cluster, ARN: clusterARN, Engine: aws.ToString(c.Engine), Status: tg.clusterStatus,
 		Account: account, CanStop: reason == "", CannotStopReason: reason, Uses: []string{"storage"},
