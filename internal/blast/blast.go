@@ -238,7 +238,7 @@ func (f *Finder) automated(ctx context.Context, inv *inventory, want map[string]
 	}
 	var on []types.DBCluster
 	for _, c := range inv.clusters {
-		if isAurora(aws.ToString(c.Engine)) && keys[resolved[aws.ToString(c.KmsKeyId)]] {
+		if IsAurora(aws.ToString(c.Engine)) && keys[resolved[aws.ToString(c.KmsKeyId)]] {
 			on = append(on, c)
 		}
 	}
@@ -764,7 +764,7 @@ func (inv *inventory) radius(keyARN string, resolved map[string]string) Radius {
 			continue
 		}
 		cl := inv.cluster(c, uses)
-		if !isAurora(cl.Engine) {
+		if !IsAurora(cl.Engine) {
 			rad.OtherEngines = append(rad.OtherEngines, cl)
 			continue
 		}
@@ -784,7 +784,7 @@ func (inv *inventory) radius(keyARN string, resolved map[string]string) Radius {
 	}
 
 	for _, s := range inv.snapshots {
-		if !isAurora(aws.ToString(s.Engine)) || !is(s.KmsKeyId) {
+		if !IsAurora(aws.ToString(s.Engine)) || !is(s.KmsKeyId) {
 			continue
 		}
 		rad.Snapshots = append(rad.Snapshots, incident.Snapshot{
@@ -800,7 +800,7 @@ func (inv *inventory) radius(keyARN string, resolved map[string]string) Radius {
 		if live[aws.ToString(b.DBClusterArn)] || live[aws.ToString(b.DbClusterResourceId)] {
 			continue
 		}
-		if !isAurora(aws.ToString(b.Engine)) || !is(b.KmsKeyId) {
+		if !IsAurora(aws.ToString(b.Engine)) || !is(b.KmsKeyId) {
 			continue
 		}
 		rad.Snapshots = append(rad.Snapshots, incident.Snapshot{
@@ -872,10 +872,10 @@ func (inv *inventory) cluster(c types.DBCluster, uses []string) incident.Cluster
 	}
 }
 
-// isAurora reports whether engine is an Aurora engine (aurora, aurora-mysql,
+// IsAurora reports whether engine is an Aurora engine (aurora, aurora-mysql,
 // aurora-postgresql). DescribeDBClusters also returns Neptune, DocumentDB and Multi-AZ RDS
 // clusters.
-func isAurora(engine string) bool { return strings.HasPrefix(engine, "aurora") }
+func IsAurora(engine string) bool { return strings.HasPrefix(engine, "aurora") }
 
 func regionOf(s string) string {
 	a, err := arn.Parse(s)

@@ -738,7 +738,7 @@ func (r *Reconciler) resolveStorageKeys(ctx context.Context, inv *inventory, b *
 	for _, id := range inv.order {
 		c := inv.clusters[id]
 		ref := aws.ToString(c.KmsKeyId)
-		if ref == "" || !strings.HasPrefix(aws.ToString(c.Engine), "aurora") {
+		if ref == "" || !blast.IsAurora(aws.ToString(c.Engine)) {
 			continue
 		}
 		if _, ok := out[ref]; !ok {
@@ -786,7 +786,7 @@ func (r *Reconciler) backstop(ctx context.Context, inv *inventory, openKeys map[
 	for _, id := range inv.order {
 		c := inv.clusters[id]
 		ref := aws.ToString(c.KmsKeyId)
-		if ref == "" || !strings.HasPrefix(aws.ToString(c.Engine), "aurora") {
+		if ref == "" || !blast.IsAurora(aws.ToString(c.Engine)) {
 			continue
 		}
 		res := resolved[ref]

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -264,7 +263,7 @@ func (t *Tracker) locate(ctx context.Context, ev rdsevent.Event) (tg target, ign
 	}
 	tg.live = c
 	tg.clusterStatus = incident.ClusterStatus(aws.ToString(c.Status))
-	if !strings.HasPrefix(aws.ToString(c.Engine), "aurora") {
+	if !blast.IsAurora(aws.ToString(c.Engine)) {
 		return tg, "cluster " + tg.cluster + " is not Aurora (engine " + aws.ToString(c.Engine) + ")", nil
 	}
 	ref := aws.ToString(c.KmsKeyId)
