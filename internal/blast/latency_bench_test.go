@@ -215,7 +215,7 @@ func plainLister(ctx context.Context, rdsAPI *rds.Client, kmsAPI *kms.Client, ke
 		}
 		for _, c := range page.DBClusters {
 			note(c.KmsKeyId)
-			if isAurora(aws.ToString(c.Engine)) {
+			if IsAurora(aws.ToString(c.Engine)) {
 				clusterKey[aws.ToString(c.DBClusterIdentifier)] = aws.ToString(c.KmsKeyId)
 			}
 		}
@@ -241,7 +241,7 @@ func plainLister(ctx context.Context, rdsAPI *rds.Client, kmsAPI *kms.Client, ke
 		}
 		for _, s := range page.DBClusterSnapshots {
 			note(s.KmsKeyId)
-			if isAurora(aws.ToString(s.Engine)) {
+			if IsAurora(aws.ToString(s.Engine)) {
 				snapshotKeys[aws.ToString(s.KmsKeyId)]++
 			}
 		}

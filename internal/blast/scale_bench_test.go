@@ -302,7 +302,7 @@ func plainSequential(ctx context.Context, rdsAPI *rds.Client, kmsAPI *kms.Client
 			if err != nil {
 				return res, err
 			}
-			if a == keyARN && isAurora(aws.ToString(c.Engine)) {
+			if a == keyARN && IsAurora(aws.ToString(c.Engine)) {
 				onKey[aws.ToString(c.DBClusterIdentifier)] = true
 			}
 		}
@@ -330,7 +330,7 @@ func plainSequential(ctx context.Context, rdsAPI *rds.Client, kmsAPI *kms.Client
 			if err != nil {
 				return res, err
 			}
-			if a == keyARN && isAurora(aws.ToString(s.Engine)) {
+			if a == keyARN && IsAurora(aws.ToString(s.Engine)) {
 				res.snapshots++
 			}
 		}
