@@ -20,6 +20,10 @@
 //	CLOUDTRAIL_LOOKUP                "on" (default) or "off" (the local stack: moto lacks LookupEvents)
 //	CRITICAL_REMINDER_EVERY          cadence of reminders, with the escalation mention, for a
 //	                                 critical incident with no deadline (default 6h)
+//	DEPLOYMENT_MODE …                organization mode (org.SettingsFromEnv): keys are read in
+//	                                 their own account, the backstop and the radius repair map a
+//	                                 key across the organisation's accounts, and clusters are
+//	                                 listed in every account through the member read role
 package main
 
 import (
@@ -32,6 +36,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/cloudtrail"
 
 	"github.com/keywarden/keywarden/internal/env"
+	"github.com/keywarden/keywarden/internal/org"
 	"github.com/keywarden/keywarden/internal/reconcile"
 	"github.com/keywarden/keywarden/internal/trail"
 	"github.com/keywarden/keywarden/internal/wire"
@@ -40,6 +45,7 @@ import (
 
 type settings struct {
 	Shared           wire.Settings
+	Org              org.Settings
 	Thresholds       []time.Duration
 	Mention          string
 	RunBudget        time.Duration
@@ -58,6 +64,11 @@ func loadSettings(r *env.Reader) (settings, error) {
 		CloudTrailLookup: choice(r, "CLOUDTRAIL_LOOKUP", "on", "off", true),
 		CriticalEvery:    r.Duration("CRITICAL_REMINDER_EVERY", reconcile.DefaultCriticalEvery),
 	}
+	o, err := org.SettingsFromEnv(func(k string) string { return r.String(k, "") })
+	if err != nil {
+		r.Fail(err)
+	}
+	c.Org = o
 	return c, r.Err()
 }
 
@@ -88,10 +99,14 @@ func main() {
 		log.Error("start-up", "error", err)
 		os.Exit(1)
 	}
-	k := keyloss.Build(svc, cfg.Shared, log)
+	k := keyloss.Build(svc, cfg.Shared, cfg.Org, log)
 	d := reconcile.Deps{
 		RDS: k.RDS, KMS: k.KMS, Keys: k.Keys, Radius: k.Radius, Incidents: svc.Store,
 		Opener: k.Triage, Events: k.RDS,
+	}
+	if cfg.Org.Enabled {
+		d.Radius = org.ManyFinder{Finder: k.Accounts}
+		d.RDS = org.NewAcrossAccounts(cfg.Org, svc.AWS, k.ReadRoles)
 	}
 	if svc.Announcer != nil {
 		d.Announcer, d.Replier = svc.Announcer, svc.Announcer
