@@ -80,10 +80,11 @@ func TestFunctionsLinkOnlyWhatTheyUse(t *testing.T) {
 	notLinked := map[string][]string{
 		"functions/slack-action": {"github.com/aws/aws-sdk-go-v2/service/rds", "github.com/aws/aws-sdk-go-v2/service/kms",
 			"github.com/aws/aws-sdk-go-v2/service/cloudtrail", module + "internal/blast", module + "internal/triage",
-			module + "internal/remedy", module + "internal/kmskey", module + "internal/org",
+			module + "internal/remedy", module + "internal/kmskey", module + "internal/org", module + "internal/org/member",
 			"github.com/aws/aws-sdk-go-v2/service/organizations"},
 		"functions/remediate": {"github.com/aws/aws-sdk-go-v2/service/cloudtrail", "github.com/aws/aws-sdk-go-v2/service/lambda",
-			module + "internal/blast", module + "internal/triage", module + "internal/approval"},
+			module + "internal/blast", module + "internal/triage", module + "internal/approval", module + "internal/org",
+			"github.com/aws/aws-sdk-go-v2/service/organizations"},
 		"functions/key-event": {"github.com/aws/aws-sdk-go-v2/service/cloudtrail", "github.com/aws/aws-sdk-go-v2/service/lambda",
 			module + "internal/remedy", module + "internal/approval"},
 		"functions/rds-event": {"github.com/aws/aws-sdk-go-v2/service/cloudtrail", "github.com/aws/aws-sdk-go-v2/service/lambda",
@@ -96,7 +97,7 @@ func TestFunctionsLinkOnlyWhatTheyUse(t *testing.T) {
 		"functions/key-event": {module + "internal/org"},
 		"functions/rds-event": {module + "internal/org"},
 		"functions/reconcile": {module + "internal/org"},
-		"functions/remediate": {module + "internal/org"},
+		"functions/remediate": {module + "internal/org/member"},
 	}
 	for fn, want := range linked {
 		out, err := exec.Command("go", "list", "-deps", module+fn).Output()

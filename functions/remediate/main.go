@@ -13,6 +13,9 @@
 //	                            SLACK_BOT_TOKEN and SLACK_CHANNEL are required here
 //	REMEDIATION_KEYS            key ARNs remediation is limited to, comma-separated (optional; default any key)
 //	WAIT_TIMEOUT                how long to wait for the key to read Enabled (default 60s; keep it under the function timeout)
+//	DEPLOYMENT_MODE …           organization mode (member.SettingsFromEnv): key steps run through the
+//	                            keywarden-remediate role (MEMBER_REMEDIATE_ROLE) of the key's
+//	                            account, cluster steps through that of each cluster's account
 package main
 
 import (
@@ -27,12 +30,14 @@ import (
 
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/org/member"
 	"github.com/keywarden/keywarden/internal/remedy"
 	"github.com/keywarden/keywarden/internal/wire"
 )
 
 type settings struct {
 	Shared      wire.Settings
+	Org         member.Settings
 	AllowedKeys []string
 	WaitTimeout time.Duration
 }
@@ -43,6 +48,11 @@ func loadSettings(r *env.Reader) (settings, error) {
 		AllowedKeys: r.List("REMEDIATION_KEYS"),
 		WaitTimeout: r.Duration("WAIT_TIMEOUT", remedy.DefaultWaitTimeout),
 	}
+	o, err := member.SettingsFromEnv(func(k string) string { return r.String(k, "") })
+	if err != nil {
+		r.Fail(err)
+	}
+	c.Org = o
 	for _, k := range c.AllowedKeys {
 		if !incident.IsKeyARN(k) {
 			r.Fail(fmt.Errorf("REMEDIATION_KEYS: %q is not a KMS key ARN", k))
@@ -77,10 +87,14 @@ func main() {
 	}
 	// RemediateFunction calls KMS and RDS but needs no blast radius or triage: it builds the two
 	// clients itself rather than through wire/keyloss.
-	run := remedy.New(kms.NewFromConfig(svc.AWS), rds.NewFromConfig(svc.AWS), svc.Store, remedy.Options{
+	own := remedy.Single{KMSClient: kms.NewFromConfig(svc.AWS), RDSClient: rds.NewFromConfig(svc.AWS)}
+	run := remedy.New(own.KMSClient, own.RDSClient, svc.Store, remedy.Options{
 		WaitTimeout: cfg.WaitTimeout,
 		AllowedKeys: allowedKeys(cfg.AllowedKeys),
 	})
+	if cfg.Org.Enabled {
+		run.WithClients(newAccountClients(member.NewRoles(svc.AWS, cfg.Org.RemediateRole), own))
+	}
 	h := &handler{
 		runner:          run,
 		store:           svc.Store,

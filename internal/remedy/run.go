@@ -32,6 +32,7 @@ const (
 type run struct {
 	id, runID string
 	live      *live
+	inc       incident.Incident // as the run found it: the accounts its steps act in (clients.go)
 	// keyAccessBy is when the run stops retrying RDS calls that cannot reach the key yet; zero
 	// until the first KMSKeyNotAccessibleFault.
 	keyAccessBy time.Time
@@ -122,7 +123,7 @@ func (r *Runner) Run(ctx context.Context, id string, by string) (incident.Incide
 	case inc.State != incident.StateRemediating:
 		return inc, nil, fmt.Errorf("remediate incident %s (%s): %w", id, inc.State, ErrNotApproved)
 	}
-	ru := &run{id: id, runID: RunID(inc)}
+	ru := &run{id: id, runID: RunID(inc), inc: inc}
 	if err := r.allowed(inc); err != nil {
 		return r.refuse(ctx, ru, inc, nil, err)
 	}
@@ -285,6 +286,9 @@ func (r *Runner) record(ctx context.Context, ru *run, s Step, retried bool, appl
 		ID:   incident.StepID(ru.runID, s.Name, s.Target),
 		Kind: s.Name, Target: s.Target, Result: s.Result, Detail: s.Detail, At: now,
 	}
+	if ru.inc.Organization {
+		rec.Account = stepAccount(ru.inc, s)
+	}
 	if retried {
 		rec.ID = incident.EntryID(rec.ID, "attempt", now.Format(time.RFC3339Nano))
 	}
@@ -301,6 +305,7 @@ func (r *Runner) record(ctx context.Context, ru *run, s Step, retried bool, appl
 // exec runs one step, fills its Result, Detail and Err, and returns the change it makes to the
 // incident. A non-nil stop ends the run: any KMS failure, and any transient RDS failure.
 func (r *Runner) exec(ctx context.Context, ru *run, s *Step) (apply func(*incident.Incident, time.Time), stop error) {
+	ctx = inAccount(ctx, stepAccount(ru.inc, *s), ru.inc.KeyARN)
 	var err error
 	switch s.Name {
 	case incident.StepCancelKeyDeletion:
