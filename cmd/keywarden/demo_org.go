@@ -345,4 +345,3 @@ func (d *orgDemo) remediatedOrg(ctx context.Context) error {
 	}
 	return nil
 }
-
