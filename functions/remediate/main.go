@@ -13,9 +13,10 @@
 //	                            SLACK_BOT_TOKEN and SLACK_CHANNEL are required here
 //	REMEDIATION_KEYS            key ARNs remediation is limited to, comma-separated (optional; default any key)
 //	WAIT_TIMEOUT                how long to wait for the key to read Enabled (default 60s; keep it under the function timeout)
-//	DEPLOYMENT_MODE …           organization mode (member.SettingsFromEnv): key steps run through the
-//	                            keywarden-remediate role (MEMBER_REMEDIATE_ROLE) of the key's
-//	                            account, cluster steps through that of each cluster's account
+//	DEPLOYMENT_MODE …           organization mode (member.SettingsFromEnv): key steps run in the
+//	                            key's account, cluster steps in each cluster's, reading through
+//	                            keywarden-read (MEMBER_READ_ROLE) and writing through
+//	                            keywarden-remediate (MEMBER_REMEDIATE_ROLE)
 package main
 
 import (
@@ -93,7 +94,7 @@ func main() {
 		AllowedKeys: allowedKeys(cfg.AllowedKeys),
 	})
 	if cfg.Org.Enabled {
-		run.WithClients(newAccountClients(member.NewRoles(svc.AWS, cfg.Org.RemediateRole), own))
+		run.WithClients(newAccountClients(member.NewRoles(svc.AWS, cfg.Org.ReadRole), member.NewRoles(svc.AWS, cfg.Org.RemediateRole), own))
 	}
 	h := &handler{
 		runner:          run,

@@ -100,7 +100,7 @@ func TestRemediatesAcrossAccounts(t *testing.T) {
 	}
 	own := remedy.Single{KMSClient: kms.NewFromConfig(cfg), RDSClient: rds.NewFromConfig(cfg)}
 	run := remedy.New(own.KMSClient, own.RDSClient, store, remedy.Options{WaitTimeout: 10 * time.Second, KeyAccessTimeout: 2 * time.Second}).
-		WithClients(newAccountClients(member.NewRoles(cfg, o.RemediateRole), own))
+		WithClients(newAccountClients(member.NewRoles(cfg, o.ReadRole), member.NewRoles(cfg, o.RemediateRole), own))
 	sl := slacktest.Start(t, &slacktest.Slack{Token: botToken})
 	h := &handler{runner: run, store: store, log: slog.New(slog.NewJSONHandler(io.Discard, nil)), announceTimeout: 5 * time.Second,
 		announcer: announce.New(store, notify.New(slack.New(botToken, slack.OptionAPIURL(sl.APIURL())), "#keywarden"), nil, nil)}

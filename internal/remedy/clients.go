@@ -12,10 +12,12 @@ import (
 )
 
 // Clients gives the KMS and RDS clients that act in an account (issue 13): in organization
-// mode, each step runs through the keywarden-remediate role of the account it acts in — the
-// key's account for CancelKeyDeletion, EnableKey and the wait, each cluster's account for
-// StartDBCluster and RebootDBInstance — because KMS lets only the key's own account enable it or
-// cancel its deletion, and RDS acts only on clusters of the caller's account. account is "" when
+// mode, each step runs in the account it acts in — the key's account for CancelKeyDeletion,
+// EnableKey and the wait, each cluster's account for StartDBCluster and RebootDBInstance, and the
+// live-state reads likewise — through that account's member roles (RemediateFunction reads
+// through keywarden-read and writes through keywarden-remediate), because KMS lets only the key's
+// own account enable it or cancel its deletion, and RDS acts only on clusters of the caller's
+// account. account is "" when
 // the incident does not say (account mode, or a dependent recorded before issue 13); region is
 // the key's Region. An error (a role that cannot be assumed) fails the step in that account.
 type Clients interface {
