@@ -78,7 +78,7 @@ var unscopable = map[string]bool{
 	"kms:ListKeys": true, "kms:ListAliases": true, "cloudtrail:LookupEvents": true,
 	"rds:DescribeDBClusters": true, "rds:DescribeDBInstances": true, "rds:DescribeDBClusterSnapshots": true,
 	"rds:DescribeDBClusterAutomatedBackups": true, "rds:DescribeGlobalClusters": true,
-	"organizations:ListAccounts": true,
+	"organizations:ListAccounts":       true,
 	"rds:DescribeBlueGreenDeployments": true, "rds:DescribeEvents": true,
 }
 
