@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -78,7 +79,7 @@ func runOrgDemo(ctx context.Context, localStack *stack.Stack, stdout io.Writer) 
 		awsAccount, orgDemoSecurity, orgDemoWorkloadA, orgDemoWorkloadB)
 
 	for _, stage := range []func(context.Context) error{
-		d.routing, d.seedOrg, d.radiusOrg, d.disableOrg, d.deliverOrg, d.showOrg, d.slackOrg, d.clickOrg, d.remediatedOrg,
+		d.routing, d.seedOrg, d.radiusOrg, d.disableOrg, d.deliverOrg, d.auroraStopsOrg, d.showOrg, d.slackOrg, d.clickOrg, d.remediatedOrg,
 	} {
 		if err := stage(ctx); err != nil {
 			return err
@@ -94,17 +95,19 @@ const awsAccount = "123456789012"
 // routing puts template.yaml's rules in organization mode on the central keywarden bus, and
 // member.yaml's forwarding rules on the security account's default bus, as the StackSet would.
 func (d *orgDemo) routing(ctx context.Context) error {
-	d.say("Organisation routing: template.yaml in organization mode (rules on the central bus \"keywarden\"), member.yaml's forwarding rules in the security account")
+	d.say("Organisation routing: template.yaml in organization mode (rules on the central bus \"keywarden\"), member.yaml's forwarding rules in each member account")
 	d.router = routing.Router{Template: filepath.Join(d.stack.Dir(), "template.yaml"), Prefix: "kworg",
 		Parameters: map[string]string{"DeploymentMode": "organization", "OrganizationId": "o-demo000001"}}
 	if err := d.router.Load(ctx, d.cfg); err != nil {
 		return err
 	}
 	bus := "arn:aws:events:" + stack.Region + ":" + awsAccount + ":event-bus/keywarden"
-	if err := (routing.Forwarder{Member: filepath.Join(d.stack.Dir(), "member.yaml"), CentralBusARN: bus, Prefix: "kworg"}).Load(ctx, d.security); err != nil {
-		return err
+	for _, a := range []string{orgDemoSecurity, orgDemoWorkloadA, orgDemoWorkloadB} {
+		if err := (routing.Forwarder{Member: filepath.Join(d.stack.Dir(), "member.yaml"), CentralBusARN: bus, Prefix: "kworg"}).Load(ctx, d.accounts[a]); err != nil {
+			return err
+		}
 	}
-	fmt.Fprintf(d.out, "   %s forwards KMS's CloudTrail calls and events to %s\n", orgDemoSecurity, bus)
+	fmt.Fprintf(d.out, "   %s, %s and %s forward KMS's and RDS's events to %s\n", orgDemoSecurity, orgDemoWorkloadA, orgDemoWorkloadB, bus)
 	return nil
 }
 
@@ -158,14 +161,30 @@ func (d *orgDemo) disableOrg(ctx context.Context) error {
 	if _, err := kms.NewFromConfig(d.security).DisableKey(ctx, &kms.DisableKeyInput{KeyId: &d.keyID}); err != nil {
 		return fmt.Errorf("disable key: %w", err)
 	}
-	d.say("Aurora loses the key: the clusters stop (StopDBCluster in each workload account stands in for RDS)")
+	return nil
+}
+
+// auroraStopsOrg: Aurora loses the key and the clusters stop (StopDBCluster in each workload
+// account stands in for RDS); RDS-EVENT-0419 of workload A travels through A's forwarding rule
+// to RdsEventFunction, which reads the cluster in the account its SourceArn names.
+func (d *orgDemo) auroraStopsOrg(ctx context.Context) error {
+	d.say("Aurora loses the key: the clusters stop, and workload %s's RDS-EVENT-0419 goes through its forwarding rule to RdsEventFunction", orgDemoWorkloadA)
 	for _, a := range slices.Sorted(maps.Keys(d.cluster)) {
 		if _, err := rds.NewFromConfig(d.accounts[a]).StopDBCluster(ctx, &rds.StopDBClusterInput{DBClusterIdentifier: aws.String(d.cluster[a])}); err != nil {
 			return fmt.Errorf("stop %s: %w", d.cluster[a], err)
 		}
 		fmt.Fprintf(d.out, "   %s stopped in %s\n", d.cluster[a], a)
 	}
-	return nil
+	b, err := os.ReadFile(filepath.Join(d.stack.Dir(), "events", "rds-instance-key-access-lost-0419.json"))
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	event := strings.ReplaceAll(string(b), "orders-aurora", d.cluster[orgDemoWorkloadA])
+	event = strings.ReplaceAll(event, "123456789012", orgDemoWorkloadA)
+	event = strings.ReplaceAll(event, "2026-03-10T14:37:12.905Z", now.Format("2006-01-02T15:04:05.000Z"))
+	event = strings.ReplaceAll(event, "2026-03-10T14:37:12Z", now.Format(time.RFC3339))
+	return d.forward(ctx, d.accounts[orgDemoWorkloadA], []byte(event), d.cluster[orgDemoWorkloadA]+"-1")
 }
 
 // deliverOrg puts the DisableKey CloudTrail event on the security account's default bus; the
@@ -186,7 +205,15 @@ func (d *orgDemo) deliverOrg(ctx context.Context) error {
 	if err := json.Unmarshal(event, &sent); err != nil {
 		return err
 	}
-	if _, err := d.router.Put(ctx, d.security, event); err != nil {
+	return d.forward(ctx, d.security, event, sent.Detail.EventID)
+}
+
+// forward puts event on the default bus of the member account cfg acts in, collects what the
+// central bus's rules delivered (recognised by mark, a string only this event's detail holds:
+// the central bus gives a forwarded event an ID of its own) and runs each function it reached,
+// in organization mode.
+func (d *orgDemo) forward(ctx context.Context, cfg aws.Config, event []byte, mark string) error {
+	if _, err := d.router.Put(ctx, cfg, event); err != nil {
 		return err
 	}
 	deliveries, err := d.router.Collect(ctx, d.cfg, nil, 5*time.Second)
@@ -195,7 +222,7 @@ func (d *orgDemo) deliverOrg(ctx context.Context) error {
 	}
 	delivered := 0
 	for _, dl := range deliveries {
-		if !strings.Contains(string(dl.Event), sent.Detail.EventID) {
+		if !strings.Contains(string(dl.Event), mark) {
 			continue
 		}
 		delivered++
@@ -281,7 +308,20 @@ func (d *orgDemo) clickOrg(ctx context.Context) error {
 	go func() { _ = srv.Serve(l) }()
 	d.closers = append(d.closers, func() { _ = srv.Close() })
 	d.clickEnv = map[string]string{"AWS_ENDPOINT_URL_LAMBDA": "http://" + l.Addr().String()}
-	return d.click(ctx, demoApprover, "remediate")
+	if err := d.click(ctx, demoApprover, "remediate"); err != nil {
+		return err
+	}
+	inc, err := d.store.OpenFor(ctx, d.keyARN)
+	if err != nil {
+		return err
+	}
+	if inc.State != incident.StateRemediating {
+		// A click is bound to the message's version: one shown before the incident last changed
+		// is refused and the message refreshed, so the approver clicks the current one.
+		fmt.Fprintf(d.out, "   the message was out of date (the incident changed since it was posted): refreshed; the approver clicks again\n")
+		return d.click(ctx, demoApprover, "remediate")
+	}
+	return nil
 }
 
 // orgRunner runs the stack's functions with the organisation's environment.

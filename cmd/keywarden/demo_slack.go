@@ -158,6 +158,8 @@ func (d *demo) click(ctx context.Context, user, actionID string) error {
 		"channel":   map[string]string{"id": rec.Channel},
 		"container": map[string]string{"type": "message", "message_ts": rec.TS, "channel_id": rec.Channel},
 		"message":   map[string]string{"ts": rec.TS},
+		// Slack sends every click a hooks URL to answer on; the stand-in serves its own.
+		"response_url": d.stack.SlackAPIURL() + "response/" + inc.ID,
 		"actions": []map[string]string{{
 			"action_id": actionID, "block_id": "incident_actions", "type": "button", "value": value,
 			"action_ts": fmt.Sprintf("%d.000100", time.Now().Unix()),

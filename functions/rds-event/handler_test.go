@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -450,5 +451,53 @@ func TestSettings(t *testing.T) {
 		case got.Table != tc.want.Table || got.LogLevel != tc.want.LogLevel || got.SkipClusterAutomatedBackups != tc.want.SkipClusterAutomatedBackups:
 			t.Errorf("got %+v, want %+v", got, tc.want)
 		}
+	}
+}
+
+// TestStopBeforeLossIsTheOwners: RDS-EVENT-0150 dated before the loss, however late it is
+// delivered, says the owner stopped the cluster: remediation will leave it stopped (issue 11).
+// One dated after the loss says nothing of the kind. Cluster a reports the loss (and opens the
+// incident); cluster b, on the same key, is the one stopped.
+func TestStopBeforeLossIsTheOwners(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		shift time.Duration // the 0150's Date relative to the 0418 that opened the incident
+		want  bool
+	}{
+		{"stopped an hour before the loss", -time.Hour, true},
+		{"stopped an hour after the loss", time.Hour, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStack(t)
+			ctx := context.Background()
+			keyID, keyARN := s.key(t)
+			a, b := s.cluster(t, keyID), s.cluster(t, keyID)
+			if _, err := s.kms.DisableKey(ctx, &kms.DisableKeyInput{KeyId: &keyID}); err != nil {
+				t.Fatal(err)
+			}
+			lost := sample(t, "rds-instance-key-access-lost-0418.json", a)
+			if res := s.handle(t, lost); action(res) != rdstrack.ActionOpened {
+				t.Fatalf("0418: got %+v, want opened", res.Outcome)
+			}
+			if _, err := s.rds.StopDBCluster(ctx, &rds.StopDBClusterInput{DBClusterIdentifier: &b}); err != nil {
+				t.Fatal(err)
+			}
+			stop := sample(t, "rds-cluster-stopped-0150.json", b)
+			var ev map[string]any
+			if err := json.Unmarshal(stop, &ev); err != nil {
+				t.Fatal(err)
+			}
+			ev["detail"].(map[string]any)["Date"] = sampleTime(t, lost).Add(tc.shift).Format(time.RFC3339Nano)
+			stop, _ = json.Marshal(ev)
+			s.handle(t, stop)
+			inc := s.incident(t, keyARN)
+			i := slices.IndexFunc(inc.Clusters, func(c incident.Cluster) bool { return c.Identifier == b })
+			if i < 0 {
+				t.Fatalf("cluster %s not on the incident: %+v", b, inc.Clusters)
+			}
+			if got := inc.Clusters[i].StoppedBeforeLoss; got != tc.want {
+				t.Errorf("StoppedBeforeLoss = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

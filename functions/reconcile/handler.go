@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"time"
@@ -13,6 +14,7 @@ import (
 type runner interface {
 	Run(ctx context.Context) (reconcile.Report, error)
 	RetryOutbox(ctx context.Context) (reconcile.Report, error)
+	RunHandoffs(ctx context.Context) (reconcile.Report, error)
 }
 
 type handler struct {
@@ -35,14 +37,21 @@ func (h *handler) withMetrics(w io.Writer, function string) *handler {
 	return h
 }
 
-// Handle runs one reconcile pass, or, when the event is the one-minute outbox schedule's
-// ({"pass": "outbox"}), only the retry of pending Slack deliveries. Any other content (the
-// 5-minute schedule's event) runs the whole pass: every run looks at everything.
+// HandoffEvent is the input of the one-minute hand-off schedule.
+const HandoffEvent = "handoff"
+
+// Handle runs one reconcile pass. Two one-minute schedules name a narrower pass in their input:
+// {"pass": "outbox"} retries only pending Slack deliveries, {"pass": "handoff"} only the hand-off
+// recovery (approved remediations not started are started, watched instances decided). Any other
+// content (the 5-minute schedule's event) runs the whole pass: every run looks at everything.
 func (h *handler) Handle(ctx context.Context, ev json.RawMessage) (reconcile.Report, error) {
 	var in struct {
 		Pass string `json:"pass"`
 	}
 	_ = json.Unmarshal(ev, &in) // anything else is a scheduled event: the whole pass
+	if in.Pass == HandoffEvent {
+		return h.handoffs(ctx)
+	}
 	run, pass := h.r.Run, "run"
 	if in.Pass == reconcile.OutboxEvent {
 		run, pass = h.r.RetryOutbox, reconcile.OutboxEvent
@@ -69,6 +78,28 @@ func (h *handler) Handle(ctx context.Context, ev json.RawMessage) (reconcile.Rep
 		// Nothing could be checked (DynamoDB or RDS unavailable); the next scheduled run tries again.
 		h.log.ErrorContext(ctx, "reconcile run failed", "error", err)
 		return rep, err
+	}
+	return rep, nil
+}
+
+// handoffs runs the hand-off recovery pass. An approved remediation that cannot be handed off
+// must not stay a log line: the invocation fails, so the function's Errors alarm sees it (and
+// Lambda tries again).
+func (h *handler) handoffs(ctx context.Context) (reconcile.Report, error) {
+	rep, err := h.r.RunHandoffs(ctx)
+	for _, o := range rep.Outcomes {
+		level := slog.LevelInfo
+		if o.Action == reconcile.ActionFailed {
+			level = slog.LevelError
+		}
+		h.log.Log(ctx, level, "hand-off pass", "incident_id", o.IncidentID, "key_arn", o.KeyARN, "action", o.Action, "reason", o.Reason)
+	}
+	if err != nil {
+		h.log.ErrorContext(ctx, "hand-off pass failed", "error", err)
+		return rep, err
+	}
+	if n := rep.Failures; n > 0 {
+		return rep, fmt.Errorf("hand-off pass: %d of its hand-offs or watches failed", n)
 	}
 	return rep, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/google/go-cmp/cmp/cmpopts"
+
 	"github.com/keywarden/keywarden/internal/wire"
 
 	"bytes"
@@ -45,6 +46,31 @@ func TestHandleOutboxPass(t *testing.T) {
 	}
 }
 
+func (f fakeRunner) RunHandoffs(context.Context) (reconcile.Report, error) {
+	return reconcile.Report{Outcomes: []reconcile.Outcome{{IncidentID: "KW-2", Action: reconcile.ActionHandedOff}}}, nil
+}
+
+// TestHandleHandoffPass: the one-minute schedule's {"pass":"handoff"} runs only the hand-off
+// recovery.
+func TestHandleHandoffPass(t *testing.T) {
+	var buf bytes.Buffer
+	h := newHandler(fakeRunner{err: errors.New("the full pass must not run")}, slog.New(slog.NewJSONHandler(&buf, nil)))
+	rep, err := h.Handle(context.Background(), json.RawMessage(`{"pass":"handoff"}`))
+	if err != nil || len(rep.Outcomes) != 1 || !strings.Contains(buf.String(), `"action":"handed-off"`) {
+		t.Errorf("hand-off pass: %+v, %v, log %s", rep, err, buf.String())
+	}
+	h = newHandler(failingHandoffs{}, slog.New(slog.NewJSONHandler(&buf, nil)))
+	if _, err := h.Handle(context.Background(), json.RawMessage(`{"pass":"handoff"}`)); err == nil {
+		t.Error("a failed hand-off did not fail the invocation: the Errors alarm would not see it")
+	}
+}
+
+type failingHandoffs struct{ fakeRunner }
+
+func (failingHandoffs) RunHandoffs(context.Context) (reconcile.Report, error) {
+	return reconcile.Report{Failures: 1, Outcomes: []reconcile.Outcome{{IncidentID: "KW-3", Action: reconcile.ActionFailed, Reason: "hand-off: AccessDenied"}}}, nil
+}
+
 func TestHandleLogsEveryDecision(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -80,7 +106,8 @@ func TestSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := settings{Shared: wire.Settings{Table: "t", LogLevel: "info"}, Thresholds: reconcile.DefaultThresholds, RunBudget: reconcile.DefaultRunBudget,
-		MaxCalls: reconcile.DefaultMaxCalls, CloudTrailLookup: true, CriticalEvery: reconcile.DefaultCriticalEvery}
+		MaxCalls: reconcile.DefaultMaxCalls, CloudTrailLookup: true, CriticalEvery: reconcile.DefaultCriticalEvery,
+		WatchGrace: reconcile.DefaultWatchGrace}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(wire.Settings{}, "BotToken"), cmpopts.IgnoreFields(settings{}, "Org")); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
 	}
@@ -89,13 +116,14 @@ func TestSettings(t *testing.T) {
 		"INCIDENTS_TABLE": "t", "REMINDER_THRESHOLDS": "48h,2h", "ESCALATION_MENTION": "<!subteam^S1>", "RUN_BUDGET": "50s",
 		"MAX_API_CALLS": "100", "SKIP_CLUSTER_AUTOMATED_BACKUPS": "true", "CLOUDTRAIL_LOOKUP": "off",
 		"CRITICAL_REMINDER_EVERY": "90m",
+		"REMEDIATE_FUNCTION":      "keywarden-remediate", "WATCH_GRACE": "10m",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	want = settings{Shared: wire.Settings{Table: "t", LogLevel: "info", SkipClusterAutomatedBackups: true},
 		Thresholds: []time.Duration{48 * time.Hour, 2 * time.Hour}, Mention: "<!subteam^S1>", RunBudget: 50 * time.Second, MaxCalls: 100,
-		CriticalEvery: 90 * time.Minute}
+		CriticalEvery: 90 * time.Minute, RemediateFunction: "keywarden-remediate", WatchGrace: 10 * time.Minute}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(wire.Settings{}, "BotToken"), cmpopts.IgnoreFields(settings{}, "Org")); diff != "" {
 		t.Errorf("local stack (-want +got):\n%s", diff)
 	}

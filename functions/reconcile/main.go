@@ -20,6 +20,11 @@
 //	CLOUDTRAIL_LOOKUP                "on" (default) or "off" (the local stack: moto lacks LookupEvents)
 //	CRITICAL_REMINDER_EVERY          cadence of reminders, with the escalation mention, for a
 //	                                 critical incident with no deadline (default 6h)
+//	REMEDIATE_FUNCTION               name or ARN of RemediateFunction: every run (and the one-minute
+//	                                 {"pass": "handoff"} schedule) starts approved remediations not yet
+//	                                 started (optional; without it that recovery is off, and logged so)
+//	WATCH_GRACE                      how long an instance that reported lost key access stays available
+//	                                 with the key Enabled before it counts as recovered (default 30m)
 //	DEPLOYMENT_MODE …                organization mode (org.SettingsFromEnv): keys are read in
 //	                                 their own account, the backstop and the radius repair map a
 //	                                 key across the organisation's accounts, and clusters are
@@ -34,8 +39,10 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/cloudtrail"
+	awslambda "github.com/aws/aws-sdk-go-v2/service/lambda"
 
 	"github.com/keywarden/keywarden/internal/env"
+	"github.com/keywarden/keywarden/internal/handoff/invoke"
 	"github.com/keywarden/keywarden/internal/org"
 	"github.com/keywarden/keywarden/internal/reconcile"
 	"github.com/keywarden/keywarden/internal/trail"
@@ -44,25 +51,29 @@ import (
 )
 
 type settings struct {
-	Shared           wire.Settings
-	Org              org.Settings
-	Thresholds       []time.Duration
-	Mention          string
-	RunBudget        time.Duration
-	MaxCalls         int
-	CloudTrailLookup bool
-	CriticalEvery    time.Duration
+	Shared            wire.Settings
+	Org               org.Settings
+	Thresholds        []time.Duration
+	Mention           string
+	RunBudget         time.Duration
+	MaxCalls          int
+	CloudTrailLookup  bool
+	CriticalEvery     time.Duration
+	RemediateFunction string
+	WatchGrace        time.Duration
 }
 
 func loadSettings(r *env.Reader) (settings, error) {
 	c := settings{
-		Shared:           wire.ReadSettings(r, false),
-		Thresholds:       r.Durations("REMINDER_THRESHOLDS", reconcile.DefaultThresholds),
-		Mention:          r.String("ESCALATION_MENTION", ""),
-		RunBudget:        r.Duration("RUN_BUDGET", reconcile.DefaultRunBudget),
-		MaxCalls:         r.Int("MAX_API_CALLS", reconcile.DefaultMaxCalls, 20, 100000),
-		CloudTrailLookup: choice(r, "CLOUDTRAIL_LOOKUP", "on", "off", true),
-		CriticalEvery:    r.Duration("CRITICAL_REMINDER_EVERY", reconcile.DefaultCriticalEvery),
+		Shared:            wire.ReadSettings(r, false),
+		Thresholds:        r.Durations("REMINDER_THRESHOLDS", reconcile.DefaultThresholds),
+		Mention:           r.String("ESCALATION_MENTION", ""),
+		RunBudget:         r.Duration("RUN_BUDGET", reconcile.DefaultRunBudget),
+		MaxCalls:          r.Int("MAX_API_CALLS", reconcile.DefaultMaxCalls, 20, 100000),
+		CloudTrailLookup:  choice(r, "CLOUDTRAIL_LOOKUP", "on", "off", true),
+		CriticalEvery:     r.Duration("CRITICAL_REMINDER_EVERY", reconcile.DefaultCriticalEvery),
+		RemediateFunction: r.String("REMEDIATE_FUNCTION", ""),
+		WatchGrace:        r.Duration("WATCH_GRACE", reconcile.DefaultWatchGrace),
 	}
 	o, err := org.SettingsFromEnv(func(k string) string { return r.String(k, "") })
 	if err != nil {
@@ -118,6 +129,14 @@ func main() {
 		Thresholds: cfg.Thresholds, Mention: cfg.Mention, RunBudget: cfg.RunBudget, MaxCalls: cfg.MaxCalls,
 		CriticalEvery: cfg.CriticalEvery,
 	})
+	var starter reconcile.Starter
+	if cfg.RemediateFunction != "" {
+		starter = invoke.Invoker{API: awslambda.NewFromConfig(svc.AWS), Function: cfg.RemediateFunction}
+	} else {
+		log.Warn("REMEDIATE_FUNCTION unset: approved remediations whose hand-off was lost are not restarted")
+	}
+	r.WithHandoff(starter, cfg.WatchGrace)
+	log.Info("ready", "handoff_recovery", starter != nil, "watch_grace", cfg.WatchGrace.String())
 	// Lambda names the function in AWS_LAMBDA_FUNCTION_NAME: the failure metric's dimension,
 	// which the template's alarm names with !Ref ReconcileFunction.
 	lambda.Start(newHandler(r, log).withMetrics(os.Stdout, os.Getenv("AWS_LAMBDA_FUNCTION_NAME")).Handle)

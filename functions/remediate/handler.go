@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keywarden/keywarden/internal/handoff"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/remedy"
 )
@@ -16,6 +17,7 @@ import (
 // runner plans and runs one incident's remediation; *remedy.Runner fits.
 type runner interface {
 	Run(ctx context.Context, id string, by string) (incident.Incident, []remedy.Step, error)
+	Reboot(ctx context.Context, id, instance, runID string) (incident.Incident, []remedy.Step, error)
 }
 
 // incidents is the part of the incident store the handler uses; *dynamostore.Store fits.
@@ -26,34 +28,6 @@ type incidents interface {
 // announcer refreshes an incident's Slack message; *announce.Announcer fits.
 type announcer interface {
 	Announce(ctx context.Context, inc incident.Incident) error
-}
-
-// Request is the function's input, as SlackActionFunction sends it.
-type Request struct {
-	IncidentID string `json:"incident_id"`
-	// RunID is the run the approval started (incident.Remediation.RunID). A run that is no
-	// longer the incident's (it was given back, perhaps approved again) is refused. A hand
-	// invoke may leave it out, meaning the incident's current run.
-	RunID      string    `json:"run_id,omitempty"`
-	ApprovedBy approvers `json:"approved_by"`
-}
-
-// approvers is the approved_by list. It also accepts one string ("U0A" or "U0A,U0B"), so an
-// operator can invoke the function by hand with a simpler payload.
-type approvers []string
-
-func (a *approvers) UnmarshalJSON(b []byte) error {
-	var one string
-	if err := json.Unmarshal(b, &one); err == nil {
-		*a = strings.FieldsFunc(one, func(r rune) bool { return r == ',' || r == ' ' })
-		return nil
-	}
-	var many []string
-	if err := json.Unmarshal(b, &many); err != nil {
-		return fmt.Errorf("approved_by: want a list of Slack user IDs: %w", err)
-	}
-	*a = many
-	return nil
 }
 
 // Result is what the function returns: the incident's state after the run and every step with
@@ -87,18 +61,18 @@ type handler struct {
 // that succeeded leaves the incident remediating; the lifecycle resolves it once the clusters
 // read available. The message is refreshed after every run.
 func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, error) {
-	var req Request
-	if err := json.Unmarshal(raw, &req); err != nil || req.IncidentID == "" || len(req.ApprovedBy) == 0 {
-		reason := "want {\"incident_id\": \"…\", \"approved_by\": [\"U…\"]}"
-		if err != nil {
-			reason = err.Error()
-		}
-		h.log.WarnContext(ctx, "remediation rejected", "action", "rejected", "reason", reason, "bytes", len(raw))
-		return Result{Rejected: reason}, nil
+	req, err := handoff.Decode(raw)
+	if err != nil {
+		h.log.WarnContext(ctx, "remediation rejected", "action", "rejected", "reason", err.Error(), "bytes", len(raw))
+		return Result{Rejected: err.Error()}, nil
 	}
 	// Only SlackActionFunction moves an incident to remediating, once the approvals it needs are
 	// recorded. Anything else asking this function to re-enable a key — a hand invoke, a
 	// stray event — is refused: the function's role can enable keys, the caller's need not.
+	h.log.InfoContext(ctx, "remediation requested", "incident_id", req.IncidentID, "run_id", req.RunID, "instance", req.Instance, "source", req.Source)
+	if req.Instance != "" {
+		return h.reboot(ctx, req)
+	}
 	current, err := h.store.Get(ctx, req.IncidentID)
 	switch {
 	case errors.Is(err, incident.ErrNotFound):
@@ -139,6 +113,18 @@ func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, erro
 	case err == nil:
 		h.log.InfoContext(ctx, "remediation done", "incident_id", req.IncidentID, "action", "remediated", "approved_by", by, "state", res.State)
 		return res, nil
+	case errors.Is(err, remedy.ErrClaimed):
+		// A second delivery of the hand-off (the click's, the reconciler's, Lambda's retry):
+		// the run is held by another invocation or finished; nothing to do twice.
+		res.Error = err.Error()
+		h.log.InfoContext(ctx, "remediation already claimed", "incident_id", req.IncidentID, "action", "claimed", "error", err)
+		return res, nil
+	case errors.Is(err, remedy.ErrPaused) && !retry:
+		// Stopped by its time limit, with where recorded on the incident: the reconciler
+		// starts the next invocation within a minute.
+		res.Error = err.Error()
+		h.log.InfoContext(ctx, "remediation paused; the reconciler continues it", "incident_id", req.IncidentID, "action", "paused", "error", err)
+		return res, nil
 	case retry:
 		h.log.ErrorContext(ctx, "remediation failed; will be retried", "incident_id", req.IncidentID, "action", "retry", "error", err)
 		return res, err
@@ -151,4 +137,31 @@ func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, erro
 		h.log.WarnContext(ctx, "remediation stopped", "incident_id", req.IncidentID, "action", "stopped", "error", err)
 		return res, nil
 	}
+}
+
+// reboot runs the approved reboot of one instance (the Reboot instance button). Only an
+// approved click records a reboot's run ID on the instance, and the runner claims it, so a
+// request naming any other run does nothing.
+func (h *handler) reboot(ctx context.Context, req handoff.Request) (Result, error) {
+	if req.RunID == "" {
+		return Result{IncidentID: req.IncidentID, Rejected: "a reboot request needs the run_id its approval recorded"}, nil
+	}
+	inc, steps, err := h.runner.Reboot(ctx, req.IncidentID, req.Instance, req.RunID)
+	res := Result{IncidentID: req.IncidentID, State: string(inc.State), Steps: steps}
+	for _, s := range steps {
+		h.log.InfoContext(ctx, "reboot step", "incident_id", req.IncidentID, "run_id", req.RunID, "action", s.Name,
+			"target", s.Target, "result", s.Result, "detail", s.Detail)
+	}
+	if inc.ID != "" && !errors.Is(err, remedy.ErrClaimed) {
+		actx, cancel := context.WithTimeout(ctx, h.announceTimeout)
+		if aerr := h.announcer.Announce(actx, inc); aerr != nil {
+			h.log.WarnContext(ctx, "slack message not updated; the reconciler will repair it", "incident_id", inc.ID, "error", aerr)
+		}
+		cancel()
+	}
+	if err != nil {
+		res.Error = err.Error()
+		h.log.WarnContext(ctx, "reboot not done", "incident_id", req.IncidentID, "instance", req.Instance, "error", err)
+	}
+	return res, nil
 }

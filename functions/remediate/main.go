@@ -17,6 +17,12 @@
 //	                            key's account, cluster steps in each cluster's, reading through
 //	                            keywarden-read (MEMBER_READ_ROLE) and writing through
 //	                            keywarden-remediate (MEMBER_REMEDIATE_ROLE)
+//	KMS_CONSISTENCY_TIMEOUT     how long EnableKey retries KMSInvalidStateException/NotFoundException after CancelKeyDeletion (default 60s)
+//	WATCH_GRACE                 how long an instance that reported lost key access stays available with the key Enabled
+//	                            before it counts as recovered without RDS-EVENT-0420 (default 30m)
+//
+// A run is claimed by one invocation (its Lambda request ID) and stops with a margin before the
+// invocation's deadline, recording where; the reconciler starts the next invocation.
 package main
 
 import (
@@ -26,6 +32,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/rds"
 
@@ -41,6 +48,8 @@ type settings struct {
 	Org         member.Settings
 	AllowedKeys []string
 	WaitTimeout time.Duration
+	Consistency time.Duration
+	WatchGrace  time.Duration
 }
 
 func loadSettings(r *env.Reader) (settings, error) {
@@ -48,6 +57,8 @@ func loadSettings(r *env.Reader) (settings, error) {
 		Shared:      wire.ReadSettings(r, true),
 		AllowedKeys: r.List("REMEDIATION_KEYS"),
 		WaitTimeout: r.Duration("WAIT_TIMEOUT", remedy.DefaultWaitTimeout),
+		Consistency: r.Duration("KMS_CONSISTENCY_TIMEOUT", remedy.DefaultConsistencyTimeout),
+		WatchGrace:  r.Duration("WATCH_GRACE", remedy.DefaultWatchGrace),
 	}
 	o, err := member.SettingsFromEnv(func(k string) string { return r.String(k, "") })
 	if err != nil {
@@ -74,6 +85,14 @@ func allowedKeys(arns []string) func(string) bool {
 	return func(keyARN string) bool { return set[keyARN] }
 }
 
+// invocationID names the invocation in a run's claim: its Lambda request ID.
+func invocationID(ctx context.Context) string {
+	if lc, ok := lambdacontext.FromContext(ctx); ok && lc.AwsRequestID != "" {
+		return lc.AwsRequestID
+	}
+	return "remediate-" + time.Now().UTC().Format("20060102T150405.000000000")
+}
+
 func main() {
 	cfg, err := loadSettings(env.New())
 	log := env.Logger(cfg.Shared.LogLevel)
@@ -90,8 +109,11 @@ func main() {
 	// clients itself rather than through wire/keyloss.
 	own := remedy.Single{KMSClient: kms.NewFromConfig(svc.AWS), RDSClient: rds.NewFromConfig(svc.AWS)}
 	run := remedy.New(own.KMSClient, own.RDSClient, svc.Store, remedy.Options{
-		WaitTimeout: cfg.WaitTimeout,
-		AllowedKeys: allowedKeys(cfg.AllowedKeys),
+		WaitTimeout:        cfg.WaitTimeout,
+		ConsistencyTimeout: cfg.Consistency,
+		WatchGrace:         cfg.WatchGrace,
+		AllowedKeys:        allowedKeys(cfg.AllowedKeys),
+		Invocation:         invocationID,
 	})
 	if cfg.Org.Enabled {
 		run.WithClients(newAccountClients(member.NewRoles(svc.AWS, cfg.Org.ReadRole), member.NewRoles(svc.AWS, cfg.Org.RemediateRole), own))

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/keywarden/keywarden/internal/approval"
+	"github.com/keywarden/keywarden/internal/handoff"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/slackui"
 )
@@ -35,9 +37,9 @@ type announcer interface {
 	ReplyRefusal(ctx context.Context, id string, e incident.Entry) error
 }
 
-// remediations hands an approved remediation to RemediateFunction.
+// remediations hands an approved remediation to RemediateFunction; invoke.Invoker fits.
 type remediations interface {
-	Start(ctx context.Context, req remediationRequest) error
+	Start(ctx context.Context, req handoff.Request) error
 }
 
 // slackAPI is the part of Slack's Web API the handler calls; *slack.Client fits.
@@ -51,12 +53,14 @@ type handler struct {
 	signingSecret string
 	approvers     approval.Approvers
 	required      int
-	slack         slackAPI
-	store         incidents
-	remediations  remediations
-	announcer     announcer
-	log           *slog.Logger
-	now           func() time.Time
+	// install is the Slack app keywarden is installed as; a click from elsewhere counts not.
+	install      approval.Installation
+	slack        slackAPI
+	store        incidents
+	remediations remediations
+	announcer    announcer
+	log          *slog.Logger
+	now          func() time.Time
 	// followUp bounds what is done after the decision is recorded and before Slack is
 	// answered: the ephemeral reply, the message refresh and a refusal's thread reply. Slack
 	// gives 3 s in all; a refresh that does not finish in time is repaired by the next announce
@@ -92,6 +96,9 @@ type outcome struct {
 	// refusal, when set, is a refused click that RecordRefusal reported as the first of its
 	// window: it gets the one thread reply.
 	refusal *incident.Entry
+	// drop marks a click not from the installed app through Slack (another workspace or app, a
+	// response_url Slack did not make): it gets no answer at all, only the log line.
+	drop bool
 }
 
 // Handle takes the Function URL request (payload format 2.0). The signature is checked on the
@@ -136,8 +143,14 @@ func (h *handler) Handle(ctx context.Context, req events.LambdaFunctionURLReques
 	out := h.act(actCtx, click)
 	cancel()
 	h.followUpOn(ctx, click, out, start.Add(answerBudget))
-	h.log.InfoContext(ctx, "slack click", "incident_id", out.incidentID, "action", click.ActionID, "user_id", click.UserID,
-		"result", out.result, "replied", out.reply != "" || out.stale, "thread_reply", out.refusal != nil, "ms", time.Since(start).Milliseconds())
+	level := slog.LevelInfo
+	if out.drop {
+		// Not from the installed app through Slack, yet signed with its secret: worth a look.
+		level = slog.LevelWarn
+	}
+	h.log.Log(ctx, level, "slack click", "incident_id", out.incidentID, "action", click.ActionID, "user_id", click.UserID,
+		"team_id", click.TeamID, "result", out.result, "replied", out.reply != "" || out.stale, "thread_reply", out.refusal != nil,
+		"ms", time.Since(start).Milliseconds())
 	return respond(http.StatusOK, ""), nil
 }
 
@@ -202,160 +215,227 @@ func (h *handler) sendEphemeral(ctx context.Context, click approval.Click, id, t
 	}
 }
 
-// ephemeral shows text to the clicking user only, in the channel of the message; a click
-// without a channel (Slack always sends one for a message button) is answered via response_url.
+// ephemeral shows text to the clicking user only, in the channel of the message. When
+// chat.postEphemeral fails (user_not_in_channel when the clicker is not a member, token_revoked,
+// a rate limit, …) it falls back to the click's response_url, which accepts an ephemeral
+// {"text", "response_type"} for 30 minutes, up to 5 times
+// (https://docs.slack.dev/interactivity/handling-user-interaction#message_responses); act has
+// checked that the URL is Slack's (or the local stand-in's).
 func (h *handler) ephemeral(ctx context.Context, click approval.Click, text string) error {
+	var posted error
 	if click.ChannelID != "" {
-		_, err := h.slack.PostEphemeralContext(ctx, click.ChannelID, click.UserID, slack.MsgOptionText(text, false))
-		return err
-	}
-	if click.ResponseURL != "" {
-		err := slack.PostWebhookContext(ctx, click.ResponseURL, &slack.WebhookMessage{Text: text, ResponseType: slack.ResponseTypeEphemeral})
-		// The URL can post to the channel: keep it out of the error, and so out of the log.
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			return fmt.Errorf("post to response_url: %w", uerr.Err)
+		_, posted = h.slack.PostEphemeralContext(ctx, click.ChannelID, click.UserID, slack.MsgOptionText(text, false))
+		if posted == nil {
+			return nil
 		}
-		return err
+		posted = fmt.Errorf("chat.postEphemeral: %w", posted)
 	}
-	return errors.New("click has neither a channel nor a response_url")
+	if click.ResponseURL == "" {
+		return errors.Join(posted, errors.New("click has no response_url to fall back to"))
+	}
+	err := slack.PostWebhookContext(ctx, click.ResponseURL, &slack.WebhookMessage{Text: text, ResponseType: slack.ResponseTypeEphemeral})
+	// The URL can post to the channel: keep it out of the error, and so out of the log.
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		err = uerr.Err
+	}
+	if err != nil {
+		return errors.Join(posted, fmt.Errorf("post to response_url: %w", err))
+	}
+	if posted != nil {
+		h.log.InfoContext(ctx, "ephemeral reply sent through response_url", "user_id", click.UserID, "reason", posted.Error())
+	}
+	return nil
 }
 
-// Replies. They say what happened and what to do; the detail goes to the log.
+// Replies. They say what happened and what to do, and only what is true; the detail goes to
+// the log.
 const (
 	replyNotAllowed      = ":no_entry_sign: You are not allowed to act on keywarden incidents, so nothing was done. Your attempt is on the incident's timeline. Ask an on-call approver."
 	replyCannotCheck     = ":warning: keywarden could not check whether you may approve (Slack user groups did not answer). Nothing was done; try again in a minute."
 	replyStaleRefreshed  = ":hourglass: That message was out of date: the incident changed since it was shown (or this click was already handled), so nothing was done. The message now shows the current state; click again if it is still needed."
 	replyStale           = ":hourglass: That message was out of date: the incident changed since it was shown (or this click was already handled), so nothing was done. The message could not be refreshed just now; it catches up within a few minutes. Check the incident before clicking again."
 	replyClosed          = ":information_source: This incident is already closed, so nothing was done."
-	replyRemediating     = ":gear: Remediation is already running for this incident; nothing else was done. Each step is posted in the thread."
-	replyAlreadyApproved = ":hourglass: You have already approved; remediation needs another approver. Nothing was done twice."
+	replyRemediating     = ":gear: Remediation is already approved and under way for this incident; nothing else was done. Each step is posted in the thread."
+	replyAlreadyApproved = ":hourglass: You have already approved; it needs another approver. Nothing was done twice."
 	replyNotFound        = ":warning: keywarden has no such incident; nothing was done."
 	replyBadButton       = ":warning: That button is not one keywarden made; nothing was done."
-	replyFailed          = ":warning: keywarden could not record your click, so nothing may have changed. Check the message and try again."
-	replyHandOff         = ":warning: Your approval was recorded but the remediation could not be started. The incident is open again: click *Re-enable key & restart clusters* to retry."
+	replyWrongMessage    = ":warning: That button is not on this incident's current message, so nothing was done. Use the buttons on the incident's message in the on-call channel."
+	replyFailed          = ":warning: keywarden could not record your click and could not confirm whether it took effect. Check the message (it shows the current state) before clicking again."
+	replyNotRecorded     = ":warning: keywarden could not record your click, so nothing was done. Try again in a minute."
+	replyHandOff         = ":gear: Remediation is approved, but handing it to RemediateFunction failed just now. Nothing is lost: keywarden starts approved remediations within a minute. Each step is posted in the thread."
+	replyResumed         = ":gear: This remediation was approved but had not started; keywarden handed it off again now. Each step is posted in the thread."
+	replyRecorded        = ":white_check_mark: Your click had already been recorded; nothing was done twice."
 )
 
-// errRunMovedOn: a failed hand-off found the incident no longer remediating under its run.
-var errRunMovedOn = errors.New("the run is no longer the incident's current remediation")
-
-// act authorises the click and applies it; it never returns an error, because every outcome,
-// a failure included, is something to tell the user. An approver's click is one conditional
-// update on the version the message showed, deciding with approval.Apply; a refused click —
-// a stranger, a stale message, a closed or busy incident, a repeated approval, an incident one
-// click cannot fix, a button keywarden did not make — changes nothing and is kept with the
-// store's RecordRefusal.
+// act authorises the click and decides it with approval.Decide; it never returns an error,
+// because every outcome, a failure included, is something to tell the user. Cheap checks come
+// first: a click from another workspace or app, or with a response_url Slack did not make, is
+// dropped (logged, not answered: its URLs are not ours to call) before any Slack or AWS call.
+// The approver check reads group membership fresh for remediate and reboot_instance. The
+// decision runs as the mutation of a conditional update; a write whose answer was lost is
+// recognised on the re-read (Decide sees the click's own approval), so a click that took
+// effect is never answered "nothing was done". A refused click changes nothing and is kept
+// with the store's RecordRefusal.
 func (h *handler) act(ctx context.Context, click approval.Click) outcome {
 	out := outcome{action: click.ActionID}
-	id, version, err := slackui.ParseButtonValue(click.Value)
-	if err != nil {
-		// No incident to keep the refusal beside: the log has it.
-		out.result, out.reply = "bad button value", replyBadButton
+	now := h.now().UTC()
+	// Slack always sends action_ts; the fallback keeps two clicks apart if it ever does not.
+	click.ActionTS = cmp.Or(click.ActionTS, fmt.Sprintf("%d.%06d", now.Unix(), now.Nanosecond()/1000))
+	rules := approval.Rules{Required: h.required}
+	if d := approval.Decide(nil, click, approval.Member, h.install, rules, now); d.Refusal != approval.RefuseNotFound {
+		out.incidentID = d.IncidentID
+		out.result = "refused: " + string(d.Refusal) + ": " + d.Reason
+		switch d.Refusal {
+		case approval.RefuseBadButton:
+			out.reply = replyBadButton // on our own workspace's message: safe to answer
+		case approval.RefuseUnknownAction:
+			return h.refuse(ctx, h.act0(click, now), out, d.Reason, replyBadButton)
+		default:
+			out.drop = true
+		}
 		return out
 	}
-	out.incidentID = id
-	now := h.now().UTC()
-	a := approval.Act{
-		User: click.UserID, Action: click.ActionID, Version: version, At: now, Required: h.required,
-		// Slack always sends action_ts; the fallback keeps two clicks apart if it ever does not.
-		ActionTS: cmp.Or(click.ActionTS, fmt.Sprintf("%d.%06d", now.Unix(), now.Nanosecond()/1000)),
-	}
-	switch click.ActionID {
-	case slackui.ActionRemediate, slackui.ActionAcknowledge, slackui.ActionIntentional:
-	default:
-		return h.refuse(ctx, a, out, "not a keywarden button", replyBadButton)
+	out.incidentID, _, _ = strings.Cut(click.Value, ":")
+	if click.ActionID == slackui.ActionRebootInstance {
+		_, rest, _ := strings.Cut(click.Value, "@")
+		out.incidentID, _, _ = strings.Cut(rest, ":")
 	}
 
-	ok, err := h.approvers.Allowed(ctx, h.slack, click.UserID)
+	who, err := h.membership(ctx, click)
 	if err != nil {
-		h.log.WarnContext(ctx, "approver check failed", "incident_id", id, "user_id", click.UserID, "error", err)
+		h.log.WarnContext(ctx, "approver check failed", "incident_id", out.incidentID, "user_id", click.UserID, "error", err)
 		out.result, out.reply = "approver check failed", replyCannotCheck
 		return out
 	}
-	if !ok {
-		return h.refuse(ctx, a, out, "not an approver", replyNotAllowed)
+	if who == approval.NotMember {
+		return h.refuse(ctx, h.act0(click, now), out, "not an approver", replyNotAllowed)
 	}
 
-	var res approval.Outcome
-	inc, err := h.store.UpdateAt(ctx, id, version, func(i *incident.Incident) error {
-		var err error
-		res, err = approval.Apply(i, a)
-		return err
-	})
-	if err != nil {
-		return h.refused(ctx, a, err, out)
-	}
-	out.refresh = &inc
-	switch {
-	case click.ActionID == slackui.ActionAcknowledge:
-		out.result = "acknowledged"
-		return out
-	case click.ActionID == slackui.ActionIntentional:
-		out.result = "marked intentional"
-		return out
-	case !res.Started:
-		out.result = fmt.Sprintf("approval %d of %d", res.Approvals, res.Required)
-		out.reply = fmt.Sprintf(":white_check_mark: Your approval is recorded (%d of %d). Remediation starts when another approver clicks *Re-enable key & restart clusters*.",
-			res.Approvals, res.Required)
-		return out
-	}
-	out.result = fmt.Sprintf("approval %d of %d; remediation %s started", res.Approvals, res.Required, res.RunID)
-	if err := h.remediations.Start(ctx, remediationRequest{IncidentID: id, ApprovedBy: res.ApprovedBy, RunID: res.RunID}); err != nil {
-		h.log.ErrorContext(ctx, "remediation hand-off failed", "incident_id", id, "run_id", res.RunID, "error", err)
-		out.result, out.reply = "hand-off failed", replyHandOff
-		if back, ok := h.giveBack(ctx, id, res.RunID); ok {
-			out.refresh = &back
+	var d approval.Decision
+	decide := func(i *incident.Incident) error {
+		d = approval.Decide(i, click, who, h.install, rules, now)
+		switch {
+		case d.Kind == approval.Refused:
+			return errRefused
+		case !d.Write:
+			return errNothingToWrite
 		}
+		return nil
 	}
-	return out
-}
-
-// giveBack gives the incident back to the approvers after its run could not be handed to
-// RemediateFunction: the model's one rule for a run that cannot go on (GiveBack) ends it, and
-// the message offers the button again with a fresh round. It runs even when the act deadline is
-// what failed the hand-off.
-func (h *handler) giveBack(ctx context.Context, id, runID string) (incident.Incident, bool) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer cancel()
-	back, err := h.store.Update(ctx, id, func(i *incident.Incident) error {
-		if i.State != incident.StateRemediating || i.Remediation.RunID != runID {
-			return errRunMovedOn
-		}
-		return i.GiveBack("could not hand remediation run "+runID+" to RemediateFunction", h.now())
-	})
-	if err != nil {
-		h.log.ErrorContext(ctx, "could not give the incident back after a failed hand-off; the reconciler will see it remediating",
-			"incident_id", id, "run_id", runID, "error", err)
-		return incident.Incident{}, false
-	}
-	return back, true
-}
-
-// refused turns an update that changed nothing into a refusal and its reply; a store failure is
-// not a refusal, and a missing incident has nothing to keep one beside.
-func (h *handler) refused(ctx context.Context, a approval.Act, err error, out outcome) outcome {
-	var nf *incident.NotFixableError
+	inc, err := h.store.Update(ctx, out.incidentID, decide)
 	switch {
 	case errors.Is(err, incident.ErrNotFound):
 		out.result, out.reply = "no such incident", replyNotFound
 		return out
-	case errors.Is(err, incident.ErrStale):
-		out.stale = true
-		return h.refuse(ctx, a, out, fmt.Sprintf("the message was out of date (version %d)", a.Version), "")
-	case errors.Is(err, approval.ErrClosed):
-		return h.refuse(ctx, a, out, "the incident is closed", replyClosed)
-	case errors.Is(err, approval.ErrRemediating):
-		return h.refuse(ctx, a, out, "remediation is already running", replyRemediating)
-	case errors.Is(err, incident.ErrAlreadyApproved):
-		return h.refuse(ctx, a, out, "already approved", replyAlreadyApproved)
-	case errors.As(err, &nf):
-		return h.refuse(ctx, a, out, "one click cannot fix this", ":no_entry: One click cannot fix this, so nothing was done. "+nf.Instead)
-	case errors.Is(err, approval.ErrNotFixable), errors.Is(err, incident.ErrIllegalTransition):
-		return h.refuse(ctx, a, out, err.Error(), ":no_entry: Nothing was done: "+err.Error()+".")
+	case errors.Is(err, errRefused):
+		return h.refusedBy(ctx, click, now, d, out)
+	case errors.Is(err, errNothingToWrite):
+		inc = incident.Incident{}
+	case err != nil:
+		// The write may have landed with its answer lost: read again and decide on what is
+		// stored, so a click that took effect is told so, and its run is handed off.
+		h.log.ErrorContext(ctx, "could not record click; reading it back", "incident_id", out.incidentID, "error", err)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 500*time.Millisecond)
+		cur, gerr := h.store.Get(rctx, out.incidentID)
+		cancel()
+		if gerr != nil {
+			out.result, out.reply = "store error; outcome unknown", replyFailed
+			return out
+		}
+		if decide(&cur) != errNothingToWrite {
+			out.result, out.reply = "store error", replyNotRecorded
+			return out
+		}
 	}
-	h.log.ErrorContext(ctx, "could not record click", "incident_id", out.incidentID, "error", err)
-	out.result, out.reply = "store error", replyFailed
+	if inc.ID != "" {
+		out.refresh = &inc
+	}
+	return h.answer(ctx, click, d, out)
+}
+
+// errRefused and errNothingToWrite end a decision's update without a write.
+var (
+	errRefused        = errors.New("click refused")
+	errNothingToWrite = errors.New("nothing to write")
+)
+
+// act0 is the click as an Act, for the refusal record.
+func (h *handler) act0(click approval.Click, now time.Time) approval.Act {
+	return approval.Act{User: click.UserID, Action: click.ActionID, ActionTS: click.ActionTS, At: now, Required: h.required}
+}
+
+// membership is the clicking user's approver membership: read fresh from Slack for remediate
+// and reboot_instance, which act on keys and databases; from the short cache for the others.
+func (h *handler) membership(ctx context.Context, click approval.Click) (approval.Membership, error) {
+	check := h.approvers.Allowed
+	if click.ActionID == slackui.ActionRemediate || click.ActionID == slackui.ActionRebootInstance {
+		check = h.approvers.AllowedNow
+	}
+	ok, err := check(ctx, h.slack, click.UserID)
+	switch {
+	case err != nil:
+		return approval.MemberUnknown, err
+	case ok:
+		return approval.Member, nil
+	}
+	return approval.NotMember, nil
+}
+
+// answer hands off what the decision approved and says what the click did.
+func (h *handler) answer(ctx context.Context, click approval.Click, d approval.Decision, out outcome) outcome {
+	out.result = string(d.Kind) + ": " + d.Reason
+	switch d.Kind {
+	case approval.Approved:
+		out.reply = fmt.Sprintf(":white_check_mark: Your approval is recorded (%d of %d). Remediation starts when another approver clicks *Re-enable key & restart clusters*.",
+			d.Approvals, d.Required)
+	case approval.Recorded:
+		out.reply = replyRecorded
+	case approval.RebootApproved:
+		out.reply = fmt.Sprintf(":white_check_mark: Your approval of rebooting %s is recorded (%d of %d).", d.Instance, d.Approvals, d.Required)
+	}
+	if !d.HandOff() {
+		return out
+	}
+	req := handoff.Request{IncidentID: d.IncidentID, RunID: d.RunID, ApprovedBy: d.ApprovedBy, Instance: d.Instance, Source: "slack-action"}
+	if d.Kind == approval.Resume {
+		out.reply = replyResumed
+	}
+	if d.Kind == approval.RebootApproved {
+		out.reply = fmt.Sprintf(":arrows_counterclockwise: The reboot of %s is approved and handed to RemediateFunction, which checks the key again first. Its result is posted in the thread.", d.Instance)
+	}
+	if err := h.remediations.Start(ctx, req); err != nil {
+		// The run stays approved: the reconciler starts it within a minute (its claim keeps
+		// it from running twice), so the approver is told the truth, not "nothing was done".
+		h.log.ErrorContext(ctx, "remediation hand-off failed; the reconciler starts it", "incident_id", d.IncidentID, "run_id", d.RunID, "error", err)
+		out.result += "; hand-off failed, left to the reconciler"
+		out.reply = replyHandOff
+	}
 	return out
+}
+
+// refusedBy turns a refused decision into its reply, kept beside the incident.
+func (h *handler) refusedBy(ctx context.Context, click approval.Click, now time.Time, d approval.Decision, out outcome) outcome {
+	a := h.act0(click, now)
+	var nf *incident.NotFixableError
+	switch d.Refusal {
+	case approval.RefuseStale:
+		out.stale = true
+		return h.refuse(ctx, a, out, d.Reason, "")
+	case approval.RefuseClosed:
+		return h.refuse(ctx, a, out, d.Reason, replyClosed)
+	case approval.RefuseRemediating:
+		return h.refuse(ctx, a, out, d.Reason, replyRemediating)
+	case approval.RefuseAlreadyApproved:
+		return h.refuse(ctx, a, out, d.Reason, replyAlreadyApproved)
+	case approval.RefuseWrongChannel, approval.RefuseWrongMessage:
+		return h.refuse(ctx, a, out, d.Reason, replyWrongMessage)
+	case approval.RefuseNotFixable:
+		if errors.As(d.Err, &nf) {
+			return h.refuse(ctx, a, out, "one click cannot fix this", ":no_entry: One click cannot fix this, so nothing was done. "+nf.Instead)
+		}
+	}
+	return h.refuse(ctx, a, out, d.Reason, ":no_entry: Nothing was done: "+d.Reason+".")
 }
 
 // refuse keeps a refused click beside the incident — no update, no new version, the audit

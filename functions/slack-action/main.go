@@ -17,6 +17,9 @@
 //	REMEDIATE_FUNCTION          name or ARN of RemediateFunction (required)
 //	SLACK_SIGNING_SECRET_ARN    Secrets Manager secret holding the app's signing secret, or
 //	SLACK_SIGNING_SECRET        the secret itself (local stack); one is required
+//	SLACK_TEAM_ID               the workspace clicks must come from (optional: learnt from auth.test at start)
+//	SLACK_ENTERPRISE_ID         the Enterprise Grid organisation of an org-wide install (optional)
+//	SLACK_APP_ID                the app clicks must be for (optional; unchecked when unset)
 //
 // The Lambda client honours AWS_ENDPOINT_URL_LAMBDA and AWS_ENDPOINT_URL, so the local stack
 // can serve the hand-off. Secrets are read once per execution environment and never logged.
@@ -24,14 +27,18 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"net/url"
 	"os"
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	awslambda "github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/slack-go/slack"
 
 	"github.com/keywarden/keywarden/internal/approval"
 	"github.com/keywarden/keywarden/internal/env"
+	"github.com/keywarden/keywarden/internal/handoff/invoke"
 	"github.com/keywarden/keywarden/internal/secrets"
 	"github.com/keywarden/keywarden/internal/wire"
 )
@@ -42,6 +49,9 @@ type settings struct {
 	RequiredApprovals int
 	RemediateFunction string
 	SigningSecret     secrets.Source
+	// Install is the installed app; TeamID and EnterpriseID are learnt from auth.test at start
+	// when SLACK_TEAM_ID and SLACK_ENTERPRISE_ID are both unset.
+	Install approval.Installation
 }
 
 func loadSettings(r *env.Reader) (settings, error) {
@@ -50,6 +60,13 @@ func loadSettings(r *env.Reader) (settings, error) {
 		RequiredApprovals: r.Int("REQUIRED_APPROVALS", 1, 1, 5),
 		RemediateFunction: r.Required("REMEDIATE_FUNCTION"),
 		SigningSecret:     secrets.FromEnv(r, "SLACK_SIGNING_SECRET", true),
+		Install: approval.Installation{
+			TeamID: r.String("SLACK_TEAM_ID", ""), EnterpriseID: r.String("SLACK_ENTERPRISE_ID", ""), AppID: r.String("SLACK_APP_ID", ""),
+		},
+	}
+	// A local Slack stand-in makes the clicks' response_url too.
+	if u, err := url.Parse(c.Shared.SlackAPIURL); err == nil && u.Host != "" {
+		c.Install.ResponseURLPrefixes = []string{u.Scheme + "://" + u.Host + "/"}
 	}
 	a, err := approval.ParseApprovers(r.String("APPROVERS", ""))
 	if err != nil {
@@ -57,6 +74,28 @@ func loadSettings(r *env.Reader) (settings, error) {
 	}
 	c.Approvers = a
 	return c, r.Err()
+}
+
+// teamReader is auth.test; *slack.Client fits.
+type teamReader interface {
+	AuthTestContext(ctx context.Context) (*slack.AuthTestResponse, error)
+}
+
+// installation completes in with the bot's workspace from auth.test
+// (https://api.slack.com/methods/auth.test) when neither SLACK_TEAM_ID nor
+// SLACK_ENTERPRISE_ID is set: a click then counts only from the workspace the bot token
+// belongs to. The app is checked only when SLACK_APP_ID is set (auth.test does not return it);
+// the signing secret is per app already.
+func installation(ctx context.Context, s teamReader, in approval.Installation) (approval.Installation, error) {
+	if in.TeamID != "" || in.EnterpriseID != "" {
+		return in, nil
+	}
+	res, err := s.AuthTestContext(ctx)
+	if err != nil {
+		return in, fmt.Errorf("auth.test to learn the workspace (or set SLACK_TEAM_ID): %w", err)
+	}
+	in.TeamID, in.EnterpriseID = res.TeamID, res.EnterpriseID
+	return in, nil
 }
 
 func main() {
@@ -77,19 +116,26 @@ func main() {
 		log.Error("slack signing secret", "error", err)
 		os.Exit(1)
 	}
+	install, err := installation(ctx, svc.Slack, cfg.Install)
+	if err != nil {
+		log.Error("slack installation", "error", err)
+		os.Exit(1)
+	}
 	h := &handler{
 		signingSecret: signing,
 		approvers:     cfg.Approvers,
 		required:      cfg.RequiredApprovals,
 		slack:         svc.Slack,
 		store:         svc.Store,
-		remediations:  invoker{api: awslambda.NewFromConfig(svc.AWS), function: cfg.RemediateFunction},
+		remediations:  invoke.Invoker{API: awslambda.NewFromConfig(svc.AWS), Function: cfg.RemediateFunction},
+		install:       install,
 		announcer:     svc.Announcer,
 		log:           log,
 		now:           time.Now,
 		followUp:      defaultFollowUp,
 	}
-	log.Info("ready", "approver_groups", len(cfg.Approvers.Groups()), "required_approvals", cfg.RequiredApprovals,
+	log.Info("ready", "team_id", install.TeamID, "enterprise_id", install.EnterpriseID, "app_id", install.AppID,
+		"app_checked", install.AppID != "", "approver_groups", len(cfg.Approvers.Groups()), "required_approvals", cfg.RequiredApprovals,
 		"signing_secret", cfg.SigningSecret, "bot_token", cfg.Shared.BotToken)
 	lambda.Start(h.Handle)
 }

@@ -1,9 +1,11 @@
-// Package approval decides whether a Slack button click is genuine and allowed: it checks Slack's
-// request signature, decodes the click, authorises the clicking user against the configured
-// approvers, and applies an approver's click to the incident (Apply) with the model's rules —
-// the two-person rule is incident.Incident.Approve's, read from typed approvals, never from
-// timeline text. It knows nothing of AWS or Lambda; the SlackActionFunction handler maps its
-// errors to HTTP statuses, refusals and Slack replies.
+// Package approval decides what a Slack button click comes to. It checks Slack's request
+// signature (Verify), decodes the click (ParseClick), authorises the clicking user against the
+// configured approvers (Approvers, re-read from Slack for remediate and reboot clicks), and
+// decides the click with one pure function, Decide: bound to the installed workspace and app,
+// to Slack's response_url and to the incident's own message, then acknowledge, intentional,
+// remediate (the two-person rule is incident.Incident.Approve's, read from typed approvals,
+// never from timeline text) or reboot_instance. It knows nothing of AWS or Lambda; the
+// SlackActionFunction handler writes, hands off and answers.
 package approval
 
 import "errors"

@@ -95,6 +95,18 @@ func (a *Approvers) IsUser(userID string) bool { return a.users[userID] }
 // false: the caller should say it could not check, and change nothing, instead of telling an
 // approver they are not one.
 func (a *Approvers) Allowed(ctx context.Context, gl GroupLister, userID string) (bool, error) {
+	return a.allowed(ctx, gl, userID, false)
+}
+
+// AllowedNow is Allowed reading every group's members from Slack now, not from the cache: the
+// remediate and reboot_instance clicks act on production keys and databases, so an approver
+// removed from a group loses the right at once rather than up to GroupCacheTTL later. What it
+// reads refreshes the cache. Errors as Allowed.
+func (a *Approvers) AllowedNow(ctx context.Context, gl GroupLister, userID string) (bool, error) {
+	return a.allowed(ctx, gl, userID, true)
+}
+
+func (a *Approvers) allowed(ctx context.Context, gl GroupLister, userID string, fresh bool) (bool, error) {
 	if userID == "" {
 		return false, nil
 	}
@@ -103,7 +115,7 @@ func (a *Approvers) Allowed(ctx context.Context, gl GroupLister, userID string) 
 	}
 	var errs []error
 	for _, g := range a.groups {
-		members, err := a.cache.members(ctx, gl, g)
+		members, err := a.cache.members(ctx, gl, g, fresh)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -120,13 +132,13 @@ func (a *Approvers) Allowed(ctx context.Context, gl GroupLister, userID string) 
 
 // members returns group g's members, from the cache while fresh. The lock is not held during the
 // Slack call; two concurrent misses may both fetch, which is harmless.
-func (c *groupCache) members(ctx context.Context, gl GroupLister, g string) (map[string]bool, error) {
+func (c *groupCache) members(ctx context.Context, gl GroupLister, g string, reread bool) (map[string]bool, error) {
 	if c == nil {
 		return nil, fmt.Errorf("list user group %s: approvers not built by ParseApprovers", g)
 	}
 	c.mu.Lock()
 	e, ok := c.entries[g]
-	fresh := ok && c.now().Sub(e.fetched) < c.ttl
+	fresh := ok && c.now().Sub(e.fetched) < c.ttl && !reread
 	c.mu.Unlock()
 	if fresh {
 		return e.members, nil

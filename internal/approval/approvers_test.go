@@ -248,3 +248,30 @@ func FuzzParseApprovers(f *testing.F) {
 		}
 	})
 }
+
+// TestApproversAllowedNow: remediate re-reads membership, so an approver removed from the
+// group loses the right at once, within the cache's TTL.
+func TestApproversAllowedNow(t *testing.T) {
+	gs := &groupServer{members: map[string][]string{"S0ONCALL01": {"U0MEMBER01"}}}
+	client := newGroupClient(t, gs)
+	a, err := ParseApprovers("S0ONCALL01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if ok, err := a.Allowed(ctx, client, "U0MEMBER01"); err != nil || !ok {
+		t.Fatalf("Allowed: %v, %v", ok, err)
+	}
+	gs.mu.Lock()
+	gs.members["S0ONCALL01"] = nil
+	gs.mu.Unlock()
+	if ok, _ := a.Allowed(ctx, client, "U0MEMBER01"); !ok {
+		t.Fatal("the cache should still admit the removed member (acknowledge may trust it)")
+	}
+	if ok, err := a.AllowedNow(ctx, client, "U0MEMBER01"); err != nil || ok {
+		t.Errorf("AllowedNow after removal: %v, %v; want false at once", ok, err)
+	}
+	if got := gs.callCount("S0ONCALL01"); got != 2 {
+		t.Errorf("usergroups.users.list calls: %d, want 2", got)
+	}
+}

@@ -12,9 +12,13 @@ import (
 // where to answer. Value carries whatever the message builder put on the button (for keywarden,
 // the incident ID and version); this package does not interpret it.
 type Click struct {
-	UserID      string
-	UserName    string
-	TeamID      string
+	UserID   string
+	UserName string
+	TeamID   string
+	// EnterpriseID is the Enterprise Grid organisation, for an org-wide install.
+	EnterpriseID string
+	// AppID is the payload's api_app_id: the app the button belongs to.
+	AppID       string
 	ChannelID   string
 	MessageTS   string
 	ResponseURL string
@@ -54,16 +58,18 @@ func ParseClick(body []byte) (Click, error) {
 	}
 
 	c := Click{
-		UserID:      cb.User.ID,
-		UserName:    first(cb.User.Username, cb.User.Name),
-		TeamID:      first(cb.Team.ID, cb.User.TeamID),
-		ChannelID:   first(cb.Channel.ID, cb.Container.ChannelID),
-		MessageTS:   first(cb.Container.MessageTs, cb.Message.Timestamp),
-		ResponseURL: cb.ResponseURL,
-		ActionID:    a.ActionID,
-		Value:       a.Value,
-		TriggerID:   cb.TriggerID,
-		ActionTS:    first(a.ActionTs, cb.ActionTs),
+		UserID:       cb.User.ID,
+		UserName:     first(cb.User.Username, cb.User.Name),
+		TeamID:       first(cb.Team.ID, cb.User.TeamID),
+		EnterpriseID: cb.Enterprise.ID,
+		AppID:        cb.APIAppID,
+		ChannelID:    first(cb.Channel.ID, cb.Container.ChannelID),
+		MessageTS:    first(cb.Container.MessageTs, cb.Message.Timestamp),
+		ResponseURL:  cb.ResponseURL,
+		ActionID:     a.ActionID,
+		Value:        a.Value,
+		TriggerID:    cb.TriggerID,
+		ActionTS:     first(a.ActionTs, cb.ActionTs),
 	}
 	return c, nil
 }

@@ -36,9 +36,9 @@ func TestParseClick(t *testing.T) {
 			name: "block_actions button",
 			body: formBody(t, readFixture(t, "block_actions.json")),
 			want: Click{
-				UserID:      "U0APPROVR1",
-				UserName:    "ana.oncall",
-				TeamID:      "T0KEYWARD1",
+				UserID:   "U0APPROVR1",
+				UserName: "ana.oncall",
+				TeamID:   "T0KEYWARD1", AppID: "A0KEYWARD1",
 				ChannelID:   "C0ONCALL01",
 				MessageTS:   "1767225600.000100",
 				ResponseURL: "https://hooks.slack.com/actions/T0KEYWARD1/1234567890123/abcdefABCDEF0123456789ab",

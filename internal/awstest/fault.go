@@ -2,6 +2,7 @@ package awstest
 
 import (
 	"bytes"
+	"cmp"
 	"hash/crc32"
 	"io"
 	"net/http"
@@ -37,7 +38,9 @@ const (
 	// DropConnection closes the connection without an answer.
 	DropConnection
 	// Answer answers Status with Body (and ContentType) in moto's place, without forwarding:
-	// what moto cannot produce (an AccessDeniedException, a DescribeEvents history).
+	// the request never lands. It stands for what moto cannot produce (an
+	// AccessDeniedException, a DescribeEvents history) and for a service that refuses a call
+	// (KMSInvalidStateException while KMS propagates a change, a throttle).
 	Answer
 )
 
@@ -48,7 +51,9 @@ type Fault struct {
 	Match func(r *http.Request, body []byte) bool
 	Times int
 	Mode  FaultMode
-	// Status, Body and ContentType are the answer of an Answer fault.
+	// Status, Body and ContentType are the answer of an Answer fault; Status defaults to 400
+	// and ContentType to application/x-amz-json-1.1 (a JSON protocol error such as
+	// {"__type":"KMSInvalidStateException","message":"…"}).
 	Status      int
 	Body        []byte
 	ContentType string
@@ -57,7 +62,9 @@ type Fault struct {
 }
 
 // Fired reports how many times the fault fired.
-func (f *Fault) Fired() int { return f.fired }
+func (f *Fault) Fired() int {
+	return f.fired
+}
 
 // Op matches requests of the JSON protocol operation op (the X-Amz-Target header ends with
 // "."+op, as in "DynamoDB_20120810.TransactWriteItems").
@@ -99,8 +106,10 @@ func (p *FaultProxy) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if f := p.takeMode(r, body, Answer); f != nil {
-		w.Header().Set("Content-Type", f.ContentType)
-		w.WriteHeader(f.Status)
+		// The SDK checks X-Amz-Crc32 on every answer, an injected one too.
+		w.Header().Set("Content-Type", cmp.Or(f.ContentType, "application/x-amz-json-1.1"))
+		w.Header().Set("X-Amz-Crc32", strconv.FormatUint(uint64(crc32.ChecksumIEEE(f.Body)), 10))
+		w.WriteHeader(cmp.Or(f.Status, http.StatusBadRequest))
 		_, _ = w.Write(f.Body)
 		return
 	}

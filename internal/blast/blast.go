@@ -16,7 +16,7 @@
 // costs is its calls and, above all, its longest chain: the calls that must wait for each
 // other. Let C be the clusters in the account and region, I the instances belonging to them, I'
 // every instance of the account (standalone RDS instances too), S the cluster snapshots (manual
-// and automated), B the automated backups, G the global databases, R the distinct key
+// and automated; S_m the manual ones, A the automated ones of the d clusters on the key), B the automated backups, G the global databases, R the distinct key
 // references that are not key ARNs, p(n) = ⌈n/100⌉ pages (100 is RDS's largest page) and
 // K = resolveConcurrency = 16.
 //
@@ -28,8 +28,8 @@
 //
 // Now:
 //
-//	calls  p(C) + [p(I) … p(I) + batches] + p(S) + p(B) + p(G) + R
-//	chain  about max(p(C) + 1, p(S), p(B), p(G)) + ⌈r/K⌉
+//	calls  p(C) + [p(I) … p(I) + batches] + p(S_m) + [p(A) … p(A) + abatches] + p(B) + p(G) + R
+//	chain  about max(p(C) + 1, p(S_m), p(B), p(G)) + ⌈r/K⌉ + 1
 //
 // where batches ≥ p(C) is the number of instance batches and r the references first met on
 // the last pages to arrive. Sequential: the pages within one listing, and a cluster page before
@@ -44,6 +44,13 @@
 //     batches of at most ClusterFilterLimit identifiers and at most 100 members as
 //     DBClusterMembers counts them, so that a batch is normally answered in one page; all
 //     batches of a page run at once. Standalone RDS instances are never fetched.
+//   - Automated snapshots are asked for per cluster, only for the d clusters whose storage is on
+//     the key, once they are known: an Aurora cluster keeps one a day for its retention period
+//     (up to 35), encrypted with its own key, so they are most of an account's snapshots and
+//     a listing of them all would be the longest chain (20 pages for 2,000). Batches hold at
+//     most ClusterFilterLimit clusters and about one page of snapshots (retention + 1 each),
+//     and run at once: one step after the clusters. A deleted cluster's automated snapshots go
+//     with it, unless retained, which the automated-backup listing covers.
 //   - Each distinct key reference is described once, as soon as the page carrying it arrives,
 //     up to K at a time; key ARNs cost nothing. Resolution overlaps the listings and adds only
 //     ⌈r/K⌉ steps after the last page.
@@ -211,11 +218,51 @@ func (f *Finder) FindMany(ctx context.Context, keyARNs []string) (map[string]Rad
 	if err := context.Cause(ctx); err != nil {
 		return nil, err
 	}
+	if err := f.automated(ctx, inv, want, resolved); err != nil {
+		return nil, err
+	}
 	out := make(map[string]Radius, len(want))
 	for ref, p := range want {
 		out[ref] = inv.radius(p.arn, resolved)
 	}
 	return out, nil
+}
+
+// automated adds the automated snapshots of the Aurora clusters whose storage is on one of the
+// wanted keys, and resolves any key reference they bring that the listings did not (RDS names a
+// cluster's key the same way in its snapshots, so normally none).
+func (f *Finder) automated(ctx context.Context, inv *inventory, want map[string]*pendingRef, resolved map[string]string) error {
+	keys := map[string]bool{}
+	for _, p := range want {
+		keys[p.arn] = true
+	}
+	var on []types.DBCluster
+	for _, c := range inv.clusters {
+		if isAurora(aws.ToString(c.Engine)) && keys[resolved[aws.ToString(c.KmsKeyId)]] {
+			on = append(on, c)
+		}
+	}
+	if len(on) == 0 {
+		return nil
+	}
+	if err := inv.listAutomated(ctx, f.rds, on); err != nil {
+		return err
+	}
+	for _, s := range inv.snapshots {
+		ref := aws.ToString(s.KmsKeyId)
+		if _, ok := resolved[ref]; ok || ref == "" {
+			continue
+		}
+		a, err := f.keys.ARN(ctx, ref)
+		switch {
+		case errors.Is(err, kmskey.ErrNotFound):
+		case err != nil:
+			return fmt.Errorf("key of snapshot %s: %w", aws.ToString(s.DBClusterSnapshotIdentifier), err)
+		default:
+			resolved[ref] = a
+		}
+	}
+	return nil
 }
 
 // inventory is one pass over the account's RDS resources. The listings fill it concurrently.
@@ -384,12 +431,16 @@ func refusedFilter(err error) bool {
 	return false
 }
 
-// listSnapshots sets no SnapshotType: RDS then returns manual and automated snapshots together
-// (the API reference says so, and moto does the same), one listing instead of two. Shared and
-// public snapshots are other accounts' and stay out. It lists rather than asking per cluster
-// because a snapshot outlives its cluster and still needs the key to be restored.
+// listSnapshots lists the manual cluster snapshots (SnapshotType manual). It lists rather than
+// asking per cluster because a manual snapshot outlives its cluster, may be copied under another
+// key, and still needs its key to be restored. Shared and public snapshots are other accounts'
+// and stay out. Automated snapshots are asked for per dependent cluster (listAutomated): an
+// Aurora cluster takes one a day for its whole retention period (up to 35 days), so they are
+// most of an account's snapshots, and they are always encrypted with their cluster's key.
 func (inv *inventory) listSnapshots(ctx context.Context, api RDSAPI) error {
-	p := rds.NewDescribeDBClusterSnapshotsPaginator(api, &rds.DescribeDBClusterSnapshotsInput{MaxRecords: maxRecords})
+	p := rds.NewDescribeDBClusterSnapshotsPaginator(api, &rds.DescribeDBClusterSnapshotsInput{
+		MaxRecords: maxRecords, SnapshotType: aws.String(SnapshotManual),
+	})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
@@ -403,6 +454,68 @@ func (inv *inventory) listSnapshots(ctx context.Context, api RDSAPI) error {
 		inv.mu.Unlock()
 	}
 	return nil
+}
+
+// automatedBatches groups clusters for listAutomated: at most ClusterFilterLimit identifiers
+// and, counting a cluster's automated snapshots as its retention period in days plus one (one
+// snapshot a day, and today's), at most one page of them, so a batch is normally one call.
+func automatedBatches(clusters []types.DBCluster) [][]string {
+	var batches [][]string
+	var cur []string
+	n := 0
+	for _, c := range clusters {
+		k := int(aws.ToInt32(c.BackupRetentionPeriod)) + 1
+		if len(cur) > 0 && (len(cur) == ClusterFilterLimit || n+k > int(*maxRecords)) {
+			batches = append(batches, cur)
+			cur, n = nil, 0
+		}
+		cur = append(cur, aws.ToString(c.DBClusterIdentifier))
+		n += k
+	}
+	if len(cur) > 0 {
+		batches = append(batches, cur)
+	}
+	return batches
+}
+
+// listAutomated asks for the automated snapshots of clusters, through DescribeDBClusterSnapshots'
+// db-cluster-id filter with SnapshotType automated (API_DescribeDBClusterSnapshots.html), the
+// batches of automatedBatches at once. It runs once the clusters on the keys are known, so it
+// costs one step of the chain and no call for a cluster on another key. Snapshots of clusters
+// outside the batch (a server that ignores the filter) are dropped.
+func (inv *inventory) listAutomated(ctx context.Context, api RDSAPI, clusters []types.DBCluster) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	for _, batch := range automatedBatches(clusters) {
+		wg.Go(func() {
+			in := map[string]bool{}
+			for _, id := range batch {
+				in[strings.ToLower(id)] = true
+			}
+			p := rds.NewDescribeDBClusterSnapshotsPaginator(api, &rds.DescribeDBClusterSnapshotsInput{
+				MaxRecords:   maxRecords,
+				SnapshotType: aws.String(SnapshotAutomated),
+				Filters:      []types.Filter{{Name: aws.String("db-cluster-id"), Values: batch}},
+			})
+			for p.HasMorePages() {
+				page, err := p.NextPage(ctx)
+				if err != nil {
+					cancel(fmt.Errorf("describe db cluster snapshots of %d clusters: %w", len(batch), err))
+					return
+				}
+				inv.mu.Lock()
+				for _, s := range page.DBClusterSnapshots {
+					if in[strings.ToLower(aws.ToString(s.DBClusterIdentifier))] {
+						inv.snapshots = append(inv.snapshots, s)
+					}
+				}
+				inv.mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return context.Cause(ctx)
 }
 
 // listAutomatedBackups is optional: where the operation clearly does not exist (see

@@ -49,11 +49,34 @@ func (f *fakeRDS) DescribeDBInstances(ctx context.Context, in *rds.DescribeDBIns
 	return f.instances(ctx, in)
 }
 
+// DescribeDBClusterSnapshots answers as RDS does: only the SnapshotType asked for (manual and
+// automated when unset), only the clusters a db-cluster-id filter names.
 func (f *fakeRDS) DescribeDBClusterSnapshots(ctx context.Context, in *rds.DescribeDBClusterSnapshotsInput, _ ...func(*rds.Options)) (*rds.DescribeDBClusterSnapshotsOutput, error) {
 	if f.snapshots == nil {
 		return &rds.DescribeDBClusterSnapshotsOutput{}, nil
 	}
-	return f.snapshots(ctx, in)
+	out, err := f.snapshots(ctx, in)
+	if err != nil || out == nil {
+		return out, err
+	}
+	var clusters []string
+	for _, flt := range in.Filters {
+		if aws.ToString(flt.Name) == "db-cluster-id" {
+			clusters = flt.Values
+		}
+	}
+	kept := *out
+	kept.DBClusterSnapshots = nil
+	for _, s := range out.DBClusterSnapshots {
+		if t := aws.ToString(in.SnapshotType); t != "" && aws.ToString(s.SnapshotType) != t {
+			continue
+		}
+		if clusters != nil && !slices.Contains(clusters, aws.ToString(s.DBClusterIdentifier)) {
+			continue
+		}
+		kept.DBClusterSnapshots = append(kept.DBClusterSnapshots, s)
+	}
+	return &kept, nil
 }
 
 func (f *fakeRDS) DescribeDBClusterAutomatedBackups(ctx context.Context, in *rds.DescribeDBClusterAutomatedBackupsInput, _ ...func(*rds.Options)) (*rds.DescribeDBClusterAutomatedBackupsOutput, error) {
@@ -422,31 +445,50 @@ func TestPagination(t *testing.T) {
 			}
 			return out, nil
 		},
+		// Manual snapshots are listed, pages of one; automated ones are asked for per cluster on
+		// the key, once the clusters are known, one per cluster.
 		snapshots: func(_ context.Context, in *rds.DescribeDBClusterSnapshotsInput) (*rds.DescribeDBClusterSnapshotsOutput, error) {
 			snapshotCalls.Add(1)
-			if in.SnapshotType != nil {
-				t.Errorf("SnapshotType = %q, want unset (manual and automated together)", *in.SnapshotType)
+			switch aws.ToString(in.SnapshotType) {
+			case "manual":
+				if len(in.Filters) != 0 {
+					t.Errorf("the manual listing has Filters %+v, want none (a snapshot outlives its cluster)", in.Filters)
+				}
+				n := 0
+				fmt.Sscan(aws.ToString(in.Marker), &n)
+				out := &rds.DescribeDBClusterSnapshotsOutput{DBClusterSnapshots: []types.DBClusterSnapshot{{
+					DBClusterSnapshotIdentifier: aws.String(fmt.Sprintf("s%d", n)), Engine: aws.String("aurora-mysql"), KmsKeyId: aws.String(keyARN),
+					SnapshotType: aws.String("manual"),
+				}}}
+				if n+1 < pages {
+					out.Marker = aws.String(fmt.Sprint(n + 1))
+				}
+				return out, nil
+			case "automated":
+				if len(in.Filters) != 1 || aws.ToString(in.Filters[0].Name) != "db-cluster-id" {
+					t.Errorf("automated snapshots asked with Filters %+v, want db-cluster-id", in.Filters)
+				}
+				out := &rds.DescribeDBClusterSnapshotsOutput{}
+				for _, c := range in.Filters[0].Values {
+					out.DBClusterSnapshots = append(out.DBClusterSnapshots, types.DBClusterSnapshot{
+						DBClusterSnapshotIdentifier: aws.String("rds:" + c), DBClusterIdentifier: aws.String(c),
+						Engine: aws.String("aurora-mysql"), KmsKeyId: aws.String(keyARN), SnapshotType: aws.String("automated"),
+					})
+				}
+				return out, nil
 			}
-			n := 0
-			fmt.Sscan(aws.ToString(in.Marker), &n)
-			out := &rds.DescribeDBClusterSnapshotsOutput{DBClusterSnapshots: []types.DBClusterSnapshot{{
-				DBClusterSnapshotIdentifier: aws.String(fmt.Sprintf("s%d", n)), Engine: aws.String("aurora-mysql"), KmsKeyId: aws.String(keyARN),
-				SnapshotType: aws.String([]string{"manual", "automated"}[n%2]),
-			}}}
-			if n+1 < pages {
-				out.Marker = aws.String(fmt.Sprint(n + 1))
-			}
-			return out, nil
+			t.Errorf("SnapshotType = %q, want manual or automated", aws.ToString(in.SnapshotType))
+			return &rds.DescribeDBClusterSnapshotsOutput{}, nil
 		},
 	}
 	got := find(t, api, &fakeKeys{})
-	if len(got.Clusters) != pages || len(got.Instances) != pages*pages || len(got.Snapshots) != pages {
-		t.Errorf("got %d clusters, %d instances, %d snapshots; want %d, %d, %d", len(got.Clusters), len(got.Instances), len(got.Snapshots), pages, pages*pages, pages)
+	if len(got.Clusters) != pages || len(got.Instances) != pages*pages || len(got.Snapshots) != 2*pages {
+		t.Errorf("got %d clusters, %d instances, %d snapshots; want %d, %d, %d", len(got.Clusters), len(got.Instances), len(got.Snapshots), pages, pages*pages, 2*pages)
 	}
 	for name, c := range map[string]struct{ got, want int64 }{
 		"clusters":  {clusterCalls.Load(), pages},
 		"instances": {instanceCalls.Load(), pages * pages},
-		"snapshots": {snapshotCalls.Load(), pages},
+		"snapshots": {snapshotCalls.Load(), pages + 1}, // the manual pages, and one batch of automated
 	} {
 		if c.got != c.want {
 			t.Errorf("%s calls = %d, want %d", name, c.got, c.want)
@@ -574,7 +616,7 @@ func TestFirstErrorCancelsOthers(t *testing.T) {
 			name: "key resolution fails",
 			snapshots: func(context.Context, *rds.DescribeDBClusterSnapshotsInput) (*rds.DescribeDBClusterSnapshotsOutput, error) {
 				return &rds.DescribeDBClusterSnapshotsOutput{DBClusterSnapshots: []types.DBClusterSnapshot{
-					{DBClusterSnapshotIdentifier: aws.String("s1"), Engine: aws.String("aurora-mysql"), KmsKeyId: aws.String("alias/app")},
+					{DBClusterSnapshotIdentifier: aws.String("s1"), Engine: aws.String("aurora-mysql"), KmsKeyId: aws.String("alias/app"), SnapshotType: aws.String("manual")},
 				}}, nil
 			},
 			keysErr: throttled,

@@ -208,6 +208,10 @@ type Cluster struct {
 	// key ARN; empty when not read. Remediation starts only clusters whose live key is the
 	// incident's (IAM cannot scope StartDBCluster by key).
 	LiveKeyARN string `json:"live_key_arn,omitempty"`
+	// StoppedBeforeLoss is set when the cluster was stopped before the key was lost (its RDS
+	// events or the incident's record say so, see NoteStopped): its owner stopped it, and
+	// remediation leaves it stopped.
+	StoppedBeforeLoss bool `json:"stopped_before_loss,omitempty"`
 }
 
 // Instance is a DB instance of a dependent cluster.
@@ -220,8 +224,32 @@ type Instance struct {
 	Account string `json:"account,omitempty"`
 	// Uses is non-empty when the instance itself names the key (Performance Insights).
 	Uses []string `json:"uses,omitempty"`
-	// LostKeyAccess is set by RDS-EVENT-0418/0419 and cleared by RDS-EVENT-0420.
+	// LostKeyAccess is set by RDS-EVENT-0418/0419 and cleared by RDS-EVENT-0420, or by
+	// WatchInstances after a grace period available with the key Enabled.
 	LostKeyAccess bool `json:"lost_key_access,omitempty"`
+	// LostAccessAt is when the instance last reported losing the key (RDS-EVENT-0418/0419).
+	LostAccessAt *time.Time `json:"lost_access_at,omitempty"`
+	// WatchSince is when the watch of an instance that lost the key began (the key read
+	// Enabled); AvailableSince is since when it has been seen available without a break. Both
+	// belong to WatchInstances.
+	WatchSince     *time.Time `json:"watch_since,omitempty"`
+	AvailableSince *time.Time `json:"available_since,omitempty"`
+	// NeedsReboot is set when the instance still reported the loss a grace period after the key
+	// came back: the message offers its own Reboot instance button.
+	NeedsReboot bool `json:"needs_reboot,omitempty"`
+	// Reboot is the instance's own Reboot instance approval and run (ApproveReboot), never part
+	// of the one click.
+	Reboot *InstanceReboot `json:"reboot,omitempty"`
+}
+
+// InstanceReboot is the approval and progress of one instance's reboot.
+type InstanceReboot struct {
+	// Approvals of this reboot, by distinct users; the quorum is the deployment's.
+	Approvals []Approval `json:"approvals"`
+	// RunID names the approved reboot, which RemediateFunction claims (State approved →
+	// running) before it calls RebootDBInstance.
+	RunID string           `json:"run_id,omitempty"`
+	State RemediationState `json:"state"`
 }
 
 // Snapshot is a cluster snapshot or automated backup encrypted with the key: restoring it

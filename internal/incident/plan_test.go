@@ -43,14 +43,22 @@ func TestPlan(t *testing.T) {
 			want: nil,
 		},
 		{
-			name: "a running instance that lost its key is rebooted; one of a started cluster is not",
+			name: "no reboot in the one click: a running instance that lost its key is only watched",
 			inc: Incident{KeyARN: keyARN, KeyState: KeyStateEnabled,
 				Clusters: []Cluster{{Identifier: "a", Status: StatusAvailable, Uses: storage}, {Identifier: "b", Status: StatusStopped, Uses: storage}},
 				Instances: []Instance{
 					{Identifier: "a-1", ClusterIdentifier: "a", Status: StatusAvailable, LostKeyAccess: true},
 					{Identifier: "b-1", ClusterIdentifier: "b", Status: StatusStopped, LostKeyAccess: true},
 				}},
-			want: []PlannedStep{{Kind: StepStartDBCluster, Target: "b"}, {Kind: StepRebootDBInstance, Target: "a-1"}},
+			want: []PlannedStep{{Kind: StepStartDBCluster, Target: "b"}},
+		},
+		{
+			name: "a cluster its owner stopped before the loss is left stopped",
+			inc: Incident{KeyARN: keyARN, KeyState: KeyStateDisabled, Clusters: []Cluster{
+				{Identifier: "a", Status: StatusStopped, Uses: storage, StoppedBeforeLoss: true},
+				{Identifier: "b", Status: StatusStopped, Uses: storage},
+			}},
+			want: []PlannedStep{{Kind: StepEnableKey, Target: keyARN}, {Kind: StepWaitEnabled, Target: keyARN}, {Kind: StepStartDBCluster, Target: "b"}},
 		},
 	}
 	for _, tc := range tests {

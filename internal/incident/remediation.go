@@ -20,12 +20,27 @@ const (
 // Remediation is the latest run of the one-click fix and every step recorded, over all runs.
 type Remediation struct {
 	// RunID names the run StartRemediation began; RemediateFunction claims it.
-	RunID      string           `json:"run_id,omitempty"`
+	RunID      string           `json:"run_id"`
 	State      RemediationState `json:"state"`
 	ApprovedBy []string         `json:"approved_by,omitempty"`
 	// Reason is why the last run failed, for people.
 	Reason string       `json:"reason,omitempty"`
 	Steps  []StepRecord `json:"steps"`
+
+	// ApprovedAt is when the run was approved (StartRemediation); the reconciler starts a run
+	// still "approved" a little after it (see AwaitingStart).
+	ApprovedAt *time.Time `json:"approved_at,omitempty"`
+	// ClaimedBy names the invocation that holds the run (ClaimRun), until LeaseUntil: a second
+	// delivery of the hand-off, the reconciler's start and a retried click meet the claim and
+	// run nothing twice. An expired lease is a run that died without a word (a Lambda timeout),
+	// which the next claim continues.
+	ClaimedBy  string     `json:"claimed_by,omitempty"`
+	LeaseUntil *time.Time `json:"lease_until,omitempty"`
+	// Attempts counts the invocations that claimed the run.
+	Attempts int `json:"attempts,omitempty"`
+	// StoppedAt is where the last bounded invocation stopped (a step kind and target), empty
+	// when none stopped short.
+	StoppedAt string `json:"stopped_at,omitempty"`
 }
 
 // StepKind is a remediation step, by the AWS API it calls.
@@ -39,6 +54,9 @@ const (
 	StepWaitEnabled      StepKind = "WaitEnabled"
 	StepStartDBCluster   StepKind = "StartDBCluster"
 	StepRebootDBInstance StepKind = "RebootDBInstance"
+	// StepWatchInstance calls nothing: a running instance that reported losing the key
+	// (RDS-EVENT-0418/0419) is watched after the key is back, never rebooted by the one click.
+	StepWatchInstance StepKind = "WatchInstance"
 )
 
 // StepRecord is one step a run took, and what came of it.
@@ -47,7 +65,7 @@ type StepRecord struct {
 	ID      string    `json:"id"`
 	Kind    StepKind  `json:"kind"`
 	Target  string    `json:"target"`
-	Account string    `json:"account,omitempty"`
+	Account string    `json:"account"`
 	Result  Result    `json:"result"`
 	At      time.Time `json:"at"`
 	// Detail is the API result for people ("InvalidDBClusterStateFault: …").
@@ -179,9 +197,13 @@ func allLost(cs []Cluster) bool {
 // state (key state, statuses, each cluster's LiveKeyARN) and runs exactly what it returns.
 //
 // The order is AWS's: CancelKeyDeletion (which leaves the key Disabled), EnableKey, wait until
-// DescribeKey says Enabled, then StartDBCluster for clusters stopped because of the loss, and
-// RebootDBInstance for running instances that reported losing the key (aws-facts §4.5).
-// RebootDBCluster is not for Aurora. It returns a *NotFixableError when one click cannot help.
+// DescribeKey says Enabled, then StartDBCluster for clusters stopped because of the loss
+// (aws-facts §4.5). RebootDBCluster is not for Aurora, and no AWS document asks for
+// RebootDBInstance: a running instance that reported losing the key gets a WatchInstance step,
+// which calls nothing — it is watched until RDS-EVENT-0420 or a grace period available with the
+// key Enabled (WatchInstances), and only an instance still reporting the loss after that is
+// offered its own Reboot instance button (RebootPlan). A cluster its owner stopped before the
+// loss stays stopped. It returns a *NotFixableError when one click cannot help.
 func (inc *Incident) Plan() ([]PlannedStep, error) {
 	if err := inc.Fixable(); err != nil {
 		return nil, err
@@ -197,7 +219,7 @@ func (inc *Incident) Plan() ([]PlannedStep, error) {
 	}
 	for _, in := range inc.Instances {
 		if in.LostKeyAccess {
-			steps = append(steps, inc.planInstance(in, starting))
+			steps = append(steps, inc.planWatch(in, starting))
 		}
 	}
 	return steps, nil
@@ -221,14 +243,20 @@ func (inc *Incident) planKey() []PlannedStep {
 	return []PlannedStep{cancel, enable, wait}
 }
 
+// OwnerStopped is the Skip of a cluster its owner stopped before the loss.
+const OwnerStopped = "stopped by its owner before the key was lost, left stopped"
+
 // planCluster is StartDBCluster for one dependent. A cluster whose storage the key does not
 // encrypt did not stop because of the key: if it is stopped, its owner may have stopped it on
-// purpose, so it is left alone unless RDS says it is recoverable. A cluster whose live storage
-// key is another key is not this incident's to start.
+// purpose, so it is left alone unless RDS says it is recoverable. A cluster stopped before the
+// loss (StoppedBeforeLoss) is left stopped. A cluster whose live storage key is another key is
+// not this incident's to start.
 func (inc *Incident) planCluster(c Cluster) PlannedStep {
 	s := PlannedStep{Kind: StepStartDBCluster, Target: c.Identifier}
 	notStorage := !c.StorageOnKey() && c.Status != StatusRecoverable
 	switch {
+	case c.Status == StatusStopped && c.StoppedBeforeLoss:
+		s.Skip = OwnerStopped
 	case c.Status.Startable() && notStorage:
 		s.Skip = fmt.Sprintf("the key does not encrypt its storage (used for %s); left %s, as its owner may want it",
 			strings.Join(c.Uses, ", "), c.Status)
@@ -253,30 +281,22 @@ func (inc *Incident) planCluster(c Cluster) PlannedStep {
 	return s
 }
 
-// planInstance is RebootDBInstance for an instance that reported lost key access
-// (RDS-EVENT-0418/0419 without a later 0420) and still runs. An instance of a cluster being
-// started needs nothing more: StartDBCluster starts its instances.
-func (inc *Incident) planInstance(in Instance, starting map[string]bool) PlannedStep {
-	s := PlannedStep{Kind: StepRebootDBInstance, Target: in.Identifier}
-	startedAt, started := inc.StepDone(StepStartDBCluster, in.ClusterIdentifier)
+// planWatch is the WatchInstance step of an instance that reported lost key access
+// (RDS-EVENT-0418/0419 without a later 0420). It never runs a call: its Skip says what happens
+// instead, which the run records on the timeline.
+func (inc *Incident) planWatch(in Instance, starting map[string]bool) PlannedStep {
+	s := PlannedStep{Kind: StepWatchInstance, Target: in.Identifier}
+	_, started := inc.StepDone(StepStartDBCluster, in.ClusterIdentifier)
 	switch {
 	case in.Status == "":
 		s.Skip = "instance not found"
-	case starting[in.ClusterIdentifier]:
-		s.Skip = fmt.Sprintf("cluster %s is being started, which starts its instances", in.ClusterIdentifier)
-	case started:
-		// Its instances read available again before RDS-EVENT-0420 clears their lost access,
-		// and a reboot on top would only interrupt them.
-		s.Skip = fmt.Sprintf("cluster %s was started at %s, which starts its instances",
-			in.ClusterIdentifier, startedAt.UTC().Format(time.RFC3339))
-	case in.Status == StatusRebooting:
-		s.Skip = "already rebooting"
-	case in.Status != StatusAvailable:
-		s.Skip = fmt.Sprintf("status %s: not running", in.Status)
+	case starting[in.ClusterIdentifier] || started:
+		s.Skip = fmt.Sprintf("cluster %s is started, which starts its instances", in.ClusterIdentifier)
+	case in.NeedsReboot:
+		s.Skip = "still reports lost key access after the grace period: use its Reboot instance button (not part of the one click)"
 	default:
-		if at, ok := inc.StepDone(StepRebootDBInstance, in.Identifier); ok {
-			s.Skip = fmt.Sprintf("rebooted at %s; waiting for RDS-EVENT-0420", at.UTC().Format(time.RFC3339))
-		}
+		s.Skip = "not rebooted (a reboot is an outage, and no AWS document asks for one): watched until RDS-EVENT-0420, " +
+			"or counted recovered after the grace period available with the key Enabled"
 	}
 	return s
 }

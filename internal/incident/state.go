@@ -63,7 +63,8 @@ func (inc *Incident) StartRemediation(runID string, at time.Time) error {
 	if err := inc.transition(StateRemediating, Keywarden, "remediation approved by "+joinUsers(approvers), at, StateOpen); err != nil {
 		return err
 	}
-	inc.Remediation = Remediation{RunID: runID, State: RemediationApproved, ApprovedBy: approvers, Steps: inc.Remediation.Steps}
+	at = at.UTC()
+	inc.Remediation = Remediation{RunID: runID, State: RemediationApproved, ApprovedBy: approvers, Steps: inc.Remediation.Steps, ApprovedAt: &at}
 	inc.ApprovalRound++
 	return nil
 }
@@ -77,6 +78,7 @@ func (inc *Incident) GiveBack(why string, at time.Time) error {
 	}
 	inc.Remediation.State = RemediationFailed
 	inc.Remediation.Reason = why
+	inc.Remediation.ClaimedBy, inc.Remediation.LeaseUntil = "", nil
 	return nil
 }
 

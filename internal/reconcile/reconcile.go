@@ -181,6 +181,8 @@ type Reconciler struct {
 	// listMarker is where the backstop's ListKeys walk continues; it lives as long as the
 	// process (a warm Lambda), and a cold start begins the walk again.
 	listMarker string
+	// handoff is the hand-off recovery (handoff.go, WithHandoff).
+	handoff handoffs
 }
 
 // New builds a Reconciler.
@@ -324,6 +326,7 @@ func (r *Reconciler) Run(ctx context.Context) (rep Report, err error) {
 	if err != nil {
 		return rep, fmt.Errorf("reconcile: %w", err)
 	}
+	r.recoverHandoffs(ctx, all, &rep)
 	now := r.now().UTC()
 	active, closed := split(all, now)
 	inv, err := r.inventory(ctx, b, incidentClusters(active))

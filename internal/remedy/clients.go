@@ -80,7 +80,7 @@ func regionOf(s string) string {
 }
 
 // stepAccount is the account a step acts in: the key's for key steps, the cluster's or the
-// instance's for RDS steps ("" when the incident does not say).
+// instance's for RDS steps and instance watches ("" when the incident does not say).
 func stepAccount(inc incident.Incident, s Step) string {
 	switch s.Name {
 	case incident.StepStartDBCluster:
@@ -90,7 +90,7 @@ func stepAccount(inc incident.Incident, s Step) string {
 			}
 		}
 		return ""
-	case incident.StepRebootDBInstance:
+	case incident.StepRebootDBInstance, incident.StepWatchInstance:
 		for _, in := range inc.Instances {
 			if in.Identifier == s.Target {
 				return in.Account

@@ -167,7 +167,8 @@ func TestPlanClustersNotOnStorage(t *testing.T) {
 	}
 }
 
-// TestPlanInstances: which lost-access instances get a reboot reads live status and the steps
+// TestPlanInstances: instances that lost access are watched, never rebooted by the one click;
+// the plan reads live status and the steps
 // earlier runs recorded (Remediation.Steps), never timeline text.
 func TestPlanInstances(t *testing.T) {
 	at := time.Date(2026, 3, 2, 8, 0, 0, 0, time.UTC)
@@ -182,32 +183,25 @@ func TestPlanInstances(t *testing.T) {
 		done          []incident.StepRecord
 		want          []incident.PlannedStep // RDS steps only
 	}{
-		{name: "running and lost access", clusterStatus: statusAvailable, instance: statusAvailable, lost: true,
+		{name: "running and lost access: watched, never rebooted", clusterStatus: statusAvailable, instance: statusAvailable, lost: true,
 			want: []incident.PlannedStep{{Kind: incident.StepStartDBCluster, Target: "orders", Skip: "already available"},
-				{Kind: incident.StepRebootDBInstance, Target: "orders-1"}}},
+				{Kind: incident.StepWatchInstance, Target: "orders-1", Skip: watched}}},
 		{name: "access not lost", clusterStatus: statusAvailable, instance: statusAvailable,
 			want: []incident.PlannedStep{{Kind: incident.StepStartDBCluster, Target: "orders", Skip: "already available"}}},
 		{name: "cluster being started", clusterStatus: statusRecoverable, instance: statusRecoverable, lost: true,
 			want: []incident.PlannedStep{{Kind: incident.StepStartDBCluster, Target: "orders"},
-				{Kind: incident.StepRebootDBInstance, Target: "orders-1", Skip: "cluster orders is being started, which starts its instances"}}},
-		{name: "already rebooting", clusterStatus: statusAvailable, instance: statusRebooting, lost: true,
-			want: []incident.PlannedStep{{Kind: incident.StepStartDBCluster, Target: "orders", Skip: "already available"},
-				{Kind: incident.StepRebootDBInstance, Target: "orders-1", Skip: "already rebooting"}}},
-		{name: "rebooted by an earlier run", clusterStatus: statusAvailable, instance: statusAvailable, lost: true,
-			done: []incident.StepRecord{rec(incident.StepRebootDBInstance, "orders-1", incident.ResultOK)},
-			want: []incident.PlannedStep{{Kind: incident.StepStartDBCluster, Target: "orders", Skip: "already available"},
-				{Kind: incident.StepRebootDBInstance, Target: "orders-1", Skip: "rebooted at 2026-03-02T08:00:00Z; waiting for RDS-EVENT-0420"}}},
+				{Kind: incident.StepWatchInstance, Target: "orders-1", Skip: "cluster orders is started, which starts its instances"}}},
 		{name: "cluster started by an earlier run", clusterStatus: statusAvailable, instance: statusAvailable, lost: true,
 			done: []incident.StepRecord{rec(incident.StepStartDBCluster, "orders", incident.ResultOK)},
 			want: []incident.PlannedStep{{Kind: incident.StepStartDBCluster, Target: "orders", Skip: "already available"},
-				{Kind: incident.StepRebootDBInstance, Target: "orders-1", Skip: "cluster orders was started at 2026-03-02T08:00:00Z, which starts its instances"}}},
-		{name: "failed reboot is tried again", clusterStatus: statusAvailable, instance: statusAvailable, lost: true,
+				{Kind: incident.StepWatchInstance, Target: "orders-1", Skip: "cluster orders is started, which starts its instances"}}},
+		{name: "a failed reboot of old does not make the one click reboot", clusterStatus: statusAvailable, instance: statusAvailable, lost: true,
 			done: []incident.StepRecord{rec(incident.StepRebootDBInstance, "orders-1", incident.ResultFailed)},
 			want: []incident.PlannedStep{{Kind: incident.StepStartDBCluster, Target: "orders", Skip: "already available"},
-				{Kind: incident.StepRebootDBInstance, Target: "orders-1"}}},
+				{Kind: incident.StepWatchInstance, Target: "orders-1", Skip: watched}}},
 		{name: "instance gone", clusterStatus: statusAvailable, instance: "", lost: true,
 			want: []incident.PlannedStep{{Kind: incident.StepStartDBCluster, Target: "orders", Skip: "already available"},
-				{Kind: incident.StepRebootDBInstance, Target: "orders-1", Skip: "instance not found"}}},
+				{Kind: incident.StepWatchInstance, Target: "orders-1", Skip: "instance not found"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,6 +13,8 @@ package remedy
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"time"
@@ -65,6 +67,15 @@ var (
 	// *IncompleteError, which names them. A retry would change nothing, so it is not Retryable;
 	// Run gives the incident back to the approvers so the remediate button returns.
 	ErrIncomplete = errors.New("remediation incomplete")
+	// ErrClaimed means another invocation holds the run (a second delivery of the hand-off, or
+	// the reconciler's start racing the click's): this one does nothing.
+	ErrClaimed = errors.New("run claimed by another invocation")
+	// ErrPaused means the invocation stopped with StopMargin left before its deadline and
+	// recorded where (incident.PauseRun); the run is approved again for a new invocation.
+	ErrPaused = errors.New("run paused before the invocation's deadline")
+	// ErrGaveUp means the run took MaxAttempts invocations without finishing; the incident is
+	// given back to the approvers with where it last stopped. Not Retryable.
+	ErrGaveUp = errors.New("gave up")
 )
 
 // Unfinished is one cluster a run could not bring back, and why.
@@ -136,6 +147,27 @@ type Options struct {
 	Now func() time.Time
 	// AllowedKeys, when set, limits remediation to the keys it accepts (by key ARN).
 	AllowedKeys func(keyARN string) bool
+	// ConsistencyTimeout bounds how long EnableKey and the wait for Enabled retry
+	// KMSInvalidStateException and NotFoundException after CancelKeyDeletion: KMS is eventually
+	// consistent, and "changes … can take seconds, occasionally minutes, to propagate"
+	// (https://docs.aws.amazon.com/kms/latest/developerguide/programming-eventual-consistency.html).
+	// Default DefaultConsistencyTimeout.
+	ConsistencyTimeout time.Duration
+	// StopMargin is kept free before the invocation's deadline (the context's): a run does not
+	// start a step, nor keep waiting, inside it, but records where it stopped and releases its
+	// claim for a new invocation to continue (incident.PauseRun). Default DefaultStopMargin.
+	StopMargin time.Duration
+	// Lease is how long a claim holds when the context has no deadline; with one, the claim
+	// holds until the deadline plus LeaseSlack, so a run killed at its deadline is continued by
+	// the reconciler soon after. Default 4 minutes.
+	Lease time.Duration
+	// Invocation names the invocation that claims a run (RemediateFunction passes the Lambda
+	// request ID); default a random name per call.
+	Invocation func(context.Context) string
+	// WatchGrace is how long an instance that reported lost key access must stay available
+	// with the key Enabled to count as recovered (incident.WatchInstances); default
+	// DefaultWatchGrace.
+	WatchGrace time.Duration
 }
 
 // DefaultWaitTimeout is how long Run waits for a key to read back as Enabled.
@@ -144,6 +176,20 @@ const DefaultWaitTimeout = 60 * time.Second
 // DefaultKeyAccessTimeout is how long one run keeps retrying RDS calls that cannot reach the
 // key yet. With DefaultWaitTimeout it stays well inside RemediateFunction's 180s timeout.
 const DefaultKeyAccessTimeout = 45 * time.Second
+
+// DefaultConsistencyTimeout bounds the KMS consistency retries of one run.
+const DefaultConsistencyTimeout = 60 * time.Second
+
+// DefaultStopMargin leaves time to record a step, pause and refresh the message before
+// Lambda's deadline.
+const DefaultStopMargin = 20 * time.Second
+
+// DefaultWatchGrace is how long a watched instance stays available before it counts as
+// recovered without RDS-EVENT-0420.
+const DefaultWatchGrace = 30 * time.Minute
+
+// LeaseSlack is added to the invocation's deadline to make a claim's lease.
+const LeaseSlack = 30 * time.Second
 
 // Runner refreshes incidents from live state and runs their remediation plans.
 type Runner struct {
@@ -167,7 +213,30 @@ func New(kmsClient KMSAPI, rdsClient RDSAPI, store Incidents, opts Options) *Run
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.ConsistencyTimeout <= 0 {
+		opts.ConsistencyTimeout = DefaultConsistencyTimeout
+	}
+	if opts.StopMargin <= 0 {
+		opts.StopMargin = DefaultStopMargin
+	}
+	if opts.Lease <= 0 {
+		opts.Lease = 4 * time.Minute
+	}
+	if opts.Invocation == nil {
+		opts.Invocation = invocationID
+	}
+	if opts.WatchGrace <= 0 {
+		opts.WatchGrace = DefaultWatchGrace
+	}
 	return &Runner{kms: kmsClient, rds: rdsClient, store: store, opts: opts}
+}
+
+// invocationID is a random invocation name; RemediateFunction's main passes the Lambda
+// request ID instead.
+func invocationID(context.Context) string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "inv-" + hex.EncodeToString(b[:])
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -31,8 +31,13 @@ const (
 // run is one execution of an incident's plan.
 type run struct {
 	id, runID string
-	live      *live
-	inc       incident.Incident // as the run found it: the accounts its steps act in (clients.go)
+	// invocation names this invocation in the run's claim.
+	invocation string
+	// stopBy is when the run stops starting steps or waiting (the invocation's deadline less
+	// Options.StopMargin); zero when the context has no deadline.
+	stopBy time.Time
+	live   *live
+	inc    incident.Incident // as the run found it: the accounts its steps act in (clients.go)
 	// keyAccessBy is when the run stops retrying RDS calls that cannot reach the key yet; zero
 	// until the first KMSKeyNotAccessibleFault.
 	keyAccessBy time.Time
@@ -123,7 +128,10 @@ func (r *Runner) Run(ctx context.Context, id string, by string) (incident.Incide
 	case inc.State != incident.StateRemediating:
 		return inc, nil, fmt.Errorf("remediate incident %s (%s): %w", id, inc.State, ErrNotApproved)
 	}
-	ru := &run{id: id, runID: RunID(inc), inc: inc}
+	ru := &run{id: id, runID: RunID(inc), invocation: r.opts.Invocation(ctx), inc: inc}
+	if d, ok := ctx.Deadline(); ok {
+		ru.stopBy = d.Add(-r.opts.StopMargin)
+	}
 	if err := r.allowed(inc); err != nil {
 		return r.refuse(ctx, ru, inc, nil, err)
 	}
@@ -139,6 +147,9 @@ func (r *Runner) Run(ctx context.Context, id string, by string) (incident.Incide
 		return inc, nil, fmt.Errorf("plan remediation of incident %s: %w", id, err)
 	}
 
+	// The claim: one invocation holds the run until its lease runs out, so the click's
+	// hand-off, a second delivery of it and the reconciler's start run it once.
+	exhausted := false
 	inc, err = r.store.Update(ctx, id, func(i *incident.Incident) error {
 		if err := ru.current(i); err != nil {
 			return err
@@ -146,16 +157,31 @@ func (r *Runner) Run(ctx context.Context, id string, by string) (incident.Incide
 		if i.Remediation.RunID == "" {
 			i.Remediation.RunID = ru.runID
 		}
-		i.Remediation.State = incident.RemediationRunning
-		ru.live.apply(i, r.opts.Now())
+		now := r.opts.Now()
+		if err := i.ClaimRun(ru.runID, ru.invocation, now, r.lease(ctx)); err != nil {
+			return err
+		}
+		ru.live.apply(i, now)
+		exhausted = i.Remediation.Attempts > MaxAttempts
 		return nil
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, incident.ErrRunClaimed):
+		return inc, nil, fmt.Errorf("remediate incident %s: %w: %w", id, ErrClaimed, err)
+	case errors.Is(err, incident.ErrRunNotCurrent):
+		return inc, nil, fmt.Errorf("remediate incident %s: %w: %w", id, ErrNotApproved, err)
+	case err != nil:
 		return inc, nil, fmt.Errorf("start remediation of incident %s: %w", id, err)
+	case exhausted:
+		return r.end(ctx, ru, inc, nil, fmt.Errorf("remediate incident %s: %w after %d invocations, the last stopped at %s",
+			id, ErrGaveUp, MaxAttempts, orNone(inc.Remediation.StoppedAt)))
 	}
 
 	steps := make([]Step, 0, len(planned))
 	for _, ps := range planned {
+		if ps.Runs() && ru.pastStop(r.opts.Now()) {
+			return r.pause(ctx, ru, inc, steps, string(ps.Kind)+" "+ps.Target, nil)
+		}
 		s := Step{Name: ps.Kind, Target: ps.Target, Skip: ps.Skip, Settling: ps.Settling}
 		var apply func(*incident.Incident, time.Time)
 		var stop error
@@ -164,11 +190,16 @@ func (r *Runner) Run(ctx context.Context, id string, by string) (incident.Incide
 		} else {
 			s.Result, s.Detail = incident.ResultSkipped, ps.Skip
 		}
+		if errors.Is(stop, errStopMargin) || (stop != nil && Retryable(stop)) {
+			// Not done: nothing is recorded for the step, and the next invocation plans it
+			// again from live state.
+			return r.pause(ctx, ru, inc, steps, string(ps.Kind)+" "+ps.Target, stop)
+		}
 		steps = append(steps, s)
-		rec, err := r.record(ctx, ru, s, stop != nil && Retryable(stop), apply)
+		rec, err := r.record(ctx, ru, s, false, apply)
 		if err != nil {
-			// The API call happened but is not recorded; a retry plans from live state.
-			return inc, steps, fmt.Errorf("record %s %s on incident %s: %w", s.Name, s.Target, id, err)
+			// The API call happened but is not recorded; the next invocation plans from live state.
+			return r.pause(ctx, ru, inc, steps, string(ps.Kind)+" "+ps.Target, fmt.Errorf("record %s %s: %w", s.Name, s.Target, err))
 		}
 		inc = rec
 		if stop != nil {
@@ -183,6 +214,74 @@ func (r *Runner) Run(ctx context.Context, id string, by string) (incident.Incide
 		return r.end(ctx, ru, inc, steps, &IncompleteError{Incident: id, Clusters: left})
 	}
 	return r.end(ctx, ru, inc, steps, nil)
+}
+
+// MaxAttempts bounds the invocations one run may take (paused, timed out, or stopped on a
+// transient error); past it the incident is given back with where it last stopped.
+const MaxAttempts = 6
+
+// errStopMargin stops a step that would run into the invocation's stop margin.
+var errStopMargin = errors.New("stop margin reached")
+
+// errRetryPause marks a pause on a failure a retry may cure: Retryable says so, and Lambda's
+// retry continues the run beside the reconciler (the claim keeps them from running it twice).
+var errRetryPause = errors.New("a retry may cure it")
+
+// lease is how long this invocation's claim holds: until its deadline plus LeaseSlack.
+func (r *Runner) lease(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		return time.Until(d) + LeaseSlack
+	}
+	return r.opts.Lease
+}
+
+// pastStop reports whether the run is inside its stop margin.
+func (ru *run) pastStop(now time.Time) bool {
+	return !ru.stopBy.IsZero() && !now.Before(ru.stopBy)
+}
+
+// until is the earlier of own and the run's stop time, and whether the stop time is it.
+func (ru *run) until(own time.Time) (time.Time, bool) {
+	if !ru.stopBy.IsZero() && ru.stopBy.Before(own) {
+		return ru.stopBy, true
+	}
+	return own, false
+}
+
+// pause ends this invocation before `where` without giving the incident back: the claim is
+// released and the run approved again (incident.PauseRun), so the next invocation — the
+// reconciler starts one within a minute — continues from live state. Steps done are recorded
+// once; the one not done is not recorded. The write runs on a context of its own, as the
+// invocation's may be about to end.
+func (r *Runner) pause(ctx context.Context, ru *run, inc incident.Incident, steps []Step, where string, cause error) (incident.Incident, []Step, error) {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	reason := fmt.Sprintf("%s left before the invocation's deadline", r.opts.StopMargin)
+	if cause != nil && !errors.Is(cause, errStopMargin) {
+		reason = "a failure a retry may cure: " + describeErr(cause)
+	}
+	got, err := r.store.Update(wctx, ru.id, func(i *incident.Incident) error {
+		if ru.current(i) != nil || i.Remediation.ClaimedBy != ru.invocation {
+			return nil
+		}
+		i.PauseRun(where, reason, r.opts.Now())
+		return nil
+	})
+	if err == nil {
+		inc = got
+	}
+	why := fmt.Errorf("remediate incident %s: %w: stopped at %s", ru.id, ErrPaused, where)
+	if cause != nil && !errors.Is(cause, errStopMargin) {
+		why = fmt.Errorf("%w (%w: %w)", why, errRetryPause, cause)
+	}
+	return inc, steps, why
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "any step"
+	}
+	return s
 }
 
 // current checks that i is still remediating under the run.
@@ -225,9 +324,6 @@ func (r *Runner) refuse(ctx context.Context, ru *run, inc incident.Incident, lv 
 // end closes the run: done when cause is nil, left running for Lambda's retry when a retry
 // could help, given back to the approvers otherwise.
 func (r *Runner) end(ctx context.Context, ru *run, inc incident.Incident, steps []Step, cause error) (incident.Incident, []Step, error) {
-	if Retryable(cause) {
-		return inc, steps, cause
-	}
 	why := ""
 	var ie *IncompleteError
 	switch {
@@ -242,6 +338,9 @@ func (r *Runner) end(ctx context.Context, ru *run, inc incident.Incident, steps 
 		}
 		if cause == nil {
 			i.Remediation.State = incident.RemediationDone
+			i.Remediation.ClaimedBy, i.Remediation.LeaseUntil = "", nil
+			// The watch of instances that lost the key starts now the key is back.
+			i.WatchInstances(r.opts.Now(), r.opts.WatchGrace)
 			return nil
 		}
 		return i.GiveBack(why, r.opts.Now())
@@ -313,7 +412,7 @@ func (r *Runner) exec(ctx context.Context, ru *run, s *Step) (apply func(*incide
 	case incident.StepEnableKey:
 		apply, err = r.enableKey(ctx, ru, s)
 	case incident.StepWaitEnabled:
-		apply, err = r.waitEnabled(ctx, s)
+		apply, err = r.waitEnabled(ctx, ru, s)
 	case incident.StepStartDBCluster:
 		apply, err = r.startCluster(ctx, ru, s)
 	case incident.StepRebootDBInstance:
@@ -358,33 +457,84 @@ func (r *Runner) cancelDeletion(ctx context.Context, ru *run, s *Step) (func(*in
 	return setKey(incident.KeyStateDisabled), nil
 }
 
-func (r *Runner) enableKey(ctx context.Context, ru *run, _ *Step) (func(*incident.Incident, time.Time), error) {
-	// EnableKey on an enabled key succeeds, so a repeat is harmless.
-	if _, err := r.kms.EnableKey(ctx, &kms.EnableKeyInput{KeyId: aws.String(ru.live.keyID)}); err != nil {
-		return nil, err
+// enableKey calls EnableKey, retrying KMSInvalidStateException and NotFoundException with
+// backoff for Options.ConsistencyTimeout: right after CancelKeyDeletion KMS may still answer
+// as if the key were pending deletion, or not find it, until the change has propagated
+// (https://docs.aws.amazon.com/kms/latest/developerguide/programming-eventual-consistency.html).
+// EnableKey on an enabled key succeeds, so a repeat is harmless.
+func (r *Runner) enableKey(ctx context.Context, ru *run, s *Step) (func(*incident.Incident, time.Time), error) {
+	attempts, err := r.untilConsistent(ctx, ru, s, func() error {
+		_, err := r.kms.EnableKey(ctx, &kms.EnableKeyInput{KeyId: aws.String(ru.live.keyID)})
+		return err
+	})
+	if err == nil && attempts > 1 {
+		s.Detail = fmt.Sprintf("ok on attempt %d (KMS was still propagating the cancelled deletion)", attempts)
 	}
-	return nil, nil
+	return nil, err
 }
 
-// waitEnabled polls DescribeKey with backoff until the key reads Enabled, for at most
-// WaitTimeout. StartDBCluster on a key that RDS still sees as disabled would fail or leave the
-// cluster inaccessible, so the clusters wait for KMS to agree.
-func (r *Runner) waitEnabled(ctx context.Context, s *Step) (func(*incident.Incident, time.Time), error) {
-	start := r.opts.Now()
-	deadline := start.Add(r.opts.WaitTimeout)
+// untilConsistent calls call until it does not fail with KMS's eventual-consistency errors,
+// for at most Options.ConsistencyTimeout, with backoff, and never into the run's stop margin
+// (then errStopMargin). It returns the attempts made; past the timeout, the last error, with
+// s.Detail saying so.
+func (r *Runner) untilConsistent(ctx context.Context, ru *run, s *Step, call func() error) (int, error) {
+	deadline, byStop := ru.until(r.opts.Now().Add(r.opts.ConsistencyTimeout))
 	backoff := firstPoll
-	for {
-		md, err := describeKey(ctx, r.kms, s.Target)
-		if err != nil {
-			return nil, err
-		}
-		if md.KeyState == kmstypes.KeyStateEnabled {
-			return setKey(incident.KeyStateEnabled), nil
+	for attempt := 1; ; attempt++ {
+		err := call()
+		if err == nil || !kmsInconsistent(err) {
+			return attempt, err
 		}
 		left := deadline.Sub(r.opts.Now())
 		if left <= 0 {
-			s.Detail = fmt.Sprintf("timed out after %s: key still %s", r.opts.WaitTimeout, md.KeyState)
-			return setKey(incident.KeyState(md.KeyState)), fmt.Errorf("key %s still %s after %s", s.Target, md.KeyState, r.opts.WaitTimeout)
+			if byStop {
+				return attempt, errStopMargin
+			}
+			s.Detail = fmt.Sprintf("%s (retried for %s: KMS did not settle)", describeErr(err), r.opts.ConsistencyTimeout)
+			return attempt, err
+		}
+		if err := r.opts.Sleep(ctx, min(backoff, left)); err != nil {
+			return attempt, err
+		}
+		backoff = min(2*backoff, maxPoll)
+	}
+}
+
+// kmsInconsistent reports whether err is one KMS answers while a change propagates.
+func kmsInconsistent(err error) bool {
+	var invalid *kmstypes.KMSInvalidStateException
+	var nf *kmstypes.NotFoundException
+	return errors.As(err, &invalid) || errors.As(err, &nf)
+}
+
+// waitEnabled polls DescribeKey with backoff until the key reads Enabled, for at most
+// WaitTimeout (and never into the run's stop margin). StartDBCluster on a key that RDS still
+// sees as disabled would fail or leave the cluster inaccessible, so the clusters wait for KMS
+// to agree. A NotFoundException while KMS propagates is retried like a state not yet Enabled.
+func (r *Runner) waitEnabled(ctx context.Context, ru *run, s *Step) (func(*incident.Incident, time.Time), error) {
+	deadline, byStop := ru.until(r.opts.Now().Add(r.opts.WaitTimeout))
+	backoff := firstPoll
+	for {
+		state := kmstypes.KeyState("NotFound")
+		md, err := describeKey(ctx, r.kms, s.Target)
+		switch {
+		case err != nil && !kmsInconsistent(err):
+			return nil, err
+		case err == nil && md.KeyState == kmstypes.KeyStateEnabled:
+			return setKey(incident.KeyStateEnabled), nil
+		case err == nil:
+			state = md.KeyState
+		}
+		left := deadline.Sub(r.opts.Now())
+		if left <= 0 {
+			if byStop {
+				return nil, errStopMargin
+			}
+			s.Detail = fmt.Sprintf("timed out after %s: key still %s", r.opts.WaitTimeout, state)
+			if err != nil {
+				return nil, fmt.Errorf("key %s not found after %s: %w", s.Target, r.opts.WaitTimeout, err)
+			}
+			return setKey(incident.KeyState(state)), fmt.Errorf("key %s still %s after %s", s.Target, state, r.opts.WaitTimeout)
 		}
 		if err := r.opts.Sleep(ctx, min(backoff, left)); err != nil {
 			return nil, err
@@ -410,7 +560,11 @@ func (r *Runner) untilKeyReachable(ctx context.Context, ru *run, s *Step, call f
 		if ru.keyAccessBy.IsZero() {
 			ru.keyAccessBy = now.Add(r.opts.KeyAccessTimeout)
 		}
-		left := ru.keyAccessBy.Sub(now)
+		until, byStop := ru.until(ru.keyAccessBy)
+		left := until.Sub(now)
+		if left <= 0 && byStop {
+			return errStopMargin
+		}
 		if left <= 0 || r.opts.Sleep(ctx, min(backoff, left)) != nil {
 			s.Detail = fmt.Sprintf("%s (RDS cannot reach the key yet; retried for %s, will run again)",
 				describeErr(err), r.opts.KeyAccessTimeout)
@@ -500,26 +654,32 @@ func started(id string, status incident.ClusterStatus) func(*incident.Incident, 
 	}
 }
 
-// rebooted records an instance RebootDBInstance accepted: it reconnects to the key.
+// rebooted records an instance RebootDBInstance accepted (the Reboot instance button). It is
+// not assumed recovered: its watch starts again, and it counts as recovered on RDS-EVENT-0420
+// or after the grace period available with the key Enabled.
 func rebooted(id string, status incident.ClusterStatus) func(*incident.Incident, time.Time) {
 	return func(i *incident.Incident, _ time.Time) {
 		lifecycle.SetInstanceStatus(i, id, status)
 		for k := range i.Instances {
-			if i.Instances[k].Identifier == id {
-				i.Instances[k].LostKeyAccess = false
+			if in := &i.Instances[k]; in.Identifier == id {
+				in.NeedsReboot, in.WatchSince, in.AvailableSince = false, nil, nil
 			}
 		}
 	}
 }
 
 // Retryable reports whether running again could help after Run returned err: throttling, a
-// service fault or outage, a key that did not yet read Enabled, or RDS not yet reaching it. It
+// service fault or outage, a key that did not yet read Enabled, or RDS not yet reaching it (a
+// run paused on one of those is Retryable; one paused only by its stop margin is not). It
 // is false for a closed or unapproved incident, a key one click cannot fix or that is not
 // allowed, a run that finished incomplete (ErrIncomplete), and for AWS refusals such as AccessDenied, which need a
 // person.
 func Retryable(err error) bool {
+	if errors.Is(err, ErrPaused) {
+		return errors.Is(err, errRetryPause)
+	}
 	if err == nil || errors.Is(err, ErrNotFixable) || errors.Is(err, ErrNotAllowed) || errors.Is(err, ErrClosed) ||
-		errors.Is(err, ErrNotApproved) || errors.Is(err, ErrIncomplete) {
+		errors.Is(err, ErrNotApproved) || errors.Is(err, ErrIncomplete) || errors.Is(err, ErrClaimed) || errors.Is(err, ErrGaveUp) {
 		return false
 	}
 	return transient(err)

@@ -16,6 +16,7 @@ package slacktest
 
 import (
 	"bufio"
+	"cmp"
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/json"
@@ -355,6 +356,10 @@ func blocksJSON(b json.RawMessage) json.RawMessage {
 
 // ServeHTTP answers a Web API call: POST <anything>/<method>, such as /api/chat.postMessage.
 func (s *Slack) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.Contains(r.URL.Path, "/response/") {
+		s.serveResponseURL(w, r)
+		return
+	}
 	method := r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]
 	req, err := parseRequest(r)
 	if err != nil {
@@ -381,6 +386,35 @@ func (s *Slack) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	respondJSON(w, status, resp)
+}
+
+// ResponseURL is a click's response_url on the stand-in (id tells clicks apart): a POST to it is
+// recorded as method "response_url", as Slack's hooks URLs accept {"text", "response_type"}
+// without a token (https://docs.slack.dev/interactivity/handling-user-interaction#message_responses).
+// Fail("response_url", …) makes it refuse.
+func (s *Slack) ResponseURL(id string) string { return s.srv.URL + "/api/response/" + id }
+
+func (s *Slack) serveResponseURL(w http.ResponseWriter, r *http.Request) {
+	req, err := parseRequest(r)
+	if err != nil {
+		http.Error(w, "invalid_payload", http.StatusBadRequest)
+		return
+	}
+	s.mu.Lock()
+	rec := Record{Method: "response_url", Text: req.text, Blocks: req.blocks}
+	f, failing := s.nextFault("response_url")
+	status, body := http.StatusOK, "ok"
+	if failing && f.refuses() {
+		rec.Fault, status, body = true, cmp.Or(f.Status, http.StatusNotFound), cmp.Or(f.Error, "expired_url")
+		rec.Error = body
+	} else {
+		rec.OK = true
+	}
+	s.record(rec)
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, body)
 }
 
 // answer records the call and returns the answer to it: the HTTP status, headers, the body (a

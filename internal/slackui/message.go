@@ -50,6 +50,9 @@ func Message(inc incident.Incident, now time.Time) (blocks []slack.Block, fallba
 	if a := actionsBlock(inc); a != nil {
 		blocks = append(blocks, a)
 	}
+	if r := RebootBlock(inc); r != nil {
+		blocks = append(blocks, r)
+	}
 	blocks = append(blocks, slack.NewContextBlock("", mrkdwn(fmt.Sprintf("keywarden · %s · version %d · updated %s",
 		esc(inc.ID), inc.Version, utc(now)))))
 	return blocks, fallbackText(inc, sev, now)

@@ -89,9 +89,10 @@ func TestMessageContent(t *testing.T) {
 				"key protects storage, master-user-secret", "4 instances (2 reported lost key access)",
 				"*Acknowledged by* <@U012ABCDEF>",
 				// The confirm dialog lists exactly what will run for this incident.
-				"2. Wait until DescribeKey says Enabled", "3. StartDBCluster: billing", "4. RebootDBInstance: orders-prod-1",
+				"2. Wait until DescribeKey says Enabled", "3. StartDBCluster: billing",
 			},
-			notWant: []string{"CancelKeyDeletion", "reports-1"},
+			// No reboot in the one click: instances that lost the key are watched instead.
+			notWant: []string{"CancelKeyDeletion", "reports-1", "RebootDBInstance"},
 		},
 		{
 			name: "deletion before window",
@@ -309,14 +310,13 @@ func TestConfirmSteps(t *testing.T) {
 		"1. CancelKeyDeletion (key is PendingDeletion)\n" +
 		"2. EnableKey\n" +
 		"3. Wait until DescribeKey says Enabled\n" +
-		"4. StartDBCluster: payments, payments-analytics\n" +
-		"5. RebootDBInstance: other-1"
+		"4. StartDBCluster: payments, payments-analytics"
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("ConfirmSteps() text mismatch (-want +got):\n%s", diff)
 	}
 
 	// Too many names: cut at a name boundary, every kind still listed. Half the clusters still
-	// run, so their instances that reported lost key access are rebooted.
+	// run; their instances that reported lost key access are watched, never rebooted.
 	inc = manyClusters(40)
 	for i := range inc.Clusters {
 		if i%2 == 1 {
@@ -327,7 +327,7 @@ func TestConfirmSteps(t *testing.T) {
 	if n := utf8.RuneCountInString(got); n > maxConfirmText {
 		t.Errorf("ConfirmSteps() for 40 clusters is %d characters, want at most %d", n, maxConfirmText)
 	}
-	for _, w := range []string{"1. EnableKey", "2. Wait until DescribeKey says Enabled", "3. StartDBCluster: ", " more", "4. RebootDBInstance: "} {
+	for _, w := range []string{"1. EnableKey", "2. Wait until DescribeKey says Enabled", "3. StartDBCluster: ", " more"} {
 		if !strings.Contains(got, w) {
 			t.Errorf("ConfirmSteps() for 40 clusters = %q, want it to contain %q", got, w)
 		}

@@ -66,6 +66,9 @@ var allowedActions = map[string][]string{
 		"dynamodb:ConditionCheckItem", "dynamodb:Query", "dynamodb:BatchWriteItem", "dynamodb:Scan",
 		"secretsmanager:GetSecretValue",
 		"sts:AssumeRole", "organizations:ListAccounts", // organization mode, as KeyEventFunction
+		// Issue 11: the hand-off recovery starts an approved remediation whose hand-off was
+		// lost (an asynchronous invoke of RemediateFunction only, which claims the run).
+		"lambda:InvokeFunction",
 	},
 }
 

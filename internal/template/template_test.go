@@ -240,7 +240,7 @@ func TestTemplateRules(t *testing.T) {
 	}
 
 	rec, _ := tpl.Function("ReconcileFunction")
-	schedules := map[string]string{}
+	var schedules []string // "expression input"
 	for _, e := range rec.Events {
 		if e.Type == "Schedule" || e.Type == "ScheduleV2" {
 			s, _ := e.Properties["Schedule"].(string)
@@ -248,11 +248,13 @@ func TestTemplateRules(t *testing.T) {
 				s, _ = e.Properties["ScheduleExpression"].(string)
 			}
 			in, _ := e.Properties["Input"].(string)
-			schedules[s] = in
+			schedules = append(schedules, s+" "+in)
 		}
 	}
-	// The reconcile pass, and the Slack outbox retry within a minute (reconcile.OutboxEvent).
-	wantSchedules := map[string]string{"rate(5 minutes)": "", "rate(1 minute)": `{"pass":"` + reconcile.OutboxEvent + `"}`}
+	slices.Sort(schedules)
+	// The full pass every 5 minutes; within a minute, the Slack outbox retry alone
+	// (reconcile.OutboxEvent, issue 10) and the hand-off recovery alone (issue 11).
+	wantSchedules := []string{"rate(1 minute) {\"pass\": \"handoff\"}", "rate(1 minute) {\"pass\":\"" + reconcile.OutboxEvent + "\"}", "rate(5 minutes) "}
 	if diff := cmp.Diff(wantSchedules, schedules); diff != "" {
 		t.Errorf("ReconcileFunction schedules (-want +got):\n%s", diff)
 	}

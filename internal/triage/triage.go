@@ -559,6 +559,10 @@ func mergeRadius(inc *incident.Incident, radius blast.Radius, lostAt time.Time, 
 		if i < 0 {
 			c.LostAccessAt = nil
 			lifecycle.KeyEvidence(&c, lostAt)
+			// A cluster first seen plainly stopped was stopped by its owner: Aurora reports a
+			// key loss as inaccessible-encryption-credentials(-recoverable), never as stopped
+			// (aws-facts §4.1, §4.4). Remediation leaves it stopped (issue 11, Deliver 6).
+			c.StoppedBeforeLoss = c.Status == incident.StatusStopped
 			inc.Clusters = append(inc.Clusters, c)
 			continue
 		}

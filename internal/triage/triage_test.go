@@ -503,3 +503,36 @@ func TestFoldKeepsWindowRDSDated(t *testing.T) {
 		})
 	}
 }
+
+// TestOwnerStoppedClusterKeptStopped: a cluster already plainly stopped when the loss opens the
+// incident was stopped by its owner (Aurora reports a key loss as inaccessible-…, never as
+// stopped), so the one plan leaves it stopped; one that stops after is started.
+func TestOwnerStoppedClusterKeptStopped(t *testing.T) {
+	store := newMemStore()
+	stopped := cluster("reports", true)
+	stopped.Status = incident.StatusStopped
+	svc := newService(disabled(), fakeRadius{keyARN: {KeyARN: keyARN, Clusters: []incident.Cluster{cluster("orders", true), stopped}}}, store)
+	got, err := svc.HandleKeyEvent(context.Background(), event("DisableKey", keyevent.KindLoss))
+	if err != nil || len(got) != 1 {
+		t.Fatalf("got %+v, %v", got, err)
+	}
+	inc := store.byID[got[0].IncidentID]
+	if inc.Clusters[0].StoppedBeforeLoss || !inc.Clusters[1].StoppedBeforeLoss {
+		t.Fatalf("stopped before loss: orders %v, reports %v; want false, true", inc.Clusters[0].StoppedBeforeLoss, inc.Clusters[1].StoppedBeforeLoss)
+	}
+	// The loss stops orders afterwards (moto's stand-in for the recoverable state): it is started,
+	// reports is not.
+	inc.Clusters[0].Status = incident.StatusStopped
+	steps, err := inc.Plan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range steps {
+		if s.Kind != incident.StepStartDBCluster {
+			continue
+		}
+		if runs := s.Runs(); runs != (s.Target == "orders") {
+			t.Errorf("StartDBCluster %s runs %v (skip %q)", s.Target, runs, s.Skip)
+		}
+	}
+}

@@ -200,6 +200,13 @@ func (t *Tracker) HandleRDSEvent(ctx context.Context, ev rdsevent.Event) (Outcom
 			lifecycle.KeyAccessLost(inc, report, now)
 		case rdsevent.KeyAccessRestored:
 			lifecycle.KeyAccessRestored(inc, report, now)
+		case rdsevent.Stopped:
+			// RDS-EVENT-0150 dated before the key was lost: its owner stopped the cluster, and
+			// remediation leaves it stopped (issue 11). Delivery order does not matter: the
+			// event's own time decides.
+			if tg.instance == "" {
+				inc.NoteStopped(tg.cluster, ev.Time)
+			}
 		}
 		lifecycle.Settle(inc, now)
 		return nil
