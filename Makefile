@@ -8,6 +8,7 @@
 #   make invoke FN=<LogicalId> EVENT=<file>
 #   make emit EVENT=<file>         deliver an event through template.yaml's EventBridge rules
 #   make demo                      the story so far, on the local stack
+#   make demo-org                  one incident across an organisation's accounts, fixed in each
 #   make bench / make bench-scale / make bench-latency / make bench-cold / make bench-org / make fuzz
 #
 # `sam build` calls build-<LogicalId> (BuildMethod: makefile) with ARTIFACTS_DIR set.
@@ -119,6 +120,11 @@ emit:
 .PHONY: demo
 demo:
 	@go run ./cmd/keywarden local demo
+
+# Issue 13: the organisation story on the local stack (one moto, four accounts).
+.PHONY: demo-org
+demo-org:
+	@go run ./cmd/keywarden local demo-org
 
 # The blast radius at 2,000 clusters seeds moto for minutes: it has a target of its own.
 .PHONY: bench

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -229,6 +230,11 @@ func printIncident(w io.Writer, inc incident.Incident, now time.Time) error {
 	}
 	fmt.Fprintf(w, "\n%d cluster(s), %d instance(s), %d snapshot(s) or backup(s) on the key\n",
 		len(inc.Clusters), inc.InstanceCount, inc.SnapshotCount)
+	if inc.Organization {
+		if err := printByAccount(w, inc); err != nil {
+			return err
+		}
+	}
 	for _, a := range inc.Approvals {
 		fmt.Fprintf(w, "approved by %s at %s on version %d (round %d)\n", a.User, a.At.UTC().Format(time.RFC3339), a.Version, a.Round)
 	}
@@ -268,7 +274,13 @@ func printIncidents(w io.Writer, list []incident.Incident, now time.Time) error 
 			deadline += " (estimated)"
 		}
 		clusters := fmt.Sprint(len(inc.Clusters))
-		if inc.RadiusIncomplete {
+		if inc.Organization {
+			clusters += " in " + fmt.Sprint(len(accountsOf(inc))) + " account(s)"
+		}
+		switch {
+		case inc.RadiusIncomplete && len(inc.AccountsFailed) > 0:
+			clusters += fmt.Sprintf(" (incomplete: %d account(s) not searched)", len(inc.AccountsFailed))
+		case inc.RadiusIncomplete:
 			clusters += " (incomplete)"
 		}
 		keyState := string(inc.KeyState)
@@ -344,4 +356,41 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// accountsOf returns the accounts of inc's clusters, sorted.
+func accountsOf(inc incident.Incident) []string {
+	var out []string
+	for _, c := range inc.Clusters {
+		if !slices.Contains(out, c.Account) {
+			out = append(out, c.Account)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// printByAccount prints an organization-mode incident's clusters grouped by account (with the
+// account's name when Organizations gave one), then the accounts that could not be searched.
+func printByAccount(w io.Writer, inc incident.Incident) error {
+	clusters := slices.Clone(inc.Clusters)
+	slices.SortStableFunc(clusters, func(a, b incident.Cluster) int {
+		return cmp.Or(strings.Compare(a.Account, b.Account), strings.Compare(a.Identifier, b.Identifier))
+	})
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nACCOUNT\tNAME\tCLUSTER\tSTATUS\tDEADLINE (UTC)")
+	for _, c := range clusters {
+		deadline := "—"
+		if c.Deadline != nil {
+			deadline = c.Deadline.UTC().Format("2006-01-02 15:04")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", cmp.Or(c.Account, "?"), cmp.Or(inc.AccountName(c.Account), "—"), c.Identifier, c.Status, deadline)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, f := range inc.AccountsFailed {
+		fmt.Fprintf(w, "account %s not searched (radius incomplete): %s\n", f.Account, f.Reason)
+	}
+	return nil
 }

@@ -44,6 +44,9 @@ type demo struct {
 	keyARN      string
 	alias       string
 	clusters    []string
+	// clickEnv is added to SlackActionFunction's environment for clicks (demo-org's Lambda
+	// Invoke API); nil in the main demo.
+	clickEnv map[string]string
 }
 
 func runDemo(ctx context.Context, localStack *stack.Stack, stdout io.Writer) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -168,7 +169,9 @@ func (d *demo) click(ctx context.Context, user, actionID string) error {
 		return err
 	}
 	d.lastClick = signedRequest("payload=" + url.QueryEscape(string(payload)))
-	return d.invoke(ctx, "SlackActionFunction", d.lastClick, slackEnv())
+	env := slackEnv()
+	maps.Copy(env, d.clickEnv)
+	return d.invoke(ctx, "SlackActionFunction", d.lastClick, env)
 }
 
 func (d *demo) replay(ctx context.Context) error {

@@ -80,15 +80,36 @@ func TestFunctionsLinkOnlyWhatTheyUse(t *testing.T) {
 	notLinked := map[string][]string{
 		"functions/slack-action": {"github.com/aws/aws-sdk-go-v2/service/rds", "github.com/aws/aws-sdk-go-v2/service/kms",
 			"github.com/aws/aws-sdk-go-v2/service/cloudtrail", module + "internal/blast", module + "internal/triage",
-			module + "internal/remedy", module + "internal/kmskey"},
+			module + "internal/remedy", module + "internal/kmskey", module + "internal/org", module + "internal/org/member",
+			"github.com/aws/aws-sdk-go-v2/service/organizations"},
 		"functions/remediate": {"github.com/aws/aws-sdk-go-v2/service/cloudtrail", "github.com/aws/aws-sdk-go-v2/service/lambda",
-			module + "internal/blast", module + "internal/triage", module + "internal/approval"},
+			module + "internal/blast", module + "internal/triage", module + "internal/approval", module + "internal/org",
+			"github.com/aws/aws-sdk-go-v2/service/organizations"},
 		"functions/key-event": {"github.com/aws/aws-sdk-go-v2/service/cloudtrail", "github.com/aws/aws-sdk-go-v2/service/lambda",
 			module + "internal/remedy", module + "internal/approval"},
 		"functions/rds-event": {"github.com/aws/aws-sdk-go-v2/service/cloudtrail", "github.com/aws/aws-sdk-go-v2/service/lambda",
 			module + "internal/remedy", module + "internal/approval"},
 		// ReconcileFunction invokes RemediateFunction (the hand-off recovery, issue 11).
 		"functions/reconcile": {module + "internal/remedy", module + "internal/approval"},
+	}
+	// Organization mode (issue 13) is linked by the functions that follow a key across accounts
+	// and no other: it must reach them through their wiring, or it is not there at all.
+	linked := map[string][]string{
+		"functions/key-event": {module + "internal/org"},
+		"functions/rds-event": {module + "internal/org"},
+		"functions/reconcile": {module + "internal/org"},
+		"functions/remediate": {module + "internal/org/member"},
+	}
+	for fn, want := range linked {
+		out, err := exec.Command("go", "list", "-deps", module+fn).Output()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v", fn, err)
+		}
+		for _, w := range want {
+			if !slices.Contains(strings.Fields(string(out)), w) {
+				t.Errorf("%s does not link %s: organization mode is not wired in it", fn, w)
+			}
+		}
 	}
 	for fn, banned := range notLinked {
 		out, err := exec.Command("go", "list", "-deps", module+fn).Output()

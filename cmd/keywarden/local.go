@@ -26,6 +26,11 @@ const localUsage = `usage:
   keywarden local demo                          the whole story (make demo): seed a key and Aurora
                                                 clusters, disable the key, one incident, the Slack
                                                 message, clicks, remediation, resolution, a reminder
+  keywarden local demo-org                      the organisation story (make demo-org): a key in a
+                                                security account, Aurora on it in two workload
+                                                accounts, the DisableKey forwarded to the central
+                                                bus, one incident, an approved click, the key
+                                                enabled and the clusters started in their accounts
   keywarden local emit <event>                  deliver an event through template.yaml's EventBridge
                                                 rules to every function they match
   keywarden local slack [--json]                what the local Slack stand-in received
@@ -89,6 +94,15 @@ func runLocal(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		return runDemo(ctx, localStack, stdout)
+	case "demo-org":
+		if len(rest) != 0 {
+			return errors.New("local demo-org takes no arguments")
+		}
+		localStack, err := stack.New(opts)
+		if err != nil {
+			return err
+		}
+		return runOrgDemo(ctx, localStack, stdout)
 	case "emit":
 		return runLocalEmit(ctx, opts, rest, stdout)
 	case "serve":

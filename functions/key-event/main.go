@@ -9,16 +9,20 @@
 //
 // Environment: the shared settings of internal/wire (INCIDENTS_TABLE, LOG_LEVEL,
 // SKIP_CLUSTER_AUTOMATED_BACKUPS, SLACK_BOT_TOKEN_SECRET_ARN or SLACK_BOT_TOKEN, SLACK_CHANNEL,
-// SLACK_API_URL); Slack is optional.
+// SLACK_API_URL); Slack is optional. In organization mode (DEPLOYMENT_MODE=organization and the
+// other variables of org.SettingsFromEnv) the key is read in its own account and mapped across
+// the organisation's accounts, each through the member read role.
 package main
 
 import (
 	"context"
+	"errors"
 	"os"
 
 	"github.com/aws/aws-lambda-go/lambda"
 
 	"github.com/keywarden/keywarden/internal/env"
+	"github.com/keywarden/keywarden/internal/org"
 	"github.com/keywarden/keywarden/internal/wire"
 	"github.com/keywarden/keywarden/internal/wire/keyloss"
 )
@@ -27,7 +31,8 @@ func main() {
 	r := env.New()
 	s := wire.ReadSettings(r, false)
 	log := env.Logger(s.LogLevel)
-	if err := r.Err(); err != nil {
+	o, oerr := org.SettingsFromEnv(os.Getenv)
+	if err := errors.Join(r.Err(), oerr); err != nil {
 		log.Error("configuration", "error", err)
 		os.Exit(1)
 	}
@@ -36,5 +41,5 @@ func main() {
 		log.Error("start-up", "error", err)
 		os.Exit(1)
 	}
-	lambda.Start(newHandler(keyloss.Build(svc, s, log).Triage, log).Handle)
+	lambda.Start(newHandler(keyloss.Build(svc, s, o, log).Triage, log).Handle)
 }

@@ -440,7 +440,7 @@ func TestSettings(t *testing.T) {
 			wire.Settings{Table: "t", LogLevel: "debug", SkipClusterAutomatedBackups: true}, ""},
 		{map[string]string{"SKIP_CLUSTER_AUTOMATED_BACKUPS": "yes"}, wire.Settings{}, "INCIDENTS_TABLE is required"},
 	} {
-		got, err := loadSettings(env.FromMap(tc.env))
+		got, _, err := loadSettings(env.FromMap(tc.env), func(k string) string { return tc.env[k] })
 		switch {
 		case tc.wantErr != "":
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), "SKIP_CLUSTER_AUTOMATED_BACKUPS") {

@@ -12,29 +12,34 @@
 //
 // Environment: the shared settings of internal/wire (INCIDENTS_TABLE, LOG_LEVEL,
 // SKIP_CLUSTER_AUTOMATED_BACKUPS, SLACK_BOT_TOKEN_SECRET_ARN or SLACK_BOT_TOKEN, SLACK_CHANNEL,
-// SLACK_API_URL); Slack is optional.
+// SLACK_API_URL); Slack is optional. In organization mode (DEPLOYMENT_MODE=organization and the
+// other variables of org.SettingsFromEnv) each event is read in the account its SourceArn names,
+// through the member read role, and its key across the organisation.
 package main
 
 import (
 	"context"
+	"errors"
 	"os"
 
 	"github.com/aws/aws-lambda-go/lambda"
 
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/lifecycle/rdstrack"
+	"github.com/keywarden/keywarden/internal/org"
 	"github.com/keywarden/keywarden/internal/triage"
 	"github.com/keywarden/keywarden/internal/wire"
 	"github.com/keywarden/keywarden/internal/wire/keyloss"
 )
 
-func loadSettings(r *env.Reader) (wire.Settings, error) {
+func loadSettings(r *env.Reader, getenv func(string) string) (wire.Settings, org.Settings, error) {
 	s := wire.ReadSettings(r, false)
-	return s, r.Err()
+	o, err := org.SettingsFromEnv(getenv)
+	return s, o, errors.Join(r.Err(), err)
 }
 
 func main() {
-	s, err := loadSettings(env.New())
+	s, o, err := loadSettings(env.New(), os.Getenv)
 	log := env.Logger(s.LogLevel)
 	if err != nil {
 		log.Error("configuration", "error", err)
@@ -49,7 +54,13 @@ func main() {
 	if svc.Announcer != nil {
 		announcer = svc.Announcer
 	}
-	k := keyloss.Build(svc, s, log)
-	tracker := rdstrack.NewTracker(k.RDS, k.Keys, svc.Store, k.Triage, announcer, log)
-	lambda.Start(newHandler(tracker, log).Handle)
+	k := keyloss.Build(svc, s, o, log)
+	build := func(api rdstrack.RDSAPI) *rdstrack.Tracker {
+		return rdstrack.NewTracker(api, k.Keys, svc.Store, k.Triage, announcer, log)
+	}
+	var events rdsEvents = build(k.RDS)
+	if o.Enabled {
+		events = newAccountTrackers(k.ReadRoles, build)
+	}
+	lambda.Start(newHandler(events, log).Handle)
 }

@@ -108,7 +108,7 @@ func TestSettings(t *testing.T) {
 	want := settings{Shared: wire.Settings{Table: "t", LogLevel: "info"}, Thresholds: reconcile.DefaultThresholds, RunBudget: reconcile.DefaultRunBudget,
 		MaxCalls: reconcile.DefaultMaxCalls, CloudTrailLookup: true, CriticalEvery: reconcile.DefaultCriticalEvery,
 		WatchGrace: reconcile.DefaultWatchGrace}
-	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(wire.Settings{}, "BotToken")); diff != "" {
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(wire.Settings{}, "BotToken"), cmpopts.IgnoreFields(settings{}, "Org")); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
 	}
 
@@ -124,8 +124,19 @@ func TestSettings(t *testing.T) {
 	want = settings{Shared: wire.Settings{Table: "t", LogLevel: "info", SkipClusterAutomatedBackups: true},
 		Thresholds: []time.Duration{48 * time.Hour, 2 * time.Hour}, Mention: "<!subteam^S1>", RunBudget: 50 * time.Second, MaxCalls: 100,
 		CriticalEvery: 90 * time.Minute, RemediateFunction: "keywarden-remediate", WatchGrace: 10 * time.Minute}
-	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(wire.Settings{}, "BotToken")); diff != "" {
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(wire.Settings{}, "BotToken"), cmpopts.IgnoreFields(settings{}, "Org")); diff != "" {
 		t.Errorf("local stack (-want +got):\n%s", diff)
+	}
+
+	if got.Org.Enabled {
+		t.Errorf("no DEPLOYMENT_MODE: got organization mode, want account mode")
+	}
+	got, err = loadSettings(env.FromMap(map[string]string{"INCIDENTS_TABLE": "t", "DEPLOYMENT_MODE": "organization", "ORGANIZATION_ACCOUNTS": "111111111111"}))
+	if err != nil || !got.Org.Enabled || len(got.Org.Accounts) != 1 {
+		t.Errorf("organization mode: got %+v, %v", got.Org, err)
+	}
+	if _, err := loadSettings(env.FromMap(map[string]string{"INCIDENTS_TABLE": "t", "DEPLOYMENT_MODE": "both"})); err == nil || !strings.Contains(err.Error(), "DEPLOYMENT_MODE") {
+		t.Errorf("bad DEPLOYMENT_MODE: got %v, want it named", err)
 	}
 
 	_, err = loadSettings(env.FromMap(map[string]string{"REMINDER_THRESHOLDS": "soon", "CLOUDTRAIL_LOOKUP": "maybe", "RUN_BUDGET": "-1s"}))

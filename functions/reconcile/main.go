@@ -25,6 +25,10 @@
 //	                                 started (optional; without it that recovery is off, and logged so)
 //	WATCH_GRACE                      how long an instance that reported lost key access stays available
 //	                                 with the key Enabled before it counts as recovered (default 30m)
+//	DEPLOYMENT_MODE …                organization mode (org.SettingsFromEnv): keys are read in
+//	                                 their own account, the backstop and the radius repair map a
+//	                                 key across the organisation's accounts, and clusters are
+//	                                 listed in every account through the member read role
 package main
 
 import (
@@ -39,6 +43,7 @@ import (
 
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/handoff/invoke"
+	"github.com/keywarden/keywarden/internal/org"
 	"github.com/keywarden/keywarden/internal/reconcile"
 	"github.com/keywarden/keywarden/internal/trail"
 	"github.com/keywarden/keywarden/internal/wire"
@@ -47,6 +52,7 @@ import (
 
 type settings struct {
 	Shared            wire.Settings
+	Org               org.Settings
 	Thresholds        []time.Duration
 	Mention           string
 	RunBudget         time.Duration
@@ -69,6 +75,11 @@ func loadSettings(r *env.Reader) (settings, error) {
 		RemediateFunction: r.String("REMEDIATE_FUNCTION", ""),
 		WatchGrace:        r.Duration("WATCH_GRACE", reconcile.DefaultWatchGrace),
 	}
+	o, err := org.SettingsFromEnv(func(k string) string { return r.String(k, "") })
+	if err != nil {
+		r.Fail(err)
+	}
+	c.Org = o
 	return c, r.Err()
 }
 
@@ -99,10 +110,14 @@ func main() {
 		log.Error("start-up", "error", err)
 		os.Exit(1)
 	}
-	k := keyloss.Build(svc, cfg.Shared, log)
+	k := keyloss.Build(svc, cfg.Shared, cfg.Org, log)
 	d := reconcile.Deps{
 		RDS: k.RDS, KMS: k.KMS, Keys: k.Keys, Radius: k.Radius, Incidents: svc.Store,
 		Opener: k.Triage, Events: k.RDS,
+	}
+	if cfg.Org.Enabled {
+		d.Radius = org.ManyFinder{Finder: k.Accounts}
+		d.RDS = org.NewAcrossAccounts(cfg.Org, svc.AWS, k.ReadRoles)
 	}
 	if svc.Announcer != nil {
 		d.Announcer, d.Replier = svc.Announcer, svc.Announcer

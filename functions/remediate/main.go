@@ -13,6 +13,10 @@
 //	                            SLACK_BOT_TOKEN and SLACK_CHANNEL are required here
 //	REMEDIATION_KEYS            key ARNs remediation is limited to, comma-separated (optional; default any key)
 //	WAIT_TIMEOUT                how long to wait for the key to read Enabled (default 60s; keep it under the function timeout)
+//	DEPLOYMENT_MODE …           organization mode (member.SettingsFromEnv): key steps run in the
+//	                            key's account, cluster steps in each cluster's, reading through
+//	                            keywarden-read (MEMBER_READ_ROLE) and writing through
+//	                            keywarden-remediate (MEMBER_REMEDIATE_ROLE)
 //	KMS_CONSISTENCY_TIMEOUT     how long EnableKey retries KMSInvalidStateException/NotFoundException after CancelKeyDeletion (default 60s)
 //	WATCH_GRACE                 how long an instance that reported lost key access stays available with the key Enabled
 //	                            before it counts as recovered without RDS-EVENT-0420 (default 30m)
@@ -34,12 +38,14 @@ import (
 
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/org/member"
 	"github.com/keywarden/keywarden/internal/remedy"
 	"github.com/keywarden/keywarden/internal/wire"
 )
 
 type settings struct {
 	Shared      wire.Settings
+	Org         member.Settings
 	AllowedKeys []string
 	WaitTimeout time.Duration
 	Consistency time.Duration
@@ -54,6 +60,11 @@ func loadSettings(r *env.Reader) (settings, error) {
 		Consistency: r.Duration("KMS_CONSISTENCY_TIMEOUT", remedy.DefaultConsistencyTimeout),
 		WatchGrace:  r.Duration("WATCH_GRACE", remedy.DefaultWatchGrace),
 	}
+	o, err := member.SettingsFromEnv(func(k string) string { return r.String(k, "") })
+	if err != nil {
+		r.Fail(err)
+	}
+	c.Org = o
 	for _, k := range c.AllowedKeys {
 		if !incident.IsKeyARN(k) {
 			r.Fail(fmt.Errorf("REMEDIATION_KEYS: %q is not a KMS key ARN", k))
@@ -96,13 +107,17 @@ func main() {
 	}
 	// RemediateFunction calls KMS and RDS but needs no blast radius or triage: it builds the two
 	// clients itself rather than through wire/keyloss.
-	run := remedy.New(kms.NewFromConfig(svc.AWS), rds.NewFromConfig(svc.AWS), svc.Store, remedy.Options{
+	own := remedy.Single{KMSClient: kms.NewFromConfig(svc.AWS), RDSClient: rds.NewFromConfig(svc.AWS)}
+	run := remedy.New(own.KMSClient, own.RDSClient, svc.Store, remedy.Options{
 		WaitTimeout:        cfg.WaitTimeout,
 		ConsistencyTimeout: cfg.Consistency,
 		WatchGrace:         cfg.WatchGrace,
 		AllowedKeys:        allowedKeys(cfg.AllowedKeys),
 		Invocation:         invocationID,
 	})
+	if cfg.Org.Enabled {
+		run.WithClients(newAccountClients(member.NewRoles(svc.AWS, cfg.Org.ReadRole), member.NewRoles(svc.AWS, cfg.Org.RemediateRole), own))
+	}
 	h := &handler{
 		runner:          run,
 		store:           svc.Store,

@@ -2,6 +2,7 @@ package awstest
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,10 @@ import (
 	"slices"
 	"sync"
 	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 )
 
 // RoleGate is a reverse proxy in front of moto that refuses sts:AssumeRole on chosen role ARNs
@@ -66,4 +71,28 @@ func (g *RoleGate) refuses(roleARN string) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return slices.Contains(g.denied, roleARN)
+}
+
+// Member returns a configuration acting in account on the moto at endpoint: moto serves an
+// account to the credentials sts:AssumeRole returns for a role ARN in it (any role name; moto
+// 5.2.1 does not check that the role exists). Tests seed member accounts with it.
+func Member(tb testing.TB, endpoint, account string) aws.Config {
+	tb.Helper()
+	cfg := Config(tb, endpoint)
+	out, err := sts.NewFromConfig(cfg).AssumeRole(context.Background(), &sts.AssumeRoleInput{
+		RoleArn: aws.String("arn:aws:iam::" + account + ":role/seed"), RoleSessionName: aws.String("seed"),
+	})
+	if err != nil {
+		tb.Fatalf("seed role in %s: %v", account, err)
+	}
+	c := out.Credentials
+	cfg.Credentials = credentials.NewStaticCredentialsProvider(aws.ToString(c.AccessKeyId), aws.ToString(c.SecretAccessKey), aws.ToString(c.SessionToken))
+	return cfg
+}
+
+// Allow stops refusing role ARNs (the StackSet reached the account).
+func (g *RoleGate) Allow(roleARNs ...string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.denied = slices.DeleteFunc(g.denied, func(a string) bool { return slices.Contains(roleARNs, a) })
 }

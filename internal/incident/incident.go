@@ -74,6 +74,16 @@ type Incident struct {
 	// failed after retries, an account could not be searched): the next delivery or reconcile
 	// completes it.
 	RadiusIncomplete bool `json:"radius_incomplete"`
+	// Organization is set when the incident was opened by an organization-mode deployment
+	// (issue 13): its dependents were searched across the organisation's accounts, and Slack and
+	// the CLI group them by account. Never set in account mode.
+	Organization bool `json:"organization,omitempty"`
+	// AccountsFailed are the accounts the latest organisation-wide search could not read, with
+	// why (organization mode only); RadiusIncomplete is set while there are any.
+	AccountsFailed []AccountFailure `json:"accounts_failed,omitempty"`
+	// AccountNames maps account IDs to their names as Organizations gave them (organization mode,
+	// when the accounts were listed from Organizations).
+	AccountNames map[string]string `json:"account_names,omitempty"`
 
 	// Trigger is the event name that opened the incident (DisableKey, KMS CMK Deletion, …).
 	Trigger       string `json:"trigger"`

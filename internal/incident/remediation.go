@@ -91,6 +91,9 @@ func (inc *Incident) RecordStep(s StepRecord) bool {
 	s.At = s.At.UTC()
 	inc.Remediation.Steps = append(inc.Remediation.Steps, s)
 	text := string(s.Kind) + " " + s.Target + " → " + string(s.Result)
+	if s.Account != "" {
+		text = string(s.Kind) + " " + s.Target + " in account " + s.Account + " → " + string(s.Result)
+	}
 	if s.Detail != "" {
 		text += ": " + s.Detail
 	}

@@ -48,9 +48,11 @@ func (inc *Incident) SnapshotOnly() bool {
 
 // KeyForeign reports whether the key lives in another account than the incident's clusters:
 // this deployment can neither enable it nor cancel its deletion (DisableKey, EnableKey and
-// CancelKeyDeletion cannot be called cross-account; aws-facts §8), only the key's owner can.
+// CancelKeyDeletion cannot be called cross-account; aws-facts §8), only the key's owner can. An
+// organization-mode incident's key is never foreign: that deployment acts in the key's own
+// account through its keywarden-remediate role (issue 13).
 func (inc *Incident) KeyForeign() bool {
-	if inc.KeyAccount == "" {
+	if inc.KeyAccount == "" || inc.Organization {
 		return false
 	}
 	for _, c := range inc.Clusters {

@@ -13,6 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/organizations"
 	"github.com/aws/aws-sdk-go-v2/service/organizations/types"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
+
+	"github.com/keywarden/keywarden/internal/org/member"
 )
 
 // OrganizationsAPI is the part of the Organizations client a Directory uses;
@@ -132,7 +134,7 @@ func NewOrganizationsClient(base aws.Config, readRoleARN string) *organizations.
 	cfg := base.Copy()
 	if readRoleARN != "" {
 		cfg.Credentials = aws.NewCredentialsCache(stscreds.NewAssumeRoleProvider(sts.NewFromConfig(base), readRoleARN,
-			func(o *stscreds.AssumeRoleOptions) { o.RoleSessionName = sessionName }))
+			func(o *stscreds.AssumeRoleOptions) { o.RoleSessionName = member.SessionName }))
 	}
 	return organizations.NewFromConfig(cfg)
 }

@@ -10,34 +10,60 @@
 // How the other packages use it (issue 13 part B):
 //
 //   - each function's main reads SettingsFromEnv(os.Getenv) once (template.yaml sets the
-//     variables in organization mode only) and, when Settings.Enabled, builds two Roles from its
-//     base configuration: NewRoles(cfg, s.ReadRole) and NewRoles(cfg, s.RemediateRole).
-//   - triage (and the reconciler's backstop) build one Finder per run with
-//     Settings.Finder(cfg, readRoles, blast options) and call Finder.Find(ctx, keyARN) instead of
-//     blast.Finder.Find; Radius.Radius is the blast radius with every dependent's Account set,
-//     Radius.Incomplete goes to incident.Incident.RadiusIncomplete, and Radius.AccountsFailed
-//     names the accounts the incident must say were not searched.
-//   - remedy asks a Roles for the remediate role for the configuration of the account a step
-//     acts in: Roles.Config(ctx, incident.KeyAccount, region) for CancelKeyDeletion and
-//     EnableKey, Roles.Config(ctx, cluster.Account, region) for StartDBCluster and
-//     RebootDBInstance, and records the account on the step. A *RoleError is a step that
-//     failed in that account, never a skipped one.
+//     variables in organization mode only); internal/wire/keyloss then builds, when
+//     Settings.Enabled, Roles for the read role, Keys (keys read in their own account) and a
+//     RunFinder (a Finder per search, so the account list is read again) that triage maps keys
+//     with (triage.Service.WithAccounts): each dependent carries its Account, an account not
+//     searched is named on the incident (accounts_failed) and makes its radius incomplete.
+//   - RdsEventFunction reads each event's cluster in the SourceArn's account; ReconcileFunction
+//     lists clusters in every account (AcrossAccounts) and repairs radii with ManyFinder.
+//   - RemediateFunction links only internal/org/member (no blast radius): remedy.Clients over the
+//     remediate role gives each step the clients of the account it acts in — the key's for
+//     CancelKeyDeletion and EnableKey, each cluster's for StartDBCluster and RebootDBInstance —
+//     and the step records the account. A role that cannot be assumed is a step that failed in
+//     that account, never a skipped one.
 package org
 
 import (
-	"fmt"
-	"regexp"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
+
+	"github.com/keywarden/keywarden/internal/org/member"
 )
 
 // Default role names, the names member.yaml gives the roles unless its parameters say otherwise.
 const (
-	ReadRoleName      = "keywarden-read"
-	RemediateRoleName = "keywarden-remediate"
+	ReadRoleName      = member.ReadRoleName
+	RemediateRoleName = member.RemediateRoleName
 )
 
 // DefaultConcurrency is how many accounts a Finder searches at once unless told otherwise (the
 // template's AccountConcurrency parameter has the same default).
-const DefaultConcurrency = 10
+const DefaultConcurrency = member.DefaultConcurrency
+
+// Roles gives an AWS configuration per member account through one role name there; see
+// member.Roles.
+type Roles = member.Roles
+
+// RoleError is a member role that could not be assumed; see member.RoleError.
+type RoleError = member.RoleError
+
+// Settings are a function's organisation settings; see member.Settings.
+type Settings = member.Settings
+
+// NewRoles returns Roles assuming role name in each account with base's credentials
+// (member.NewRoles).
+func NewRoles(base aws.Config, name string) *Roles { return member.NewRoles(base, name) }
+
+// NewRolesWith is NewRoles with the STS client given (member.NewRolesWith).
+func NewRolesWith(base aws.Config, stsAPI stscreds.AssumeRoleAPIClient, name string) *Roles {
+	return member.NewRolesWith(base, stsAPI, name)
+}
+
+// SettingsFromEnv reads the organisation settings through getenv (member.SettingsFromEnv).
+func SettingsFromEnv(getenv func(string) string) (Settings, error) {
+	return member.SettingsFromEnv(getenv)
+}
 
 // Account is one AWS account of the organisation.
 type Account struct {
@@ -55,12 +81,5 @@ type AccountFailure struct {
 	Reason  string `json:"reason"`
 }
 
-var accountID = regexp.MustCompile(`^[0-9]{12}$`)
-
 // ValidAccountID returns an error unless id is a 12-digit AWS account ID.
-func ValidAccountID(id string) error {
-	if !accountID.MatchString(id) {
-		return fmt.Errorf("account ID %q: want 12 digits", id)
-	}
-	return nil
-}
+func ValidAccountID(id string) error { return member.ValidAccountID(id) }

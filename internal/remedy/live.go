@@ -47,9 +47,13 @@ type liveCluster struct {
 // lost key access. It changes nothing; errors are AWS failures, which a retry may cure.
 func (r *Runner) read(ctx context.Context, inc incident.Incident) (*live, error) {
 	lv := &live{clusters: map[string]liveCluster{}, instances: map[string]incident.ClusterStatus{}}
-	md, err := describeKey(ctx, r.kms, inc.KeyARN)
+	md, err := describeKey(inAccount(ctx, inc.KeyAccount, inc.KeyARN), r.kms, inc.KeyARN)
 	var nf *kmstypes.NotFoundException
 	switch {
+	case errors.As(err, new(*ClientsError)):
+		// The key's account cannot be reached: the key steps are planned from what the
+		// incident knows and fail in that account, recorded (issue 13).
+		lv.key, lv.keyID = kmskey.Key{ARN: inc.KeyARN, State: inc.KeyState}, kmskey.IDFromARN(inc.KeyARN)
 	case errors.As(err, &nf):
 		// DescribeKey stops finding a key once its waiting period is over and KMS deleted it.
 		lv.key = lifecycle.KeyDeleted(inc.KeyARN)
@@ -68,7 +72,12 @@ func (r *Runner) read(ctx context.Context, inc incident.Incident) (*live, error)
 	}
 	keyARNs := map[string]string{} // storage key reference → key ARN, within this read
 	for _, c := range inc.Clusters {
-		lc, err := r.readCluster(ctx, c.Identifier, keyARNs)
+		lc, err := r.readCluster(inAccount(ctx, c.Account, inc.KeyARN), c.Identifier, keyARNs)
+		if ce := (*ClientsError)(nil); errors.As(err, &ce) {
+			// The cluster's account cannot be reached: its start is planned from what the
+			// incident knows and fails in that account, recorded (issue 13).
+			lc, err = liveCluster{found: true, status: c.Status, keyARN: inc.KeyARN}, nil
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -78,7 +87,7 @@ func (r *Runner) read(ctx context.Context, inc incident.Incident) (*live, error)
 		if !in.LostKeyAccess {
 			continue
 		}
-		status, err := instanceStatus(ctx, r.rds, in.Identifier)
+		status, err := instanceStatus(inAccount(ctx, in.Account, inc.KeyARN), r.rds, in.Identifier)
 		if err != nil {
 			return nil, err
 		}

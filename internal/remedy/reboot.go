@@ -27,7 +27,7 @@ func (r *Runner) Reboot(ctx context.Context, id, instance, runID string) (incide
 	case err != nil:
 		return inc, nil, fmt.Errorf("reboot %s of incident %s: %w", instance, id, err)
 	}
-	ru := &run{id: id, runID: runID, invocation: r.opts.Invocation(ctx)}
+	ru := &run{id: id, runID: runID, invocation: r.opts.Invocation(ctx), inc: inc}
 	if d, ok := ctx.Deadline(); ok {
 		ru.stopBy = d.Add(-r.opts.StopMargin)
 	}
@@ -54,6 +54,9 @@ func (r *Runner) Reboot(ctx context.Context, id, instance, runID string) (incide
 	}
 	now := r.opts.Now().UTC()
 	rec := incident.StepRecord{ID: incident.StepID(runID, s.Name, s.Target), Kind: s.Name, Target: s.Target, Result: s.Result, Detail: s.Detail, At: now}
+	if inc.Organization {
+		rec.Account = stepAccount(inc, s)
+	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	got, err := r.store.Update(wctx, id, func(i *incident.Incident) error {

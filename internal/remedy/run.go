@@ -37,6 +37,7 @@ type run struct {
 	// Options.StopMargin); zero when the context has no deadline.
 	stopBy time.Time
 	live   *live
+	inc    incident.Incident // as the run found it: the accounts its steps act in (clients.go)
 	// keyAccessBy is when the run stops retrying RDS calls that cannot reach the key yet; zero
 	// until the first KMSKeyNotAccessibleFault.
 	keyAccessBy time.Time
@@ -127,7 +128,7 @@ func (r *Runner) Run(ctx context.Context, id string, by string) (incident.Incide
 	case inc.State != incident.StateRemediating:
 		return inc, nil, fmt.Errorf("remediate incident %s (%s): %w", id, inc.State, ErrNotApproved)
 	}
-	ru := &run{id: id, runID: RunID(inc), invocation: r.opts.Invocation(ctx)}
+	ru := &run{id: id, runID: RunID(inc), invocation: r.opts.Invocation(ctx), inc: inc}
 	if d, ok := ctx.Deadline(); ok {
 		ru.stopBy = d.Add(-r.opts.StopMargin)
 	}
@@ -384,6 +385,9 @@ func (r *Runner) record(ctx context.Context, ru *run, s Step, retried bool, appl
 		ID:   incident.StepID(ru.runID, s.Name, s.Target),
 		Kind: s.Name, Target: s.Target, Result: s.Result, Detail: s.Detail, At: now,
 	}
+	if ru.inc.Organization {
+		rec.Account = stepAccount(ru.inc, s)
+	}
 	if retried {
 		rec.ID = incident.EntryID(rec.ID, "attempt", now.Format(time.RFC3339Nano))
 	}
@@ -400,6 +404,7 @@ func (r *Runner) record(ctx context.Context, ru *run, s Step, retried bool, appl
 // exec runs one step, fills its Result, Detail and Err, and returns the change it makes to the
 // incident. A non-nil stop ends the run: any KMS failure, and any transient RDS failure.
 func (r *Runner) exec(ctx context.Context, ru *run, s *Step) (apply func(*incident.Incident, time.Time), stop error) {
+	ctx = inAccount(ctx, stepAccount(ru.inc, *s), ru.inc.KeyARN)
 	var err error
 	switch s.Name {
 	case incident.StepCancelKeyDeletion:

@@ -195,7 +195,10 @@ func deadlineBlock(inc incident.Incident, now time.Time) *slack.SectionBlock {
 	if inc.WindowEstimated && inc.Deadline != nil {
 		text += "\n_Window estimated: nothing dated the loss, so it runs from when keywarden found it; the real deadline may be earlier._"
 	}
-	if inc.RadiusIncomplete {
+	switch {
+	case inc.RadiusIncomplete && len(inc.AccountsFailed) > 0:
+		text += "\n" + accountsFailedText(inc)
+	case inc.RadiusIncomplete:
 		text += "\n_Blast radius incomplete: a listing failed; the next delivery or reconcile run completes it._"
 	}
 	return slack.NewSectionBlock(mrkdwn(text), nil, nil, slack.SectionBlockOptionBlockID("incident_deadline"))
@@ -242,10 +245,19 @@ func dependentBlocks(inc incident.Incident, now time.Time) []slack.Block {
 	}
 
 	var lines []string
+	if inc.Organization {
+		// Issue 13: the organisation's clusters grouped by account (by ID), most urgent first within each.
+		slices.SortStableFunc(clusters, func(a, b incident.Cluster) int { return strings.Compare(a.Account, b.Account) })
+	}
+	account := "\x00"
 	for i, c := range clusters {
 		if i == maxClusterLines {
 			lines = append(lines, fmt.Sprintf("_…and %d more clusters: `keywarden incidents --json` lists them all._", len(clusters)-i))
 			break
+		}
+		if inc.Organization && c.Account != account {
+			account = c.Account
+			lines = append(lines, accountHeading(inc, account))
 		}
 		lines = append(lines, clusterLine(c, instances[c.Identifier], snapshots[c.Identifier], inc, now))
 	}
@@ -495,4 +507,31 @@ func fallbackText(inc incident.Incident, sev string, now time.Time) string {
 		}
 	}
 	return esc(truncate(b.String(), maxSectionText))
+}
+
+// accountHeading names an account above its clusters (organization mode): its ID, and its name
+// when Organizations gave one.
+func accountHeading(inc incident.Incident, account string) string {
+	if account == "" {
+		return "_Account unknown_"
+	}
+	if name := inc.AccountName(account); name != "" {
+		return fmt.Sprintf(":office: *Account %s* (%s)", code(account), esc(name))
+	}
+	return fmt.Sprintf(":office: *Account %s*", code(account))
+}
+
+// accountsFailedText names the accounts an organisation-wide search could not read, and why:
+// their dependents may be missing from the message.
+func accountsFailedText(inc incident.Incident) string {
+	parts := make([]string, 0, len(inc.AccountsFailed))
+	for _, f := range inc.AccountsFailed {
+		name := code(f.Account)
+		if n := inc.AccountName(f.Account); n != "" {
+			name += " (" + esc(n) + ")"
+		}
+		parts = append(parts, name+": "+esc(truncate(f.Reason, 200)))
+	}
+	return truncate("_Blast radius incomplete: "+plural(len(parts), "account was", "accounts were")+" not searched — "+
+		strings.Join(parts, "; ")+". Their clusters may be missing here; the next delivery or reconcile run tries again._", 1500)
 }

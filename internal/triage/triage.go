@@ -22,6 +22,7 @@ import (
 	"github.com/keywarden/keywarden/internal/keyevent"
 	"github.com/keywarden/keywarden/internal/kmskey"
 	"github.com/keywarden/keywarden/internal/lifecycle"
+	"github.com/keywarden/keywarden/internal/org"
 )
 
 // Keys resolves and describes KMS keys; *kmskey.Resolver fits.
@@ -37,6 +38,13 @@ type Keys interface {
 type Radius interface {
 	Find(ctx context.Context, keyARN string) (blast.Radius, error)
 	FindMany(ctx context.Context, keyARNs []string) (map[string]blast.Radius, error)
+}
+
+// AccountsRadius finds a key's dependents in every account of the organisation (organization
+// mode, issue 13); *org.RunFinder fits. An account it could not search is in the answer's
+// AccountsFailed, not an error.
+type AccountsRadius interface {
+	Find(ctx context.Context, keyARN string) (org.Radius, error)
 }
 
 // Incidents stores incidents; *dynamostore.Store fits. Open records a new incident with its
@@ -66,11 +74,22 @@ type Service struct {
 	announcer Announcer
 	log       *slog.Logger
 	now       func() time.Time
+	// accounts, when set, maps keys across the organisation instead of radius (organization mode).
+	accounts AccountsRadius
 }
 
 // New builds a Service. announcer may be nil.
 func New(keys Keys, radius Radius, incidents Incidents, announcer Announcer, log *slog.Logger) *Service {
 	return &Service{keys: keys, radius: radius, incidents: incidents, announcer: announcer, log: log, now: time.Now}
+}
+
+// WithAccounts makes the Service map every key across the organisation's accounts through
+// accounts instead of its one-account Radius (organization mode): each dependent carries its
+// account, an account that could not be searched is named on the incident (AccountsFailed) and
+// marks its radius incomplete, and the incident is marked Organization. It returns s.
+func (s *Service) WithAccounts(accounts AccountsRadius) *Service {
+	s.accounts = accounts
+	return s
 }
 
 // WithClock replaces the clock, for tests.
@@ -142,7 +161,7 @@ func (s *Service) HandleKeyEvent(ctx context.Context, ev keyevent.Event) ([]Outc
 		return outcomes, err
 	}
 	var shared *sharedRadius
-	if len(keyARNs) > 1 && ev.Kind == keyevent.KindLoss {
+	if len(keyARNs) > 1 && ev.Kind == keyevent.KindLoss && s.accounts == nil {
 		// The keys of one custom key store: one RDS listing for all of them.
 		radii, err := s.radius.FindMany(ctx, keyARNs)
 		shared = &sharedRadius{radii: radii, err: err}
@@ -304,13 +323,15 @@ func (s *Service) ensure(ctx context.Context, sig Signal, key kmskey.Key, shared
 		}
 	}
 
-	radius, incomplete := s.radiusOf(ctx, sig, shared)
+	radius, incomplete, cover := s.radiusOf(ctx, sig, shared)
 	now := s.now().UTC()
 	delivery := s.delivery(sig, key, now)
 	if radius.Empty() && len(radius.Snapshots) == 0 && !incomplete {
 		return s.noImpact(ctx, sig, key, delivery, radius)
 	}
 	switch {
+	case len(cover.failed) > 0:
+		delivery.Detail += "; the blast radius could not be read in full (" + failedAccounts(cover.failed) + "): the next delivery or reconcile completes it"
 	case incomplete:
 		delivery.Detail += "; the blast radius could not be read in full: the next delivery or reconcile completes it"
 	case radius.Empty():
@@ -328,6 +349,7 @@ func (s *Service) ensure(ctx context.Context, sig Signal, key kmskey.Key, shared
 	}
 	fresh := s.newIncident(sig, key, alias, radius, now)
 	fresh.RadiusIncomplete = incomplete
+	cover.apply(&fresh)
 	src := source(sig)
 	got, opened, err := s.incidents.Open(ctx, fresh, delivery, func(inc *incident.Incident) {
 		lifecycle.SetKey(inc, key, src, now)
@@ -336,6 +358,7 @@ func (s *Service) ensure(ctx context.Context, sig Signal, key kmskey.Key, shared
 		if !incomplete {
 			inc.RadiusIncomplete = false
 		}
+		cover.apply(inc)
 		if sig.ClusterLostAccess && sig.Cluster != nil {
 			markReported(inc, sig)
 		}
@@ -365,26 +388,88 @@ func (s *Service) ensure(ctx context.Context, sig Signal, key kmskey.Key, shared
 	return o, nil
 }
 
-// radiusOf is the key's blast radius: from the shared listing when there is one, else its own.
-// A listing that fails (after the SDK's retries) does not drop the signal: the incident opens
-// with what is known — the reporting cluster, if any — and incomplete is true.
-func (s *Service) radiusOf(ctx context.Context, sig Signal, shared *sharedRadius) (blast.Radius, bool) {
+// coverage is what an organisation-wide search says beyond the dependents: whether it ran, the
+// accounts it could not read, and the accounts' names.
+type coverage struct {
+	organization bool
+	// searched is set when the search ran: only then does failed replace the incident's.
+	searched bool
+	failed   []incident.AccountFailure
+	names    map[string]string
+}
+
+// apply records the coverage on inc: the latest search's failed accounts replace the earlier
+// ones (an account readable again is no longer named), and names are added.
+func (c coverage) apply(inc *incident.Incident) {
+	if !c.organization {
+		return
+	}
+	inc.Organization = true
+	if c.searched {
+		inc.AccountsFailed = c.failed
+	}
+	if len(c.failed) > 0 {
+		inc.RadiusIncomplete = true
+	}
+	for id, name := range c.names {
+		if inc.AccountNames == nil {
+			inc.AccountNames = map[string]string{}
+		}
+		inc.AccountNames[id] = name
+	}
+}
+
+// failedAccounts names failed accounts for a timeline entry.
+func failedAccounts(failed []incident.AccountFailure) string {
+	ids := make([]string, 0, len(failed))
+	for _, f := range failed {
+		ids = append(ids, f.Account)
+	}
+	return "account(s) not searched: " + strings.Join(ids, ", ")
+}
+
+// radiusOf is the key's blast radius: across the organisation in organization mode, else from
+// the shared listing when there is one, else its own. A listing that fails (after the SDK's
+// retries) does not drop the signal: the incident opens with what is known — the reporting
+// cluster, if any — and incomplete is true. An account the organisation-wide search could not
+// read is in the coverage's failed accounts, and makes the radius incomplete.
+func (s *Service) radiusOf(ctx context.Context, sig Signal, shared *sharedRadius) (blast.Radius, bool, coverage) {
 	var radius blast.Radius
 	var err error
-	if shared != nil {
+	var cover coverage
+	if s.accounts != nil {
+		cover.organization = true
+		var or org.Radius
+		if or, err = s.accounts.Find(ctx, sig.KeyARN); err == nil {
+			cover.searched = true
+			radius = or.Radius
+			for _, f := range or.AccountsFailed {
+				cover.failed = append(cover.failed, incident.AccountFailure{Account: f.Account, Reason: f.Reason})
+				s.log.ErrorContext(ctx, "account not searched; the incident names it", "key_arn", sig.KeyARN, "account", f.Account, "reason", f.Reason)
+			}
+			for _, a := range or.Accounts {
+				if a.Name != "" {
+					if cover.names == nil {
+						cover.names = map[string]string{}
+					}
+					cover.names[a.ID] = a.Name
+				}
+			}
+		}
+	} else if shared != nil {
 		radius, err = shared.radii[sig.KeyARN], shared.err
 	} else {
 		radius, err = s.radius.Find(ctx, sig.KeyARN)
 	}
-	incomplete := err != nil
-	if incomplete {
+	incomplete := err != nil || len(cover.failed) > 0
+	if err != nil {
 		s.log.ErrorContext(ctx, "blast radius incomplete; the incident opens with what is known", "key_arn", sig.KeyARN, "error", err)
 		radius = blast.Radius{}
 	}
 	if sig.Cluster != nil && !slices.ContainsFunc(radius.Clusters, func(c incident.Cluster) bool { return c.ARN == sig.Cluster.ARN }) {
 		radius.Clusters = append(radius.Clusters, *sig.Cluster)
 	}
-	return radius, incomplete
+	return radius, incomplete, cover
 }
 
 // laterEvidence folds what a signal arriving after the incident opened knows better: a key

@@ -2,6 +2,9 @@
 // their dependents use — the KMS and RDS clients, the key resolver, the blast radius and triage
 // (when a key loss becomes an incident) — on top of wire's shared services. Only
 // KeyEventFunction, RdsEventFunction and ReconcileFunction import it.
+//
+// In organization mode (org.Settings.Enabled, issue 13) keys are read in their own account and
+// triage maps every key across the organisation's accounts, each through the member read role.
 package keyloss
 
 import (
@@ -12,33 +15,50 @@ import (
 
 	"github.com/keywarden/keywarden/internal/blast"
 	"github.com/keywarden/keywarden/internal/kmskey"
+	"github.com/keywarden/keywarden/internal/org"
 	"github.com/keywarden/keywarden/internal/triage"
 	"github.com/keywarden/keywarden/internal/wire"
 )
 
 // Services are the key-reading collaborators.
 type Services struct {
-	KMS    *kms.Client
-	RDS    *rds.Client
-	Keys   *kmskey.Resolver
+	KMS *kms.Client
+	RDS *rds.Client
+	// Keys is the central account's resolver in account mode, org.Keys in organization mode.
+	Keys   triage.Keys
 	Radius *blast.Finder
 	Triage *triage.Service
+	// Org is the organisation settings; ReadRoles and Accounts are set only when Org.Enabled.
+	Org       org.Settings
+	ReadRoles *org.Roles
+	Accounts  *org.RunFinder
 }
 
 // Build builds them from svc's AWS configuration, store and announcer; s.SkipClusterAutomatedBackups
 // leaves out DescribeDBClusterAutomatedBackups (only for the local stack, whose moto lacks it).
-func Build(svc *wire.Services, s wire.Settings, log *slog.Logger) *Services {
-	k := &Services{KMS: kms.NewFromConfig(svc.AWS), RDS: rds.NewFromConfig(svc.AWS)}
-	k.Keys = kmskey.NewResolver(k.KMS)
+// o is the organisation settings (org.SettingsFromEnv); in account mode (o.Enabled false) the
+// services are exactly those of a one-account deployment.
+func Build(svc *wire.Services, s wire.Settings, o org.Settings, log *slog.Logger) *Services {
+	k := &Services{KMS: kms.NewFromConfig(svc.AWS), RDS: rds.NewFromConfig(svc.AWS), Org: o}
+	local := kmskey.NewResolver(k.KMS)
+	k.Keys = local
 	var opts []blast.Option
 	if s.SkipClusterAutomatedBackups {
 		opts = append(opts, blast.WithoutClusterAutomatedBackups())
 	}
-	k.Radius = blast.New(k.RDS, k.Keys, opts...)
+	k.Radius = blast.New(k.RDS, local, opts...)
 	var announcer triage.Announcer
 	if svc.Announcer != nil {
 		announcer = svc.Announcer
 	}
+	if o.Enabled {
+		k.ReadRoles = org.NewRoles(svc.AWS, o.ReadRole)
+		k.Keys = org.NewKeys(local, k.ReadRoles)
+		k.Accounts = org.NewRunFinder(o, svc.AWS, k.ReadRoles, opts...)
+	}
 	k.Triage = triage.New(k.Keys, k.Radius, svc.Store, announcer, log)
+	if o.Enabled {
+		k.Triage.WithAccounts(k.Accounts)
+	}
 	return k
 }

@@ -1,4 +1,4 @@
-package org
+package member
 
 import (
 	"context"
@@ -12,9 +12,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 )
 
-// sessionName is the role session name keywarden's assumed roles carry, so that CloudTrail in
+// SessionName is the role session name keywarden's assumed roles carry, so that CloudTrail in
 // the member account says who acted.
-const sessionName = "keywarden"
+const SessionName = "keywarden"
 
 // RoleError is a member role that could not be assumed: the role does not exist in that
 // account (the StackSet has not reached it), its trust policy does not name this caller, or STS
@@ -96,7 +96,7 @@ func (r *Roles) credentials(ctx context.Context, account string) (aws.Credential
 	}
 	roleARN := r.RoleARN(account)
 	c := aws.NewCredentialsCache(stscreds.NewAssumeRoleProvider(r.sts, roleARN,
-		func(o *stscreds.AssumeRoleOptions) { o.RoleSessionName = sessionName }))
+		func(o *stscreds.AssumeRoleOptions) { o.RoleSessionName = SessionName }))
 	if _, err := c.Retrieve(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("account %s: %w", account, errors.Join(ctx.Err(), err))

@@ -1,14 +1,10 @@
-package org
+package member
 
 import (
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-
-	"github.com/keywarden/keywarden/internal/blast"
 )
 
 // Settings are a function's organisation settings, as template.yaml sets them in organization
@@ -67,19 +63,4 @@ func SettingsFromEnv(getenv func(string) string) (Settings, error) {
 		}
 	}
 	return s, errors.Join(errs...)
-}
-
-// Finder returns the organisation finder these settings describe, acting from base: its accounts
-// from Accounts or Organizations (through ReadRoleARN when set), each searched through ReadRole
-// with blast's options. Build one per run, so that the account list is read again.
-func (s Settings) Finder(base aws.Config, roles *Roles, opts ...blast.Option) (*Finder, error) {
-	var api OrganizationsAPI
-	if len(s.Accounts) == 0 {
-		api = NewOrganizationsClient(base, s.ReadRoleARN)
-	}
-	dir, err := NewDirectory(s.Accounts, api)
-	if err != nil {
-		return nil, err
-	}
-	return NewFinder(dir, roles, BlastFinder(opts...), WithConcurrency(s.Concurrency)), nil
 }
