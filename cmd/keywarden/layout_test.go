@@ -79,11 +79,11 @@ func hasPrefix(s string, prefixes []string) bool {
 func TestFunctionsLinkOnlyWhatTheyUse(t *testing.T) {
 	notLinked := map[string][]string{
 		"functions/slack-action": {"github.com/aws/aws-sdk-go-v2/service/rds", "github.com/aws/aws-sdk-go-v2/service/kms",
-			"github.com/aws/aws-sdk-go-v2/service/cloudtrail", module + "internal/blast", module + "internal/triage",
+			"github.com/aws/aws-sdk-go-v2/service/cloudtrail", module + "internal/blast", module + "internal/intake",
 			module + "internal/remedy", module + "internal/kmskey", module + "internal/org", module + "internal/org/member",
 			"github.com/aws/aws-sdk-go-v2/service/organizations"},
 		"functions/remediate": {"github.com/aws/aws-sdk-go-v2/service/cloudtrail", "github.com/aws/aws-sdk-go-v2/service/lambda",
-			module + "internal/blast", module + "internal/triage", module + "internal/approval", module + "internal/org",
+			module + "internal/blast", module + "internal/intake", module + "internal/approval", module + "internal/org",
 			"github.com/aws/aws-sdk-go-v2/service/organizations"},
 		"functions/key-event": {"github.com/aws/aws-sdk-go-v2/service/cloudtrail", "github.com/aws/aws-sdk-go-v2/service/lambda",
 			module + "internal/remedy", module + "internal/approval"},

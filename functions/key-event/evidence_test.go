@@ -9,7 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/rds"
 
 	"github.com/keywarden/keywarden/internal/incident"
-	"github.com/keywarden/keywarden/internal/triage"
+	"github.com/keywarden/keywarden/internal/intake"
 )
 
 // TestSnapshotOnlyKeyOpensLowIncident: ScheduleKeyDeletion of a key that protects only an
@@ -30,7 +30,7 @@ func TestSnapshotOnlyKeyOpensLowIncident(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := s.handle(t, sample(t, "kms-schedule-key-deletion-snapshot-only.json", keyID))
-	if len(res.Outcomes) != 1 || res.Outcomes[0].Action != triage.ActionOpened {
+	if len(res.Outcomes) != 1 || res.Outcomes[0].Action != intake.ActionOpened {
 		t.Fatalf("got %+v, want opened", res.Outcomes)
 	}
 	inc, err := s.store.OpenFor(ctx, keyARN)
@@ -53,7 +53,7 @@ func TestRecoveryCallsNeverOpen(t *testing.T) {
 	keyID, keyARN := s.key(t)
 	s.cluster(t, "aurora-postgresql", keyARN)
 	res := s.handle(t, sample(t, "kms-import-key-material.json", keyID))
-	if len(res.Outcomes) != 1 || res.Outcomes[0].Action != triage.ActionIgnored {
+	if len(res.Outcomes) != 1 || res.Outcomes[0].Action != intake.ActionIgnored {
 		t.Fatalf("ImportKeyMaterial with no incident: got %+v, want ignored", res.Outcomes)
 	}
 	if _, err := s.kms.DisableKey(context.Background(), &kms.DisableKeyInput{KeyId: &keyID}); err != nil {
@@ -61,7 +61,7 @@ func TestRecoveryCallsNeverOpen(t *testing.T) {
 	}
 	s.handle(t, sample(t, "kms-disable-key.json", keyID))
 	res = s.handle(t, sample(t, "kms-import-key-material.json", keyID))
-	if len(res.Outcomes) != 1 || res.Outcomes[0].Action != triage.ActionUpdated {
+	if len(res.Outcomes) != 1 || res.Outcomes[0].Action != intake.ActionUpdated {
 		t.Fatalf("ImportKeyMaterial with an incident: got %+v, want updated", res.Outcomes)
 	}
 	inc, err := s.store.OpenFor(context.Background(), keyARN)
@@ -70,7 +70,7 @@ func TestRecoveryCallsNeverOpen(t *testing.T) {
 	}
 	// ConnectCustomKeyStore names a store none of this account's keys is in: nothing to do.
 	res = s.handle(t, sample(t, "kms-connect-custom-key-store.json", keyID))
-	if len(res.Outcomes) != 1 || res.Outcomes[0].Action != triage.ActionIgnored {
+	if len(res.Outcomes) != 1 || res.Outcomes[0].Action != intake.ActionIgnored {
 		t.Errorf("ConnectCustomKeyStore: got %+v, want ignored", res.Outcomes)
 	}
 }

@@ -6,12 +6,12 @@ import (
 	"errors"
 	"log/slog"
 
+	"github.com/keywarden/keywarden/internal/intake"
 	"github.com/keywarden/keywarden/internal/keyevent"
-	"github.com/keywarden/keywarden/internal/triage"
 )
 
 type keyEvents interface {
-	HandleKeyEvent(ctx context.Context, ev keyevent.Event) ([]triage.Outcome, error)
+	HandleKeyEvent(ctx context.Context, ev keyevent.Event) ([]intake.Outcome, error)
 }
 
 type handler struct {
@@ -25,7 +25,7 @@ func newHandler(svc keyEvents, log *slog.Logger) *handler { return &handler{svc:
 type Result struct {
 	EventID  string           `json:"event_id,omitempty"`
 	Event    string           `json:"event,omitempty"`
-	Outcomes []triage.Outcome `json:"outcomes,omitempty"`
+	Outcomes []intake.Outcome `json:"outcomes,omitempty"`
 	// Rejected explains an event that can never be handled; it is acknowledged, not retried.
 	Rejected string `json:"rejected,omitempty"`
 }
@@ -46,7 +46,7 @@ func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, erro
 	res.Outcomes, err = h.svc.HandleKeyEvent(ctx, ev)
 	for _, o := range res.Outcomes {
 		level := slog.LevelInfo
-		if o.Action == triage.ActionFailed {
+		if o.Action == intake.ActionFailed {
 			// Permanent for this key (DescribeKey denied) or failed with the others retried:
 			// seen at ERROR once per delivery, and by the errors alarm or the failure queue.
 			level = slog.LevelError

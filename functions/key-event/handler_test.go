@@ -23,8 +23,8 @@ import (
 	"github.com/keywarden/keywarden/internal/blast"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
+	"github.com/keywarden/keywarden/internal/intake"
 	"github.com/keywarden/keywarden/internal/kmskey"
-	"github.com/keywarden/keywarden/internal/triage"
 )
 
 func TestMain(m *testing.M) { awstest.Main(m) }
@@ -54,7 +54,7 @@ func newStack(t *testing.T) *stack {
 	keys := kmskey.NewResolver(s.kms)
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	// moto 5.2.1 has no DescribeDBClusterAutomatedBackups (aws-facts §8).
-	s.handler = newHandler(triage.New(keys, blast.New(s.rds, keys, blast.WithoutClusterAutomatedBackups()), s.store, nil, log), log)
+	s.handler = newHandler(intake.New(keys, blast.New(s.rds, keys, blast.WithoutClusterAutomatedBackups()), s.store, nil, log), log)
 	return s
 }
 
@@ -116,7 +116,7 @@ func TestDisableKeyOpensOneIncident(t *testing.T) {
 
 	raw := sample(t, "kms-disable-key.json", keyID)
 	res := s.handle(t, raw)
-	if len(res.Outcomes) != 1 || res.Outcomes[0].Action != triage.ActionOpened {
+	if len(res.Outcomes) != 1 || res.Outcomes[0].Action != intake.ActionOpened {
 		t.Fatalf("got %+v, want one opened incident", res)
 	}
 	inc, err := s.store.OpenFor(context.Background(), keyARN)
@@ -144,7 +144,7 @@ func TestDisableKeyOpensOneIncident(t *testing.T) {
 	// EventBridge delivers at least once: the same event again folds into the incident, and
 	// counts once.
 	res = s.handle(t, raw)
-	if res.Outcomes[0].Action != triage.ActionFolded || res.Outcomes[0].IncidentID != inc.ID {
+	if res.Outcomes[0].Action != intake.ActionFolded || res.Outcomes[0].IncidentID != inc.ID {
 		t.Fatalf("redelivery: got %+v, want folded into %s", res.Outcomes, inc.ID)
 	}
 	all, err := s.store.List(context.Background())
@@ -185,7 +185,7 @@ func TestRacingDeliveriesOpenOneIncident(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			opened <- len(res.Outcomes) == 1 && res.Outcomes[0].Action == triage.ActionOpened
+			opened <- len(res.Outcomes) == 1 && res.Outcomes[0].Action == intake.ActionOpened
 		})
 	}
 	wg.Wait()
@@ -209,28 +209,28 @@ func TestRacingDeliveriesOpenOneIncident(t *testing.T) {
 // TestEverySample sends each KMS sample through the handler against moto and checks what it
 // does: no sample may fail the invocation, and each does what its event means.
 func TestEverySample(t *testing.T) {
-	want := map[string]triage.Action{
-		"kms-disable-key.json":                         triage.ActionOpened,
-		"kms-disable-key-legacy-null-response.json":    triage.ActionOpened,
-		"kms-disable-key-no-resources.json":            triage.ActionOpened,
-		"kms-disable-key-failed.json":                  triage.ActionIgnored,
-		"kms-schedule-key-deletion.json":               triage.ActionOpened,
-		"kms-schedule-key-deletion-comma-date.json":    triage.ActionOpened,
-		"kms-schedule-key-deletion-24h-pm.json":        triage.ActionOpened,
-		"kms-delete-imported-key-material.json":        triage.ActionOpened,
-		"kms-imported-key-material-expiration.json":    triage.ActionOpened,
-		"kms-enable-key.json":                          triage.ActionIgnored, // no open incident: never opens one
-		"kms-enable-key-legacy-null-response.json":     triage.ActionIgnored,
-		"kms-cancel-key-deletion.json":                 triage.ActionIgnored,
-		"kms-put-key-policy.json":                      triage.ActionOpened, // the key is found Disabled: a loss we missed
-		"kms-revoke-grant.json":                        triage.ActionOpened,
-		"kms-retire-grant.json":                        triage.ActionOpened,
-		"kms-cmk-deletion.json":                        triage.ActionOpened,
-		"kms-schedule-key-deletion-replica.json":       triage.ActionIgnored, // a multi-Region key this account does not have
-		"kms-disconnect-custom-key-store.json":         triage.ActionIgnored, // moto has no custom key stores: no keys in it
-		"kms-connect-custom-key-store.json":            triage.ActionIgnored, // a recovery call: never opens
-		"kms-import-key-material.json":                 triage.ActionIgnored, // a recovery call: never opens
-		"kms-schedule-key-deletion-snapshot-only.json": triage.ActionOpened,
+	want := map[string]intake.Action{
+		"kms-disable-key.json":                         intake.ActionOpened,
+		"kms-disable-key-legacy-null-response.json":    intake.ActionOpened,
+		"kms-disable-key-no-resources.json":            intake.ActionOpened,
+		"kms-disable-key-failed.json":                  intake.ActionIgnored,
+		"kms-schedule-key-deletion.json":               intake.ActionOpened,
+		"kms-schedule-key-deletion-comma-date.json":    intake.ActionOpened,
+		"kms-schedule-key-deletion-24h-pm.json":        intake.ActionOpened,
+		"kms-delete-imported-key-material.json":        intake.ActionOpened,
+		"kms-imported-key-material-expiration.json":    intake.ActionOpened,
+		"kms-enable-key.json":                          intake.ActionIgnored, // no open incident: never opens one
+		"kms-enable-key-legacy-null-response.json":     intake.ActionIgnored,
+		"kms-cancel-key-deletion.json":                 intake.ActionIgnored,
+		"kms-put-key-policy.json":                      intake.ActionOpened, // the key is found Disabled: a loss we missed
+		"kms-revoke-grant.json":                        intake.ActionOpened,
+		"kms-retire-grant.json":                        intake.ActionOpened,
+		"kms-cmk-deletion.json":                        intake.ActionOpened,
+		"kms-schedule-key-deletion-replica.json":       intake.ActionIgnored, // a multi-Region key this account does not have
+		"kms-disconnect-custom-key-store.json":         intake.ActionIgnored, // moto has no custom key stores: no keys in it
+		"kms-connect-custom-key-store.json":            intake.ActionIgnored, // a recovery call: never opens
+		"kms-import-key-material.json":                 intake.ActionIgnored, // a recovery call: never opens
+		"kms-schedule-key-deletion-snapshot-only.json": intake.ActionOpened,
 	}
 	s := newStack(t)
 	files, err := filepath.Glob(filepath.Join("..", "..", "events", "kms-*.json"))
@@ -288,7 +288,7 @@ func TestEnableKeyUpdatesOpenIncident(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := s.handle(t, sample(t, "kms-enable-key.json", keyID))
-	if res.Outcomes[0].Action != triage.ActionUpdated {
+	if res.Outcomes[0].Action != intake.ActionUpdated {
 		t.Fatalf("got %+v, want updated", res.Outcomes)
 	}
 	inc, err := s.store.OpenFor(context.Background(), keyARN)
@@ -310,7 +310,7 @@ func TestKeyWithoutAuroraIsSeenNotEscalated(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := s.handle(t, sample(t, "kms-disable-key.json", keyID))
-	if res.Outcomes[0].Action != triage.ActionNoImpact {
+	if res.Outcomes[0].Action != intake.ActionNoImpact {
 		t.Fatalf("got %+v, want no-aurora-impact", res.Outcomes)
 	}
 	seen, err := s.store.Sightings(context.Background())
@@ -324,7 +324,7 @@ func TestAWSDownIsRetried(t *testing.T) {
 	ddb := dynamodb.NewFromConfig(cfg)
 	keys := kmskey.NewResolver(kms.NewFromConfig(cfg))
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	h := newHandler(triage.New(keys, blast.New(rds.NewFromConfig(cfg), keys), dynamostore.New(ddb, "t"), nil, log), log)
+	h := newHandler(intake.New(keys, blast.New(rds.NewFromConfig(cfg), keys), dynamostore.New(ddb, "t"), nil, log), log)
 	if _, err := h.Handle(context.Background(), sample(t, "kms-disable-key.json", sampleKeyIDs[0])); err == nil {
 		t.Fatal("got nil error, want an error so Lambda retries")
 	}

@@ -7,7 +7,7 @@
 // "failed" outcome logged at ERROR, not an error Lambda retries; what still fails after the
 // retries lands on the on-failure queue (template.yaml), whose alarm pages someone.
 //
-// Environment: the shared settings of internal/wire (INCIDENTS_TABLE, LOG_LEVEL,
+// Environment: the shared settings of internal/startup (INCIDENTS_TABLE, LOG_LEVEL,
 // SKIP_CLUSTER_AUTOMATED_BACKUPS, SLACK_BOT_TOKEN_SECRET_ARN or SLACK_BOT_TOKEN, SLACK_CHANNEL,
 // SLACK_API_URL); Slack is optional. In organization mode (DEPLOYMENT_MODE=organization and the
 // other variables of org.SettingsFromEnv) the key is read in its own account and mapped across
@@ -23,23 +23,23 @@ import (
 
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/org"
-	"github.com/keywarden/keywarden/internal/wire"
-	"github.com/keywarden/keywarden/internal/wire/keyloss"
+	"github.com/keywarden/keywarden/internal/startup"
+	"github.com/keywarden/keywarden/internal/startup/keyloss"
 )
 
 func main() {
 	r := env.New()
-	s := wire.ReadSettings(r, false)
+	s := startup.ReadSettings(r, false)
 	log := env.Logger(s.LogLevel)
 	o, oerr := org.SettingsFromEnv(os.Getenv)
 	if err := errors.Join(r.Err(), oerr); err != nil {
 		log.Error("configuration", "error", err)
 		os.Exit(1)
 	}
-	svc, err := wire.Build(context.Background(), s, log)
+	svc, err := startup.Build(context.Background(), s, log)
 	if err != nil {
 		log.Error("start-up", "error", err)
 		os.Exit(1)
 	}
-	lambda.Start(newHandler(keyloss.Build(svc, s, o, log).Triage, log).Handle)
+	lambda.Start(newHandler(keyloss.Build(svc, s, o, log).Intake, log).Handle)
 }

@@ -20,12 +20,12 @@ import (
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
+	"github.com/keywarden/keywarden/internal/intake"
 	"github.com/keywarden/keywarden/internal/kmskey"
 	"github.com/keywarden/keywarden/internal/org"
 	"github.com/keywarden/keywarden/internal/slackui"
-	"github.com/keywarden/keywarden/internal/triage"
-	"github.com/keywarden/keywarden/internal/wire"
-	"github.com/keywarden/keywarden/internal/wire/keyloss"
+	"github.com/keywarden/keywarden/internal/startup"
+	"github.com/keywarden/keywarden/internal/startup/keyloss"
 )
 
 // The accounts of the organisation tests: the security account owns the key, the two workload
@@ -83,8 +83,8 @@ func TestOrganizationOneIncidentAcrossAccounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	k := keyloss.Build(&wire.Services{AWS: cfg, Store: store}, wire.Settings{SkipClusterAutomatedBackups: true}, settings, log)
-	h := newHandler(k.Triage, log)
+	k := keyloss.Build(&startup.Services{AWS: cfg, Store: store}, startup.Settings{SkipClusterAutomatedBackups: true}, settings, log)
+	h := newHandler(k.Intake, log)
 
 	// The member's forwarding rule keeps the event as CloudTrail wrote it: the security
 	// account's key ARN and account.
@@ -93,7 +93,7 @@ func TestOrganizationOneIncidentAcrossAccounts(t *testing.T) {
 	if err != nil {
 		t.Fatalf("handle: %v", err)
 	}
-	if len(res.Outcomes) != 1 || res.Outcomes[0].Action != triage.ActionOpened {
+	if len(res.Outcomes) != 1 || res.Outcomes[0].Action != intake.ActionOpened {
 		t.Fatalf("got %+v, want one opened incident", res.Outcomes)
 	}
 	inc, err := store.OpenFor(ctx, keyARN)
@@ -152,11 +152,11 @@ func TestAccountModeUnchanged(t *testing.T) {
 	}
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	cfg := awstest.Serial(awstest.Config(t, awstest.Moto(t)))
-	k := keyloss.Build(&wire.Services{AWS: cfg, Store: s.store}, wire.Settings{SkipClusterAutomatedBackups: true}, settings, log)
+	k := keyloss.Build(&startup.Services{AWS: cfg, Store: s.store}, startup.Settings{SkipClusterAutomatedBackups: true}, settings, log)
 	if _, ok := k.Keys.(*kmskey.Resolver); !ok || k.Accounts != nil || k.ReadRoles != nil {
 		t.Fatalf("account mode wiring: keys %T, accounts %v, roles %v; want the central resolver and no organisation", k.Keys, k.Accounts, k.ReadRoles)
 	}
-	s.handler = newHandler(k.Triage, log)
+	s.handler = newHandler(k.Intake, log)
 	keyID, keyARN := s.key(t)
 	s.cluster(t, "aurora-postgresql", keyARN)
 	if _, err := s.kms.DisableKey(context.Background(), &kms.DisableKeyInput{KeyId: &keyID}); err != nil {

@@ -25,10 +25,10 @@ import (
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
+	"github.com/keywarden/keywarden/internal/intake"
 	"github.com/keywarden/keywarden/internal/kmskey"
 	"github.com/keywarden/keywarden/internal/lifecycle/rdstrack"
-	"github.com/keywarden/keywarden/internal/triage"
-	"github.com/keywarden/keywarden/internal/wire"
+	"github.com/keywarden/keywarden/internal/startup"
 )
 
 func TestMain(m *testing.M) { awstest.Main(m) }
@@ -56,7 +56,7 @@ func (s *syncBuffer) String() string {
 }
 
 // stack is the RDS-event path on moto: real KMS, RDS and DynamoDB APIs, the real store,
-// triage and tracker, the handler under test.
+// intake and tracker, the handler under test.
 type stack struct {
 	kms     *kms.Client
 	rds     *rds.Client
@@ -83,7 +83,7 @@ func newStackAt(t *testing.T, endpoint string) *stack {
 	keys := kmskey.NewResolver(s.kms)
 	log := slog.New(slog.NewJSONHandler(s.logs, nil))
 	// moto 5.2.1 has no DescribeDBClusterAutomatedBackups (aws-facts §8).
-	opener := triage.New(keys, blast.New(s.rds, keys, blast.WithoutClusterAutomatedBackups()), s.store, nil, log)
+	opener := intake.New(keys, blast.New(s.rds, keys, blast.WithoutClusterAutomatedBackups()), s.store, nil, log)
 	s.handler = newHandler(rdstrack.NewTracker(s.rds, keys, s.store, opener, nil, log), log)
 	return s
 }
@@ -432,13 +432,13 @@ func TestMalformedAcknowledged(t *testing.T) {
 func TestSettings(t *testing.T) {
 	for _, tc := range []struct {
 		env     map[string]string
-		want    wire.Settings
+		want    startup.Settings
 		wantErr string
 	}{
-		{map[string]string{"INCIDENTS_TABLE": "t"}, wire.Settings{Table: "t", LogLevel: "info"}, ""},
+		{map[string]string{"INCIDENTS_TABLE": "t"}, startup.Settings{Table: "t", LogLevel: "info"}, ""},
 		{map[string]string{"INCIDENTS_TABLE": "t", "SKIP_CLUSTER_AUTOMATED_BACKUPS": "true", "LOG_LEVEL": "debug"},
-			wire.Settings{Table: "t", LogLevel: "debug", SkipClusterAutomatedBackups: true}, ""},
-		{map[string]string{"SKIP_CLUSTER_AUTOMATED_BACKUPS": "yes"}, wire.Settings{}, "INCIDENTS_TABLE is required"},
+			startup.Settings{Table: "t", LogLevel: "debug", SkipClusterAutomatedBackups: true}, ""},
+		{map[string]string{"SKIP_CLUSTER_AUTOMATED_BACKUPS": "yes"}, startup.Settings{}, "INCIDENTS_TABLE is required"},
 	} {
 		got, _, err := loadSettings(env.FromMap(tc.env), func(k string) string { return tc.env[k] })
 		switch {

@@ -10,7 +10,7 @@
 // another account is recorded as Unknown), and a key-access event older than the latest one
 // applied for its source is stale and changes nothing.
 //
-// Environment: the shared settings of internal/wire (INCIDENTS_TABLE, LOG_LEVEL,
+// Environment: the shared settings of internal/startup (INCIDENTS_TABLE, LOG_LEVEL,
 // SKIP_CLUSTER_AUTOMATED_BACKUPS, SLACK_BOT_TOKEN_SECRET_ARN or SLACK_BOT_TOKEN, SLACK_CHANNEL,
 // SLACK_API_URL); Slack is optional. In organization mode (DEPLOYMENT_MODE=organization and the
 // other variables of org.SettingsFromEnv) each event is read in the account its SourceArn names,
@@ -25,15 +25,15 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 
 	"github.com/keywarden/keywarden/internal/env"
+	"github.com/keywarden/keywarden/internal/intake"
 	"github.com/keywarden/keywarden/internal/lifecycle/rdstrack"
 	"github.com/keywarden/keywarden/internal/org"
-	"github.com/keywarden/keywarden/internal/triage"
-	"github.com/keywarden/keywarden/internal/wire"
-	"github.com/keywarden/keywarden/internal/wire/keyloss"
+	"github.com/keywarden/keywarden/internal/startup"
+	"github.com/keywarden/keywarden/internal/startup/keyloss"
 )
 
-func loadSettings(r *env.Reader, getenv func(string) string) (wire.Settings, org.Settings, error) {
-	s := wire.ReadSettings(r, false)
+func loadSettings(r *env.Reader, getenv func(string) string) (startup.Settings, org.Settings, error) {
+	s := startup.ReadSettings(r, false)
 	o, err := org.SettingsFromEnv(getenv)
 	return s, o, errors.Join(r.Err(), err)
 }
@@ -45,18 +45,18 @@ func main() {
 		log.Error("configuration", "error", err)
 		os.Exit(1)
 	}
-	svc, err := wire.Build(context.Background(), s, log)
+	svc, err := startup.Build(context.Background(), s, log)
 	if err != nil {
 		log.Error("start-up", "error", err)
 		os.Exit(1)
 	}
-	var announcer triage.Announcer
+	var announcer intake.Announcer
 	if svc.Announcer != nil {
 		announcer = svc.Announcer
 	}
 	k := keyloss.Build(svc, s, o, log)
 	build := func(api rdstrack.RDSAPI) *rdstrack.Tracker {
-		return rdstrack.NewTracker(api, k.Keys, svc.Store, k.Triage, announcer, log)
+		return rdstrack.NewTracker(api, k.Keys, svc.Store, k.Intake, announcer, log)
 	}
 	var events rdsEvents = build(k.RDS)
 	if o.Enabled {

@@ -19,8 +19,8 @@ import (
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 	"github.com/keywarden/keywarden/internal/lifecycle/rdstrack"
-	"github.com/keywarden/keywarden/internal/wire"
-	"github.com/keywarden/keywarden/internal/wire/keyloss"
+	"github.com/keywarden/keywarden/internal/startup"
+	"github.com/keywarden/keywarden/internal/startup/keyloss"
 )
 
 // TestOrganizationEventReadInItsAccount: in organization mode an RDS-EVENT-0419 forwarded from a
@@ -74,9 +74,9 @@ func TestOrganizationEventReadInItsAccount(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	k := keyloss.Build(&wire.Services{AWS: cfg, Store: store}, wire.Settings{SkipClusterAutomatedBackups: true}, o, log)
+	k := keyloss.Build(&startup.Services{AWS: cfg, Store: store}, startup.Settings{SkipClusterAutomatedBackups: true}, o, log)
 	h := newHandler(newAccountTrackers(k.ReadRoles, func(api rdstrack.RDSAPI) *rdstrack.Tracker {
-		return rdstrack.NewTracker(api, k.Keys, store, k.Triage, nil, log)
+		return rdstrack.NewTracker(api, k.Keys, store, k.Intake, nil, log)
 	}), log)
 
 	// The local routing stack's envelope: the central account; the SourceArn: workload A's.

@@ -3,7 +3,7 @@ package main
 import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
-	"github.com/keywarden/keywarden/internal/wire"
+	"github.com/keywarden/keywarden/internal/startup"
 
 	"bytes"
 	"context"
@@ -105,10 +105,10 @@ func TestSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := settings{Shared: wire.Settings{Table: "t", LogLevel: "info"}, Thresholds: reconcile.DefaultThresholds, RunBudget: reconcile.DefaultRunBudget,
+	want := settings{Shared: startup.Settings{Table: "t", LogLevel: "info"}, Thresholds: reconcile.DefaultThresholds, RunBudget: reconcile.DefaultRunBudget,
 		MaxCalls: reconcile.DefaultMaxCalls, CloudTrailLookup: true, CriticalEvery: reconcile.DefaultCriticalEvery,
 		WatchGrace: reconcile.DefaultWatchGrace}
-	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(wire.Settings{}, "BotToken"), cmpopts.IgnoreFields(settings{}, "Org")); diff != "" {
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(startup.Settings{}, "BotToken"), cmpopts.IgnoreFields(settings{}, "Org")); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
 	}
 
@@ -121,10 +121,10 @@ func TestSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want = settings{Shared: wire.Settings{Table: "t", LogLevel: "info", SkipClusterAutomatedBackups: true},
+	want = settings{Shared: startup.Settings{Table: "t", LogLevel: "info", SkipClusterAutomatedBackups: true},
 		Thresholds: []time.Duration{48 * time.Hour, 2 * time.Hour}, Mention: "<!subteam^S1>", RunBudget: 50 * time.Second, MaxCalls: 100,
 		CriticalEvery: 90 * time.Minute, RemediateFunction: "keywarden-remediate", WatchGrace: 10 * time.Minute}
-	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(wire.Settings{}, "BotToken"), cmpopts.IgnoreFields(settings{}, "Org")); diff != "" {
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(startup.Settings{}, "BotToken"), cmpopts.IgnoreFields(settings{}, "Org")); diff != "" {
 		t.Errorf("local stack (-want +got):\n%s", diff)
 	}
 

@@ -9,7 +9,7 @@
 //
 // Environment:
 //
-//	(shared)                         the settings of internal/wire: INCIDENTS_TABLE, LOG_LEVEL,
+//	(shared)                         the settings of internal/startup: INCIDENTS_TABLE, LOG_LEVEL,
 //	                                 SKIP_CLUSTER_AUTOMATED_BACKUPS, SLACK_BOT_TOKEN_SECRET_ARN or
 //	                                 SLACK_BOT_TOKEN, SLACK_CHANNEL, SLACK_API_URL (Slack optional)
 //	REMINDER_THRESHOLDS              time-left marks that each post one reminder (default 72h,24h,6h,1h)
@@ -45,13 +45,13 @@ import (
 	"github.com/keywarden/keywarden/internal/handoff/invoke"
 	"github.com/keywarden/keywarden/internal/org"
 	"github.com/keywarden/keywarden/internal/reconcile"
+	"github.com/keywarden/keywarden/internal/startup"
+	"github.com/keywarden/keywarden/internal/startup/keyloss"
 	"github.com/keywarden/keywarden/internal/trail"
-	"github.com/keywarden/keywarden/internal/wire"
-	"github.com/keywarden/keywarden/internal/wire/keyloss"
 )
 
 type settings struct {
-	Shared            wire.Settings
+	Shared            startup.Settings
 	Org               org.Settings
 	Thresholds        []time.Duration
 	Mention           string
@@ -65,7 +65,7 @@ type settings struct {
 
 func loadSettings(r *env.Reader) (settings, error) {
 	c := settings{
-		Shared:            wire.ReadSettings(r, false),
+		Shared:            startup.ReadSettings(r, false),
 		Thresholds:        r.Durations("REMINDER_THRESHOLDS", reconcile.DefaultThresholds),
 		Mention:           r.String("ESCALATION_MENTION", ""),
 		RunBudget:         r.Duration("RUN_BUDGET", reconcile.DefaultRunBudget),
@@ -105,7 +105,7 @@ func main() {
 		log.Error("configuration", "error", err)
 		os.Exit(1)
 	}
-	svc, err := wire.Build(context.Background(), cfg.Shared, log)
+	svc, err := startup.Build(context.Background(), cfg.Shared, log)
 	if err != nil {
 		log.Error("start-up", "error", err)
 		os.Exit(1)
@@ -113,7 +113,7 @@ func main() {
 	k := keyloss.Build(svc, cfg.Shared, cfg.Org, log)
 	d := reconcile.Deps{
 		RDS: k.RDS, KMS: k.KMS, Keys: k.Keys, Radius: k.Radius, Incidents: svc.Store,
-		Opener: k.Triage, Events: k.RDS,
+		Opener: k.Intake, Events: k.RDS,
 	}
 	if cfg.Org.Enabled {
 		d.Radius = org.ManyFinder{Finder: k.Accounts}

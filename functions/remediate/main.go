@@ -9,7 +9,7 @@
 //
 // Environment:
 //
-//	(shared)                    the settings of internal/wire; SLACK_BOT_TOKEN_SECRET_ARN or
+//	(shared)                    the settings of internal/startup; SLACK_BOT_TOKEN_SECRET_ARN or
 //	                            SLACK_BOT_TOKEN and SLACK_CHANNEL are required here
 //	REMEDIATION_KEYS            key ARNs remediation is limited to, comma-separated (optional; default any key)
 //	WAIT_TIMEOUT                how long to wait for the key to read Enabled (default 60s; keep it under the function timeout)
@@ -40,11 +40,11 @@ import (
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/org/member"
 	"github.com/keywarden/keywarden/internal/remedy"
-	"github.com/keywarden/keywarden/internal/wire"
+	"github.com/keywarden/keywarden/internal/startup"
 )
 
 type settings struct {
-	Shared      wire.Settings
+	Shared      startup.Settings
 	Org         member.Settings
 	AllowedKeys []string
 	WaitTimeout time.Duration
@@ -54,7 +54,7 @@ type settings struct {
 
 func loadSettings(r *env.Reader) (settings, error) {
 	c := settings{
-		Shared:      wire.ReadSettings(r, true),
+		Shared:      startup.ReadSettings(r, true),
 		AllowedKeys: r.List("REMEDIATION_KEYS"),
 		WaitTimeout: r.Duration("WAIT_TIMEOUT", remedy.DefaultWaitTimeout),
 		Consistency: r.Duration("KMS_CONSISTENCY_TIMEOUT", remedy.DefaultConsistencyTimeout),
@@ -100,13 +100,13 @@ func main() {
 		log.Error("configuration", "error", err)
 		os.Exit(1)
 	}
-	svc, err := wire.Build(context.Background(), cfg.Shared, log)
+	svc, err := startup.Build(context.Background(), cfg.Shared, log)
 	if err != nil {
 		log.Error("start-up", "error", err)
 		os.Exit(1)
 	}
-	// RemediateFunction calls KMS and RDS but needs no blast radius or triage: it builds the two
-	// clients itself rather than through wire/keyloss.
+	// RemediateFunction calls KMS and RDS but needs no blast radius or intake: it builds the two
+	// clients itself rather than through startup/keyloss.
 	own := remedy.Single{KMSClient: kms.NewFromConfig(svc.AWS), RDSClient: rds.NewFromConfig(svc.AWS)}
 	run := remedy.New(own.KMSClient, own.RDSClient, svc.Store, remedy.Options{
 		WaitTimeout:        cfg.WaitTimeout,

@@ -10,7 +10,7 @@
 //
 // Environment:
 //
-//	(shared)                    the settings of internal/wire; SLACK_BOT_TOKEN_SECRET_ARN or
+//	(shared)                    the settings of internal/startup; SLACK_BOT_TOKEN_SECRET_ARN or
 //	                            SLACK_BOT_TOKEN and SLACK_CHANNEL are required here
 //	APPROVERS                   Slack user IDs (U…, W…) and user-group IDs (S…) who may act (required)
 //	REQUIRED_APPROVALS          distinct approvers before remediation runs: 1 (default) or 2 (two-person rule), at most 5
@@ -40,11 +40,11 @@ import (
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/handoff/invoke"
 	"github.com/keywarden/keywarden/internal/secrets"
-	"github.com/keywarden/keywarden/internal/wire"
+	"github.com/keywarden/keywarden/internal/startup"
 )
 
 type settings struct {
-	Shared            wire.Settings
+	Shared            startup.Settings
 	Approvers         approval.Approvers
 	RequiredApprovals int
 	RemediateFunction string
@@ -56,7 +56,7 @@ type settings struct {
 
 func loadSettings(r *env.Reader) (settings, error) {
 	c := settings{
-		Shared:            wire.ReadSettings(r, true),
+		Shared:            startup.ReadSettings(r, true),
 		RequiredApprovals: r.Int("REQUIRED_APPROVALS", 1, 1, 5),
 		RemediateFunction: r.Required("REMEDIATE_FUNCTION"),
 		SigningSecret:     secrets.FromEnv(r, "SLACK_SIGNING_SECRET", true),
@@ -106,7 +106,7 @@ func main() {
 		os.Exit(1)
 	}
 	ctx := context.Background()
-	svc, err := wire.Build(ctx, cfg.Shared, log)
+	svc, err := startup.Build(ctx, cfg.Shared, log)
 	if err != nil {
 		log.Error("start-up", "error", err)
 		os.Exit(1)

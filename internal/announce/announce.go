@@ -1,6 +1,6 @@
 // Package announce delivers an incident to Slack from its outbox — the message changes and
 // timeline entries Slack has not shown yet (incident.Incident.SlackOutbox) — and records what it
-// delivered: it is the triage.Announcer, and what SlackActionFunction, RemediateFunction, the
+// delivered: it is the intake.Announcer, and what SlackActionFunction, RemediateFunction, the
 // RDS-event tracker and the reconciler call after each change.
 //
 // The store is the record and is always written before anything here runs, so every change is

@@ -23,16 +23,16 @@ import (
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
+	"github.com/keywarden/keywarden/internal/intake"
 	"github.com/keywarden/keywarden/internal/notify"
 	"github.com/keywarden/keywarden/internal/page"
 	"github.com/keywarden/keywarden/internal/slacktest"
-	"github.com/keywarden/keywarden/internal/triage"
 )
 
 func TestMain(m *testing.M) { awstest.Main(m) }
 
 var (
-	_ triage.Announcer = (*Announcer)(nil)
+	_ intake.Announcer = (*Announcer)(nil)
 	_ Store            = (*dynamostore.Store)(nil)
 	_ Slack            = (*notify.Notifier)(nil)
 	_ Pager            = (*page.Pager)(nil)

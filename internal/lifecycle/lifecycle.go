@@ -4,7 +4,7 @@
 // resolved when the key is Enabled and every dependent cluster is available again, lost when
 // the key is deleted or no dependent can be started any more.
 //
-// It is the one owner of these rules: triage applies them to key events, lifecycle/rdstrack to
+// It is the one owner of these rules: intake applies them to key events, lifecycle/rdstrack to
 // RDS events, the reconciler to what it reads live, remedy to what it finds and does — so an
 // incident follows the same rules whichever path sees a change first. The package imports only
 // the incident model and kmskey's Key, so every one of those paths can call it.

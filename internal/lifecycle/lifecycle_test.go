@@ -22,7 +22,7 @@ func ptr[T any](v T) *T { return &v }
 
 var test = Source{Name: "test"}
 
-// twoClusters is an incident as triage opens it from a DisableKey at lostAt.
+// twoClusters is an incident as intake opens it from a DisableKey at lostAt.
 func twoClusters() incident.Incident {
 	inc := incident.Incident{
 		ID: "KW-1", State: incident.StateOpen, KeyARN: keyARN, KeyState: incident.KeyStateDisabled, Trigger: "DisableKey", LostAt: lostAt,
@@ -85,7 +85,7 @@ func TestKeyAccessLostRefinesWindowInAnyOrder(t *testing.T) {
 	}
 }
 
-// foldKeyEvent does to the clusters what triage's fold of a key event does: key-side evidence
+// foldKeyEvent does to the clusters what intake's fold of a key event does: key-side evidence
 // by lifecycle's one rule.
 func foldKeyEvent(inc *incident.Incident, at time.Time) {
 	for i := range inc.Clusters {
@@ -110,7 +110,7 @@ func permutations(n int) [][]int {
 }
 
 // TestWindowStartSameInAnyOrder: whatever order the evidence of lost access arrives in — RDS
-// events (0418, 0419, duplicates), a key event folded by triage, CloudTrail's look-up — the
+// events (0418, 0419, duplicates), a key event folded by intake, CloudTrail's look-up — the
 // window start and the deadline are the same: RDS's earliest report for the cluster, which
 // refines the key-side estimate either way, since Aurora's clock starts when the cluster noticed.
 func TestWindowStartSameInAnyOrder(t *testing.T) {
@@ -348,7 +348,7 @@ func TestSourceEntryIDs(t *testing.T) {
 	}
 }
 
-// TestKeyEvidence is the key side's rule for a window's start, which triage's fold and the
+// TestKeyEvidence is the key side's rule for a window's start, which intake's fold and the
 // CloudTrail look-up share: the earliest key-side time, never once RDS dated the window, never
 // for a cluster that cannot stop.
 func TestKeyEvidence(t *testing.T) {

@@ -10,10 +10,10 @@
 // How the other packages use it (issue 13 part B):
 //
 //   - each function's main reads SettingsFromEnv(os.Getenv) once (template.yaml sets the
-//     variables in organization mode only); internal/wire/keyloss then builds, when
+//     variables in organization mode only); internal/startup/keyloss then builds, when
 //     Settings.Enabled, Roles for the read role, Keys (keys read in their own account) and a
-//     RunFinder (a Finder per search, so the account list is read again) that triage maps keys
-//     with (triage.Service.WithAccounts): each dependent carries its Account, an account not
+//     RunFinder (a Finder per search, so the account list is read again) that intake maps keys
+//     with (intake.Service.WithAccounts): each dependent carries its Account, an account not
 //     searched is named on the incident (accounts_failed) and makes its radius incomplete.
 //   - RdsEventFunction reads each event's cluster in the SourceArn's account; ReconcileFunction
 //     lists clusters in every account (AcrossAccounts) and repairs radii with ManyFinder.

@@ -17,7 +17,7 @@ import (
 
 // RunFinder is a Finder built afresh for every search, so that the organisation's accounts are
 // listed again per key (a Lambda lives for hours; accounts join the organisation meanwhile). It
-// is what triage's WithAccounts takes in a function. It is safe for concurrent use.
+// is what intake's WithAccounts takes in a function. It is safe for concurrent use.
 type RunFinder struct {
 	settings Settings
 	base     aws.Config
@@ -96,7 +96,7 @@ func (m ManyFinder) FindMany(ctx context.Context, keyARNs []string) (map[string]
 // (a key ID, an alias name, a custom key store) is read by local, the central account's
 // resolver. A role that cannot be assumed is reported as kmskey.ErrDenied wrapping the
 // *RoleError: permanent for a key-side signal, a key of Unknown state for a cluster's own report.
-// It fits triage.Keys, rdstrack.Keys and reconcile.Keys, and is safe for concurrent use.
+// It fits intake.Keys, rdstrack.Keys and reconcile.Keys, and is safe for concurrent use.
 type Keys struct {
 	local *kmskey.Resolver
 	roles ConfigSource

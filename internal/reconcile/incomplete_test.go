@@ -12,7 +12,7 @@ import (
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/blast"
 	"github.com/keywarden/keywarden/internal/incident"
-	"github.com/keywarden/keywarden/internal/triage"
+	"github.com/keywarden/keywarden/internal/intake"
 )
 
 // TestIncompleteRadiusDegradesThenCompletes: a snapshot listing that still fails after the
@@ -31,10 +31,10 @@ func TestIncompleteRadiusDegradesThenCompletes(t *testing.T) {
 	}, Times: -1, Mode: awstest.Answer, Status: 500, ContentType: "text/xml",
 		Body: []byte(`<ErrorResponse><Error><Type>Receiver</Type><Code>InternalFailure</Code><Message>injected</Message></Error><RequestId>1</RequestId></ErrorResponse>`)})
 	failing := blast.New(rds.NewFromConfig(awstest.Config(t, p.URL)), w.keys, blast.WithoutClusterAutomatedBackups())
-	o, err := triage.New(w.keys, failing, w.store, nil, w.log).Ensure(context.Background(), triage.Signal{
+	o, err := intake.New(w.keys, failing, w.store, nil, w.log).Ensure(context.Background(), intake.Signal{
 		KeyARN: keyARN, Trigger: "DisableKey", At: time.Now().Add(-time.Hour), EventID: "ev-incomplete",
 	})
-	if err != nil || o.Action != triage.ActionOpened {
+	if err != nil || o.Action != intake.ActionOpened {
 		t.Fatalf("Ensure with a failing listing: got %+v, %v; want opened", o, err)
 	}
 	inc := w.get(t, o.IncidentID)

@@ -22,10 +22,10 @@ import (
 	"github.com/keywarden/keywarden/internal/blast"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
+	"github.com/keywarden/keywarden/internal/intake"
 	"github.com/keywarden/keywarden/internal/keyevent"
 	"github.com/keywarden/keywarden/internal/kmskey"
 	"github.com/keywarden/keywarden/internal/trail"
-	"github.com/keywarden/keywarden/internal/triage"
 )
 
 func TestMain(m *testing.M) { awstest.Main(m) }
@@ -52,7 +52,7 @@ func (r *replies) of(id string) []string {
 	return append([]string(nil), r.text[id]...)
 }
 
-// world is moto behind the real store, resolver, blast radius and triage. rdsAPI is what
+// world is moto behind the real store, resolver, blast radius and intake. rdsAPI is what
 // every component sees of RDS; tests may wrap it to put clusters in states moto cannot reach.
 type world struct {
 	kms     *kms.Client
@@ -81,9 +81,9 @@ func newWorld(t *testing.T) *world {
 	return w
 }
 
-func (w *world) triage() *triage.Service {
+func (w *world) intake() *intake.Service {
 	// moto 5.2.1 has no DescribeDBClusterAutomatedBackups (aws-facts §8).
-	return triage.New(w.keys, blast.New(w.rdsAPI, w.keys, blast.WithoutClusterAutomatedBackups()), w.store, nil, w.log)
+	return intake.New(w.keys, blast.New(w.rdsAPI, w.keys, blast.WithoutClusterAutomatedBackups()), w.store, nil, w.log)
 }
 
 // reconciler builds a Reconciler on the world; edit may change its dependencies.
@@ -91,7 +91,7 @@ func (w *world) reconciler(edit func(*Deps)) *Reconciler {
 	radius := blast.New(w.rdsAPI, w.keys, blast.WithoutClusterAutomatedBackups())
 	d := Deps{
 		RDS: w.rdsAPI, KMS: w.kms, Keys: w.keys, Radius: radius, Incidents: w.store,
-		Opener: w.triage(), Replier: w.replies,
+		Opener: w.intake(), Replier: w.replies,
 	}
 	if edit != nil {
 		edit(&d)
@@ -135,11 +135,11 @@ func (w *world) cluster(t *testing.T, keyID string) string {
 // open opens the key's incident as a DisableKey event at lostAt would have.
 func (w *world) open(t *testing.T, keyARN string, lostAt time.Time) incident.Incident {
 	t.Helper()
-	o, err := w.triage().Ensure(context.Background(), triage.Signal{
+	o, err := w.intake().Ensure(context.Background(), intake.Signal{
 		KeyARN: keyARN, Trigger: "DisableKey", At: lostAt,
 		Actor: incident.Actor{ARN: "arn:aws:iam::123456789012:user/alice"},
 	})
-	if err != nil || o.Action != triage.ActionOpened {
+	if err != nil || o.Action != intake.ActionOpened {
 		t.Fatalf("open: got %+v, %v; want opened", o, err)
 	}
 	return w.get(t, o.IncidentID)

@@ -37,10 +37,10 @@ import (
 
 	"github.com/keywarden/keywarden/internal/blast"
 	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/intake"
 	"github.com/keywarden/keywarden/internal/kmskey"
 	"github.com/keywarden/keywarden/internal/lifecycle"
 	"github.com/keywarden/keywarden/internal/trail"
-	"github.com/keywarden/keywarden/internal/triage"
 )
 
 // RDSAPI lists clusters and instances; *rds.Client fits.
@@ -75,10 +75,10 @@ type Incidents interface {
 	Release(ctx context.Context, name string) error
 }
 
-// Opener opens or folds an incident for an unusable key, by triage's rules; *triage.Service
+// Opener opens or folds an incident for an unusable key, by intake's rules; *intake.Service
 // fits.
 type Opener interface {
-	Ensure(ctx context.Context, sig triage.Signal) (triage.Outcome, error)
+	Ensure(ctx context.Context, sig intake.Signal) (intake.Outcome, error)
 }
 
 // LossFinder asks CloudTrail event history for the call that made a key unusable;
@@ -103,7 +103,7 @@ type Deps struct {
 	Incidents Incidents
 	Opener    Opener
 	Trail     LossFinder
-	Announcer triage.Announcer
+	Announcer intake.Announcer
 	Replier   Replier
 	// Events is RDS's event history, which dates a loss the backstop found late; nil skips it.
 	Events EventHistory
@@ -585,7 +585,7 @@ func (r *Reconciler) refresh(ctx context.Context, inc incident.Incident, inv *in
 		}
 		hist.apply(i, now)
 		if radius != nil && i.RadiusIncomplete {
-			triage.CompleteRadius(i, *radius, now)
+			intake.CompleteRadius(i, *radius, now)
 		}
 		if i.State.Closed() {
 			return nil
@@ -882,21 +882,21 @@ func (r *Reconciler) backstop(ctx context.Context, inv *inventory, openKeys map[
 			detail = "found by reconciliation: cluster(s) " + strings.Join(cl, ", ") + " lost access to the key (key is " + string(states[k]) + ") and no event about it was received"
 		}
 		// A cluster in a lost-key state is a loss whatever KMS says of the key (Enabled, with
-		// the cluster still waiting for StartDBCluster): ClusterLostAccess makes triage open.
-		out, err := r.d.Opener.Ensure(ctx, triage.Signal{KeyARN: k, Trigger: TriggerBackstop, TriggerDetail: detail, At: r.now().UTC(),
+		// the cluster still waiting for StartDBCluster): ClusterLostAccess makes intake open.
+		out, err := r.d.Opener.Ensure(ctx, intake.Signal{KeyARN: k, Trigger: TriggerBackstop, TriggerDetail: detail, At: r.now().UTC(),
 			ClusterLostAccess: len(inaccessible[k]) > 0, WindowEstimated: true})
 		o := Outcome{KeyARN: k, IncidentID: out.IncidentID}
 		switch {
 		case err != nil:
 			o.Action, o.Reason = ActionFailed, "backstop: "+err.Error()
-		case out.Action == triage.ActionOpened:
+		case out.Action == intake.ActionOpened:
 			o.Action, o.Reason = ActionOpened, detail
-		case out.Action == triage.ActionFolded || out.Action == triage.ActionUpdated:
+		case out.Action == intake.ActionFolded || out.Action == intake.ActionUpdated:
 			o.Action, o.Reason = ActionFolded, detail
-		case out.Action == triage.ActionKeyDeleted:
+		case out.Action == intake.ActionKeyDeleted:
 			o.Action, o.Reason = ActionLost, detail+"; the key is deleted"
 		default:
-			o.Action, o.Reason = ActionSkipped, fmt.Sprintf("triage %s: %s", out.Action, out.Reason)
+			o.Action, o.Reason = ActionSkipped, fmt.Sprintf("intake %s: %s", out.Action, out.Reason)
 			if cl := inaccessible[k]; len(cl) > 0 && !states[k].Unusable() {
 				o.Reason += "; cluster(s) " + strings.Join(cl, ", ") + " still need StartDBCluster before their window ends"
 			}

@@ -18,9 +18,9 @@ import (
 
 	"github.com/keywarden/keywarden/internal/blast"
 	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/intake"
 	"github.com/keywarden/keywarden/internal/lifecycle"
 	"github.com/keywarden/keywarden/internal/trail"
-	"github.com/keywarden/keywarden/internal/triage"
 )
 
 // statusRDS is moto's RDS with some cluster statuses replaced: moto cannot put a cluster in an
@@ -291,9 +291,9 @@ func TestNothingInCloudTrail(t *testing.T) {
 	w.disable(t, keyID)
 	found := time.Now().Add(-time.Hour).UTC()
 	past := func() time.Time { return found }
-	o, err := triage.New(w.keys, blast.New(w.rds, w.keys, blast.WithoutClusterAutomatedBackups()), w.store.WithClock(past), nil, w.log).
-		Ensure(context.Background(), triage.Signal{KeyARN: keyARN, Trigger: TriggerBackstop, TriggerDetail: "found by reconciliation", At: found})
-	if err != nil || o.Action != triage.ActionOpened {
+	o, err := intake.New(w.keys, blast.New(w.rds, w.keys, blast.WithoutClusterAutomatedBackups()), w.store.WithClock(past), nil, w.log).
+		Ensure(context.Background(), intake.Signal{KeyARN: keyARN, Trigger: TriggerBackstop, TriggerDetail: "found by reconciliation", At: found})
+	if err != nil || o.Action != intake.ActionOpened {
 		t.Fatalf("open: %+v, %v", o, err)
 	}
 	_, finder := newFakeTrail(t, nil)

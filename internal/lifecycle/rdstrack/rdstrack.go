@@ -1,10 +1,10 @@
 // Package rdstrack applies RDS's own events (RDS-EVENT-0418/0419/0420, a cluster or instance
 // stopped or started) to the incidents of the clusters they are about, by lifecycle's rules: it
-// finds the cluster and its key from live RDS state, opens an incident through triage when a
+// finds the cluster and its key from live RDS state, opens an incident through intake when a
 // cluster reports lost key access and none is open, and updates, resolves or loses the incident
 // otherwise. RdsEventFunction calls it.
 //
-// It lives apart from lifecycle because it opens incidents through triage, which itself applies
+// It lives apart from lifecycle because it opens incidents through intake, which itself applies
 // lifecycle's rules to key events.
 package rdstrack
 
@@ -22,10 +22,10 @@ import (
 
 	"github.com/keywarden/keywarden/internal/blast"
 	"github.com/keywarden/keywarden/internal/incident"
+	"github.com/keywarden/keywarden/internal/intake"
 	"github.com/keywarden/keywarden/internal/kmskey"
 	"github.com/keywarden/keywarden/internal/lifecycle"
 	"github.com/keywarden/keywarden/internal/rdsevent"
-	"github.com/keywarden/keywarden/internal/triage"
 )
 
 // RDSAPI is the part of the RDS client the tracker uses; *rds.Client fits.
@@ -47,10 +47,10 @@ type Incidents interface {
 	Update(ctx context.Context, id string, mutate func(*incident.Incident) error) (incident.Incident, error)
 }
 
-// Opener opens or folds an incident for an unusable key; *triage.Service fits. It keeps the
+// Opener opens or folds an incident for an unusable key; *intake.Service fits. It keeps the
 // rules for when an incident opens in one place.
 type Opener interface {
-	Ensure(ctx context.Context, sig triage.Signal) (triage.Outcome, error)
+	Ensure(ctx context.Context, sig intake.Signal) (intake.Outcome, error)
 }
 
 // Action is what the tracker did with an RDS event.
@@ -91,13 +91,13 @@ type Tracker struct {
 	keys      Keys
 	incidents Incidents
 	opener    Opener
-	announcer triage.Announcer
+	announcer intake.Announcer
 	log       *slog.Logger
 	now       func() time.Time
 }
 
 // NewTracker builds a Tracker. announcer may be nil (no Slack).
-func NewTracker(rdsAPI RDSAPI, keys Keys, incidents Incidents, opener Opener, announcer triage.Announcer, log *slog.Logger) *Tracker {
+func NewTracker(rdsAPI RDSAPI, keys Keys, incidents Incidents, opener Opener, announcer intake.Announcer, log *slog.Logger) *Tracker {
 	return &Tracker{rds: rdsAPI, keys: keys, incidents: incidents, opener: opener, announcer: announcer, log: log, now: time.Now}
 }
 
@@ -316,7 +316,7 @@ func (t *Tracker) stale(ctx context.Context, ev rdsevent.Event, tg target) (stri
 }
 
 // incidentFor finds the open incident the event belongs to. A key-access event for a key with
-// no open incident opens one through triage, whatever state KMS reports the key in: the
+// no open incident opens one through intake, whatever state KMS reports the key in: the
 // CloudTrail event that made the key unusable was lost (EventBridge delivers it best effort) or
 // never existed, or the key is Enabled and Aurora still cannot use it. Any other event for a key
 // without an incident is not keywarden's business. reason is non-empty when there is nothing
@@ -337,7 +337,7 @@ func (t *Tracker) incidentFor(ctx context.Context, ev rdsevent.Event, tg target)
 	}
 
 	// Lost access with no incident, or on a cluster the open incident does not list yet:
-	// triage opens, or folds and adds the cluster, by the same rules as a key event.
+	// intake opens, or folds and adds the cluster, by the same rules as a key event.
 	who := "cluster " + tg.cluster
 	if tg.instance != "" {
 		who = "instance " + tg.instance + " of cluster " + tg.cluster
@@ -346,19 +346,19 @@ func (t *Tracker) incidentFor(ctx context.Context, ev rdsevent.Event, tg target)
 	// ClusterLostAccess: RDS's word that the cluster cannot use the key is a loss even while
 	// KMS reads Enabled (a key policy or grant shuts Aurora out, or the key came back but the
 	// instances still need a reboot).
-	o, err := t.opener.Ensure(ctx, triage.Signal{KeyARN: tg.keyARN, Trigger: ev.EventID, TriggerDetail: detail, At: ev.Time, EventID: ev.ID,
+	o, err := t.opener.Ensure(ctx, intake.Signal{KeyARN: tg.keyARN, Trigger: ev.EventID, TriggerDetail: detail, At: ev.Time, EventID: ev.ID,
 		ClusterLostAccess: true, Cluster: reportedCluster(tg)})
 	if err != nil {
 		return "", false, "", fmt.Errorf("open incident for %s from %s: %w", tg.keyARN, ev.EventID, err)
 	}
 	switch o.Action {
-	case triage.ActionOpened, triage.ActionKeyDeleted:
+	case intake.ActionOpened, intake.ActionKeyDeleted:
 		// A deleted key's incident opens and closes as lost at once: still this event's opening.
 		return o.IncidentID, true, "", nil
-	case triage.ActionFolded, triage.ActionUpdated:
+	case intake.ActionFolded, intake.ActionUpdated:
 		return o.IncidentID, false, "", nil
 	}
-	return "", false, fmt.Sprintf("triage: %s (%s)", o.Action, o.Reason), nil
+	return "", false, fmt.Sprintf("intake: %s (%s)", o.Action, o.Reason), nil
 }
 
 // otherStatuses reads the live status of the incident's other clusters when the key is

@@ -1,10 +1,10 @@
 // Package keyloss builds, once per execution environment, what the functions that read keys and
-// their dependents use — the KMS and RDS clients, the key resolver, the blast radius and triage
-// (when a key loss becomes an incident) — on top of wire's shared services. Only
+// their dependents use — the KMS and RDS clients, the key resolver, the blast radius and intake
+// (when a key loss becomes an incident) — on top of startup's shared services. Only
 // KeyEventFunction, RdsEventFunction and ReconcileFunction import it.
 //
 // In organization mode (org.Settings.Enabled, issue 13) keys are read in their own account and
-// triage maps every key across the organisation's accounts, each through the member read role.
+// intake maps every key across the organisation's accounts, each through the member read role.
 package keyloss
 
 import (
@@ -14,10 +14,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/rds"
 
 	"github.com/keywarden/keywarden/internal/blast"
+	"github.com/keywarden/keywarden/internal/intake"
 	"github.com/keywarden/keywarden/internal/kmskey"
 	"github.com/keywarden/keywarden/internal/org"
-	"github.com/keywarden/keywarden/internal/triage"
-	"github.com/keywarden/keywarden/internal/wire"
+	"github.com/keywarden/keywarden/internal/startup"
 )
 
 // Services are the key-reading collaborators.
@@ -25,9 +25,9 @@ type Services struct {
 	KMS *kms.Client
 	RDS *rds.Client
 	// Keys is the central account's resolver in account mode, org.Keys in organization mode.
-	Keys   triage.Keys
+	Keys   intake.Keys
 	Radius *blast.Finder
-	Triage *triage.Service
+	Intake *intake.Service
 	// Org is the organisation settings; ReadRoles and Accounts are set only when Org.Enabled.
 	Org       org.Settings
 	ReadRoles *org.Roles
@@ -38,7 +38,7 @@ type Services struct {
 // leaves out DescribeDBClusterAutomatedBackups (only for the local stack, whose moto lacks it).
 // o is the organisation settings (org.SettingsFromEnv); in account mode (o.Enabled false) the
 // services are exactly those of a one-account deployment.
-func Build(svc *wire.Services, s wire.Settings, o org.Settings, log *slog.Logger) *Services {
+func Build(svc *startup.Services, s startup.Settings, o org.Settings, log *slog.Logger) *Services {
 	k := &Services{KMS: kms.NewFromConfig(svc.AWS), RDS: rds.NewFromConfig(svc.AWS), Org: o}
 	local := kmskey.NewResolver(k.KMS)
 	k.Keys = local
@@ -47,7 +47,7 @@ func Build(svc *wire.Services, s wire.Settings, o org.Settings, log *slog.Logger
 		opts = append(opts, blast.WithoutClusterAutomatedBackups())
 	}
 	k.Radius = blast.New(k.RDS, local, opts...)
-	var announcer triage.Announcer
+	var announcer intake.Announcer
 	if svc.Announcer != nil {
 		announcer = svc.Announcer
 	}
@@ -56,9 +56,9 @@ func Build(svc *wire.Services, s wire.Settings, o org.Settings, log *slog.Logger
 		k.Keys = org.NewKeys(local, k.ReadRoles)
 		k.Accounts = org.NewRunFinder(o, svc.AWS, k.ReadRoles, opts...)
 	}
-	k.Triage = triage.New(k.Keys, k.Radius, svc.Store, announcer, log)
+	k.Intake = intake.New(k.Keys, k.Radius, svc.Store, announcer, log)
 	if o.Enabled {
-		k.Triage.WithAccounts(k.Accounts)
+		k.Intake.WithAccounts(k.Accounts)
 	}
 	return k
 }

@@ -1,7 +1,7 @@
-// Package wire is the functions' composition root: it builds, once per execution environment,
+// Package startup is the functions' composition root: it builds, once per execution environment,
 // the services every function shares — the AWS configuration, the incident store, secrets and
 // Slack — from the settings every function reads the same way. Each function's main adds what
-// is its own; wire/keyloss builds the key and blast-radius machinery for the functions that
+// is its own; startup/keyloss builds the key and blast-radius machinery for the functions that
 // read keys. It must not import the RDS or KMS SDK, so that a function that never calls them
 // (SlackActionFunction) does not link them.
 //
@@ -21,7 +21,7 @@
 //	                                 incident Slack cannot carry (optional; package page)
 //	STACK_NAME                       the Stack dimension of keywarden's CloudWatch metrics
 //	                                 (optional; template.yaml sets it)
-package wire
+package startup
 
 import (
 	"context"
@@ -82,7 +82,7 @@ func ReadSettings(r *env.Reader, slackRequired bool) Settings {
 
 // Services are the collaborators every function shares, built once per execution environment:
 // the AWS configuration, the incident store, the secrets loader and Slack. What reads keys and
-// their dependents (KMS, RDS, the blast radius, triage) is built by package wire/keyloss, only
+// their dependents (KMS, RDS, the blast radius, intake) is built by package startup/keyloss, only
 // in the functions that use it: a function links only what it uses, and what it links is most
 // of its cold start (make bench-cold).
 type Services struct {

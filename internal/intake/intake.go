@@ -1,11 +1,13 @@
-// Package triage turns a signal that a KMS key may be unusable into keywarden's one incident
-// for that key: it checks the key's live state, maps the key to its Aurora dependents, and
-// opens the incident or folds the signal into the one already open.
+// Package intake decides when a key loss becomes an incident. It turns a signal that a KMS key
+// may be unusable into keywarden's one incident for that key: it checks the key's live state,
+// maps the key to its Aurora dependents, and opens the incident or folds the signal into the one
+// already open. It applies lifecycle's rules and must not import Slack or the functions'
+// wiring: it is told how to announce through a small interface.
 //
 // Every path that learns of a key loss goes through here — the CloudTrail call, KMS's own
 // events, an RDS event when the CloudTrail event never came, the reconciler's backstop — so the
 // rules for when an incident opens live in one place.
-package triage
+package intake
 
 import (
 	"cmp"
@@ -98,7 +100,7 @@ func (s *Service) WithClock(now func() time.Time) *Service {
 	return s
 }
 
-// Action is what triage did with a signal, for one key.
+// Action is what intake did with a signal, for one key.
 type Action string
 
 const (
