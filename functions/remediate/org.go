@@ -47,40 +47,24 @@ func (a *accountClients) config(ctx context.Context, roles configs, account, reg
 	return cfg, nil
 }
 
-func (a *accountClients) kmsClient(ctx context.Context, roles configs, name, account, region string) (*kms.Client, error) {
+// client returns the client of roles in account and region from cache, building it with build
+// on first use. name tells the read role's clients from the remediate role's.
+func client[C any](ctx context.Context, a *accountClients, cache map[string]C, build func(aws.Config) C,
+	roles configs, name, account, region string) (C, error) {
 	key := name + "/" + account + "/" + region
 	a.mu.Lock()
-	c, ok := a.kmsc[key]
+	c, ok := cache[key]
 	a.mu.Unlock()
 	if ok {
 		return c, nil
 	}
 	cfg, err := a.config(ctx, roles, account, region)
 	if err != nil {
-		return nil, err
+		return c, err
 	}
-	c = kms.NewFromConfig(cfg)
+	c = build(cfg)
 	a.mu.Lock()
-	a.kmsc[key] = c
-	a.mu.Unlock()
-	return c, nil
-}
-
-func (a *accountClients) rdsClient(ctx context.Context, roles configs, name, account, region string) (*rds.Client, error) {
-	key := name + "/" + account + "/" + region
-	a.mu.Lock()
-	c, ok := a.rdsc[key]
-	a.mu.Unlock()
-	if ok {
-		return c, nil
-	}
-	cfg, err := a.config(ctx, roles, account, region)
-	if err != nil {
-		return nil, err
-	}
-	c = rds.NewFromConfig(cfg)
-	a.mu.Lock()
-	a.rdsc[key] = c
+	cache[key] = c
 	a.mu.Unlock()
 	return c, nil
 }
@@ -108,28 +92,30 @@ type memberKMS struct {
 	account, region string
 }
 
-func (m memberKMS) DescribeKey(ctx context.Context, in *kms.DescribeKeyInput, o ...func(*kms.Options)) (*kms.DescribeKeyOutput, error) {
-	c, err := m.a.kmsClient(ctx, m.a.read, "read", m.account, m.region)
+// viaKMS makes one KMS call in m's account through the read role, or the remediate role when
+// write is set.
+func viaKMS[In, Out any](ctx context.Context, m memberKMS, write bool, call func(*kms.Client, context.Context, *In, ...func(*kms.Options)) (*Out, error), in *In, o []func(*kms.Options)) (*Out, error) {
+	roles, name := m.a.read, "read"
+	if write {
+		roles, name = m.a.write, "remediate"
+	}
+	c, err := client(ctx, m.a, m.a.kmsc, newKMS, roles, name, m.account, m.region)
 	if err != nil {
 		return nil, err
 	}
-	return c.DescribeKey(ctx, in, o...)
+	return call(c, ctx, in, o...)
+}
+
+func (m memberKMS) DescribeKey(ctx context.Context, in *kms.DescribeKeyInput, o ...func(*kms.Options)) (*kms.DescribeKeyOutput, error) {
+	return viaKMS(ctx, m, false, (*kms.Client).DescribeKey, in, o)
 }
 
 func (m memberKMS) CancelKeyDeletion(ctx context.Context, in *kms.CancelKeyDeletionInput, o ...func(*kms.Options)) (*kms.CancelKeyDeletionOutput, error) {
-	c, err := m.a.kmsClient(ctx, m.a.write, "remediate", m.account, m.region)
-	if err != nil {
-		return nil, err
-	}
-	return c.CancelKeyDeletion(ctx, in, o...)
+	return viaKMS(ctx, m, true, (*kms.Client).CancelKeyDeletion, in, o)
 }
 
 func (m memberKMS) EnableKey(ctx context.Context, in *kms.EnableKeyInput, o ...func(*kms.Options)) (*kms.EnableKeyOutput, error) {
-	c, err := m.a.kmsClient(ctx, m.a.write, "remediate", m.account, m.region)
-	if err != nil {
-		return nil, err
-	}
-	return c.EnableKey(ctx, in, o...)
+	return viaKMS(ctx, m, true, (*kms.Client).EnableKey, in, o)
 }
 
 type memberRDS struct {
@@ -137,34 +123,36 @@ type memberRDS struct {
 	account, region string
 }
 
-func (m memberRDS) DescribeDBClusters(ctx context.Context, in *rds.DescribeDBClustersInput, o ...func(*rds.Options)) (*rds.DescribeDBClustersOutput, error) {
-	c, err := m.a.rdsClient(ctx, m.a.read, "read", m.account, m.region)
+// viaRDS makes one RDS call in m's account through the read role, or the remediate role when
+// write is set.
+func viaRDS[In, Out any](ctx context.Context, m memberRDS, write bool, call func(*rds.Client, context.Context, *In, ...func(*rds.Options)) (*Out, error), in *In, o []func(*rds.Options)) (*Out, error) {
+	roles, name := m.a.read, "read"
+	if write {
+		roles, name = m.a.write, "remediate"
+	}
+	c, err := client(ctx, m.a, m.a.rdsc, newRDS, roles, name, m.account, m.region)
 	if err != nil {
 		return nil, err
 	}
-	return c.DescribeDBClusters(ctx, in, o...)
+	return call(c, ctx, in, o...)
+}
+
+func (m memberRDS) DescribeDBClusters(ctx context.Context, in *rds.DescribeDBClustersInput, o ...func(*rds.Options)) (*rds.DescribeDBClustersOutput, error) {
+	return viaRDS(ctx, m, false, (*rds.Client).DescribeDBClusters, in, o)
 }
 
 func (m memberRDS) DescribeDBInstances(ctx context.Context, in *rds.DescribeDBInstancesInput, o ...func(*rds.Options)) (*rds.DescribeDBInstancesOutput, error) {
-	c, err := m.a.rdsClient(ctx, m.a.read, "read", m.account, m.region)
-	if err != nil {
-		return nil, err
-	}
-	return c.DescribeDBInstances(ctx, in, o...)
+	return viaRDS(ctx, m, false, (*rds.Client).DescribeDBInstances, in, o)
 }
 
 func (m memberRDS) StartDBCluster(ctx context.Context, in *rds.StartDBClusterInput, o ...func(*rds.Options)) (*rds.StartDBClusterOutput, error) {
-	c, err := m.a.rdsClient(ctx, m.a.write, "remediate", m.account, m.region)
-	if err != nil {
-		return nil, err
-	}
-	return c.StartDBCluster(ctx, in, o...)
+	return viaRDS(ctx, m, true, (*rds.Client).StartDBCluster, in, o)
 }
 
 func (m memberRDS) RebootDBInstance(ctx context.Context, in *rds.RebootDBInstanceInput, o ...func(*rds.Options)) (*rds.RebootDBInstanceOutput, error) {
-	c, err := m.a.rdsClient(ctx, m.a.write, "remediate", m.account, m.region)
-	if err != nil {
-		return nil, err
-	}
-	return c.RebootDBInstance(ctx, in, o...)
+	return viaRDS(ctx, m, true, (*rds.Client).RebootDBInstance, in, o)
 }
+
+// newKMS and newRDS build a client from a configuration: the SDK's NewFromConfig.
+func newKMS(cfg aws.Config) *kms.Client { return kms.NewFromConfig(cfg) }
+func newRDS(cfg aws.Config) *rds.Client { return rds.NewFromConfig(cfg) }
