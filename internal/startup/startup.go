@@ -33,7 +33,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
-	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/sns"
@@ -98,11 +97,11 @@ type Services struct {
 	Metrics *page.Metrics
 }
 
-// Build loads the AWS configuration (honouring AWS_ENDPOINT_URL, as the local stack needs),
-// fetches the bot token once, and builds the shared services. Errors: the AWS configuration
-// could not be loaded, or the bot token could not be read from Secrets Manager.
+// Build reads the AWS configuration from the Lambda environment (AWSConfig), fetches the bot
+// token once, and builds the shared services. Errors: the AWS configuration is incomplete
+// (AWSConfig's errors), or the bot token could not be read from Secrets Manager.
 func Build(ctx context.Context, s Settings, log *slog.Logger) (*Services, error) {
-	cfg, err := config.LoadDefaultConfig(ctx, config.WithRetryer(newRetryer))
+	cfg, err := AWSConfig(os.LookupEnv)
 	if err != nil {
 		return nil, fmt.Errorf("aws configuration: %w", err)
 	}
