@@ -39,7 +39,6 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/cloudtrail"
-	awslambda "github.com/aws/aws-sdk-go-v2/service/lambda"
 
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/handoff/invoke"
@@ -131,7 +130,7 @@ func main() {
 	})
 	var starter reconcile.Starter
 	if cfg.RemediateFunction != "" {
-		starter = invoke.Invoker{API: awslambda.NewFromConfig(svc.AWS), Function: cfg.RemediateFunction}
+		starter = invoke.Invoker{Config: svc.AWS, Function: cfg.RemediateFunction}
 	} else {
 		log.Warn("REMEDIATE_FUNCTION unset: approved remediations whose hand-off was lost are not restarted")
 	}

@@ -21,10 +21,10 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
-	awslambda "github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/rds"
 	"github.com/slack-go/slack"
 
@@ -44,13 +44,12 @@ import (
 func TestMain(m *testing.M) { awstest.Main(m) }
 
 var (
-	_ slackAPI         = (*slack.Client)(nil)
-	_ incidents        = (*dynamostore.Store)(nil)
-	_ announcer        = (*announce.Announcer)(nil)
-	_ remediations     = invoke.Invoker{}
-	_ invoke.LambdaAPI = (*awslambda.Client)(nil)
-	_ rigStore         = (*dynamostore.Store)(nil)
-	_ rigStore         = (*memStore)(nil)
+	_ slackAPI     = (*slack.Client)(nil)
+	_ incidents    = (*dynamostore.Store)(nil)
+	_ announcer    = (*announce.Announcer)(nil)
+	_ remediations = invoke.Invoker{}
+	_ rigStore     = (*dynamostore.Store)(nil)
+	_ rigStore     = (*memStore)(nil)
 )
 
 const (
@@ -75,7 +74,10 @@ type lambdaStandIn struct {
 
 func (l *lambdaStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	want := "/2015-03-31/functions/" + remediateFn + "/invocations"
-	if r.URL.Path != want || r.Header.Get("X-Amz-Invocation-Type") != "Event" {
+	// Signed as Lambda wants: Signature Version 4 for the service "lambda" in the rig's Region.
+	signed := strings.HasPrefix(r.Header.Get("Authorization"), "AWS4-HMAC-SHA256 Credential=test/") &&
+		strings.Contains(r.Header.Get("Authorization"), "/"+awstest.Region+"/lambda/aws4_request")
+	if r.URL.Path != want || r.Header.Get("X-Amz-Invocation-Type") != "Event" || !signed {
 		http.Error(w, fmt.Sprintf(`{"message":"unexpected %s %s (invocation type %q)"}`, r.Method, r.URL.Path, r.Header.Get("X-Amz-Invocation-Type")), http.StatusBadRequest)
 		return
 	}
@@ -151,10 +153,10 @@ func build(tb testing.TB, required int, cfg aws.Config, store rigStore, table st
 	}
 	lambdaSrv := httptest.NewServer(r.lambda)
 	tb.Cleanup(lambdaSrv.Close)
-	lambdaClient := awslambda.NewFromConfig(cfg, func(o *awslambda.Options) {
-		o.BaseEndpoint = aws.String(lambdaSrv.URL)
-		o.HTTPClient = http.DefaultClient // not moto's serialised client
-	})
+	lambdaCfg := cfg.Copy()
+	if _, anonymous := lambdaCfg.Credentials.(aws.AnonymousCredentials); anonymous || lambdaCfg.Credentials == nil {
+		lambdaCfg.Credentials = credentials.NewStaticCredentialsProvider("test", "test", "")
+	}
 
 	settings, err := loadSettings(env.FromMap(map[string]string{
 		"INCIDENTS_TABLE": table, "APPROVERS": approver + "," + approver2 + " " + group,
@@ -176,7 +178,7 @@ func build(tb testing.TB, required int, cfg aws.Config, store rigStore, table st
 		required:      settings.RequiredApprovals,
 		slack:         client,
 		store:         store,
-		remediations:  invoke.Invoker{API: lambdaClient, Function: settings.RemediateFunction},
+		remediations:  invoke.Invoker{Config: lambdaCfg, Function: settings.RemediateFunction, BaseEndpoint: lambdaSrv.URL},
 		install:       settings.Install,
 		announcer:     r.ann,
 		log:           slog.New(slog.NewJSONHandler(io.Discard, nil)),

@@ -21,8 +21,8 @@
 //	SLACK_ENTERPRISE_ID         the Enterprise Grid organisation of an org-wide install (optional)
 //	SLACK_APP_ID                the app clicks must be for (optional; unchecked when unset)
 //
-// The Lambda client honours AWS_ENDPOINT_URL_LAMBDA and AWS_ENDPOINT_URL, so the local stack
-// can serve the hand-off. Secrets are read once per execution environment and never logged.
+// The hand-off's Lambda call honours AWS_ENDPOINT_URL_LAMBDA and AWS_ENDPOINT_URL, so the local
+// stack can serve it (package invoke). Secrets are read once per execution environment and never logged.
 package main
 
 import (
@@ -33,7 +33,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
-	awslambda "github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/slack-go/slack"
 
 	"github.com/keywarden/keywarden/internal/approval"
@@ -127,7 +126,7 @@ func main() {
 		required:      cfg.RequiredApprovals,
 		slack:         svc.Slack,
 		store:         svc.Store,
-		remediations:  invoke.Invoker{API: awslambda.NewFromConfig(svc.AWS), Function: cfg.RemediateFunction},
+		remediations:  invoke.Invoker{Config: svc.AWS, Function: cfg.RemediateFunction},
 		install:       install,
 		announcer:     svc.Announcer,
 		log:           log,

@@ -17,6 +17,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	lambdatypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/keywarden/keywarden/internal/handoff"
+	"github.com/keywarden/keywarden/internal/handoff/invoke"
 )
 
 // lambdaClient is a real aws-sdk-go-v2 Lambda client pointed at the local services, as
@@ -127,6 +130,22 @@ func TestLambdaInvokeAPI(t *testing.T) {
 			if !errors.As(err, &notFound) {
 				t.Errorf("Invoke(%s): got %v, want ResourceNotFoundException", name, err)
 			}
+		}
+	})
+
+	// keywarden's own hand-off (package invoke, which signs Lambda's Invoke itself rather than
+	// link the SDK's Lambda client) speaks the same protocol: 202 for an Event, and Lambda's
+	// error type for a function that is not there.
+	t.Run("hand-off", func(t *testing.T) {
+		cfg := aws.Config{Region: Region, Credentials: credentials.NewStaticCredentialsProvider("test", "test", ""), BaseEndpoint: aws.String(s.ServicesURL())}
+		req := handoff.Request{IncidentID: "KW-local", RunID: "run-1", ApprovedBy: handoff.Approvers{"U0A"}}
+		if err := (invoke.Invoker{Config: cfg, Function: "EchoFunction"}).Start(ctx, req); err != nil {
+			t.Errorf("hand-off to EchoFunction: %v", err)
+		}
+		err := invoke.Invoker{Config: cfg, Function: "NoSuchFunction"}.Start(ctx, req)
+		var refused *invoke.Error
+		if !errors.As(err, &refused) || refused.Type != "ResourceNotFoundException" {
+			t.Errorf("hand-off to NoSuchFunction: %v, want ResourceNotFoundException", err)
 		}
 	})
 
