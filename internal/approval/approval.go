@@ -4,8 +4,11 @@
 // decides the click with one pure function, Decide: bound to the installed workspace and app,
 // to Slack's response_url and to the incident's own message, then acknowledge, intentional,
 // remediate (the two-person rule is incident.Incident.Approve's, read from typed approvals,
-// never from timeline text) or reboot_instance. It knows nothing of AWS or Lambda; the
-// SlackActionFunction handler writes, hands off and answers.
+// never from timeline text) or reboot_instance. The SlackActionFunction handler writes, hands off
+// and answers.
+//
+// Boundaries: it owns deciding what a click may do; it must not import the AWS SDK or the
+// incident store (it knows nothing of AWS or Lambda).
 package approval
 
 import "errors"

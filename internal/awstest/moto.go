@@ -10,6 +10,10 @@
 // under `go test -short` (the fast lane, `make check`) it skips with a message naming what it
 // needs; otherwise it skips only when the component is missing and CI is not set; in CI a
 // missing component fails the run.
+//
+// Boundaries: test support only — no product package may import it (TestImportBoundaries); it may
+// import the AWS SDK's config and clients it starts moto for, and must not import keywarden's
+// product packages.
 package awstest
 
 import (

@@ -62,6 +62,9 @@
 // batches start before any DescribeKey answers), and keeps the instances one step off the
 // critical path. Asking only for the clusters found on the key would save about p(I) - 1
 // calls but miss those clusters.
+//
+// Boundaries: it owns reading a key's dependents from RDS; it must not import the KMS client (keys
+// are compared through kmskey), DynamoDB, the incident store or Slack.
 package blast
 
 import (

@@ -1,6 +1,8 @@
 // Package env reads a function's configuration from its environment, collecting every missing
 // or malformed variable into one error so a bad deployment is fixed in one go, not one
 // cold start per variable.
+//
+// Boundaries: it owns reading and validating variables; it must not import the AWS SDK or Slack.
 package env
 
 import (

@@ -1,9 +1,12 @@
 // Package handoff is the one hand-off of an approved remediation to RemediateFunction: the
 // Request both sides encode and decode (handoff/invoke queues it with an asynchronous Lambda
-// invoke; RemediateFunction, which only decodes, must not link the Lambda SDK through here). SlackActionFunction hands off after the approving click, ReconcileFunction
-// when it finds a run approved and not started (the click's hand-off was lost), and
-// RemediateFunction decodes the Request and claims its run ID, so however many of them send
-// it, the run runs once.
+// invoke). SlackActionFunction hands off after the approving click, ReconcileFunction when it
+// finds a run approved and not started (the click's hand-off was lost), and RemediateFunction
+// decodes the Request and claims its run ID, so however many of them send it, the run runs
+// once.
+//
+// Boundaries: it owns the Request's wire form; it must not import the AWS SDK, Slack or any
+// other keywarden package, so RemediateFunction, which only decodes, links nothing through it.
 package handoff
 
 import (

@@ -2,8 +2,8 @@
 // unusable, which Aurora resources depend on it, the deadlines that follow, who approved what,
 // how far remediation got, and a typed timeline of everything that happened since.
 //
-// It is the model only. It imports no AWS SDK and no Slack package (a test checks `go list
-// -deps`), so a parser or a renderer can use it without linking the database; the DynamoDB
+// It is the model only: it must not import the AWS SDK, Slack or any other keywarden package
+// (a test checks `go list -deps`), so a parser or a renderer can use it without linking the database; the DynamoDB
 // store lives in incident/dynamostore.
 //
 // # The state machine

@@ -26,4 +26,7 @@
 // arrive unless the rule filters them, so an Event says whether the call failed and callers
 // deduplicate on the key. Every error Parse returns is permanent: retrying the same bytes cannot
 // help, so the caller logs it and acknowledges the event.
+//
+// Boundaries: it owns turning KMS's EventBridge events into typed Events; it must not import the
+// AWS SDK, Slack or the store (it reads bytes, nothing more).
 package keyevent

@@ -5,6 +5,9 @@
 // reports a cluster's storage key as an ARN, but the activity-stream key is whatever was passed
 // to StartActivityStream, and moto keeps every field in the caller's form. So every comparison
 // between keys goes through ARN, which asks KMS once per reference and remembers the answer.
+//
+// Boundaries: it owns reading keys through KMS; it must not import RDS, DynamoDB, the incident
+// store or Slack.
 package kmskey
 
 import (

@@ -5,7 +5,8 @@
 //
 // The ID comes from the context aws-lambda-go hands the handler (lambdacontext.FromContext):
 // lines logged with slog's *Context methods and that context get "request_id"; lines logged
-// without it (start-up in main, the CLI) are unchanged. It imports nothing of keywarden's.
+// without it (start-up in main, the CLI) are unchanged. It must not import any keywarden
+// package, the AWS SDK or Slack: it is the log handler every function shares.
 package lambdalog
 
 import (

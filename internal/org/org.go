@@ -22,6 +22,9 @@
 //     CancelKeyDeletion and EnableKey, each cluster's for StartDBCluster and RebootDBInstance —
 //     and the step records the account. A role that cannot be assumed is a step that failed in
 //     that account, never a skipped one.
+//
+// Boundaries: it owns following a key across accounts; it must not import Slack, DynamoDB or
+// the incident store.
 package org
 
 import (

@@ -7,6 +7,9 @@
 //
 // Critical incidents are paged when they open, whatever Slack does; any incident Slack cannot
 // carry is paged once it is given up as undeliverable (see package announce).
+//
+// Boundaries: it owns the SNS summary and the alarmed metrics; it must not import Slack or any AWS
+// service but SNS.
 package page
 
 import (

@@ -21,6 +21,9 @@
 // schema omits EventID from cluster events; such an event cannot be classified and is
 // ErrUnsupported. Every error Parse returns is permanent: retrying the same bytes cannot help, so
 // the caller logs it and acknowledges the event.
+//
+// Boundaries: it owns turning RDS's EventBridge events into typed Events; it must not import the
+// AWS SDK, Slack or any keywarden package (it reads bytes, nothing more).
 package rdsevent
 
 import (

@@ -9,6 +9,9 @@
 // that crashed, timed out or was retried by Lambda can simply be run again: what is already done
 // shows up as skipped, not repeated. Every step and its API result is recorded on the incident
 // (incident.RecordStep), once per run, step and target.
+//
+// Boundaries: it owns running the plan's steps against KMS and RDS; it must not import Slack,
+// DynamoDB, the blast radius or intake (the caller stores what the run records).
 package remedy
 
 import (

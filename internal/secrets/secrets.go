@@ -6,6 +6,9 @@
 // environment: a GetSecretValue per invocation would add latency to every Slack click and cost.
 //
 // Nothing here logs a value, and a Source prints and logs without one.
+//
+// Boundaries: it owns reading secrets; it must not import Slack or any AWS service but Secrets
+// Manager.
 package secrets
 
 import (

@@ -7,6 +7,9 @@
 // which a plain YAML decoder rejects or drops. Parse reads the YAML node tree and rewrites each
 // into its long JSON form ({"Ref": …}, {"Fn::GetAtt": [resource, attribute]}, {"Fn::Sub": …},
 // …), as CloudFormation itself does, so the rest of the package sees one form only.
+//
+// Boundaries: it owns reading template.yaml; it must not import the AWS SDK, Slack or any keywarden
+// package but its own.
 package template
 
 import (

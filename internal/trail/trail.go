@@ -8,6 +8,9 @@
 // ARN, which also returns the key's Decrypt and GenerateDataKey calls, filters the key-loss calls
 // itself, stops at the first page that has one, reads a bounded number of pages, and spaces every
 // request it sends, retries included, at least half a second apart.
+//
+// Boundaries: it owns CloudTrail's event history; it must not import Slack, the store or any AWS
+// service but CloudTrail.
 package trail
 
 import (

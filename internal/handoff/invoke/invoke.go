@@ -9,6 +9,9 @@
 // on, needs one operation of it. The call is the documented REST binding of Invoke
 // (https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html); tests run it against the
 // local stack's Lambda Invoke API and a stand-in that answers as Lambda does.
+//
+// Boundaries: it owns sending the hand-off; it must not import the SDK's Lambda client (the point
+// of the package) or any other service client, nor Slack.
 package invoke
 
 import (

@@ -110,6 +110,9 @@
 // attribute_not_exists, the legacy item's delete conditioned on its version, the open lock moved
 // when open) and then applies the change on the new layout. SetSlack and RecordRefusal work on
 // a legacy incident without migrating it.
+//
+// Boundaries: it owns the incident's DynamoDB layout; it must not import Slack or any AWS service
+// but DynamoDB.
 package dynamostore
 
 import (

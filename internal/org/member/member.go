@@ -3,6 +3,9 @@
 // cached per account) and the organisation settings template.yaml gives the functions. It links
 // no RDS, KMS or Organizations client, so RemediateFunction can act across accounts without
 // the blast radius (internal/org builds on it and re-exports its names).
+//
+// Boundaries: it must not import the RDS, KMS or Organizations clients, the blast radius or Slack
+// (RemediateFunction links it).
 package member
 
 import (
