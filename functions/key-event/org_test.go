@@ -23,7 +23,7 @@ import (
 	"github.com/keywarden/keywarden/internal/intake"
 	"github.com/keywarden/keywarden/internal/kmskey"
 	"github.com/keywarden/keywarden/internal/org"
-	"github.com/keywarden/keywarden/internal/slackui"
+	"github.com/keywarden/keywarden/internal/slackmessage"
 	"github.com/keywarden/keywarden/internal/startup"
 	"github.com/keywarden/keywarden/internal/startup/keyloss"
 )
@@ -176,7 +176,7 @@ func TestAccountModeUnchanged(t *testing.T) {
 			t.Errorf("account-mode incident carries %s: %s", field, b)
 		}
 	}
-	blocks, fallback := slackui.Message(inc, time.Now())
+	blocks, fallback := slackmessage.Render(inc, time.Now())
 	bb, _ := json.Marshal(blocks)
 	if strings.Contains(string(bb), ":office:") || strings.Contains(string(bb), "not searched") || strings.Contains(fallback, "not searched") {
 		t.Errorf("account-mode Slack message groups by account: %s", bb)

@@ -25,7 +25,7 @@ type incidents interface {
 	Get(ctx context.Context, id string) (incident.Incident, error)
 }
 
-// announcer refreshes an incident's Slack message; *announce.Announcer fits.
+// announcer refreshes an incident's Slack message; *slackmessage.Announcer fits.
 type announcer interface {
 	Announce(ctx context.Context, inc incident.Incident) error
 }

@@ -1,4 +1,4 @@
-package notify
+package slackmessage
 
 import (
 	"context"
@@ -20,11 +20,11 @@ var _ API = (*slack.Client)(nil)
 
 const token = "xoxb-000-secret-test-token"
 
-func newNotifier(t *testing.T, channel string, timeout time.Duration) (*Notifier, *slacktest.Slack) {
+func newNotifier(t *testing.T, channel string, timeout time.Duration) (*Client, *slacktest.Slack) {
 	t.Helper()
 	s := slacktest.Start(t, &slacktest.Slack{Token: token, KnownMessagesOnly: true})
 	client := slack.New(token, slack.OptionAPIURL(s.APIURL()), slack.OptionHTTPClient(&http.Client{Transport: Transport(nil)}))
-	return New(client, channel).WithCallTimeout(timeout), s
+	return NewClient(client, channel).WithCallTimeout(timeout), s
 }
 
 func msg(id string) Message {
