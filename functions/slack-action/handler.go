@@ -202,11 +202,7 @@ func (h *handler) refreshLatest(ctx context.Context, id string) bool {
 // announce refreshes the message and reports whether it worked; a failure is logged and left
 // for the next announce (the reconciler runs every few minutes) to repair.
 func (h *handler) announce(ctx context.Context, inc incident.Incident) bool {
-	if err := h.announcer.Announce(ctx, inc); err != nil {
-		h.log.WarnContext(ctx, "slack message not updated; the reconciler will repair it", "incident_id", inc.ID, "error", err)
-		return false
-	}
-	return true
+	return slackmessage.AnnounceOrWarn(ctx, h.announcer, inc, h.log) == nil
 }
 
 func (h *handler) sendEphemeral(ctx context.Context, click approval.Click, id, text string) {
