@@ -84,7 +84,7 @@ func TestOrganizationOneIncidentAcrossAccounts(t *testing.T) {
 	}
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	k := keyloss.Build(&startup.Services{AWS: cfg, Store: store}, startup.Settings{SkipClusterAutomatedBackups: true}, settings, log)
-	h := newHandler(k.Intake, log)
+	h := newHandler(k.Intake, nil, log)
 
 	// The member's forwarding rule keeps the event as CloudTrail wrote it: the security
 	// account's key ARN and account.
@@ -156,7 +156,7 @@ func TestAccountModeUnchanged(t *testing.T) {
 	if _, ok := k.Keys.(*kmskey.Resolver); !ok || k.Accounts != nil || k.ReadRoles != nil {
 		t.Fatalf("account mode wiring: keys %T, accounts %v, roles %v; want the central resolver and no organisation", k.Keys, k.Accounts, k.ReadRoles)
 	}
-	s.handler = newHandler(k.Intake, log)
+	s.handler = newHandler(k.Intake, nil, log)
 	keyID, keyARN := s.key(t)
 	s.cluster(t, "aurora-postgresql", keyARN)
 	if _, err := s.kms.DisableKey(context.Background(), &kms.DisableKeyInput{KeyId: &keyID}); err != nil {

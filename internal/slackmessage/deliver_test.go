@@ -23,7 +23,6 @@ import (
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
-	"github.com/keywarden/keywarden/internal/intake"
 	"github.com/keywarden/keywarden/internal/page"
 	"github.com/keywarden/keywarden/internal/slacktest"
 )
@@ -31,11 +30,10 @@ import (
 func TestMain(m *testing.M) { awstest.Main(m) }
 
 var (
-	_ intake.Announcer = (*Announcer)(nil)
-	_ Store            = (*dynamostore.Store)(nil)
-	_ Slack            = (*Client)(nil)
-	_ Pager            = (*page.Pager)(nil)
-	_ Metrics          = (*page.Metrics)(nil)
+	_ Store   = (*dynamostore.Store)(nil)
+	_ Slack   = (*Client)(nil)
+	_ Pager   = (*page.Pager)(nil)
+	_ Metrics = (*page.Metrics)(nil)
 )
 
 const storeKeyARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
