@@ -4,8 +4,10 @@
 // decides the click with one pure function, Decide: bound to the installed workspace and app,
 // to Slack's response_url and to the incident's own message, then acknowledge, intentional,
 // remediate (the two-person rule is incident.Incident.Approve's, read from typed approvals,
-// never from timeline text) or reboot_instance. It knows nothing of AWS or Lambda; the
-// SlackActionFunction handler writes, hands off and answers.
+// never from timeline text) or reboot_instance. It knows nothing of AWS or Lambda and must not
+// import the AWS SDK or aws-lambda-go; it imports slackmessage only for the buttons' contract
+// (action IDs and values, which the message renders). The SlackActionFunction handler writes,
+// hands off and answers.
 package approval
 
 import "errors"

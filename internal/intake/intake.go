@@ -1,13 +1,17 @@
 // Package intake decides when a key loss becomes an incident. It turns a signal that a KMS key
 // may be unusable into keywarden's one incident for that key: it checks the key's live state,
 // maps the key to its Aurora dependents, and opens the incident or folds the signal into the one
-// already open. It applies lifecycle's rules and must not import Slack or the functions'
-// wiring: it announces nothing, and each Outcome carries the incident it changed for the
-// caller to announce.
+// already open. It applies lifecycle's rules.
 //
 // Every path that learns of a key loss goes through here — the CloudTrail call, KMS's own
 // events, an RDS event when the CloudTrail event never came, the reconciler's backstop — so the
 // rules for when an incident opens live in one place.
+//
+// It owns that decision and nothing after it: it announces nothing, and each Outcome carries
+// the incident it changed (Outcome.Changed) for the caller to announce. It must not import
+// Slack — neither slack-go nor slackmessage — nor aws-lambda-go or the functions' wiring
+// (startup); it reaches KMS, RDS and the store through the small interfaces below
+// (cmd/keywarden's TestImportBoundaries checks the Slack rule).
 package intake
 
 import (

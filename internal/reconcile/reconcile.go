@@ -18,6 +18,13 @@
 //
 // A run is bounded by wall-clock time and by a number of AWS calls; what it does not reach it
 // leaves for the next run, most urgent incidents first.
+//
+// It owns the scheduled pass and is the one orchestrating service that holds an announcer
+// (Deps.Announcer, declared here where it is used): it announces what it refreshes and what
+// intake opened for its backstop, and records a failed announcement in its Report rather than
+// logging it (slackmessage.AnnounceOrWarn). It imports slackmessage for that and for the
+// reminders' text, and must not import aws-lambda-go or the functions' wiring (startup): the
+// handler logs the Report.
 package reconcile
 
 import (

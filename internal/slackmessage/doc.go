@@ -30,8 +30,11 @@
 //
 // Announcer delivers an incident to Slack from its outbox — the message changes and timeline
 // entries Slack has not shown yet (incident.Incident.SlackOutbox) — and records what it
-// delivered: it is the intake.Announcer, and what SlackActionFunction, RemediateFunction, the
-// RDS-event tracker and the reconciler call after each change.
+// delivered. The domain announces nothing: intake's and rdstrack's outcomes carry the
+// incidents they changed, and the edge announces them — KeyEventFunction, RdsEventFunction,
+// SlackActionFunction and RemediateFunction through AnnounceOrWarn (warn.go), the one copy of
+// "announce, log a warning, carry on"; the reconciler on every run, for what its backstop
+// opened, and from its one-minute outbox pass.
 //
 // The store is the record and is always written before anything here runs, so every change is
 // a durable pending delivery before any Slack call. Delivery is serialised per incident by a
@@ -49,4 +52,13 @@
 // SlackUndeliverable metric counts it (template.yaml alarms on it), and the incident's summary
 // goes to the optional SNS topic (package page). Critical incidents go to the topic on open
 // whatever Slack does.
+//
+// # What it must not import
+//
+// slackmessage imports slack-go, incident and page (the SNS summary's reasons and metric
+// names), and not the AWS SDK: the store, the SNS topic and the metrics are behind the Store,
+// Pager and Metrics interfaces. It must not import a package that decides (intake, lifecycle,
+// rdstrack, reconcile, remedy, approval) nor the functions' wiring (startup). The other way
+// round, the domain must not import it: intake, lifecycle, rdstrack and incident return what
+// changed and know nothing of Slack. cmd/keywarden's TestImportBoundaries checks both.
 package slackmessage

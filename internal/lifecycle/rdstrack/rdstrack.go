@@ -6,6 +6,12 @@
 //
 // It lives apart from lifecycle because it opens incidents through intake, which itself applies
 // lifecycle's rules to key events.
+//
+// It owns what an RDS event does to an incident, and nothing after it: it announces nothing,
+// and each Outcome carries the incidents the event changed (Outcome.Changed) for
+// RdsEventFunction to announce. It must not import Slack — neither slack-go nor slackmessage —
+// nor aws-lambda-go or the functions' wiring (startup) (cmd/keywarden's TestImportBoundaries
+// checks the Slack rule).
 package rdstrack
 
 import (

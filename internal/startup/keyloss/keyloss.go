@@ -5,6 +5,9 @@
 //
 // In organization mode (org.Settings.Enabled, issue 13) keys are read in their own account and
 // intake maps every key across the organisation's accounts, each through the member read role.
+//
+// It must not import Slack (slack-go, slackmessage): intake announces nothing, and the
+// functions hand startup's announcer to their handlers, which announce what intake changed.
 package keyloss
 
 import (
