@@ -51,6 +51,7 @@ func TestImportBoundaries(t *testing.T) {
 		"internal/startup/keyloss":      {slackGo, slackMessage},
 		"internal/reconcile":            {lambdaGo, wiring},
 		"internal/approval":             {"github.com/aws/"},
+		"internal/page":                 {slackGo, slackMessage},
 		"internal/slackmessage": {"github.com/aws/", wiring, module + "internal/intake", module + "internal/lifecycle",
 			module + "internal/reconcile", module + "internal/remedy", module + "internal/approval"},
 	}

@@ -6,7 +6,10 @@
 // refused the summary.
 //
 // Critical incidents are paged when they open, whatever Slack does; any incident Slack cannot
-// carry is paged once it is given up as undeliverable (see package announce).
+// carry is paged once it is given up as undeliverable (see slackmessage's Announcer).
+//
+// It owns the SNS summary and the metrics, and must not import Slack (slack-go, slackmessage):
+// slackmessage calls it when Slack is not enough, never the other way round.
 package page
 
 import (

@@ -67,7 +67,7 @@ func (l *lockedBuffer) count(name string) int {
 
 // rig is the Announcer on real parts: the store on moto's DynamoDB, the SNS topic on moto's
 // SNS (with an SQS queue subscribed to read what was published), the Slack stand-in over HTTP
-// through a real slack-go client with notify's transport, and metrics into a buffer.
+// through a real slack-go client with the Client's Transport, and metrics into a buffer.
 type rig struct {
 	store   *dynamostore.Store
 	slack   *slacktest.Slack
