@@ -18,7 +18,7 @@ import (
 	"github.com/keywarden/keywarden/cmd/keywarden/internal/stack"
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
-	"github.com/keywarden/keywarden/internal/slackui"
+	"github.com/keywarden/keywarden/internal/slackmessage"
 )
 
 // BenchmarkSlackActionLocalStack measures what Slack waits for: the time from posting a signed
@@ -63,7 +63,7 @@ func BenchmarkSlackActionLocalStack(b *testing.B) {
 		}
 		payload := fmt.Sprintf(`{"type":"block_actions","user":{"id":%q},"team":{"id":"T0KEYWARDEN"},"channel":{"id":%q},`+
 			`"container":{"type":"message","message_ts":%q,"channel_id":%q},"actions":[{"action_id":"acknowledge","block_id":"incident_actions","type":"button","value":%q}]}`,
-			demoApprover, inc.Slack.Channel, inc.Slack.TS, inc.Slack.Channel, slackui.ButtonValue(inc.ID, inc.Version))
+			demoApprover, inc.Slack.Channel, inc.Slack.TS, inc.Slack.Channel, slackmessage.ButtonValue(inc.ID, inc.Version))
 		req := signedRequest("payload=" + url.QueryEscape(payload))
 		start := time.Now()
 		out, fnErr, err := fn.Invoke(ctx, req)

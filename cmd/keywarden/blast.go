@@ -24,7 +24,7 @@ import (
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 	"github.com/keywarden/keywarden/internal/kmskey"
-	"github.com/keywarden/keywarden/internal/slackui"
+	"github.com/keywarden/keywarden/internal/slackmessage"
 )
 
 // localEndpoint reports whether AWS_ENDPOINT_URL points at this machine: the local stack.
@@ -267,7 +267,7 @@ func printIncidents(w io.Writer, list []incident.Incident, now time.Time) error 
 		if inc.State.Closed() {
 			left = "—"
 		}
-		if !inc.State.Closed() && slackui.Severity(inc, now) == slackui.SeverityCritical {
+		if !inc.State.Closed() && slackmessage.Severity(inc, now) == slackmessage.SeverityCritical {
 			left += " (critical)"
 		}
 		if inc.WindowEstimated && inc.Deadline != nil {
@@ -302,7 +302,7 @@ func Countdown(d time.Duration) string {
 	if d <= 0 {
 		return "overdue"
 	}
-	return slackui.Span(d)
+	return slackmessage.Span(d)
 }
 
 // flagsFirst lets flags follow the argument, as in `blast-radius alias/x --json`: the flag

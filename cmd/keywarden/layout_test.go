@@ -12,7 +12,9 @@ const module = "github.com/keywarden/keywarden/"
 // TestImportBoundaries keeps the layout honest: internal/ is the product, and the developer
 // tools (the local stack under cmd/keywarden/internal/) and the test support (internal/awstest,
 // internal/slacktest) stay out of it; each local-stack package imports only what its package
-// comment allows.
+// comment allows, and each product package imports nothing its package comment rules out —
+// the domain knows nothing of Slack (it returns what changed; the edge announces it, issue 12),
+// and slackmessage, which owns the incident's Slack message, knows nothing of AWS.
 func TestImportBoundaries(t *testing.T) {
 	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}{{range .Imports}} {{.}}{{end}}", module+"...").Output()
 	if err != nil {
@@ -37,6 +39,22 @@ func TestImportBoundaries(t *testing.T) {
 		"internal/slacktest":               {},
 		"cmd/keywarden/internal/coldstart": {local + "rie", module + "internal/template"},
 	}
+	slackGo, slackMessage, lambdaGo, wiring := "github.com/slack-go/slack", module+"internal/slackmessage", "github.com/aws/aws-lambda-go", module+"internal/startup"
+	// forbidden lists, for each product package, the imports its package comment rules out
+	// (prefixes: a package forbids its subpackages too).
+	forbidden := map[string][]string{
+		"internal/incident":             {slackGo, slackMessage},
+		"internal/incident/dynamostore": {slackGo, slackMessage},
+		"internal/lifecycle":            {slackGo, slackMessage, "github.com/aws/"},
+		"internal/lifecycle/rdstrack":   {slackGo, slackMessage, lambdaGo, wiring},
+		"internal/intake":               {slackGo, slackMessage, lambdaGo, wiring},
+		"internal/startup/keyloss":      {slackGo, slackMessage},
+		"internal/reconcile":            {lambdaGo, wiring},
+		"internal/approval":             {"github.com/aws/"},
+		"internal/page":                 {slackGo, slackMessage},
+		"internal/slackmessage": {"github.com/aws/", wiring, module + "internal/intake", module + "internal/lifecycle",
+			module + "internal/reconcile", module + "internal/remedy", module + "internal/approval"},
+	}
 	for pkg, deps := range imports {
 		product := strings.HasPrefix(pkg, "internal/") || strings.HasPrefix(pkg, "functions/")
 		for _, dep := range deps {
@@ -49,11 +67,16 @@ func TestImportBoundaries(t *testing.T) {
 			if rules, ok := allowed[pkg]; ok && isExternal(dep) && !hasPrefix(dep, rules) {
 				t.Errorf("%s imports %s, which its package comment does not allow", pkg, dep)
 			}
+			if hasPrefix(dep, forbidden[pkg]) {
+				t.Errorf("%s imports %s, which its package comment rules out", pkg, dep)
+			}
 		}
 	}
-	for pkg := range allowed {
-		if _, ok := imports[pkg]; !ok {
-			t.Errorf("package %s not found: update this test with the layout", pkg)
+	for _, rules := range []map[string][]string{allowed, forbidden} {
+		for pkg := range rules {
+			if _, ok := imports[pkg]; !ok {
+				t.Errorf("package %s not found: update this test with the layout", pkg)
+			}
 		}
 	}
 }

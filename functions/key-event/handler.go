@@ -6,20 +6,32 @@ import (
 	"errors"
 	"log/slog"
 
+	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/intake"
 	"github.com/keywarden/keywarden/internal/keyevent"
+	"github.com/keywarden/keywarden/internal/slackmessage"
 )
 
 type keyEvents interface {
 	HandleKeyEvent(ctx context.Context, ev keyevent.Event) ([]intake.Outcome, error)
 }
 
-type handler struct {
-	svc keyEvents
-	log *slog.Logger
+// announcer posts or updates the Slack message of an incident intake changed;
+// *slackmessage.Announcer fits.
+type announcer interface {
+	Announce(ctx context.Context, inc incident.Incident) error
 }
 
-func newHandler(svc keyEvents, log *slog.Logger) *handler { return &handler{svc: svc, log: log} }
+type handler struct {
+	svc keyEvents
+	// announcer may be nil (no Slack configured): incidents are recorded, not announced.
+	announcer announcer
+	log       *slog.Logger
+}
+
+func newHandler(svc keyEvents, a announcer, log *slog.Logger) *handler {
+	return &handler{svc: svc, announcer: a, log: log}
+}
 
 // Result is what the function returns: one outcome per key the event concerned.
 type Result struct {
@@ -45,6 +57,11 @@ func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, erro
 	res := Result{EventID: ev.ID, Event: ev.Name}
 	res.Outcomes, err = h.svc.HandleKeyEvent(ctx, ev)
 	for _, o := range res.Outcomes {
+		// The store holds the change already; announcing it is the edge's job, failed or not
+		// (an error for another key of the event leaves this one's change to announce).
+		for _, inc := range o.Changed {
+			_ = slackmessage.AnnounceOrWarn(ctx, h.announcer, inc, h.log)
+		}
 		level := slog.LevelInfo
 		if o.Action == intake.ActionFailed {
 			// Permanent for this key (DescribeKey denied) or failed with the others retried:

@@ -54,7 +54,7 @@ func newStack(t *testing.T) *stack {
 	keys := kmskey.NewResolver(s.kms)
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	// moto 5.2.1 has no DescribeDBClusterAutomatedBackups (aws-facts §8).
-	s.handler = newHandler(intake.New(keys, blast.New(s.rds, keys, blast.WithoutClusterAutomatedBackups()), s.store, nil, log), log)
+	s.handler = newHandler(intake.New(keys, blast.New(s.rds, keys, blast.WithoutClusterAutomatedBackups()), s.store, log), nil, log)
 	return s
 }
 
@@ -324,7 +324,7 @@ func TestAWSDownIsRetried(t *testing.T) {
 	ddb := dynamodb.NewFromConfig(cfg)
 	keys := kmskey.NewResolver(kms.NewFromConfig(cfg))
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	h := newHandler(intake.New(keys, blast.New(rds.NewFromConfig(cfg), keys), dynamostore.New(ddb, "t"), nil, log), log)
+	h := newHandler(intake.New(keys, blast.New(rds.NewFromConfig(cfg), keys), dynamostore.New(ddb, "t"), log), nil, log)
 	if _, err := h.Handle(context.Background(), sample(t, "kms-disable-key.json", sampleKeyIDs[0])); err == nil {
 		t.Fatal("got nil error, want an error so Lambda retries")
 	}

@@ -23,7 +23,7 @@ import (
 	"github.com/keywarden/keywarden/internal/intake"
 	"github.com/keywarden/keywarden/internal/kmskey"
 	"github.com/keywarden/keywarden/internal/org"
-	"github.com/keywarden/keywarden/internal/slackui"
+	"github.com/keywarden/keywarden/internal/slackmessage"
 	"github.com/keywarden/keywarden/internal/startup"
 	"github.com/keywarden/keywarden/internal/startup/keyloss"
 )
@@ -84,7 +84,7 @@ func TestOrganizationOneIncidentAcrossAccounts(t *testing.T) {
 	}
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	k := keyloss.Build(&startup.Services{AWS: cfg, Store: store}, startup.Settings{SkipClusterAutomatedBackups: true}, settings, log)
-	h := newHandler(k.Intake, log)
+	h := newHandler(k.Intake, nil, log)
 
 	// The member's forwarding rule keeps the event as CloudTrail wrote it: the security
 	// account's key ARN and account.
@@ -156,7 +156,7 @@ func TestAccountModeUnchanged(t *testing.T) {
 	if _, ok := k.Keys.(*kmskey.Resolver); !ok || k.Accounts != nil || k.ReadRoles != nil {
 		t.Fatalf("account mode wiring: keys %T, accounts %v, roles %v; want the central resolver and no organisation", k.Keys, k.Accounts, k.ReadRoles)
 	}
-	s.handler = newHandler(k.Intake, log)
+	s.handler = newHandler(k.Intake, nil, log)
 	keyID, keyARN := s.key(t)
 	s.cluster(t, "aurora-postgresql", keyARN)
 	if _, err := s.kms.DisableKey(context.Background(), &kms.DisableKeyInput{KeyId: &keyID}); err != nil {
@@ -176,7 +176,7 @@ func TestAccountModeUnchanged(t *testing.T) {
 			t.Errorf("account-mode incident carries %s: %s", field, b)
 		}
 	}
-	blocks, fallback := slackui.Message(inc, time.Now())
+	blocks, fallback := slackmessage.Render(inc, time.Now())
 	bb, _ := json.Marshal(blocks)
 	if strings.Contains(string(bb), ":office:") || strings.Contains(string(bb), "not searched") || strings.Contains(fallback, "not searched") {
 		t.Errorf("account-mode Slack message groups by account: %s", bb)

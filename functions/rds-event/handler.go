@@ -6,20 +6,32 @@ import (
 	"errors"
 	"log/slog"
 
+	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/lifecycle/rdstrack"
 	"github.com/keywarden/keywarden/internal/rdsevent"
+	"github.com/keywarden/keywarden/internal/slackmessage"
 )
 
 type rdsEvents interface {
 	HandleRDSEvent(ctx context.Context, ev rdsevent.Event) (rdstrack.Outcome, error)
 }
 
-type handler struct {
-	svc rdsEvents
-	log *slog.Logger
+// announcer posts or updates the Slack message of an incident the event changed;
+// *slackmessage.Announcer fits.
+type announcer interface {
+	Announce(ctx context.Context, inc incident.Incident) error
 }
 
-func newHandler(svc rdsEvents, log *slog.Logger) *handler { return &handler{svc: svc, log: log} }
+type handler struct {
+	svc rdsEvents
+	// announcer may be nil (no Slack configured): incidents are recorded, not announced.
+	announcer announcer
+	log       *slog.Logger
+}
+
+func newHandler(svc rdsEvents, a announcer, log *slog.Logger) *handler {
+	return &handler{svc: svc, announcer: a, log: log}
+}
 
 // Result is what the function returns.
 type Result struct {
@@ -43,6 +55,11 @@ func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, erro
 	}
 	res := Result{EventID: ev.ID, RDSEventID: ev.EventID}
 	o, err := h.svc.HandleRDSEvent(ctx, ev)
+	// The store holds the changes already, also when a later step failed: announcing them is
+	// the edge's job, in the order they happened.
+	for _, inc := range o.Changed {
+		_ = slackmessage.AnnounceOrWarn(ctx, h.announcer, inc, h.log)
+	}
 	if err != nil {
 		// Only AWS or DynamoDB failures reach here: Lambda retries the event.
 		h.log.ErrorContext(ctx, "rds event failed; will be retried", "event_id", ev.ID, "rds_event_id", ev.EventID,

@@ -83,8 +83,8 @@ func newStackAt(t *testing.T, endpoint string) *stack {
 	keys := kmskey.NewResolver(s.kms)
 	log := slog.New(slog.NewJSONHandler(s.logs, nil))
 	// moto 5.2.1 has no DescribeDBClusterAutomatedBackups (aws-facts §8).
-	opener := intake.New(keys, blast.New(s.rds, keys, blast.WithoutClusterAutomatedBackups()), s.store, nil, log)
-	s.handler = newHandler(rdstrack.NewTracker(s.rds, keys, s.store, opener, nil, log), log)
+	opener := intake.New(keys, blast.New(s.rds, keys, blast.WithoutClusterAutomatedBackups()), s.store, log)
+	s.handler = newHandler(rdstrack.NewTracker(s.rds, keys, s.store, opener), nil, log)
 	return s
 }
 
@@ -420,7 +420,7 @@ func TestKeyAccessLostWithEnabledKeyOpens(t *testing.T) {
 // TestMalformedAcknowledged: bytes that are not an RDS event are logged and acknowledged.
 func TestMalformedAcknowledged(t *testing.T) {
 	logs := &syncBuffer{}
-	h := newHandler(nil, slog.New(slog.NewJSONHandler(logs, nil)))
+	h := newHandler(nil, nil, slog.New(slog.NewJSONHandler(logs, nil)))
 	for _, raw := range []string{`{`, `{"source":"aws.rds","detail-type":"RDS DB Instance Event","id":"x"}`, `{"source":"aws.kms","detail-type":"KMS CMK Deletion"}`} {
 		res, err := h.Handle(context.Background(), json.RawMessage(raw))
 		if err != nil || res.Rejected == "" {

@@ -25,7 +25,6 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 
 	"github.com/keywarden/keywarden/internal/env"
-	"github.com/keywarden/keywarden/internal/intake"
 	"github.com/keywarden/keywarden/internal/lifecycle/rdstrack"
 	"github.com/keywarden/keywarden/internal/org"
 	"github.com/keywarden/keywarden/internal/startup"
@@ -50,17 +49,13 @@ func main() {
 		log.Error("start-up", "error", err)
 		os.Exit(1)
 	}
-	var announcer intake.Announcer
-	if svc.Announcer != nil {
-		announcer = svc.Announcer
-	}
 	k := keyloss.Build(svc, s, o, log)
 	build := func(api rdstrack.RDSAPI) *rdstrack.Tracker {
-		return rdstrack.NewTracker(api, k.Keys, svc.Store, k.Intake, announcer, log)
+		return rdstrack.NewTracker(api, k.Keys, svc.Store, k.Intake)
 	}
 	var events rdsEvents = build(k.RDS)
 	if o.Enabled {
 		events = newAccountTrackers(k.ReadRoles, build)
 	}
-	lambda.Start(newHandler(events, log).Handle)
+	lambda.Start(newHandler(events, svc.Announcer, log).Handle)
 }

@@ -76,8 +76,8 @@ func TestOrganizationEventReadInItsAccount(t *testing.T) {
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	k := keyloss.Build(&startup.Services{AWS: cfg, Store: store}, startup.Settings{SkipClusterAutomatedBackups: true}, o, log)
 	h := newHandler(newAccountTrackers(k.ReadRoles, func(api rdstrack.RDSAPI) *rdstrack.Tracker {
-		return rdstrack.NewTracker(api, k.Keys, store, k.Intake, nil, log)
-	}), log)
+		return rdstrack.NewTracker(api, k.Keys, store, k.Intake)
+	}), nil, log)
 
 	// The local routing stack's envelope: the central account; the SourceArn: workload A's.
 	raw := strings.ReplaceAll(string(sample(t, "rds-instance-key-access-lost-0419.json", ids[workloadA])),

@@ -12,6 +12,7 @@ import (
 	"github.com/keywarden/keywarden/internal/handoff"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/remedy"
+	"github.com/keywarden/keywarden/internal/slackmessage"
 )
 
 // runner plans and runs one incident's remediation; *remedy.Runner fits.
@@ -25,7 +26,7 @@ type incidents interface {
 	Get(ctx context.Context, id string) (incident.Incident, error)
 }
 
-// announcer refreshes an incident's Slack message; *announce.Announcer fits.
+// announcer refreshes an incident's Slack message; *slackmessage.Announcer fits.
 type announcer interface {
 	Announce(ctx context.Context, inc incident.Incident) error
 }
@@ -103,9 +104,7 @@ func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, erro
 	retry := err != nil && !errors.Is(err, incident.ErrNotFound) && remedy.Retryable(err)
 	if inc.ID != "" {
 		actx, cancel := context.WithTimeout(ctx, h.announceTimeout)
-		if aerr := h.announcer.Announce(actx, inc); aerr != nil {
-			h.log.WarnContext(ctx, "slack message not updated; the reconciler will repair it", "incident_id", inc.ID, "error", aerr)
-		}
+		_ = slackmessage.AnnounceOrWarn(actx, h.announcer, inc, h.log)
 		cancel()
 	}
 
@@ -154,9 +153,7 @@ func (h *handler) reboot(ctx context.Context, req handoff.Request) (Result, erro
 	}
 	if inc.ID != "" && !errors.Is(err, remedy.ErrClaimed) {
 		actx, cancel := context.WithTimeout(ctx, h.announceTimeout)
-		if aerr := h.announcer.Announce(actx, inc); aerr != nil {
-			h.log.WarnContext(ctx, "slack message not updated; the reconciler will repair it", "incident_id", inc.ID, "error", aerr)
-		}
+		_ = slackmessage.AnnounceOrWarn(actx, h.announcer, inc, h.log)
 		cancel()
 	}
 	if err != nil {

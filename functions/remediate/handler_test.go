@@ -21,14 +21,13 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/slack-go/slack"
 
-	"github.com/keywarden/keywarden/internal/announce"
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/handoff"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
-	"github.com/keywarden/keywarden/internal/notify"
 	"github.com/keywarden/keywarden/internal/remedy"
+	"github.com/keywarden/keywarden/internal/slackmessage"
 	"github.com/keywarden/keywarden/internal/slacktest"
 )
 
@@ -37,7 +36,7 @@ func TestMain(m *testing.M) { awstest.Main(m) }
 var (
 	_ runner    = (*remedy.Runner)(nil)
 	_ incidents = (*dynamostore.Store)(nil)
-	_ announcer = (*announce.Announcer)(nil)
+	_ announcer = (*slackmessage.Announcer)(nil)
 )
 
 const botToken = "xoxb-test-bot-token"
@@ -129,7 +128,7 @@ func newRig(t *testing.T, allowed []string) *rig {
 		runner: remedy.New(r.ckms, r.crds, r.store, remedy.Options{WaitTimeout: 10 * time.Second, KeyAccessTimeout: 2 * time.Second,
 			AllowedKeys: allowedKeys(allowed)}),
 		store:           r.store,
-		announcer:       announce.New(r.store, notify.New(client, "#keywarden"), nil, nil),
+		announcer:       slackmessage.New(r.store, slackmessage.NewClient(client, "#keywarden"), nil, nil),
 		log:             slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		announceTimeout: 5 * time.Second,
 	}

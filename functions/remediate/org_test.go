@@ -17,13 +17,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/rds"
 	"github.com/slack-go/slack"
 
-	"github.com/keywarden/keywarden/internal/announce"
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
-	"github.com/keywarden/keywarden/internal/notify"
 	"github.com/keywarden/keywarden/internal/org/member"
 	"github.com/keywarden/keywarden/internal/remedy"
+	"github.com/keywarden/keywarden/internal/slackmessage"
 	"github.com/keywarden/keywarden/internal/slacktest"
 )
 
@@ -103,7 +102,7 @@ func TestRemediatesAcrossAccounts(t *testing.T) {
 		WithClients(newAccountClients(member.NewRoles(cfg, o.ReadRole), member.NewRoles(cfg, o.RemediateRole), own))
 	sl := slacktest.Start(t, &slacktest.Slack{Token: botToken})
 	h := &handler{runner: run, store: store, log: slog.New(slog.NewJSONHandler(io.Discard, nil)), announceTimeout: 5 * time.Second,
-		announcer: announce.New(store, notify.New(slack.New(botToken, slack.OptionAPIURL(sl.APIURL())), "#keywarden"), nil, nil)}
+		announcer: slackmessage.New(store, slackmessage.NewClient(slack.New(botToken, slack.OptionAPIURL(sl.APIURL())), "#keywarden"), nil, nil)}
 
 	res, err := h.Handle(ctx, []byte(payload(inc.ID, "U0APPROVR1")))
 	if err != nil {

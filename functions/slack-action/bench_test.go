@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keywarden/keywarden/internal/slackui"
+	"github.com/keywarden/keywarden/internal/slackmessage"
 )
 
 // BenchmarkSlackAction measures SlackActionFunction's time to answer a signed click: from the
@@ -27,7 +27,7 @@ func BenchmarkSlackAction(b *testing.B) {
 		lat := make([]time.Duration, 0, b.N)
 		b.ResetTimer()
 		for b.Loop() {
-			req := signed(clickBody(sc, approver, slackui.ActionAcknowledge, version), signingSecret, time.Now())
+			req := signed(clickBody(sc, approver, slackmessage.ActionAcknowledge, version), signingSecret, time.Now())
 			start := time.Now()
 			if resp := r.do(b, req); resp.StatusCode != 200 {
 				b.Fatalf("status %d", resp.StatusCode)
@@ -43,7 +43,7 @@ func BenchmarkSlackAction(b *testing.B) {
 		for b.Loop() {
 			b.StopTimer()
 			sc := r.scenario(b)
-			req := signed(clickBody(sc, approver, slackui.ActionRemediate, sc.inc.Version), signingSecret, time.Now())
+			req := signed(clickBody(sc, approver, slackmessage.ActionRemediate, sc.inc.Version), signingSecret, time.Now())
 			b.StartTimer()
 			start := time.Now()
 			if resp := r.do(b, req); resp.StatusCode != 200 {
@@ -56,7 +56,7 @@ func BenchmarkSlackAction(b *testing.B) {
 	b.Run("replay", func(b *testing.B) {
 		r := newRig(b, 1)
 		sc := r.scenario(b)
-		req := signed(clickBody(sc, approver, slackui.ActionAcknowledge, sc.inc.Version), signingSecret, time.Now())
+		req := signed(clickBody(sc, approver, slackmessage.ActionAcknowledge, sc.inc.Version), signingSecret, time.Now())
 		r.do(b, req)
 		lat := make([]time.Duration, 0, b.N)
 		for b.Loop() {

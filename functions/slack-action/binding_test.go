@@ -15,8 +15,8 @@ import (
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
+	"github.com/keywarden/keywarden/internal/slackmessage"
 	"github.com/keywarden/keywarden/internal/slacktest"
-	"github.com/keywarden/keywarden/internal/slackui"
 )
 
 // reclick is clickBody with one payload field changed: a click from elsewhere.
@@ -58,7 +58,7 @@ func TestClickBoundToItsMessage(t *testing.T) {
 		for _, tc := range tests {
 			r.slack.Reset()
 			before := r.get(t, sc.inc.ID)
-			if resp := r.do(t, signed(reclick(sc, approver, slackui.ActionRemediate, before.Version, tc.change), signingSecret, time.Now())); resp.StatusCode != 200 {
+			if resp := r.do(t, signed(reclick(sc, approver, slackmessage.ActionRemediate, before.Version, tc.change), signingSecret, time.Now())); resp.StatusCode != 200 {
 				t.Fatalf("%s: status %d", tc.name, resp.StatusCode)
 			}
 			unchanged(t, before, r.get(t, sc.inc.ID))
@@ -92,7 +92,7 @@ func TestEphemeralFallsBackToResponseURL(t *testing.T) {
 			r := newMemRig(t, 2)
 			sc := r.scenario(t)
 			r.slack.Fail("chat.postEphemeral", slacktest.Fault{Error: code})
-			r.click(t, sc, approver, slackui.ActionRemediate, sc.inc.Version)
+			r.click(t, sc, approver, slackmessage.ActionRemediate, sc.inc.Version)
 			got := texts(r.slack.Calls("response_url"))
 			if len(got) != 1 || !strings.Contains(got[0], "Your approval is recorded (1 of 2)") {
 				t.Errorf("response_url posts: %q, want the approval reply", got)
@@ -116,7 +116,7 @@ func TestApprovingWriteAnswerLost(t *testing.T) {
 	r := build(t, 1, cfg, dynamostore.New(db, table), table)
 	sc := r.scenario(t)
 	lost := proxy.Arm(&awstest.Fault{Match: awstest.Op("TransactWriteItems"), Times: 1, Mode: awstest.Answer500})
-	r.click(t, sc, approver, slackui.ActionRemediate, sc.inc.Version)
+	r.click(t, sc, approver, slackmessage.ActionRemediate, sc.inc.Version)
 	if lost.Fired() != 1 {
 		t.Fatalf("the fault fired %d times, want 1", lost.Fired())
 	}
@@ -141,7 +141,7 @@ func TestUnsignedRefusedCheaply(t *testing.T) {
 	r := newMemRig(t, 1)
 	sc := r.scenario(t)
 	before := r.get(t, sc.inc.ID)
-	req := signed(clickBody(sc, approver, slackui.ActionRemediate, before.Version), signingSecret, time.Now())
+	req := signed(clickBody(sc, approver, slackmessage.ActionRemediate, before.Version), signingSecret, time.Now())
 	delete(req.Headers, "x-slack-signature")
 	start := time.Now()
 	if resp := r.do(t, req); resp.StatusCode != 401 {
@@ -172,9 +172,9 @@ func TestRebootInstanceClick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body := reclick(sc, approver, slackui.ActionRebootInstance, inc.Version, func(p map[string]any) {
-		p["actions"].([]any)[0].(map[string]any)["value"] = slackui.RebootButtonValue(inc.ID, inc.Version, sc.running+"-1")
-		p["actions"].([]any)[0].(map[string]any)["block_id"] = slackui.RebootBlockID
+	body := reclick(sc, approver, slackmessage.ActionRebootInstance, inc.Version, func(p map[string]any) {
+		p["actions"].([]any)[0].(map[string]any)["value"] = slackmessage.RebootButtonValue(inc.ID, inc.Version, sc.running+"-1")
+		p["actions"].([]any)[0].(map[string]any)["block_id"] = slackmessage.RebootBlockID
 	})
 	r.do(t, signed(body, signingSecret, time.Now()))
 	reqs := r.remediationRequests(t)

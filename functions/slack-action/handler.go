@@ -19,7 +19,7 @@ import (
 	"github.com/keywarden/keywarden/internal/approval"
 	"github.com/keywarden/keywarden/internal/handoff"
 	"github.com/keywarden/keywarden/internal/incident"
-	"github.com/keywarden/keywarden/internal/slackui"
+	"github.com/keywarden/keywarden/internal/slackmessage"
 )
 
 // incidents is the part of the incident store the handler uses; *dynamostore.Store fits.
@@ -31,7 +31,7 @@ type incidents interface {
 }
 
 // announcer refreshes an incident's Slack message and posts the one thread reply of a refused
-// click; *announce.Announcer fits.
+// click; *slackmessage.Announcer fits.
 type announcer interface {
 	Announce(ctx context.Context, inc incident.Incident) error
 	ReplyRefusal(ctx context.Context, id string, e incident.Entry) error
@@ -202,11 +202,7 @@ func (h *handler) refreshLatest(ctx context.Context, id string) bool {
 // announce refreshes the message and reports whether it worked; a failure is logged and left
 // for the next announce (the reconciler runs every few minutes) to repair.
 func (h *handler) announce(ctx context.Context, inc incident.Incident) bool {
-	if err := h.announcer.Announce(ctx, inc); err != nil {
-		h.log.WarnContext(ctx, "slack message not updated; the reconciler will repair it", "incident_id", inc.ID, "error", err)
-		return false
-	}
-	return true
+	return slackmessage.AnnounceOrWarn(ctx, h.announcer, inc, h.log) == nil
 }
 
 func (h *handler) sendEphemeral(ctx context.Context, click approval.Click, id, text string) {
@@ -297,7 +293,7 @@ func (h *handler) act(ctx context.Context, click approval.Click) outcome {
 		return out
 	}
 	out.incidentID, _, _ = strings.Cut(click.Value, ":")
-	if click.ActionID == slackui.ActionRebootInstance {
+	if click.ActionID == slackmessage.ActionRebootInstance {
 		_, rest, _ := strings.Cut(click.Value, "@")
 		out.incidentID, _, _ = strings.Cut(rest, ":")
 	}
@@ -369,7 +365,7 @@ func (h *handler) act0(click approval.Click, now time.Time) approval.Act {
 // and reboot_instance, which act on keys and databases; from the short cache for the others.
 func (h *handler) membership(ctx context.Context, click approval.Click) (approval.Membership, error) {
 	check := h.approvers.Allowed
-	if click.ActionID == slackui.ActionRemediate || click.ActionID == slackui.ActionRebootInstance {
+	if click.ActionID == slackmessage.ActionRemediate || click.ActionID == slackmessage.ActionRebootInstance {
 		check = h.approvers.AllowedNow
 	}
 	ok, err := check(ctx, h.slack, click.UserID)

@@ -28,7 +28,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/rds"
 	"github.com/slack-go/slack"
 
-	"github.com/keywarden/keywarden/internal/announce"
 	"github.com/keywarden/keywarden/internal/approval"
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/env"
@@ -36,9 +35,8 @@ import (
 	"github.com/keywarden/keywarden/internal/handoff/invoke"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
-	"github.com/keywarden/keywarden/internal/notify"
+	"github.com/keywarden/keywarden/internal/slackmessage"
 	"github.com/keywarden/keywarden/internal/slacktest"
-	"github.com/keywarden/keywarden/internal/slackui"
 )
 
 func TestMain(m *testing.M) { awstest.Main(m) }
@@ -46,7 +44,7 @@ func TestMain(m *testing.M) { awstest.Main(m) }
 var (
 	_ slackAPI     = (*slack.Client)(nil)
 	_ incidents    = (*dynamostore.Store)(nil)
-	_ announcer    = (*announce.Announcer)(nil)
+	_ announcer    = (*slackmessage.Announcer)(nil)
 	_ remediations = invoke.Invoker{}
 	_ rigStore     = (*dynamostore.Store)(nil)
 	_ rigStore     = (*memStore)(nil)
@@ -104,7 +102,7 @@ func (l *lambdaStandIn) invoked() [][]byte {
 // methods, and opening incidents as KeyEventFunction does.
 type rigStore interface {
 	incidents
-	announce.Store
+	slackmessage.Store
 	Open(ctx context.Context, inc incident.Incident, delivery incident.Entry, fold func(*incident.Incident)) (incident.Incident, bool, error)
 	ListActive(ctx context.Context) ([]incident.Incident, error)
 }
@@ -119,7 +117,7 @@ type rig struct {
 	store  rigStore
 	slack  *slacktest.Slack
 	lambda *lambdaStandIn
-	ann    *announce.Announcer
+	ann    *slackmessage.Announcer
 	h      *handler
 }
 
@@ -168,7 +166,7 @@ func build(tb testing.TB, required int, cfg aws.Config, store rigStore, table st
 		tb.Fatal(err)
 	}
 	client := slack.New(botToken, slack.OptionAPIURL(r.slack.APIURL()))
-	r.ann = announce.New(store, notify.New(client, settings.Shared.Channel), nil, nil)
+	r.ann = slackmessage.New(store, slackmessage.NewClient(client, settings.Shared.Channel), nil, nil)
 	// The middle of a minute: refusals of one user collapse per minute, and a test's clicks
 	// must not straddle two.
 	clock := time.Now().UTC().Truncate(time.Minute).Add(30 * time.Second)
@@ -284,8 +282,8 @@ func clickBody(sc scenario, user, actionID string, version int64) []byte {
 		"trigger_id":   "10234567890.1234567890123.0123456789abcdef",
 		"response_url": sc.responseURL,
 		"actions": []map[string]any{{
-			"action_id": actionID, "block_id": slackui.ActionsBlockID, "type": "button",
-			"value": slackui.ButtonValue(sc.inc.ID, version), "action_ts": fmt.Sprintf("1795860001.%06d", actionTS.Add(1)),
+			"action_id": actionID, "block_id": slackmessage.ActionsBlockID, "type": "button",
+			"value": slackmessage.ButtonValue(sc.inc.ID, version), "action_ts": fmt.Sprintf("1795860001.%06d", actionTS.Add(1)),
 		}},
 	}
 	js, _ := json.Marshal(payload)
@@ -383,7 +381,7 @@ func refusals(inc incident.Incident, user string) []incident.Entry {
 func TestSignature(t *testing.T) {
 	eachRig(t, 1, func(t *testing.T, r *rig) {
 		sc := r.scenario(t)
-		body := clickBody(sc, approver, slackui.ActionAcknowledge, sc.inc.Version)
+		body := clickBody(sc, approver, slackmessage.ActionAcknowledge, sc.inc.Version)
 		now := time.Now()
 		b64 := func(req events.LambdaFunctionURLRequest) events.LambdaFunctionURLRequest {
 			req.Body, req.IsBase64Encoded = base64.StdEncoding.EncodeToString([]byte(req.Body)), true
@@ -426,7 +424,7 @@ func TestSignature(t *testing.T) {
 			}(), wantStatus: 400},
 			// Accepted last: each changes the incident.
 			{name: "valid, base64 body", req: b64(signed(body, signingSecret, now)), wantStatus: 200},
-			{name: "valid", req: signed(clickBody(sc, approver, slackui.ActionAcknowledge, sc.inc.Version+1), signingSecret, now), wantStatus: 200},
+			{name: "valid", req: signed(clickBody(sc, approver, slackmessage.ActionAcknowledge, sc.inc.Version+1), signingSecret, now), wantStatus: 200},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -451,7 +449,7 @@ func TestSignature(t *testing.T) {
 					t.Errorf("version: got %d, want %d", after.Version, before.Version+1)
 				}
 				e, ok := after.LastEntry(incident.KindClick)
-				if !ok || e.Actor != approver || e.Result != incident.Result(slackui.ActionAcknowledge) || e.Seq != after.TimelineSeq {
+				if !ok || e.Actor != approver || e.Result != incident.Result(slackmessage.ActionAcknowledge) || e.Seq != after.TimelineSeq {
 					t.Errorf("last click entry: got %+v, want the acknowledge click, newest on the timeline", e)
 				}
 				if resp.Body != "" {
@@ -469,7 +467,7 @@ func TestAuthorisation(t *testing.T) {
 	t.Run("approver", func(t *testing.T) {
 		eachRig(t, 1, func(t *testing.T, r *rig) {
 			sc := r.scenario(t)
-			r.click(t, sc, approver, slackui.ActionAcknowledge, sc.inc.Version)
+			r.click(t, sc, approver, slackmessage.ActionAcknowledge, sc.inc.Version)
 			got := r.get(t, sc.inc.ID)
 			if e, ok := got.LastEntry(incident.KindClick); !ok || e.Actor != approver {
 				t.Errorf("click entry: got %+v, want %s's click", e, approver)
@@ -485,7 +483,7 @@ func TestAuthorisation(t *testing.T) {
 	t.Run("user-group member", func(t *testing.T) {
 		eachRig(t, 1, func(t *testing.T, r *rig) {
 			sc := r.scenario(t)
-			r.click(t, sc, member, slackui.ActionAcknowledge, sc.inc.Version)
+			r.click(t, sc, member, slackmessage.ActionAcknowledge, sc.inc.Version)
 			got := r.get(t, sc.inc.ID)
 			if e, ok := got.LastEntry(incident.KindClick); !ok || e.Actor != member {
 				t.Errorf("click entry: got %+v, want %s's click", e, member)
@@ -499,7 +497,7 @@ func TestAuthorisation(t *testing.T) {
 		eachRig(t, 1, func(t *testing.T, r *rig) {
 			sc := r.scenario(t)
 			before := r.get(t, sc.inc.ID)
-			for _, action := range []string{slackui.ActionRemediate, slackui.ActionIntentional, slackui.ActionAcknowledge} {
+			for _, action := range []string{slackmessage.ActionRemediate, slackmessage.ActionIntentional, slackmessage.ActionAcknowledge} {
 				if resp := r.click(t, sc, stranger, action, before.Version); resp.StatusCode != 200 {
 					t.Fatalf("%s: status %d, want 200", action, resp.StatusCode)
 				}
@@ -536,7 +534,7 @@ func TestAuthorisation(t *testing.T) {
 	t.Run("two-person rule", func(t *testing.T) {
 		eachRig(t, 2, func(t *testing.T, r *rig) {
 			sc := r.scenario(t)
-			r.click(t, sc, approver, slackui.ActionRemediate, sc.inc.Version)
+			r.click(t, sc, approver, slackmessage.ActionRemediate, sc.inc.Version)
 			first := r.get(t, sc.inc.ID)
 			if first.State != incident.StateOpen || !slices.Equal(first.RoundApprovers(), []string{approver}) {
 				t.Fatalf("after one approval: state %s, approvers %v, want open and %s", first.State, first.RoundApprovers(), approver)
@@ -548,13 +546,13 @@ func TestAuthorisation(t *testing.T) {
 				t.Fatalf("invoked after one approval")
 			}
 			// The same person again, on the refreshed message: refused, counted once.
-			r.click(t, sc, approver, slackui.ActionRemediate, first.Version)
+			r.click(t, sc, approver, slackmessage.ActionRemediate, first.Version)
 			unchanged(t, first, r.get(t, sc.inc.ID))
 			if got := r.ephemerals(approver); len(got) != 2 || !strings.Contains(got[1], "already approved") {
 				t.Errorf("ephemerals to %s: got %q, want the second to say already approved", approver, got)
 			}
 			// A group member is the second approver.
-			r.click(t, sc, member, slackui.ActionRemediate, first.Version)
+			r.click(t, sc, member, slackmessage.ActionRemediate, first.Version)
 			second := r.get(t, sc.inc.ID)
 			if second.State != incident.StateRemediating || !slices.Equal(second.Remediation.ApprovedBy, []string{approver, member}) {
 				t.Errorf("after two approvals: state %s, approved by %v, want remediating by %s and %s", second.State, second.Remediation.ApprovedBy, approver, member)
@@ -582,7 +580,7 @@ func TestManyStrangersThenOneApprover(t *testing.T) {
 		strangers := []string{"U0STRANGR1", "U0STRANGR2", "U0STRANGR3", "U0STRANGR4"}
 		for k := range 400 {
 			user := strangers[k%len(strangers)]
-			if resp := r.click(t, sc, user, slackui.ActionRemediate, before.Version); resp.StatusCode != 200 {
+			if resp := r.click(t, sc, user, slackmessage.ActionRemediate, before.Version); resp.StatusCode != 200 {
 				t.Fatalf("click %d: status %d, want 200", k, resp.StatusCode)
 			}
 		}
@@ -601,7 +599,7 @@ func TestManyStrangersThenOneApprover(t *testing.T) {
 			t.Errorf("thread replies: got %d, want %d (one per stranger's burst)", len(got), len(strangers))
 		}
 
-		r.click(t, sc, approver, slackui.ActionRemediate, before.Version)
+		r.click(t, sc, approver, slackmessage.ActionRemediate, before.Version)
 		got := r.get(t, sc.inc.ID)
 		if got.State != incident.StateOpen || got.Version != before.Version+1 || !slices.Equal(got.RoundApprovers(), []string{approver}) {
 			t.Errorf("after the approver: state %s, version %d, approvers %v; want open, %d, only %s",
@@ -627,39 +625,39 @@ func TestRefusedClickChangesNothing(t *testing.T) {
 		reply  string
 	}{
 		{
-			name: "stranger", required: 1, user: stranger, action: slackui.ActionRemediate, reply: "not allowed",
+			name: "stranger", required: 1, user: stranger, action: slackmessage.ActionRemediate, reply: "not allowed",
 			setup: func(t *testing.T, r *rig, sc scenario) int64 { return sc.inc.Version },
 		},
 		{
-			name: "stale version", required: 1, user: approver, action: slackui.ActionRemediate, reply: "now shows the current state",
+			name: "stale version", required: 1, user: approver, action: slackmessage.ActionRemediate, reply: "now shows the current state",
 			setup: func(t *testing.T, r *rig, sc scenario) int64 {
-				r.click(t, sc, approver2, slackui.ActionAcknowledge, sc.inc.Version)
+				r.click(t, sc, approver2, slackmessage.ActionAcknowledge, sc.inc.Version)
 				return sc.inc.Version // the message before the acknowledgement
 			},
 		},
 		{
-			name: "closed incident", required: 1, user: approver, action: slackui.ActionAcknowledge, reply: "already closed",
+			name: "closed incident", required: 1, user: approver, action: slackmessage.ActionAcknowledge, reply: "already closed",
 			setup: func(t *testing.T, r *rig, sc scenario) int64 {
-				r.click(t, sc, approver2, slackui.ActionIntentional, sc.inc.Version)
+				r.click(t, sc, approver2, slackmessage.ActionIntentional, sc.inc.Version)
 				return r.get(t, sc.inc.ID).Version
 			},
 		},
 		{
-			name: "already remediating", required: 1, user: approver2, action: slackui.ActionIntentional, reply: "already approved and under way",
+			name: "already remediating", required: 1, user: approver2, action: slackmessage.ActionIntentional, reply: "already approved and under way",
 			setup: func(t *testing.T, r *rig, sc scenario) int64 {
-				r.click(t, sc, approver, slackui.ActionRemediate, sc.inc.Version)
+				r.click(t, sc, approver, slackmessage.ActionRemediate, sc.inc.Version)
 				return r.get(t, sc.inc.ID).Version
 			},
 		},
 		{
-			name: "already approved", required: 2, user: approver, action: slackui.ActionRemediate, reply: "already approved",
+			name: "already approved", required: 2, user: approver, action: slackmessage.ActionRemediate, reply: "already approved",
 			setup: func(t *testing.T, r *rig, sc scenario) int64 {
-				r.click(t, sc, approver, slackui.ActionRemediate, sc.inc.Version)
+				r.click(t, sc, approver, slackmessage.ActionRemediate, sc.inc.Version)
 				return r.get(t, sc.inc.ID).Version
 			},
 		},
 		{
-			name: "not fixable", required: 1, user: approver, action: slackui.ActionRemediate, reply: "One click cannot fix this",
+			name: "not fixable", required: 1, user: approver, action: slackmessage.ActionRemediate, reply: "One click cannot fix this",
 			setup: func(t *testing.T, r *rig, sc scenario) int64 {
 				inc, err := r.store.Update(context.Background(), sc.inc.ID, func(i *incident.Incident) error {
 					i.KeyState = incident.KeyStateDeleted
@@ -715,10 +713,10 @@ func TestRefusedClickChangesNothing(t *testing.T) {
 func TestStaleClickWhenRefreshFails(t *testing.T) {
 	eachRig(t, 1, func(t *testing.T, r *rig) {
 		sc := r.scenario(t)
-		r.click(t, sc, approver2, slackui.ActionAcknowledge, sc.inc.Version)
+		r.click(t, sc, approver2, slackmessage.ActionAcknowledge, sc.inc.Version)
 		r.slack.Reset()
 		r.slack.Fail("chat.update", slacktest.Fault{Error: "fatal_error"})
-		r.click(t, sc, approver, slackui.ActionRemediate, sc.inc.Version)
+		r.click(t, sc, approver, slackmessage.ActionRemediate, sc.inc.Version)
 		got := r.ephemerals(approver)
 		if len(got) != 1 || !strings.Contains(got[0], "out of date") || strings.Contains(got[0], "now shows") || !strings.Contains(got[0], "could not be refreshed") {
 			t.Errorf("ephemerals: got %q, want one saying out of date and not refreshed", got)
@@ -744,7 +742,7 @@ func keyState(tb testing.TB, r *rig, keyID string) kmstypes.KeyState {
 func TestClickHandsOff(t *testing.T) {
 	eachRig(t, 1, func(t *testing.T, r *rig) {
 		sc := r.scenario(t)
-		req := signed(clickBody(sc, approver, slackui.ActionRemediate, sc.inc.Version), signingSecret, time.Now())
+		req := signed(clickBody(sc, approver, slackmessage.ActionRemediate, sc.inc.Version), signingSecret, time.Now())
 		if resp := r.do(t, req); resp.StatusCode != 200 || resp.Body != "" {
 			t.Fatalf("click: got %d %q, want 200 and an empty body", resp.StatusCode, resp.Body)
 		}
@@ -766,7 +764,7 @@ func TestClickHandsOff(t *testing.T) {
 			req  events.LambdaFunctionURLRequest
 		}{
 			{"replayed", req},
-			{"second click", signed(clickBody(sc, approver2, slackui.ActionRemediate, sc.inc.Version), signingSecret, time.Now())},
+			{"second click", signed(clickBody(sc, approver2, slackmessage.ActionRemediate, sc.inc.Version), signingSecret, time.Now())},
 		} {
 			if resp := r.do(t, again.req); resp.StatusCode != 200 {
 				t.Fatalf("%s: status %d, want 200", again.name, resp.StatusCode)
@@ -792,9 +790,9 @@ func TestClickHandsOff(t *testing.T) {
 func TestAcknowledgeAndIntentional(t *testing.T) {
 	eachRig(t, 2, func(t *testing.T, r *rig) {
 		sc := r.scenario(t)
-		r.click(t, sc, member, slackui.ActionAcknowledge, sc.inc.Version)
+		r.click(t, sc, member, slackmessage.ActionAcknowledge, sc.inc.Version)
 		acked := r.get(t, sc.inc.ID)
-		r.click(t, sc, approver, slackui.ActionIntentional, acked.Version)
+		r.click(t, sc, approver, slackmessage.ActionIntentional, acked.Version)
 		closed := r.get(t, sc.inc.ID)
 		if closed.State != incident.StateIntentional || closed.ClosedAt == nil {
 			t.Fatalf("after intentional: state %s, closed %v, want intentional and a close time", closed.State, closed.ClosedAt)
@@ -810,7 +808,7 @@ func TestAcknowledgeAndIntentional(t *testing.T) {
 			t.Errorf("an intentional incident is still active, so reminders would continue")
 		}
 		// A remediate click on the message as it was before: nothing runs.
-		r.click(t, sc, approver2, slackui.ActionRemediate, acked.Version)
+		r.click(t, sc, approver2, slackmessage.ActionRemediate, acked.Version)
 		unchanged(t, closed, r.get(t, sc.inc.ID))
 		if n := len(r.lambda.invoked()); n != 0 {
 			t.Errorf("invokes: got %d, want none", n)
@@ -822,7 +820,7 @@ func TestAcknowledgeAndIntentional(t *testing.T) {
 		}
 		// The refreshed message has no buttons left.
 		upd := r.slack.Calls("chat.update")
-		if last := upd[len(upd)-1]; strings.Contains(string(last.Blocks), slackui.ActionsBlockID) {
+		if last := upd[len(upd)-1]; strings.Contains(string(last.Blocks), slackmessage.ActionsBlockID) {
 			t.Errorf("the closed incident's message still has buttons")
 		}
 	})
@@ -834,7 +832,7 @@ func TestHandOffFails(t *testing.T) {
 	eachRig(t, 1, func(t *testing.T, r *rig) {
 		sc := r.scenario(t)
 		r.lambda.fail = true
-		r.click(t, sc, approver, slackui.ActionRemediate, sc.inc.Version)
+		r.click(t, sc, approver, slackmessage.ActionRemediate, sc.inc.Version)
 		got := r.get(t, sc.inc.ID)
 		if got.State != incident.StateRemediating || got.Remediation.State != incident.RemediationApproved {
 			t.Fatalf("state %s, remediation %s: want the run still approved", got.State, got.Remediation.State)
@@ -845,7 +843,7 @@ func TestHandOffFails(t *testing.T) {
 		r.lambda.fail = false
 		later := r.h.now().Add(time.Minute)
 		r.h.now = func() time.Time { return later }
-		r.click(t, sc, approver2, slackui.ActionRemediate, got.Version)
+		r.click(t, sc, approver2, slackmessage.ActionRemediate, got.Version)
 		reqs := r.remediationRequests(t)
 		if len(reqs) != 1 || reqs[0].RunID != got.Remediation.RunID {
 			t.Errorf("after the next click: invokes %+v, want run %s handed off", reqs, got.Remediation.RunID)
@@ -861,7 +859,7 @@ func TestAnswersWhileSlackIsSlow(t *testing.T) {
 		r.slack.Fail(slacktest.AnyMethod, slacktest.Fault{Delay: 1500 * time.Millisecond})
 		r.h.followUp = 200 * time.Millisecond
 		start := time.Now()
-		resp := r.click(t, sc, approver, slackui.ActionAcknowledge, sc.inc.Version)
+		resp := r.click(t, sc, approver, slackmessage.ActionAcknowledge, sc.inc.Version)
 		if took := time.Since(start); resp.StatusCode != 200 || took > time.Second {
 			t.Errorf("answer: %d after %s, want 200 well within Slack's 3 s", resp.StatusCode, took)
 		}
@@ -881,7 +879,7 @@ func TestIgnoresOtherInteractions(t *testing.T) {
 			t.Errorf("malformed payload: status %d, want 400", resp.StatusCode)
 		}
 		sc := scenario{inc: incident.Incident{ID: "KW-20261128-000000"}, chanID: "C0KEYWARDEN", messageTS: "1.2", responseURL: r.slack.ResponseURL("x")}
-		r.click(t, sc, approver, slackui.ActionAcknowledge, 1)
+		r.click(t, sc, approver, slackmessage.ActionAcknowledge, 1)
 		if got := r.ephemerals(approver); len(got) != 1 || !strings.Contains(got[0], "no such incident") {
 			t.Errorf("click for an unknown incident: ephemerals %q", got)
 		}

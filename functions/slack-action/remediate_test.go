@@ -13,7 +13,7 @@ import (
 
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/remedy"
-	"github.com/keywarden/keywarden/internal/slackui"
+	"github.com/keywarden/keywarden/internal/slackmessage"
 )
 
 func clusterStatus(tb testing.TB, r *rig, id string) string {
@@ -54,7 +54,7 @@ func (r *rig) runRemediations(t *testing.T) []incident.Incident {
 func TestClickRemediates(t *testing.T) {
 	r := newRig(t, 1)
 	sc := r.scenario(t)
-	r.click(t, sc, approver, slackui.ActionRemediate, sc.inc.Version)
+	r.click(t, sc, approver, slackmessage.ActionRemediate, sc.inc.Version)
 	if got := r.get(t, sc.inc.ID); got.State != incident.StateRemediating {
 		t.Fatalf("state after the click: got %s, want remediating", got.State)
 	}

@@ -12,7 +12,7 @@ import (
 type Act struct {
 	// User is the Slack user ID.
 	User string
-	// Action is the button's action_id: slackui.ActionRemediate, ActionAcknowledge,
+	// Action is the button's action_id: slackmessage.ActionRemediate, ActionAcknowledge,
 	// ActionIntentional or ActionRebootInstance.
 	Action string
 	// Version is the incident version the clicked message showed.

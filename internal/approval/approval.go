@@ -7,8 +7,9 @@
 // never from timeline text) or reboot_instance. The SlackActionFunction handler writes, hands off
 // and answers.
 //
-// Boundaries: it owns deciding what a click may do; it must not import the AWS SDK or the
-// incident store (it knows nothing of AWS or Lambda).
+// Boundaries: it owns deciding what a click may do; it knows nothing of AWS or Lambda and must not
+// import the AWS SDK, aws-lambda-go or the incident store; it imports slackmessage only for the
+// buttons' contract (action IDs and values, which the message renders).
 package approval
 
 import "errors"

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/keywarden/keywarden/internal/incident"
-	"github.com/keywarden/keywarden/internal/slackui"
+	"github.com/keywarden/keywarden/internal/slackmessage"
 )
 
 // Installation is the Slack app keywarden is installed as: a click counts only from its
@@ -160,7 +160,7 @@ func Decide(inc *incident.Incident, c Click, who Membership, inst Installation, 
 	}
 	d.IncidentID, d.Version, d.Instance = id, version, instance
 	switch c.ActionID {
-	case slackui.ActionRemediate, slackui.ActionAcknowledge, slackui.ActionIntentional, slackui.ActionRebootInstance:
+	case slackmessage.ActionRemediate, slackmessage.ActionAcknowledge, slackmessage.ActionIntentional, slackmessage.ActionRebootInstance:
 	default:
 		return refuse(RefuseUnknownAction, fmt.Sprintf("action %q is not one of keywarden's", c.ActionID), nil)
 	}
@@ -191,12 +191,12 @@ func Decide(inc *incident.Incident, c Click, who Membership, inst Installation, 
 	}
 	if inc.State == incident.StateRemediating {
 		switch {
-		case c.ActionID == slackui.ActionAcknowledge:
-		case c.ActionID == slackui.ActionRemediate && inc.AwaitingStart(now, rules.ResumeAfter):
+		case c.ActionID == slackmessage.ActionAcknowledge:
+		case c.ActionID == slackmessage.ActionRemediate && inc.AwaitingStart(now, rules.ResumeAfter):
 			d.Kind, d.RunID, d.ApprovedBy = Resume, inc.Remediation.RunID, inc.Remediation.ApprovedBy
 			d.Reason = "remediation " + inc.Remediation.RunID + " was approved and not started: handed off again"
 			return d
-		case c.ActionID == slackui.ActionRebootInstance && inc.Remediation.State == incident.RemediationDone:
+		case c.ActionID == slackmessage.ActionRebootInstance && inc.Remediation.State == incident.RemediationDone:
 		default:
 			return refuse(RefuseRemediating, "remediation is already running", nil)
 		}
@@ -205,18 +205,18 @@ func Decide(inc *incident.Incident, c Click, who Membership, inst Installation, 
 		return refuse(RefuseStale, fmt.Sprintf("the message was out of date (version %d, the incident is at %d)", version, inc.Version), incident.ErrStale)
 	}
 	switch c.ActionID {
-	case slackui.ActionAcknowledge:
+	case slackmessage.ActionAcknowledge:
 		inc.AddEntry(incident.Entry{ID: act.ClickID(), At: now, Kind: incident.KindClick, Actor: c.UserID,
-			Result: incident.Result(slackui.ActionAcknowledge), Source: act.ClickID(), Detail: "acknowledge: on it"})
+			Result: incident.Result(slackmessage.ActionAcknowledge), Source: act.ClickID(), Detail: "acknowledge: on it"})
 		d.Kind, d.Write, d.Reason = Acknowledged, true, "acknowledged"
 		return d
-	case slackui.ActionIntentional:
+	case slackmessage.ActionIntentional:
 		if err := inc.MarkIntentional(c.UserID, now); err != nil {
 			return refuse(RefuseClosed, err.Error(), err)
 		}
 		d.Kind, d.Write, d.Reason = Intentional, true, "marked intentional"
 		return d
-	case slackui.ActionRebootInstance:
+	case slackmessage.ActionRebootInstance:
 		return decideReboot(inc, act, instance, d, refuse)
 	}
 	if err := inc.Fixable(); err != nil {
@@ -267,7 +267,7 @@ func decideReboot(inc *incident.Incident, a Act, instance string, d Decision, re
 func alreadyDone(inc *incident.Incident, a Act, now time.Time, rules Rules) (Decision, bool) {
 	d := Decision{IncidentID: inc.ID, Version: a.Version, Required: rules.Required}
 	switch a.Action {
-	case slackui.ActionRemediate:
+	case slackmessage.ActionRemediate:
 		if !slices.ContainsFunc(inc.Approvals, func(ap incident.Approval) bool { return ap.Source == a.ClickID() && ap.User == a.User }) {
 			return d, false
 		}
@@ -284,12 +284,12 @@ func alreadyDone(inc *incident.Incident, a Act, now time.Time, rules Rules) (Dec
 		d.Kind, d.Reason = Recorded, "this click's approval is recorded"
 		d.Approvals = len(inc.RoundApprovers())
 		return d, true
-	case slackui.ActionAcknowledge:
+	case slackmessage.ActionAcknowledge:
 		if inc.HasEntry(a.ClickID()) {
 			d.Kind, d.Reason = Acknowledged, "acknowledged"
 			return d, true
 		}
-	case slackui.ActionIntentional:
+	case slackmessage.ActionIntentional:
 		if e, ok := inc.LastEntry(incident.KindState); ok && inc.State == incident.StateIntentional && e.Actor == a.User {
 			d.Kind, d.Reason = Intentional, "marked intentional"
 			return d, true
@@ -326,12 +326,12 @@ func (in Installation) slackURL(u string) bool {
 	return err == nil && parsed.Scheme == "https" && parsed.Host == "hooks.slack.com" && parsed.User == nil
 }
 
-// parseValue reads a button's value: slackui.ButtonValue, or for reboot_instance
-// slackui.RebootButtonValue.
+// parseValue reads a button's value: slackmessage.ButtonValue, or for reboot_instance
+// slackmessage.RebootButtonValue.
 func parseValue(action, v string) (id string, version int64, instance string, err error) {
-	if action == slackui.ActionRebootInstance {
-		return slackui.ParseRebootButtonValue(v)
+	if action == slackmessage.ActionRebootInstance {
+		return slackmessage.ParseRebootButtonValue(v)
 	}
-	id, version, err = slackui.ParseButtonValue(v)
+	id, version, err = slackmessage.ParseButtonValue(v)
 	return id, version, "", err
 }

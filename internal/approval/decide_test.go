@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/keywarden/keywarden/internal/incident"
-	"github.com/keywarden/keywarden/internal/slackui"
+	"github.com/keywarden/keywarden/internal/slackmessage"
 )
 
 var t0 = time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
@@ -36,7 +36,7 @@ func messaged() incident.Incident {
 func press(inc incident.Incident, user, action string, seconds int) Click {
 	return Click{UserID: user, TeamID: "T0KEYWARD1", AppID: "A0KEYWARD1", ChannelID: inc.Slack.Channel, MessageTS: inc.Slack.TS,
 		ResponseURL: "https://hooks.slack.com/actions/T0KEYWARD1/1/abc", ActionID: action,
-		Value: slackui.ButtonValue(inc.ID, inc.Version), ActionTS: fmt.Sprintf("1795860000.%06d", seconds)}
+		Value: slackmessage.ButtonValue(inc.ID, inc.Version), ActionTS: fmt.Sprintf("1795860000.%06d", seconds)}
 }
 
 func at(seconds int) time.Time { return t0.Add(time.Duration(seconds) * time.Second) }
@@ -90,7 +90,7 @@ func TestDecideRefusals(t *testing.T) {
 			click: func(incident.Incident) Click { i := messaged(); return press(i, "U1", "remediate", 1) }, want: RefuseWrongMessage},
 		{name: "stale message", click: func(i incident.Incident) Click {
 			c := press(i, "U1", "remediate", 1)
-			c.Value = slackui.ButtonValue(i.ID, i.Version-1)
+			c.Value = slackmessage.ButtonValue(i.ID, i.Version-1)
 			return c
 		}, want: RefuseStale, wantIs: incident.ErrStale},
 		{name: "closed", inc: func() *incident.Incident { i := messaged(); i.State = incident.StateResolved; return &i }, want: RefuseClosed},
@@ -123,8 +123,8 @@ func TestDecideRefusals(t *testing.T) {
 			i.Instances = []incident.Instance{{Identifier: "orders-1", ClusterIdentifier: "orders", Status: incident.StatusAvailable, LostKeyAccess: true}}
 			return &i
 		}, click: func(i incident.Incident) Click {
-			c := press(i, "U1", slackui.ActionRebootInstance, 1)
-			c.Value = slackui.RebootButtonValue(i.ID, i.Version, "orders-1")
+			c := press(i, "U1", slackmessage.ActionRebootInstance, 1)
+			c.Value = slackmessage.RebootButtonValue(i.ID, i.Version, "orders-1")
 			return c
 		}, want: RefuseNoReboot},
 		{name: "a reboot with the key not Enabled", inc: func() *incident.Incident {
@@ -132,8 +132,8 @@ func TestDecideRefusals(t *testing.T) {
 			i.Instances = []incident.Instance{{Identifier: "orders-1", ClusterIdentifier: "orders", Status: incident.StatusAvailable, LostKeyAccess: true, NeedsReboot: true}}
 			return &i
 		}, click: func(i incident.Incident) Click {
-			c := press(i, "U1", slackui.ActionRebootInstance, 1)
-			c.Value = slackui.RebootButtonValue(i.ID, i.Version, "orders-1")
+			c := press(i, "U1", slackmessage.ActionRebootInstance, 1)
+			c.Value = slackmessage.RebootButtonValue(i.ID, i.Version, "orders-1")
 			return c
 		}, want: RefuseNoReboot},
 	}
@@ -154,7 +154,7 @@ func TestDecideRefusals(t *testing.T) {
 			if inc != nil && inc.Slack != nil {
 				ref = *inc
 			}
-			click := press(ref, "U1", slackui.ActionRemediate, 1)
+			click := press(ref, "U1", slackmessage.ActionRemediate, 1)
 			if tc.click != nil {
 				click = tc.click(ref)
 			}
@@ -195,10 +195,10 @@ func TestDecideTransitions(t *testing.T) {
 		return d
 	}
 
-	if d := decide(press(inc, "U1", slackui.ActionAcknowledge, 1), 1); d.Kind != Acknowledged || !d.Write || inc.Remediation.State != "" {
+	if d := decide(press(inc, "U1", slackmessage.ActionAcknowledge, 1), 1); d.Kind != Acknowledged || !d.Write || inc.Remediation.State != "" {
 		t.Fatalf("acknowledge: %+v, remediation %q; want an entry and no remediation state", d, inc.Remediation.State)
 	}
-	first := press(inc, "U1", slackui.ActionRemediate, 2)
+	first := press(inc, "U1", slackmessage.ActionRemediate, 2)
 	if d := decide(first, 2); d.Kind != Approved || d.Approvals != 1 || d.HandOff() {
 		t.Fatalf("first approval: %+v", d)
 	}
@@ -207,10 +207,10 @@ func TestDecideTransitions(t *testing.T) {
 	if d := decide(first, 3); d.Kind != Recorded || d.Write || d.Approvals != 1 {
 		t.Fatalf("the first click again: %+v, want Recorded, nothing written", d)
 	}
-	if d := decide(press(inc, "U1", slackui.ActionRemediate, 4), 4); d.Refusal != RefuseAlreadyApproved {
+	if d := decide(press(inc, "U1", slackmessage.ActionRemediate, 4), 4); d.Refusal != RefuseAlreadyApproved {
 		t.Fatalf("the same approver's second click: %+v", d)
 	}
-	second := press(inc, "U2", slackui.ActionRemediate, 5)
+	second := press(inc, "U2", slackmessage.ActionRemediate, 5)
 	d := decide(second, 5)
 	if d.Kind != Started || d.RunID != "run:1795860000.000005:U2" || len(d.ApprovedBy) != 2 || inc.State != incident.StateRemediating {
 		t.Fatalf("second approver: %+v, state %s", d, inc.State)
@@ -221,11 +221,11 @@ func TestDecideTransitions(t *testing.T) {
 		t.Fatalf("the starting click again: %+v, want Resume of %s", d, run)
 	}
 	// Acknowledge while remediating adds an entry and changes no remediation state.
-	if d := decide(press(inc, "U3", slackui.ActionAcknowledge, 7), 7); d.Kind != Acknowledged || inc.Remediation.State != incident.RemediationApproved || inc.Remediation.RunID != run {
+	if d := decide(press(inc, "U3", slackmessage.ActionAcknowledge, 7), 7); d.Kind != Acknowledged || inc.Remediation.State != incident.RemediationApproved || inc.Remediation.RunID != run {
 		t.Fatalf("acknowledge while remediating: %+v, remediation %+v", d, inc.Remediation)
 	}
 	// The next approver's click, once the run has sat approved and unclaimed: hand it off again.
-	if d := decide(press(inc, "U3", slackui.ActionRemediate, 30), 30); d.Kind != Resume || d.RunID != run || d.Write {
+	if d := decide(press(inc, "U3", slackmessage.ActionRemediate, 30), 30); d.Kind != Resume || d.RunID != run || d.Write {
 		t.Fatalf("a click on an approved, unstarted run: %+v, want Resume", d)
 	}
 	// The run fails and is given back: a fresh round, the old approvals do not count.
@@ -236,17 +236,17 @@ func TestDecideTransitions(t *testing.T) {
 		t.Fatal(err)
 	}
 	inc.Version++
-	if d := decide(press(inc, "U1", slackui.ActionRemediate, 50), 50); d.Kind != Approved || d.Approvals != 1 {
+	if d := decide(press(inc, "U1", slackmessage.ActionRemediate, 50), 50); d.Kind != Approved || d.Approvals != 1 {
 		t.Fatalf("first approval after the reopen: %+v, want 1 of 2", d)
 	}
-	if d := decide(press(inc, "U2", slackui.ActionRemediate, 51), 51); d.Kind != Started || d.RunID == run {
+	if d := decide(press(inc, "U2", slackmessage.ActionRemediate, 51), 51); d.Kind != Started || d.RunID == run {
 		t.Fatalf("second approval after the reopen: %+v, want a new run", d)
 	}
 }
 
 func TestDecideIntentionalAndReboot(t *testing.T) {
 	inc := messaged()
-	c := press(inc, "U1", slackui.ActionIntentional, 1)
+	c := press(inc, "U1", slackmessage.ActionIntentional, 1)
 	if d := Decide(&inc, c, Member, install, Rules{}, at(1)); d.Kind != Intentional || !d.Write || inc.State != incident.StateIntentional {
 		t.Fatalf("intentional: %+v, state %s", d, inc.State)
 	}
@@ -254,7 +254,7 @@ func TestDecideIntentionalAndReboot(t *testing.T) {
 	if d := Decide(&inc, c, Member, install, Rules{}, at(2)); d.Kind != Intentional || d.Write {
 		t.Fatalf("the same click again: %+v, want it recognised, nothing written", d)
 	}
-	if d := Decide(&inc, press(inc, "U2", slackui.ActionAcknowledge, 3), Member, install, Rules{}, at(3)); d.Refusal != RefuseClosed {
+	if d := Decide(&inc, press(inc, "U2", slackmessage.ActionAcknowledge, 3), Member, install, Rules{}, at(3)); d.Refusal != RefuseClosed {
 		t.Fatalf("a click on a closed incident: %+v", d)
 	}
 
@@ -265,8 +265,8 @@ func TestDecideIntentionalAndReboot(t *testing.T) {
 	inc.Clusters[0].Status, inc.Clusters[0].LiveKeyARN = incident.StatusAvailable, inc.KeyARN
 	inc.Instances = []incident.Instance{{Identifier: "orders-1", ClusterIdentifier: "orders", Status: incident.StatusAvailable, LostKeyAccess: true, NeedsReboot: true}}
 	reboot := func(user string, seconds int) Decision {
-		c := press(inc, user, slackui.ActionRebootInstance, seconds)
-		c.Value = slackui.RebootButtonValue(inc.ID, inc.Version, "orders-1")
+		c := press(inc, user, slackmessage.ActionRebootInstance, seconds)
+		c.Value = slackmessage.RebootButtonValue(inc.ID, inc.Version, "orders-1")
 		d := Decide(&inc, c, Member, install, Rules{Required: 2}, at(seconds))
 		if d.Write {
 			inc.Version++

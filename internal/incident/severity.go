@@ -8,7 +8,7 @@ import (
 // time left to wait for office hours.
 const CriticalWithin = 24 * time.Hour
 
-// SeverityAt is THE severity rule, at time now; slackui, the CLI and the reminders call it.
+// SeverityAt is THE severity rule, at time now; slackmessage, the CLI and the reminders call it.
 //
 //   - critical: some cluster has no recoverable window (Critical: it is hurt from the first
 //     minute), the key is deleted, or the deadline is under CriticalWithin or passed;

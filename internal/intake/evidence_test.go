@@ -48,7 +48,7 @@ func TestCustomKeyStoreOneListingOneFailure(t *testing.T) {
 		keyARN:   {Clusters: []incident.Cluster{cluster("orders", true)}},
 		otherARN: {Clusters: []incident.Cluster{cluster("billing", true)}},
 	}}
-	svc := New(keys, radius, store, nil, slog.New(slog.NewTextHandler(io.Discard, nil))).WithClock(func() time.Time { return now })
+	svc := New(keys, radius, store, slog.New(slog.NewTextHandler(io.Discard, nil))).WithClock(func() time.Time { return now })
 	ev := keyevent.Event{ID: "evt-cks", Name: "DisconnectCustomKeyStore", Kind: keyevent.KindLoss, Time: eventTime, CustomKeyStoreID: "cks-1"}
 	got, err := svc.HandleKeyEvent(context.Background(), ev)
 	if err != nil {
@@ -164,7 +164,7 @@ func TestCustomKeyStoreThrottledKeyRetries(t *testing.T) {
 		store:    map[string][]kmskey.Key{"cks-1": nil},
 		storeErr: &kmskey.UndescribedKeys{StoreID: "cks-1", Failed: map[string]error{"arn:aws:kms:us-east-1:123456789012:key/slow": errors.New("ThrottlingException: Rate exceeded")}},
 	}
-	svc := New(keys, fakeRadius{}, newMemStore(), nil, slog.New(slog.NewTextHandler(io.Discard, nil))).WithClock(func() time.Time { return now })
+	svc := New(keys, fakeRadius{}, newMemStore(), slog.New(slog.NewTextHandler(io.Discard, nil))).WithClock(func() time.Time { return now })
 	ev := keyevent.Event{ID: "evt-cks", Name: "DisconnectCustomKeyStore", Kind: keyevent.KindLoss, Time: eventTime, CustomKeyStoreID: "cks-1"}
 	if _, err := svc.HandleKeyEvent(context.Background(), ev); err == nil {
 		t.Fatal("HandleKeyEvent: nil error for a throttled key; want an error so the event is retried")

@@ -1,12 +1,17 @@
 // Package intake decides when a key loss becomes an incident. It turns a signal that a KMS key
 // may be unusable into keywarden's one incident for that key: it checks the key's live state,
 // maps the key to its Aurora dependents, and opens the incident or folds the signal into the one
-// already open. It applies lifecycle's rules and must not import Slack or the functions'
-// wiring: it is told how to announce through a small interface.
+// already open. It applies lifecycle's rules.
 //
 // Every path that learns of a key loss goes through here — the CloudTrail call, KMS's own
 // events, an RDS event when the CloudTrail event never came, the reconciler's backstop — so the
 // rules for when an incident opens live in one place.
+//
+// It owns that decision and nothing after it: it announces nothing, and each Outcome carries
+// the incident it changed (Outcome.Changed) for the caller to announce. It must not import
+// Slack — neither slack-go nor slackmessage — nor aws-lambda-go or the functions' wiring
+// (startup); it reaches KMS, RDS and the store through the small interfaces below
+// (cmd/keywarden's TestImportBoundaries checks the Slack rule).
 package intake
 
 import (
@@ -61,28 +66,21 @@ type Incidents interface {
 	ForKey(ctx context.Context, keyARN string) ([]incident.Incident, error)
 }
 
-// Announcer tells people about an incident that changed (posts or updates its Slack message).
-// Its failures are logged, never returned: the incident is already stored, and the reconciler
-// repairs the message later.
-type Announcer interface {
-	Announce(ctx context.Context, inc incident.Incident) error
-}
-
 // Service decides what a signal means.
 type Service struct {
 	keys      Keys
 	radius    Radius
 	incidents Incidents
-	announcer Announcer
 	log       *slog.Logger
 	now       func() time.Time
 	// accounts, when set, maps keys across the organisation instead of radius (organization mode).
 	accounts AccountsRadius
 }
 
-// New builds a Service. announcer may be nil.
-func New(keys Keys, radius Radius, incidents Incidents, announcer Announcer, log *slog.Logger) *Service {
-	return &Service{keys: keys, radius: radius, incidents: incidents, announcer: announcer, log: log, now: time.Now}
+// New builds a Service. It announces nothing: each Outcome carries the incidents it changed,
+// and the caller announces them.
+func New(keys Keys, radius Radius, incidents Incidents, log *slog.Logger) *Service {
+	return &Service{keys: keys, radius: radius, incidents: incidents, log: log, now: time.Now}
 }
 
 // WithAccounts makes the Service map every key across the organisation's accounts through
@@ -122,6 +120,12 @@ type Outcome struct {
 	Action     Action `json:"action"`
 	IncidentID string `json:"incident_id,omitempty"`
 	Reason     string `json:"reason,omitempty"`
+	// Changed holds the incident as stored after this decision changed what people see of it
+	// (opened, folded, updated, closed as lost), for the caller to announce; empty when there
+	// is nothing to announce. intake never calls Slack: the domain returns what changed, and
+	// the edge announces it (the functions through slackmessage.AnnounceOrWarn, the
+	// reconciler through its Report). It is not part of a function's JSON result.
+	Changed []incident.Incident `json:"-"`
 }
 
 // Signal is evidence that a key may have become unusable.
@@ -153,7 +157,9 @@ type Signal struct {
 }
 
 // HandleKeyEvent applies one KMS event. It returns an error only when a retry could help
-// (AWS throttled or unavailable); everything else is an outcome with a reason.
+// (AWS throttled or unavailable); everything else is an outcome with a reason. Each outcome
+// carries the incident it changed (Outcome.Changed) for the caller to announce, also when the
+// error says other keys of the event failed.
 func (s *Service) HandleKeyEvent(ctx context.Context, ev keyevent.Event) ([]Outcome, error) {
 	if ev.Failed() {
 		return []Outcome{{Action: ActionIgnored, Reason: fmt.Sprintf("the %s call failed (%s): nothing changed", ev.Name, ev.ErrorCode)}}, nil
@@ -260,8 +266,9 @@ func (s *Service) keysOf(ctx context.Context, ev keyevent.Event) ([]string, []Ou
 // status) opens or holds the incident whatever DescribeKey says — denied (the key state is then
 // recorded as Unknown with why), not found, a key of another account, AWS-managed or Enabled:
 // Aurora can lose its key with no KMS call at all (aws-facts §8), and the cluster's word decides
-// Aurora impact. Errors are those a retry could help; DescribeKey denied for a key-side signal
-// is returned wrapping kmskey.ErrDenied (permanent).
+// Aurora impact. The outcome carries the incident it opened or changed (Outcome.Changed) for
+// the caller to announce. Errors are those a retry could help; DescribeKey denied for a
+// key-side signal is returned wrapping kmskey.ErrDenied (permanent).
 func (s *Service) Ensure(ctx context.Context, sig Signal) (Outcome, error) {
 	return s.ensureShared(ctx, sig, nil)
 }
@@ -386,7 +393,7 @@ func (s *Service) ensure(ctx context.Context, sig Signal, key kmskey.Key, shared
 		}
 		o.Action = ActionKeyDeleted
 	}
-	s.announce(ctx, got)
+	o.Changed = []incident.Incident{got}
 	return o, nil
 }
 
@@ -726,8 +733,7 @@ func (s *Service) record(ctx context.Context, id string, key kmskey.Key, sig Sig
 	if err != nil {
 		return Outcome{KeyARN: key.ARN}, fmt.Errorf("update incident %s: %w", id, err)
 	}
-	s.announce(ctx, got)
-	return Outcome{KeyARN: got.KeyARN, Action: action, IncidentID: got.ID}, nil
+	return Outcome{KeyARN: got.KeyARN, Action: action, IncidentID: got.ID, Changed: []incident.Incident{got}}, nil
 }
 
 // describe reads the key's live state; a key KMS no longer knows is Deleted.
@@ -740,16 +746,6 @@ func (s *Service) describe(ctx context.Context, keyARN string) (kmskey.Key, erro
 		return key, fmt.Errorf("describe key %s: %w", keyARN, err)
 	}
 	return key, nil
-}
-
-func (s *Service) announce(ctx context.Context, inc incident.Incident) {
-	if s.announcer == nil {
-		return
-	}
-	if err := s.announcer.Announce(ctx, inc); err != nil {
-		s.log.WarnContext(ctx, "slack message not updated; the reconciler will repair it",
-			"incident_id", inc.ID, "error", err)
-	}
 }
 
 func triggerDetail(ev keyevent.Event) string {

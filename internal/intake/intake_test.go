@@ -163,7 +163,7 @@ func cluster(id string, canStop bool) incident.Cluster {
 
 func newService(keys *fakeKeys, radius fakeRadius, store *memStore) *Service {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	return New(keys, radius, store, nil, log).WithClock(func() time.Time { return now })
+	return New(keys, radius, store, log).WithClock(func() time.Time { return now })
 }
 
 func disabled() *fakeKeys {
@@ -306,6 +306,9 @@ func TestOutcomes(t *testing.T) {
 			if len(got) != 1 || got[0].Action != tt.want {
 				t.Fatalf("got %+v, want action %s", got, tt.want)
 			}
+			if n, want := len(got[0].Changed), map[bool]int{true: 1}[tt.want == ActionOpened]; n != want {
+				t.Errorf("changed: got %d incidents, want %d", n, want)
+			}
 			if tt.want != ActionOpened && len(store.byID) != 0 {
 				t.Errorf("got %d incidents, want none", len(store.byID))
 			}
@@ -313,6 +316,30 @@ func TestOutcomes(t *testing.T) {
 				t.Errorf("got %d sightings, want 1", len(store.sightings))
 			}
 		})
+	}
+}
+
+// TestOutcomeCarriesWhatChanged: intake announces nothing itself; every outcome that changed
+// an incident carries it as stored, for the caller to announce.
+func TestOutcomeCarriesWhatChanged(t *testing.T) {
+	store := newMemStore()
+	svc := newService(disabled(), fakeRadius{keyARN: {KeyARN: keyARN, Clusters: []incident.Cluster{cluster("orders", true)}}}, store)
+	second := event("ScheduleKeyDeletion", keyevent.KindLoss)
+	second.ID = "evt-2"
+	restore := event("EnableKey", keyevent.KindRestore)
+	restore.ID = "evt-3"
+	for _, ev := range []keyevent.Event{event("DisableKey", keyevent.KindLoss), second, restore} {
+		got, err := svc.HandleKeyEvent(context.Background(), ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || len(got[0].Changed) != 1 {
+			t.Fatalf("%s: got %+v, want one outcome with one changed incident", ev.Name, got)
+		}
+		stored := store.byID[got[0].IncidentID]
+		if ch := got[0].Changed[0]; ch.ID != stored.ID || ch.Version != stored.Version {
+			t.Errorf("%s: changed %s version %d, want the stored %s version %d", ev.Name, ch.ID, ch.Version, stored.ID, stored.Version)
+		}
 	}
 }
 

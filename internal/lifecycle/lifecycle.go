@@ -7,8 +7,8 @@
 // It is the one owner of these rules: intake applies them to key events, lifecycle/rdstrack to
 // RDS events, the reconciler to what it reads live, remedy to what it finds and does — so an
 // incident follows the same rules whichever path sees a change first. The package imports only
-// the incident model and kmskey's Key, so every one of those paths can call it: it must not
-// import the AWS SDK's clients, the store or Slack.
+// the incident model and kmskey's Key, so every one of those paths can call it; it must not
+// import Slack (slack-go, slackmessage), a store or an AWS client.
 //
 // The rules are functions on *incident.Incident that change it in place and add a timeline
 // entry, with a deterministic ID, only when something really changed. They are meant to run

@@ -6,10 +6,11 @@
 // refused the summary.
 //
 // Critical incidents are paged when they open, whatever Slack does; any incident Slack cannot
-// carry is paged once it is given up as undeliverable (see package announce).
+// carry is paged once it is given up as undeliverable (see slackmessage's Announcer).
 //
-// Boundaries: it owns the SNS summary and the alarmed metrics; it must not import Slack or any AWS
-// service but SNS.
+// Boundaries: it owns the SNS summary and the alarmed metrics; it must not import Slack
+// (slack-go, slackmessage: slackmessage calls it when Slack is not enough, never the other way
+// round) or any AWS service but SNS.
 package page
 
 import (

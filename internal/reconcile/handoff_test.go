@@ -22,7 +22,7 @@ import (
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
 	"github.com/keywarden/keywarden/internal/remedy"
-	"github.com/keywarden/keywarden/internal/slackui"
+	"github.com/keywarden/keywarden/internal/slackmessage"
 )
 
 // runningStarter is Lambda's asynchronous invoke of RemediateFunction, done in process: it
@@ -93,8 +93,8 @@ func TestApprovingWriteAnswerLostStartsOnce(t *testing.T) {
 	// The approving click: its write lands, its answer is lost.
 	lost := proxy.Arm(&awstest.Fault{Match: awstest.Op("TransactWriteItems"), Times: 1, Mode: awstest.Answer500})
 	click := approval.Click{UserID: "U0APPROVR1", TeamID: "T0KEYWARD1", ChannelID: "C0ONCALL01", MessageTS: "1.000100",
-		ResponseURL: "https://hooks.slack.com/actions/T0KEYWARD1/1/x", ActionID: slackui.ActionRemediate,
-		Value: slackui.ButtonValue(inc.ID, inc.Version), ActionTS: "1795860000.000001"}
+		ResponseURL: "https://hooks.slack.com/actions/T0KEYWARD1/1/x", ActionID: slackmessage.ActionRemediate,
+		Value: slackmessage.ButtonValue(inc.ID, inc.Version), ActionTS: "1795860000.000001"}
 	var d approval.Decision
 	_, err = store.Update(ctx, inc.ID, func(i *incident.Incident) error {
 		d = approval.Decide(i, click, approval.Member, approval.Installation{TeamID: "T0KEYWARD1"}, approval.Rules{Required: 1}, approvedAt)

@@ -31,7 +31,7 @@ func TestIncompleteRadiusDegradesThenCompletes(t *testing.T) {
 	}, Times: -1, Mode: awstest.Answer, Status: 500, ContentType: "text/xml",
 		Body: []byte(`<ErrorResponse><Error><Type>Receiver</Type><Code>InternalFailure</Code><Message>injected</Message></Error><RequestId>1</RequestId></ErrorResponse>`)})
 	failing := blast.New(rds.NewFromConfig(awstest.Config(t, p.URL)), w.keys, blast.WithoutClusterAutomatedBackups())
-	o, err := intake.New(w.keys, failing, w.store, nil, w.log).Ensure(context.Background(), intake.Signal{
+	o, err := intake.New(w.keys, failing, w.store, w.log).Ensure(context.Background(), intake.Signal{
 		KeyARN: keyARN, Trigger: "DisableKey", At: time.Now().Add(-time.Hour), EventID: "ev-incomplete",
 	})
 	if err != nil || o.Action != intake.ActionOpened {

@@ -83,7 +83,7 @@ func newWorld(t *testing.T) *world {
 
 func (w *world) intake() *intake.Service {
 	// moto 5.2.1 has no DescribeDBClusterAutomatedBackups (aws-facts §8).
-	return intake.New(w.keys, blast.New(w.rdsAPI, w.keys, blast.WithoutClusterAutomatedBackups()), w.store, nil, w.log)
+	return intake.New(w.keys, blast.New(w.rdsAPI, w.keys, blast.WithoutClusterAutomatedBackups()), w.store, w.log)
 }
 
 // reconciler builds a Reconciler on the world; edit may change its dependencies.
@@ -197,6 +197,25 @@ func countKind(inc incident.Incident, kind incident.Kind) int {
 	return n
 }
 
+// announced is a fake Announcer that records the incidents it was given.
+type announced struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (a *announced) Announce(_ context.Context, inc incident.Incident) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.got = append(a.got, inc.ID)
+	return nil
+}
+
+func (a *announced) ids() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.got)
+}
+
 // TestBackstopFindsKeyDisabledWithoutEvent: the key is disabled and no event is delivered;
 // the next run opens the incident.
 func TestBackstopFindsKeyDisabledWithoutEvent(t *testing.T) {
@@ -208,12 +227,17 @@ func TestBackstopFindsKeyDisabledWithoutEvent(t *testing.T) {
 	unusedID, unusedARN := w.key(t)
 	w.disable(t, unusedID)
 
-	rep := run(t, w.reconciler(nil))
+	ann := &announced{}
+	rep := run(t, w.reconciler(func(d *Deps) { d.Announcer = ann }))
 	incs := w.forKey(t, keyARN)
 	if len(incs) != 1 {
 		t.Fatalf("got %d incidents for the key, want 1 (report %+v)", len(incs), rep)
 	}
 	inc := incs[0]
+	// intake returns what it opened; the reconciler announces it.
+	if !slices.Contains(ann.ids(), inc.ID) {
+		t.Errorf("announced %v, want the opened incident %s among them", ann.ids(), inc.ID)
+	}
 	if inc.Trigger != TriggerBackstop || !strings.Contains(inc.TriggerDetail, "found by reconciliation") || inc.KeyState != "Disabled" {
 		t.Errorf("got trigger %q (%q), key %s; want %s, found by reconciliation, Disabled", inc.Trigger, inc.TriggerDetail, inc.KeyState, TriggerBackstop)
 	}

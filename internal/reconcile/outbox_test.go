@@ -10,11 +10,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/slack-go/slack"
 
-	"github.com/keywarden/keywarden/internal/announce"
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
-	"github.com/keywarden/keywarden/internal/notify"
+	"github.com/keywarden/keywarden/internal/slackmessage"
 	"github.com/keywarden/keywarden/internal/slacktest"
 )
 
@@ -33,7 +32,7 @@ func TestRetryOutbox(t *testing.T) {
 	}
 	store := dynamostore.New(db, table)
 	sl := slacktest.Start(t, &slacktest.Slack{Token: "xoxb-test", KnownMessagesOnly: true})
-	ann := announce.New(store, notify.New(slack.New("xoxb-test", slack.OptionAPIURL(sl.APIURL())), slacktest.Channel).WithCallTimeout(time.Second), nil, nil)
+	ann := slackmessage.New(store, slackmessage.NewClient(slack.New("xoxb-test", slack.OptionAPIURL(sl.APIURL())), slacktest.Channel).WithCallTimeout(time.Second), nil, nil)
 	r := New(Deps{Incidents: store, Announcer: ann}, Options{})
 
 	open := func(key string) incident.Incident {

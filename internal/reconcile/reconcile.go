@@ -18,6 +18,13 @@
 //
 // A run is bounded by wall-clock time and by a number of AWS calls; what it does not reach it
 // leaves for the next run, most urgent incidents first.
+//
+// It owns the scheduled pass and is the one orchestrating service that holds an announcer
+// (Deps.Announcer, declared here where it is used): it announces what it refreshes and what
+// intake opened for its backstop, and records a failed announcement in its Report rather than
+// logging it (slackmessage.AnnounceOrWarn). It imports slackmessage for that and for the
+// reminders' text, and must not import aws-lambda-go or the functions' wiring (startup): the
+// handler logs the Report.
 package reconcile
 
 import (
@@ -40,6 +47,7 @@ import (
 	"github.com/keywarden/keywarden/internal/intake"
 	"github.com/keywarden/keywarden/internal/kmskey"
 	"github.com/keywarden/keywarden/internal/lifecycle"
+	"github.com/keywarden/keywarden/internal/slackmessage"
 	"github.com/keywarden/keywarden/internal/trail"
 )
 
@@ -87,6 +95,14 @@ type LossFinder interface {
 	LastLoss(ctx context.Context, keyARN string, since, now time.Time) (trail.Finding, bool, error)
 }
 
+// Announcer announces an incident that changed (posts or updates its Slack message);
+// *slackmessage.Announcer fits. The reconciler is the one orchestrating service that holds an
+// announcer: intake, which its backstop opens incidents through, returns what it changed, and
+// the reconciler announces it as it announces everything it refreshes.
+type Announcer interface {
+	Announce(ctx context.Context, inc incident.Incident) error
+}
+
 // Replier posts a reply in the incident's Slack thread (reminders).
 type Replier interface {
 	Reply(ctx context.Context, inc incident.Incident, text string) error
@@ -103,7 +119,7 @@ type Deps struct {
 	Incidents Incidents
 	Opener    Opener
 	Trail     LossFinder
-	Announcer intake.Announcer
+	Announcer Announcer
 	Replier   Replier
 	// Events is RDS's event history, which dates a loss the backstop found late; nil skips it.
 	Events EventHistory
@@ -696,11 +712,11 @@ func giveBackStalled(i *incident.Incident, now time.Time) {
 		"(RemediateFunction timed out or gave up; see its on-failure queue)", StallAfter), now)
 }
 
+// announce announces inc and carries on, as every caller does (slackmessage.AnnounceOrWarn);
+// the reconciler logs nothing itself, so a failure is an announce-failed outcome in the
+// Report, which ReconcileFunction logs at ERROR and counts in its failure metric.
 func (r *Reconciler) announce(ctx context.Context, inc incident.Incident, rep *Report) {
-	if r.d.Announcer == nil {
-		return
-	}
-	if err := r.d.Announcer.Announce(ctx, inc); err != nil {
+	if err := slackmessage.AnnounceOrWarn(ctx, r.d.Announcer, inc, nil); err != nil {
 		rep.add(Outcome{IncidentID: inc.ID, KeyARN: inc.KeyARN, Action: ActionAnnounceFailed, Reason: err.Error()})
 	}
 }
@@ -902,6 +918,10 @@ func (r *Reconciler) backstop(ctx context.Context, inv *inventory, openKeys map[
 			}
 		}
 		rep.add(o)
+		// intake returns what it opened or changed; the reconciler announces it.
+		for _, inc := range out.Changed {
+			r.announce(ctx, inc, rep)
+		}
 	}
 	return nil
 }

@@ -9,7 +9,7 @@ import (
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/keyevent"
 	"github.com/keywarden/keywarden/internal/lifecycle"
-	"github.com/keywarden/keywarden/internal/slackui"
+	"github.com/keywarden/keywarden/internal/slackmessage"
 	"github.com/keywarden/keywarden/internal/trail"
 )
 
@@ -83,7 +83,7 @@ func (r *Reconciler) post(ctx context.Context, inc incident.Incident, mark time.
 	if escalate {
 		mention = r.o.Mention
 	}
-	text := slackui.Reminder(inc, mark, mention, now)
+	text := slackmessage.Reminder(inc, mark, mention, now)
 	o.Action, o.Reason = ActionReminded, reminderDetail(mark)
 	if r.d.Replier != nil {
 		if err := r.d.Replier.Reply(ctx, inc, text); err != nil {

@@ -291,7 +291,7 @@ func TestNothingInCloudTrail(t *testing.T) {
 	w.disable(t, keyID)
 	found := time.Now().Add(-time.Hour).UTC()
 	past := func() time.Time { return found }
-	o, err := intake.New(w.keys, blast.New(w.rds, w.keys, blast.WithoutClusterAutomatedBackups()), w.store.WithClock(past), nil, w.log).
+	o, err := intake.New(w.keys, blast.New(w.rds, w.keys, blast.WithoutClusterAutomatedBackups()), w.store.WithClock(past), w.log).
 		Ensure(context.Background(), intake.Signal{KeyARN: keyARN, Trigger: TriggerBackstop, TriggerDetail: "found by reconciliation", At: found})
 	if err != nil || o.Action != intake.ActionOpened {
 		t.Fatalf("open: %+v, %v", o, err)

@@ -38,12 +38,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sns"
 	"github.com/slack-go/slack"
 
-	"github.com/keywarden/keywarden/internal/announce"
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
-	"github.com/keywarden/keywarden/internal/notify"
 	"github.com/keywarden/keywarden/internal/page"
 	"github.com/keywarden/keywarden/internal/secrets"
+	"github.com/keywarden/keywarden/internal/slackmessage"
 )
 
 // Settings are the variables every function reads.
@@ -90,7 +89,7 @@ type Services struct {
 	Secrets *secrets.Loader
 	// Slack and Announcer are nil when no bot token is configured.
 	Slack     *slack.Client
-	Announcer *announce.Announcer
+	Announcer *slackmessage.Announcer
 	// Pager publishes to NOTIFICATION_TOPIC_ARN (pages nobody when unset); Metrics writes
 	// keywarden's CloudWatch metrics to standard output.
 	Pager   *page.Pager
@@ -119,14 +118,14 @@ func Build(ctx context.Context, s Settings, log *slog.Logger) (*Services, error)
 		}
 		// slack-go's default client has no timeout; callers bound their calls with contexts too,
 		// this is the backstop.
-		// notify.Transport hands slack-go every rate limit with its wait (an HTTP-date
+		// slackmessage.Transport hands slack-go every rate limit with its wait (an HTTP-date
 		// Retry-After, or one on a 200).
-		slackOpts := []slack.Option{slack.OptionHTTPClient(&http.Client{Timeout: 10 * time.Second, Transport: notify.Transport(nil)})}
+		slackOpts := []slack.Option{slack.OptionHTTPClient(&http.Client{Timeout: 10 * time.Second, Transport: slackmessage.Transport(nil)})}
 		if s.SlackAPIURL != "" {
 			slackOpts = append(slackOpts, slack.OptionAPIURL(s.SlackAPIURL))
 		}
 		svc.Slack = slack.New(token, slackOpts...)
-		svc.Announcer = announce.New(svc.Store, notify.New(svc.Slack, s.Channel), svc.Pager, svc.Metrics)
+		svc.Announcer = slackmessage.New(svc.Store, slackmessage.NewClient(svc.Slack, s.Channel), svc.Pager, svc.Metrics)
 	} else {
 		log.Warn("no Slack bot token configured: incidents are recorded but not announced")
 	}

@@ -6,13 +6,18 @@
 //
 // It lives apart from lifecycle because it opens incidents through intake, which itself applies
 // lifecycle's rules to key events.
+//
+// It owns what an RDS event does to an incident, and nothing after it: it announces nothing,
+// and each Outcome carries the incidents the event changed (Outcome.Changed) for
+// RdsEventFunction to announce. It must not import Slack — neither slack-go nor slackmessage —
+// nor aws-lambda-go or the functions' wiring (startup) (cmd/keywarden's TestImportBoundaries
+// checks the Slack rule).
 package rdstrack
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"time"
 
@@ -83,6 +88,13 @@ type Outcome struct {
 	Cluster    string `json:"cluster,omitempty"`
 	Instance   string `json:"instance,omitempty"`
 	Reason     string `json:"reason,omitempty"`
+	// Changed holds the incidents as stored after this event changed them, in the order they
+	// changed, for the caller to announce: the incident intake opened or folded the event into
+	// (intake.Outcome.Changed), then the incident as the event left it. The tracker never calls
+	// Slack: the domain returns what changed, and RdsEventFunction announces it. It is set
+	// also when the error says a later step failed, and is not part of the function's JSON
+	// result.
+	Changed []incident.Incident `json:"-"`
 }
 
 // Tracker applies RDS events to the incidents of the clusters they are about.
@@ -91,14 +103,13 @@ type Tracker struct {
 	keys      Keys
 	incidents Incidents
 	opener    Opener
-	announcer intake.Announcer
-	log       *slog.Logger
 	now       func() time.Time
 }
 
-// NewTracker builds a Tracker. announcer may be nil (no Slack).
-func NewTracker(rdsAPI RDSAPI, keys Keys, incidents Incidents, opener Opener, announcer intake.Announcer, log *slog.Logger) *Tracker {
-	return &Tracker{rds: rdsAPI, keys: keys, incidents: incidents, opener: opener, announcer: announcer, log: log, now: time.Now}
+// NewTracker builds a Tracker. It announces nothing: each Outcome carries the incidents it
+// changed, and the caller announces them.
+func NewTracker(rdsAPI RDSAPI, keys Keys, incidents Incidents, opener Opener) *Tracker {
+	return &Tracker{rds: rdsAPI, keys: keys, incidents: incidents, opener: opener, now: time.Now}
 }
 
 // WithClock replaces the clock, for tests.
@@ -152,7 +163,8 @@ func (t *Tracker) HandleRDSEvent(ctx context.Context, ev rdsevent.Event) (Outcom
 		return o, err
 	}
 
-	id, opened, reason, err := t.incidentFor(ctx, ev, tg)
+	id, opened, reason, changed, err := t.incidentFor(ctx, ev, tg)
+	o.Changed = changed
 	if err != nil || reason != "" {
 		o.Action, o.Reason = ActionIgnored, reason
 		return o, err
@@ -227,7 +239,7 @@ func (t *Tracker) HandleRDSEvent(ctx context.Context, ev rdsevent.Event) (Outcom
 		}
 	}
 	if got.Version != version || opened {
-		t.announce(ctx, got)
+		o.Changed = append(o.Changed, got)
 	}
 	return o, nil
 }
@@ -320,20 +332,20 @@ func (t *Tracker) stale(ctx context.Context, ev rdsevent.Event, tg target) (stri
 // CloudTrail event that made the key unusable was lost (EventBridge delivers it best effort) or
 // never existed, or the key is Enabled and Aurora still cannot use it. Any other event for a key
 // without an incident is not keywarden's business. reason is non-empty when there is nothing
-// to do.
-func (t *Tracker) incidentFor(ctx context.Context, ev rdsevent.Event, tg target) (id string, opened bool, reason string, err error) {
+// to do; changed is what intake changed (intake.Outcome.Changed), for the caller to announce.
+func (t *Tracker) incidentFor(ctx context.Context, ev rdsevent.Event, tg target) (id string, opened bool, reason string, changed []incident.Incident, err error) {
 	open, err := t.incidents.OpenFor(ctx, tg.keyARN)
 	switch {
 	case errors.Is(err, incident.ErrNotFound):
 		if !lossEvidence(ev, tg) {
-			return "", false, "no open incident for key " + tg.keyARN + ": cluster " + tg.cluster + " is not tracked", nil
+			return "", false, "no open incident for key " + tg.keyARN + ": cluster " + tg.cluster + " is not tracked", nil, nil
 		}
 	case err != nil:
-		return "", false, "", fmt.Errorf("find open incident for %s: %w", tg.keyARN, err)
+		return "", false, "", nil, fmt.Errorf("find open incident for %s: %w", tg.keyARN, err)
 	case slices.ContainsFunc(open.Clusters, func(c incident.Cluster) bool { return c.Identifier == tg.cluster }):
-		return open.ID, false, "", nil
+		return open.ID, false, "", nil, nil
 	case !lossEvidence(ev, tg):
-		return "", false, "cluster " + tg.cluster + " is not a dependent of incident " + open.ID, nil
+		return "", false, "cluster " + tg.cluster + " is not a dependent of incident " + open.ID, nil, nil
 	}
 
 	// Lost access with no incident, or on a cluster the open incident does not list yet:
@@ -349,16 +361,16 @@ func (t *Tracker) incidentFor(ctx context.Context, ev rdsevent.Event, tg target)
 	o, err := t.opener.Ensure(ctx, intake.Signal{KeyARN: tg.keyARN, Trigger: ev.EventID, TriggerDetail: detail, At: ev.Time, EventID: ev.ID,
 		ClusterLostAccess: true, Cluster: reportedCluster(tg)})
 	if err != nil {
-		return "", false, "", fmt.Errorf("open incident for %s from %s: %w", tg.keyARN, ev.EventID, err)
+		return "", false, "", nil, fmt.Errorf("open incident for %s from %s: %w", tg.keyARN, ev.EventID, err)
 	}
 	switch o.Action {
 	case intake.ActionOpened, intake.ActionKeyDeleted:
 		// A deleted key's incident opens and closes as lost at once: still this event's opening.
-		return o.IncidentID, true, "", nil
+		return o.IncidentID, true, "", o.Changed, nil
 	case intake.ActionFolded, intake.ActionUpdated:
-		return o.IncidentID, false, "", nil
+		return o.IncidentID, false, "", o.Changed, nil
 	}
-	return "", false, fmt.Sprintf("intake: %s (%s)", o.Action, o.Reason), nil
+	return "", false, fmt.Sprintf("intake: %s (%s)", o.Action, o.Reason), o.Changed, nil
 }
 
 // otherStatuses reads the live status of the incident's other clusters when the key is
@@ -387,15 +399,6 @@ func (t *Tracker) otherStatuses(ctx context.Context, id, except string, key kmsk
 		}
 	}
 	return out, nil
-}
-
-func (t *Tracker) announce(ctx context.Context, inc incident.Incident) {
-	if t.announcer == nil {
-		return
-	}
-	if err := t.announcer.Announce(ctx, inc); err != nil {
-		t.log.WarnContext(ctx, "slack message not updated; the reconciler will repair it", "incident_id", inc.ID, "error", err)
-	}
 }
 
 // describeCluster reads one cluster; found is false when RDS does not know it.

@@ -5,6 +5,9 @@
 //
 // In organization mode (org.Settings.Enabled, issue 13) keys are read in their own account and
 // intake maps every key across the organisation's accounts, each through the member read role.
+//
+// It must not import Slack (slack-go, slackmessage): intake announces nothing, and the
+// functions hand startup's announcer to their handlers, which announce what intake changed.
 package keyloss
 
 import (
@@ -34,7 +37,7 @@ type Services struct {
 	Accounts  *org.RunFinder
 }
 
-// Build builds them from svc's AWS configuration, store and announcer; s.SkipClusterAutomatedBackups
+// Build builds them from svc's AWS configuration and store; s.SkipClusterAutomatedBackups
 // leaves out DescribeDBClusterAutomatedBackups (only for the local stack, whose moto lacks it).
 // o is the organisation settings (org.SettingsFromEnv); in account mode (o.Enabled false) the
 // services are exactly those of a one-account deployment.
@@ -47,16 +50,12 @@ func Build(svc *startup.Services, s startup.Settings, o org.Settings, log *slog.
 		opts = append(opts, blast.WithoutClusterAutomatedBackups())
 	}
 	k.Radius = blast.New(k.RDS, local, opts...)
-	var announcer intake.Announcer
-	if svc.Announcer != nil {
-		announcer = svc.Announcer
-	}
 	if o.Enabled {
 		k.ReadRoles = org.NewRoles(svc.AWS, o.ReadRole)
 		k.Keys = org.NewKeys(local, k.ReadRoles)
 		k.Accounts = org.NewRunFinder(o, svc.AWS, k.ReadRoles, opts...)
 	}
-	k.Intake = intake.New(k.Keys, k.Radius, svc.Store, announcer, log)
+	k.Intake = intake.New(k.Keys, k.Radius, svc.Store, log)
 	if o.Enabled {
 		k.Intake.WithAccounts(k.Accounts)
 	}

@@ -1,4 +1,4 @@
-package slackui
+package slackmessage
 
 import (
 	"encoding/json"
@@ -17,13 +17,13 @@ func TestOrganizationGroupsByAccount(t *testing.T) {
 	for i := range inc.Clusters {
 		inc.Clusters[i].Account = accounts[i%len(accounts)]
 	}
-	plain, _ := Message(inc, at("2026-03-11T09:00:00Z"))
+	plain, _ := Render(inc, at("2026-03-11T09:00:00Z"))
 
 	inc.Organization = true
 	inc.AccountNames = map[string]string{"222222222222": "payments-prod"}
 	inc.RadiusIncomplete = true
 	inc.AccountsFailed = []incident.AccountFailure{{Account: "444444444444", Reason: "assume role arn:aws:iam::444444444444:role/keywarden-read: AccessDenied"}}
-	blocks, _ := Message(inc, at("2026-03-11T09:00:00Z"))
+	blocks, _ := Render(inc, at("2026-03-11T09:00:00Z"))
 	b, _ := json.Marshal(blocks)
 	text := string(b)
 	a, bIdx := strings.Index(text, "Account `222222222222`* (payments-prod)"), strings.Index(text, "Account `333333333333`*")

@@ -1,4 +1,4 @@
-package announce
+package slackmessage
 
 import (
 	"bytes"
@@ -23,8 +23,6 @@ import (
 	"github.com/keywarden/keywarden/internal/awstest"
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/incident/dynamostore"
-	"github.com/keywarden/keywarden/internal/intake"
-	"github.com/keywarden/keywarden/internal/notify"
 	"github.com/keywarden/keywarden/internal/page"
 	"github.com/keywarden/keywarden/internal/slacktest"
 )
@@ -32,14 +30,13 @@ import (
 func TestMain(m *testing.M) { awstest.Main(m) }
 
 var (
-	_ intake.Announcer = (*Announcer)(nil)
-	_ Store            = (*dynamostore.Store)(nil)
-	_ Slack            = (*notify.Notifier)(nil)
-	_ Pager            = (*page.Pager)(nil)
-	_ Metrics          = (*page.Metrics)(nil)
+	_ Store   = (*dynamostore.Store)(nil)
+	_ Slack   = (*Client)(nil)
+	_ Pager   = (*page.Pager)(nil)
+	_ Metrics = (*page.Metrics)(nil)
 )
 
-const keyARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+const storeKeyARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
 var t0 = time.Now().UTC().Truncate(time.Second)
 
@@ -70,7 +67,7 @@ func (l *lockedBuffer) count(name string) int {
 
 // rig is the Announcer on real parts: the store on moto's DynamoDB, the SNS topic on moto's
 // SNS (with an SQS queue subscribed to read what was published), the Slack stand-in over HTTP
-// through a real slack-go client with notify's transport, and metrics into a buffer.
+// through a real slack-go client with the Client's Transport, and metrics into a buffer.
 type rig struct {
 	store   *dynamostore.Store
 	slack   *slacktest.Slack
@@ -118,8 +115,8 @@ func newRig(t *testing.T, callTimeout time.Duration) *rig {
 		deleted: map[string]bool{},
 	}
 	client := slack.New("xoxb-test", slack.OptionAPIURL(r.slack.APIURL()),
-		slack.OptionHTTPClient(&http.Client{Transport: notify.Transport(nil)}))
-	n := notify.New(client, slacktest.Channel).WithCallTimeout(callTimeout)
+		slack.OptionHTTPClient(&http.Client{Transport: Transport(nil)}))
+	n := NewClient(client, slacktest.Channel).WithCallTimeout(callTimeout)
 	r.a = New(r.store, n, page.New(snsc, aws.ToString(topic.TopicArn)), page.NewMetrics(r.metrics, "test"))
 	return r
 }
@@ -128,7 +125,7 @@ func newRig(t *testing.T, callTimeout time.Duration) *rig {
 func (r *rig) open(t *testing.T, critical bool) incident.Incident {
 	t.Helper()
 	inc, _, err := r.store.Open(context.Background(), incident.Incident{
-		ID: incident.NewID(t0), KeyARN: keyARN, KeyState: incident.KeyStateDisabled, Trigger: "DisableKey", LostAt: t0,
+		ID: incident.NewID(t0), KeyARN: storeKeyARN, KeyState: incident.KeyStateDisabled, Trigger: "DisableKey", LostAt: t0,
 		Critical: critical,
 		Clusters: []incident.Cluster{{Identifier: "orders", Engine: "aurora-postgresql", Status: incident.StatusStopped, CanStop: !critical, LostAccessAt: &t0}},
 		Timeline: []incident.Entry{
@@ -175,7 +172,7 @@ func (r *rig) replies() map[string]int {
 			EventType    string            `json:"event_type"`
 			EventPayload map[string]string `json:"event_payload"`
 		}
-		if m.ThreadTS != "" && json.Unmarshal(m.Metadata, &md) == nil && md.EventType == notify.EventEntry {
+		if m.ThreadTS != "" && json.Unmarshal(m.Metadata, &md) == nil && md.EventType == EventEntry {
 			out[md.EventPayload["entry_id"]]++
 		}
 	}

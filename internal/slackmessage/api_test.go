@@ -1,4 +1,4 @@
-package notify
+package slackmessage
 
 import (
 	"context"
@@ -20,11 +20,11 @@ var _ API = (*slack.Client)(nil)
 
 const token = "xoxb-000-secret-test-token"
 
-func newNotifier(t *testing.T, channel string, timeout time.Duration) (*Notifier, *slacktest.Slack) {
+func newClient(t *testing.T, channel string, timeout time.Duration) (*Client, *slacktest.Slack) {
 	t.Helper()
 	s := slacktest.Start(t, &slacktest.Slack{Token: token, KnownMessagesOnly: true})
 	client := slack.New(token, slack.OptionAPIURL(s.APIURL()), slack.OptionHTTPClient(&http.Client{Transport: Transport(nil)}))
-	return New(client, channel).WithCallTimeout(timeout), s
+	return NewClient(client, channel).WithCallTimeout(timeout), s
 }
 
 func msg(id string) Message {
@@ -47,7 +47,7 @@ func topLevel(s *slacktest.Slack) []slacktest.Record {
 }
 
 func TestPostFindsLostAnswer(t *testing.T) {
-	n, s := newNotifier(t, slacktest.Channel, 300*time.Millisecond)
+	n, s := newClient(t, slacktest.Channel, 300*time.Millisecond)
 	s.Fail("chat.postMessage", slacktest.Fault{Delay: 2 * time.Second, Times: 1})
 	p, err := n.Post(t.Context(), msg("KW-1"))
 	if err != nil {
@@ -66,7 +66,7 @@ func TestPostFindsLostAnswer(t *testing.T) {
 
 func TestFindByName(t *testing.T) {
 	// A channel configured by name: nothing to look up until a post says its ID.
-	n, _ := newNotifier(t, "#keywarden", time.Second)
+	n, _ := newClient(t, "#keywarden", time.Second)
 	if _, ok, err := n.Find(t.Context(), "KW-1"); ok || err != nil {
 		t.Fatalf("Find before any post: ok %v, err %v", ok, err)
 	}
@@ -86,7 +86,7 @@ func TestFindByName(t *testing.T) {
 func TestPostPlainWhenBlocksRejected(t *testing.T) {
 	for _, code := range []string{"invalid_blocks", "msg_too_long"} {
 		t.Run(code, func(t *testing.T) {
-			n, s := newNotifier(t, slacktest.Channel, time.Second)
+			n, s := newClient(t, slacktest.Channel, time.Second)
 			s.Fail("chat.postMessage", slacktest.Fault{Error: code, Times: 1})
 			p, err := n.Post(t.Context(), msg("KW-1"))
 			if err != nil || !p.Plain {
@@ -101,7 +101,7 @@ func TestPostPlainWhenBlocksRejected(t *testing.T) {
 }
 
 func TestUpdateRepostsGoneMessage(t *testing.T) {
-	n, s := newNotifier(t, slacktest.Channel, time.Second)
+	n, s := newClient(t, slacktest.Channel, time.Second)
 	first, err := n.Post(t.Context(), msg("KW-1"))
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +121,7 @@ func TestUpdateRepostsGoneMessage(t *testing.T) {
 }
 
 func TestJoinsPublicChannelOnce(t *testing.T) {
-	n, s := newNotifier(t, slacktest.Channel, time.Second)
+	n, s := newClient(t, slacktest.Channel, time.Second)
 	s.Leave(slacktest.Channel)
 	if _, err := n.Post(t.Context(), msg("KW-1")); err != nil {
 		t.Fatalf("Post: %v", err)
@@ -130,7 +130,7 @@ func TestJoinsPublicChannelOnce(t *testing.T) {
 		t.Errorf("joins: got %d, want 1", got)
 	}
 
-	n2, s2 := newNotifier(t, slacktest.Channel, time.Second)
+	n2, s2 := newClient(t, slacktest.Channel, time.Second)
 	s2.Leave(slacktest.Channel)
 	s2.MakePrivate(slacktest.Channel)
 	_, err := n2.Post(t.Context(), msg("KW-1"))
@@ -165,7 +165,7 @@ func TestClassify(t *testing.T) {
 		{fault: slacktest.Fault{RetryAfter: time.Hour}, pending: "ratelimited"},
 		{fault: slacktest.Fault{Status: 429}, pending: "ratelimited"},
 	} {
-		n, s := newNotifier(t, slacktest.Channel, time.Second)
+		n, s := newClient(t, slacktest.Channel, time.Second)
 		s.Fail(slacktest.AnyMethod, tc.fault)
 		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 		_, err := n.Post(ctx, msg("KW-1"))
@@ -194,7 +194,7 @@ func TestRateLimitWaits(t *testing.T) {
 		{"ok:false on 200 without Retry-After", slacktest.Fault{Error: "ratelimited", Times: 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			n, s := newNotifier(t, slacktest.Channel, time.Second)
+			n, s := newClient(t, slacktest.Channel, time.Second)
 			var waited []time.Duration
 			n.wait = func(_ context.Context, d time.Duration) error { waited = append(waited, d); return nil }
 			s.Fail("chat.postMessage", tc.fault)
@@ -207,7 +207,7 @@ func TestRateLimitWaits(t *testing.T) {
 		})
 	}
 	// A wait that does not fit the time left is not waited.
-	n, s := newNotifier(t, slacktest.Channel, time.Second)
+	n, s := newClient(t, slacktest.Channel, time.Second)
 	s.Fail("chat.postMessage", slacktest.Fault{RetryAfter: time.Minute})
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 	defer cancel()
@@ -220,7 +220,7 @@ func TestRateLimitWaits(t *testing.T) {
 }
 
 func TestReplyEntryLostAnswer(t *testing.T) {
-	n, s := newNotifier(t, slacktest.Channel, 300*time.Millisecond)
+	n, s := newClient(t, slacktest.Channel, 300*time.Millisecond)
 	p, err := n.Post(t.Context(), msg("KW-1"))
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package slackui
+package slackmessage
 
 import (
 	"encoding/json"
@@ -37,7 +37,7 @@ func TestIssue9Texts(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.inc.RecomputeDeadlines()
-			blocks, _ := Message(tc.inc, now)
+			blocks, _ := Render(tc.inc, now)
 			b, err := json.Marshal(blocks)
 			if err != nil {
 				t.Fatal(err)

@@ -1,13 +1,4 @@
-// Package slackui renders a keywarden incident as Slack Block Kit: the one channel message
-// that is posted when an incident opens and then updated in place, the thread replies that
-// record each timeline entry, and the reminders.
-//
-// Rendering is a pure function of the incident and the time, so the message can be rebuilt
-// from the stored incident at any moment (a failed chat.update is repaired by the next one) and
-// golden files pin it down. Everything that came from outside — CloudTrail's user agent,
-// identifiers, timeline details — is escaped, and Block Kit's size limits are enforced here,
-// because Slack rejects a whole message that breaks one of them.
-package slackui
+package slackmessage
 
 import (
 	"cmp"
@@ -28,9 +19,9 @@ const maxClusterLines = 20
 // maxOtherLines caps the other-engine databases listed one by one.
 const maxOtherLines = 10
 
-// Message renders the incident's main message at time now. fallback is the plain text Slack
+// Render renders the incident's main message at time now. fallback is the plain text Slack
 // shows in notifications and to clients that cannot draw blocks.
-func Message(inc incident.Incident, now time.Time) (blocks []slack.Block, fallback string) {
+func Render(inc incident.Incident, now time.Time) (blocks []slack.Block, fallback string) {
 	sev := Severity(inc, now)
 	instead := notFixable(inc)
 

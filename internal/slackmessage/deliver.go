@@ -1,25 +1,4 @@
-// Package announce delivers an incident to Slack from its outbox — the message changes and
-// timeline entries Slack has not shown yet (incident.Incident.SlackOutbox) — and records what it
-// delivered: it is the intake.Announcer, and what SlackActionFunction, RemediateFunction, the
-// RDS-event tracker and the reconciler call after each change.
-//
-// The store is the record and is always written before anything here runs, so every change is
-// a durable pending delivery before any Slack call. Delivery is serialised per incident by a
-// short lease (a store claim) that is released the moment an attempt ends, failed or not: a
-// failed attempt never silences the incident, and whoever calls next — the next event, the
-// one-minute retry pass (reconcile.RetryOutbox), the reconciler — delivers what is still
-// pending. A caller that finds the lease taken leaves its change to the holder, who reads the
-// incident again after releasing and delivers anything that arrived meanwhile; so however many
-// invocations deliver at once, each timeline entry is replied once in the thread (the store's
-// SetSlack records each reply before the next), and the incident has one top-level message
-// (notify finds a message whose post lost its answer by its metadata before posting again).
-//
-// When Slack refuses in a way retrying cannot fix, or has not carried a new incident within
-// GiveUpAfter, the incident's slack_delivery becomes failed with the reason, the
-// SlackUndeliverable metric counts it (template.yaml alarms on it), and the incident's summary
-// goes to the optional SNS topic (package page). Critical incidents go to the topic on open
-// whatever Slack does.
-package announce
+package slackmessage
 
 import (
 	"cmp"
@@ -30,9 +9,7 @@ import (
 	"time"
 
 	"github.com/keywarden/keywarden/internal/incident"
-	"github.com/keywarden/keywarden/internal/notify"
 	"github.com/keywarden/keywarden/internal/page"
-	"github.com/keywarden/keywarden/internal/slackui"
 )
 
 // Store is the part of the incident store the Announcer uses; *dynamostore.Store fits.
@@ -44,11 +21,11 @@ type Store interface {
 	RecordSlackDelivery(ctx context.Context, id string, shown int64, failure string) error
 }
 
-// Slack is the Slack side; *notify.Notifier fits.
+// Slack is the Slack side; *Client fits.
 type Slack interface {
 	Find(ctx context.Context, id string) (incident.SlackRef, bool, error)
-	Post(ctx context.Context, msg notify.Message) (notify.Posted, error)
-	Update(ctx context.Context, ref incident.SlackRef, msg notify.Message) (notify.Posted, error)
+	Post(ctx context.Context, msg Message) (Posted, error)
+	Update(ctx context.Context, ref incident.SlackRef, msg Message) (Posted, error)
 	ReplyEntry(ctx context.Context, ref incident.SlackRef, id, entryID, text string) error
 	Reply(ctx context.Context, ref incident.SlackRef, text string) error
 }
@@ -110,8 +87,8 @@ func (a *Announcer) WithClock(now func() time.Time) *Announcer {
 // when it is critical and was not paged yet, then posts the message if it has none (or finds
 // it), otherwise updates it in place, and replies in the thread every timeline entry not yet
 // replied, in Seq order, recording each. inc is only read for its ID and criticality: the
-// delivery reads the incident again under the lease. Errors are Slack's (*notify.PendingError:
-// left pending, retried; *notify.UndeliverableError: recorded, alarmed, paged) or the store's,
+// delivery reads the incident again under the lease. Errors are Slack's (*PendingError:
+// left pending, retried; *UndeliverableError: recorded, alarmed, paged) or the store's,
 // wrapped with the incident ID.
 func (a *Announcer) Announce(ctx context.Context, inc incident.Incident) error {
 	var errs []error
@@ -165,8 +142,8 @@ func (a *Announcer) deliver(ctx context.Context, id string) error {
 		return fmt.Errorf("incident %s: %w", id, err)
 	}
 	now := a.now()
-	blocks, fallback := slackui.Message(inc, now)
-	msg := notify.Message{IncidentID: id, Blocks: blocks, Text: fallback, Plain: slackui.PlainText(blocks)}
+	blocks, fallback := Render(inc, now)
+	msg := Message{IncidentID: id, Blocks: blocks, Text: fallback, Plain: PlainText(blocks)}
 
 	after := inc.SlackPosted
 	var ref *incident.SlackRef
@@ -185,7 +162,7 @@ func (a *Announcer) deliver(ctx context.Context, id string) error {
 			return fmt.Errorf("record slack message of incident %s: %w", id, err)
 		}
 	}
-	var p notify.Posted
+	var p Posted
 	if ref != nil {
 		p, msgErr = a.slack.Update(ctx, *ref, msg)
 	} else {
@@ -225,7 +202,7 @@ func (a *Announcer) deliver(ctx context.Context, id string) error {
 // a lost answer could then mean a second message, which is better than no message — and
 // `keywarden doctor` names the scope to add.
 func historyScopeMissing(err error) bool {
-	var u *notify.UndeliverableError
+	var u *UndeliverableError
 	return errors.As(err, &u) && u.Code == "missing_scope"
 }
 
@@ -242,7 +219,7 @@ func (a *Announcer) replies(ctx context.Context, inc incident.Incident, ref inci
 	slices.SortStableFunc(todo, func(x, y incident.Entry) int { return cmp.Compare(x.Seq, y.Seq) })
 	for _, e := range todo {
 		if e.Kind != incident.KindReminder {
-			if err := a.slack.ReplyEntry(ctx, ref, inc.ID, e.ID, slackui.ThreadText(e)); err != nil {
+			if err := a.slack.ReplyEntry(ctx, ref, inc.ID, e.ID, ThreadText(e)); err != nil {
 				return err
 			}
 		}
@@ -262,7 +239,7 @@ func (a *Announcer) failed(ctx context.Context, inc incident.Incident, err error
 		return nil
 	}
 	reason := ""
-	var u *notify.UndeliverableError
+	var u *UndeliverableError
 	switch {
 	case errors.As(err, &u):
 		reason = u.Reason()
@@ -350,7 +327,7 @@ func (a *Announcer) ReplyRefusal(ctx context.Context, id string, e incident.Entr
 	if inc.Slack == nil {
 		return fmt.Errorf("reply to a refused click on incident %s: its message is not posted yet", id)
 	}
-	if err := a.slack.Reply(ctx, *inc.Slack, slackui.ThreadText(e)); err != nil {
+	if err := a.slack.Reply(ctx, *inc.Slack, ThreadText(e)); err != nil {
 		return fmt.Errorf("reply to a refused click on incident %s: %w", id, err)
 	}
 	return nil

@@ -1,19 +1,4 @@
-// Package notify makes Slack's Web API calls that show an incident: it posts the incident's one
-// top-level message, updates it in place, replies in its thread, and finds a message or a reply
-// again by its message metadata when Slack's answer to a post was lost. It degrades rather than
-// go silent — a plain-text message when Slack rejects the blocks, a new message when the old one
-// is gone, conversations.join when the bot is not in a public channel, a wait for Retry-After
-// when it fits the time left — and classifies what it cannot fix: an *UndeliverableError says
-// Slack refuses in a way no retry can fix (the channel is gone or archived, the token revoked,
-// a scope missing), a *PendingError that the call should be tried again later.
-//
-// The incident store, not Slack, is the record, and what is still to deliver is kept on the
-// incident (see incident.Incident.SlackOutbox); the announce package decides what to deliver and
-// records the outcome. Rendering lives in slackui; this package only talks to Slack.
-//
-// Nothing here logs, and errors carry Slack's error code, never the request, so the bot token
-// cannot leak through them.
-package notify
+package slackmessage
 
 import (
 	"context"
@@ -32,7 +17,7 @@ import (
 	"github.com/keywarden/keywarden/internal/incident"
 )
 
-// API is the part of Slack's Web API the notifier needs. slack-go's *slack.Client fits as is;
+// API is the part of Slack's Web API the Client needs. slack-go's *slack.Client fits as is;
 // tests point one at the stand-in (internal/slacktest) with slack.OptionAPIURL.
 type API interface {
 	PostMessageContext(ctx context.Context, channelID string, options ...slack.MsgOption) (string, string, error)
@@ -57,7 +42,7 @@ const (
 // Defaults.
 const (
 	// DefaultCallTimeout bounds one Web API call. Past it the call's outcome is unknown (Slack
-	// may have acted and been slow to say so), and the notifier looks before it posts again.
+	// may have acted and been slow to say so), and the Client looks before it posts again.
 	DefaultCallTimeout = 8 * time.Second
 	// historyLimit is how many recent top-level messages a lookup reads: an incident's message
 	// is looked for right after a post whose answer was lost, or when the incident has none
@@ -72,8 +57,8 @@ const (
 	maxPlainText = 38000
 )
 
-// Notifier talks to Slack for incidents in one channel. It is safe for concurrent use.
-type Notifier struct {
+// Client talks to Slack for incidents in one channel. It is safe for concurrent use.
+type Client struct {
 	api         API
 	channel     string
 	callTimeout time.Duration
@@ -89,12 +74,12 @@ type Notifier struct {
 // channelIDPattern matches Slack conversation IDs: public (C), private (G) and direct (D).
 var channelIDPattern = regexp.MustCompile(`^[CGD][A-Z0-9]{8,}$`)
 
-// New returns a Notifier that posts new incident messages to channel (an ID such as C0123, or
+// NewClient returns a Client that posts new incident messages to channel (an ID such as C0123, or
 // a name such as #keywarden; an ID is better: a lost answer to the first post can be looked up
 // only once the ID is known). Existing messages are updated where they are, in the channel
 // stored on the incident.
-func New(api API, channel string) *Notifier {
-	n := &Notifier{api: api, channel: channel, callTimeout: DefaultCallTimeout, wait: sleep}
+func NewClient(api API, channel string) *Client {
+	n := &Client{api: api, channel: channel, callTimeout: DefaultCallTimeout, wait: sleep}
 	if channelIDPattern.MatchString(channel) {
 		n.channelID = channel
 	}
@@ -103,20 +88,20 @@ func New(api API, channel string) *Notifier {
 
 // WithCallTimeout returns a copy whose Web API calls each last at most d (tests shorten it to
 // meet a stand-in's late answer).
-func (n *Notifier) WithCallTimeout(d time.Duration) *Notifier {
-	return &Notifier{api: n.api, channel: n.channel, callTimeout: d, wait: n.wait, channelID: n.knownChannel()}
+func (n *Client) WithCallTimeout(d time.Duration) *Client {
+	return &Client{api: n.api, channel: n.channel, callTimeout: d, wait: n.wait, channelID: n.knownChannel()}
 }
 
 // Channel is the channel new messages go to, as configured.
-func (n *Notifier) Channel() string { return n.channel }
+func (n *Client) Channel() string { return n.channel }
 
-func (n *Notifier) knownChannel() string {
+func (n *Client) knownChannel() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.channelID
 }
 
-func (n *Notifier) learnChannel(id string) {
+func (n *Client) learnChannel(id string) {
 	if id == "" {
 		return
 	}
@@ -154,7 +139,7 @@ type Posted struct {
 // https://docs.slack.dev/reference/methods/conversations.history), by its metadata. found is
 // false when the channel's ID is not known yet (a channel configured by name before any post
 // answered). Errors: *UndeliverableError, *PendingError, wrapped.
-func (n *Notifier) Find(ctx context.Context, id string) (ref incident.SlackRef, found bool, err error) {
+func (n *Client) Find(ctx context.Context, id string) (ref incident.SlackRef, found bool, err error) {
 	ch := n.knownChannel()
 	if ch == "" {
 		return incident.SlackRef{}, false, nil
@@ -185,7 +170,7 @@ func (n *Notifier) Find(ctx context.Context, id string) (ref incident.SlackRef, 
 // post's answer is lost it looks in the channel's history before anything else, so one post
 // that took effect is never followed by a second. Blocks Slack rejects (invalid_blocks,
 // msg_too_long) are posted again as msg.Plain. Errors: *UndeliverableError, *PendingError.
-func (n *Notifier) Post(ctx context.Context, msg Message) (Posted, error) {
+func (n *Client) Post(ctx context.Context, msg Message) (Posted, error) {
 	meta := slack.MsgOptionMetadata(slack.SlackMetadata{EventType: EventIncident, EventPayload: map[string]any{"incident_id": msg.IncidentID}})
 	plain := false
 	opts := []slack.MsgOption{slack.MsgOptionBlocks(msg.Blocks...), slack.MsgOptionText(msg.Text, false), meta}
@@ -221,7 +206,7 @@ func (n *Notifier) Post(ctx context.Context, msg Message) (Posted, error) {
 // has or will not let the bot edit (message_not_found, cant_update_message,
 // edit_window_closed) is replaced by a new one (Posted.New); rejected blocks are sent as
 // msg.Plain. Errors: *UndeliverableError, *PendingError.
-func (n *Notifier) Update(ctx context.Context, ref incident.SlackRef, msg Message) (Posted, error) {
+func (n *Client) Update(ctx context.Context, ref incident.SlackRef, msg Message) (Posted, error) {
 	meta := slack.MsgOptionMetadata(slack.SlackMetadata{EventType: EventIncident, EventPayload: map[string]any{"incident_id": msg.IncidentID}})
 	opts := []slack.MsgOption{slack.MsgOptionBlocks(msg.Blocks...), slack.MsgOptionText(msg.Text, false), meta}
 	plain := false
@@ -254,7 +239,7 @@ func (n *Notifier) Update(ctx context.Context, ref incident.SlackRef, msg Messag
 // (conversations.replies with include_all_metadata:
 // https://docs.slack.dev/reference/methods/conversations.replies) before reporting a failure, so a reply that
 // took effect counts as posted. Errors: *UndeliverableError, *PendingError.
-func (n *Notifier) ReplyEntry(ctx context.Context, ref incident.SlackRef, id, entryID, text string) error {
+func (n *Client) ReplyEntry(ctx context.Context, ref incident.SlackRef, id, entryID, text string) error {
 	meta := slack.MsgOptionMetadata(slack.SlackMetadata{EventType: EventEntry, EventPayload: map[string]any{"incident_id": id, "entry_id": entryID}})
 	err := n.reply(ctx, ref, text, meta)
 	if err != nil && unknownOutcome(err) {
@@ -270,14 +255,14 @@ func (n *Notifier) ReplyEntry(ctx context.Context, ref incident.SlackRef, id, en
 
 // Reply posts text as a reply in the thread at ref: reminders and refusals, which keep no
 // outbox of their own. Errors: *UndeliverableError, *PendingError.
-func (n *Notifier) Reply(ctx context.Context, ref incident.SlackRef, text string) error {
+func (n *Client) Reply(ctx context.Context, ref incident.SlackRef, text string) error {
 	if err := n.reply(ctx, ref, text); err != nil {
 		return fmt.Errorf("reply in thread %s: %w", ref.TS, classify(err))
 	}
 	return nil
 }
 
-func (n *Notifier) reply(ctx context.Context, ref incident.SlackRef, text string, extra ...slack.MsgOption) error {
+func (n *Client) reply(ctx context.Context, ref incident.SlackRef, text string, extra ...slack.MsgOption) error {
 	if ref.Channel == "" || ref.TS == "" {
 		return fmt.Errorf("reply in thread %q of channel %q: incident has no message", ref.TS, ref.Channel)
 	}
@@ -289,7 +274,7 @@ func (n *Notifier) reply(ctx context.Context, ref incident.SlackRef, text string
 }
 
 // findReply reports whether the thread at ref holds the reply of entryID.
-func (n *Notifier) findReply(ctx context.Context, ref incident.SlackRef, entryID string) (bool, error) {
+func (n *Client) findReply(ctx context.Context, ref incident.SlackRef, entryID string) (bool, error) {
 	var msgs []slack.Message
 	err := n.call(ctx, ref.Channel, func(cctx context.Context) error {
 		var err error
@@ -310,7 +295,7 @@ func (n *Notifier) findReply(ctx context.Context, ref incident.SlackRef, entryID
 }
 
 // joinable is the channel ID conversations.join can take for new messages, "" while unknown.
-func (n *Notifier) joinable() string { return n.knownChannel() }
+func (n *Client) joinable() string { return n.knownChannel() }
 
 // call runs one Web API call within the call timeout. A rate limit is waited out (Retry-After,
 // or a second when Slack names none) while the wait fits the time ctx has left, at most
@@ -318,7 +303,7 @@ func (n *Notifier) joinable() string { return n.knownChannel() }
 // channel lets a bot with channels:join in; a private one answers
 // method_not_supported_for_channel_type: https://docs.slack.dev/reference/methods/conversations.join)
 // and the call made again.
-func (n *Notifier) call(ctx context.Context, channel string, op func(context.Context) error) error {
+func (n *Client) call(ctx context.Context, channel string, op func(context.Context) error) error {
 	joined := false
 	for waits := 0; ; {
 		cctx, cancel := context.WithTimeout(ctx, n.callTimeout)

@@ -1,4 +1,4 @@
-package slackui
+package slackmessage
 
 import (
 	"encoding/json"
@@ -42,7 +42,7 @@ func TestMessageGolden(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			blocks, fallback := Message(tt.inc, now)
+			blocks, fallback := Render(tt.inc, now)
 			checkLimits(t, blocks)
 			if got := hasAction(blocks, ActionRemediate); got != tt.remediate {
 				t.Errorf("remediate button present = %v, want %v", got, tt.remediate)
@@ -156,7 +156,7 @@ func TestMessageClosedHasNoButtons(t *testing.T) {
 			if err := tt.close(&inc); err != nil {
 				t.Fatal(err)
 			}
-			blocks, fallback := Message(inc, now)
+			blocks, fallback := Render(inc, now)
 			checkLimits(t, blocks)
 			for _, b := range blocks {
 				if b.BlockType() == slack.MBTAction {
@@ -180,7 +180,7 @@ func TestMessageClosedHasNoButtons(t *testing.T) {
 func TestMessageRemediatingKeepsOnlyAcknowledge(t *testing.T) {
 	inc := disabledThree()
 	inc.State = incident.StateRemediating
-	blocks, _ := Message(inc, now)
+	blocks, _ := Render(inc, now)
 	for _, id := range []string{ActionRemediate, ActionIntentional} {
 		if hasAction(blocks, id) {
 			t.Errorf("remediating incident offers %q", id)
@@ -213,7 +213,7 @@ func TestMessageManyClustersStaysWithinLimits(t *testing.T) {
 	for _, n := range []int{1, 30, 40, 200} {
 		t.Run(strconv.Itoa(n)+"_clusters", func(t *testing.T) {
 			inc := manyClusters(n)
-			blocks, _ := Message(inc, now)
+			blocks, _ := Render(inc, now)
 			checkLimits(t, blocks)
 			text := render(t, inc)
 			if n > maxClusterLines && !strings.Contains(text, "and "+strconv.Itoa(n-maxClusterLines)+" more clusters") {
@@ -294,7 +294,7 @@ func TestNotFixable(t *testing.T) {
 			if text := render(t, inc); tt.instead != "" && !strings.Contains(text, "One click cannot fix this") {
 				t.Errorf("message does not say one click cannot fix it")
 			}
-			blocks, _ := Message(inc, now)
+			blocks, _ := Render(inc, now)
 			if got := hasAction(blocks, ActionRemediate); got != tt.want {
 				t.Errorf("remediate button present = %v, want %v", got, tt.want)
 			}
@@ -361,7 +361,7 @@ func TestConfirmSteps(t *testing.T) {
 		if steps, text := ConfirmSteps(inc); len(steps) != 0 || text != "" {
 			t.Errorf("%s: ConfirmSteps() = %v, %q, want none", name, steps, text)
 		}
-		if blocks, _ := Message(inc, now); hasAction(blocks, ActionRemediate) {
+		if blocks, _ := Render(inc, now); hasAction(blocks, ActionRemediate) {
 			t.Errorf("%s: the message offers remediate", name)
 		}
 	}
@@ -390,7 +390,7 @@ func TestConfirmDialogIsThePlan(t *testing.T) {
 			if diff := cmp.Diff(running, steps); diff != "" {
 				t.Errorf("dialog steps differ from the plan's running steps (plan error %v) (-plan +dialog):\n%s", err, diff)
 			}
-			dialog, ok := confirmText(Message(inc, now))
+			dialog, ok := confirmText(Render(inc, now))
 			if ok != (len(running) > 0) {
 				t.Fatalf("remediate confirm dialog present = %v, want %v (%d running steps)", ok, len(running) > 0, len(running))
 			}
@@ -578,7 +578,7 @@ func TestCountdown(t *testing.T) {
 // render flattens every text a reader or the API sees in the message into one string.
 func render(t *testing.T, inc incident.Incident) string {
 	t.Helper()
-	blocks, fallback := Message(inc, now)
+	blocks, fallback := Render(inc, now)
 	b, err := json.Marshal(blocks)
 	if err != nil {
 		t.Fatalf("marshal blocks: %v", err)
@@ -728,7 +728,7 @@ func TestTruncateAtBoundary(t *testing.T) {
 // TestPlainText: the plain-text form carries the message's facts, without its buttons.
 func TestPlainText(t *testing.T) {
 	inc := disabledThree()
-	blocks, _ := Message(inc, at("2026-03-11T09:00:00Z"))
+	blocks, _ := Render(inc, at("2026-03-11T09:00:00Z"))
 	got := PlainText(blocks)
 	for _, c := range inc.Clusters {
 		if !strings.Contains(got, c.Identifier) {
