@@ -1,7 +1,10 @@
 package main
 
 import (
+	"go/parser"
+	"go/token"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -14,7 +17,8 @@ const module = "github.com/keywarden/keywarden/"
 // internal/slacktest) stay out of it; each local-stack package imports only what its package
 // comment allows, and each product package imports nothing its package comment rules out —
 // the domain knows nothing of Slack (it returns what changed; the edge announces it, issue 12),
-// and slackmessage, which owns the incident's Slack message, knows nothing of AWS.
+// and slackmessage, which owns the incident's Slack message, knows nothing of AWS. Every
+// package under internal/ says in its comment what it must not import (issue 12).
 func TestImportBoundaries(t *testing.T) {
 	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}{{range .Imports}} {{.}}{{end}}", module+"...").Output()
 	if err != nil {
@@ -39,22 +43,6 @@ func TestImportBoundaries(t *testing.T) {
 		"internal/slacktest":               {},
 		"cmd/keywarden/internal/coldstart": {local + "rie", module + "internal/template"},
 	}
-	slackGo, slackMessage, lambdaGo, wiring := "github.com/slack-go/slack", module+"internal/slackmessage", "github.com/aws/aws-lambda-go", module+"internal/startup"
-	// forbidden lists, for each product package, the imports its package comment rules out
-	// (prefixes: a package forbids its subpackages too).
-	forbidden := map[string][]string{
-		"internal/incident":             {slackGo, slackMessage},
-		"internal/incident/dynamostore": {slackGo, slackMessage},
-		"internal/lifecycle":            {slackGo, slackMessage, "github.com/aws/"},
-		"internal/lifecycle/rdstrack":   {slackGo, slackMessage, lambdaGo, wiring},
-		"internal/intake":               {slackGo, slackMessage, lambdaGo, wiring},
-		"internal/startup/keyloss":      {slackGo, slackMessage},
-		"internal/reconcile":            {lambdaGo, wiring},
-		"internal/approval":             {"github.com/aws/"},
-		"internal/page":                 {slackGo, slackMessage},
-		"internal/slackmessage": {"github.com/aws/", wiring, module + "internal/intake", module + "internal/lifecycle",
-			module + "internal/reconcile", module + "internal/remedy", module + "internal/approval"},
-	}
 	for pkg, deps := range imports {
 		product := strings.HasPrefix(pkg, "internal/") || strings.HasPrefix(pkg, "functions/")
 		for _, dep := range deps {
@@ -67,9 +55,17 @@ func TestImportBoundaries(t *testing.T) {
 			if rules, ok := allowed[pkg]; ok && isExternal(dep) && !hasPrefix(dep, rules) {
 				t.Errorf("%s imports %s, which its package comment does not allow", pkg, dep)
 			}
-			if hasPrefix(dep, forbidden[pkg]) {
+			if dep != module+pkg && hasPrefix(dep, forbidden[pkg]) {
 				t.Errorf("%s imports %s, which its package comment rules out", pkg, dep)
 			}
+		}
+	}
+	for pkg := range imports {
+		if !strings.HasPrefix(pkg, "internal/") {
+			continue
+		}
+		if doc := strings.Join(strings.Fields(packageDoc(t, pkg)), " "); !strings.Contains(doc, "must not import") {
+			t.Errorf("%s: its package comment does not say what it must not import", pkg)
 		}
 	}
 	for _, rules := range []map[string][]string{allowed, forbidden} {
@@ -79,6 +75,81 @@ func TestImportBoundaries(t *testing.T) {
 			}
 		}
 	}
+}
+
+const (
+	sdk          = "github.com/aws/aws-sdk-go-v2/"
+	slackGo      = "github.com/slack-go/slack"
+	slackMessage = module + "internal/slackmessage"
+	lambdaGo     = "github.com/aws/aws-lambda-go"
+	wiring       = module + "internal/startup"
+	store        = module + "internal/incident/dynamostore"
+)
+
+// forbidden lists, for each product package, the imports its package comment rules out
+// (prefixes: a package forbids its subpackages too). Every package under internal/ says in its
+// comment what it must not import; these are the rules a test can hold it to.
+var forbidden = map[string][]string{
+	"internal/incident":             {sdk, slackGo, module + "internal/"},
+	"internal/incident/dynamostore": servicesBut("dynamodb", slackGo, slackMessage),
+	"internal/handoff":              {sdk, slackGo, module + "internal/"},
+	"internal/handoff/invoke":       {sdk + "service/", slackGo, slackMessage},
+	"internal/keyevent":             {sdk, slackGo, slackMessage, store},
+	"internal/rdsevent":             {sdk, slackGo, module + "internal/"},
+	"internal/env":                  {sdk, slackGo},
+	"internal/template":             {sdk, slackGo, module + "internal/"},
+	"internal/lambdalog":            {sdk, slackGo, module + "internal/"},
+	"internal/kmskey":               servicesBut("kms", slackGo, slackMessage, store),
+	"internal/blast":                servicesBut("rds", slackGo, slackMessage, store),
+	"internal/page":                 servicesBut("sns", slackGo, slackMessage),
+	"internal/secrets":              servicesBut("secretsmanager", slackGo, slackMessage),
+	"internal/trail":                servicesBut("cloudtrail", slackGo, slackMessage, store),
+	"internal/remedy":               servicesBut("kms rds", slackGo, slackMessage, store, module+"internal/blast", module+"internal/intake"),
+	"internal/org/member":           servicesBut("sts", slackGo, slackMessage, module+"internal/blast"),
+	"internal/org":                  {sdk + "service/dynamodb", slackGo, slackMessage, store},
+	"internal/approval":             {"github.com/aws/", store},
+	"internal/lifecycle":            {slackGo, slackMessage, "github.com/aws/", store},
+	"internal/lifecycle/rdstrack":   {slackGo, slackMessage, lambdaGo, wiring},
+	"internal/intake":               {slackGo, slackMessage, lambdaGo, wiring},
+	"internal/startup":              {sdk + "service/rds", sdk + "service/kms", sdk + "service/lambda", sdk + "config"},
+	"internal/startup/keyloss":      {slackGo, slackMessage},
+	"internal/reconcile":            {lambdaGo, wiring},
+	"internal/slackmessage": {"github.com/aws/", wiring, module + "internal/intake", module + "internal/lifecycle",
+		module + "internal/reconcile", module + "internal/remedy", module + "internal/approval"},
+}
+
+// servicesBut forbids every AWS SDK service package but those named (space-separated), and extra.
+func servicesBut(allowed string, extra ...string) []string {
+	var out []string
+	for _, s := range []string{"cloudtrail", "dynamodb", "eventbridge", "kms", "lambda", "organizations", "rds", "secretsmanager", "signin", "sns", "sqs", "sso", "ssooidc", "sts"} {
+		if !slices.Contains(strings.Fields(allowed), s) {
+			out = append(out, sdk+"service/"+s)
+		}
+	}
+	return append(out, extra...)
+}
+
+// packageDoc is the package comment of the package in dir (relative to the module root).
+func packageDoc(t *testing.T, dir string) string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join("..", "..", dir, "*.go"))
+	var doc strings.Builder
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		file, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.PackageClauseOnly|parser.ParseComments)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if file.Doc != nil {
+			doc.WriteString(file.Doc.Text())
+		}
+	}
+	if doc.Len() == 0 {
+		t.Errorf("%s: no package comment", dir)
+	}
+	return doc.String()
 }
 
 // isExternal reports whether path is outside the standard library.

@@ -10,8 +10,8 @@
 // code, an HTTP status and a Retry-After, or answer late — what a test of retries and of
 // delivery that must survive a slow or failing Slack needs.
 //
-// It is test support, like internal/awstest: no product code may import it, and it imports
-// nothing of keywarden's.
+// It is test support, like internal/awstest: no product code may import it, and it must not
+// import anything of keywarden's (or the product would test against itself).
 package slacktest
 
 import (
