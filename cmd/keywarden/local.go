@@ -38,7 +38,7 @@ const localUsage = `usage:
                                                 foreground (local up runs it in the background)
   keywarden local bench-cold [rounds]           each function's cold start against an aws-lambda-go
                                                 hello world, fresh emulator processes, median of
-                                                rounds (default and minimum 9): make bench-cold
+                                                rounds (default 21, at least 9): make bench-cold
   keywarden local help                          this text
 
 Functions: KeyEventFunction, RdsEventFunction, SlackActionFunction, RemediateFunction,
@@ -110,7 +110,7 @@ func runLocal(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "slack":
 		return runLocalSlack(ctx, opts, rest, stdout)
 	case "bench-cold":
-		rounds := 9
+		rounds := coldstart.DefaultRounds
 		if len(rest) == 1 {
 			if rounds, err = strconv.Atoi(rest[0]); err != nil || rounds < 9 {
 				return fmt.Errorf("local bench-cold [rounds]: rounds is a whole number, at least 9")

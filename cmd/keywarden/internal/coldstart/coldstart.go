@@ -32,6 +32,10 @@ import (
 // HelloWorld names the yardstick in the table.
 const HelloWorld = "hello-world"
 
+// DefaultRounds is how many fresh processes per function make bench-cold starts: more than the
+// minimum of 9, since a run of 21 rounds takes seconds and its medians move less between runs.
+const DefaultRounds = 21
+
 // Options say what to measure.
 type Options struct {
 	// Dir is the repository root (go.mod, template.yaml, functions/).
@@ -44,8 +48,17 @@ type Options struct {
 
 // Result is one function's figures: medians over the rounds.
 type Result struct {
-	Name        string
-	Init        time.Duration
+	Name string
+	Init time.Duration
+	// SDKFloorRatio is InitRatio for a bootstrap that builds this function's AWS service
+	// clients (Services) and nothing else: the part of the init keywarden cannot shed without
+	// leaving the SDK. Zero for hello-world.
+	SDKFloorRatio float64
+	Services      []string
+	// InitRatio is the median, over the rounds, of this function's init divided by
+	// hello-world's init in the same round: a ratio taken side by side, so a slow stretch of
+	// the machine, which lands on both, cancels out instead of moving one median only.
+	InitRatio   float64
 	FirstAnswer time.Duration
 	// ColdAnswer is the time from starting the emulator process to the first answer: init,
 	// the first invocation and the emulator's own start, as a caller of a cold function waits.
@@ -58,14 +71,15 @@ type Result struct {
 
 // target is one bootstrap to measure.
 type target struct {
-	name   string
-	pkg    string // ./functions/x
-	host   string // bootstrap built for this machine
-	arm64  string // bootstrap built for Lambda
-	inits  []time.Duration
-	firsts []time.Duration
-	colds  []time.Duration
-	rss    []int64
+	name     string
+	services []string // the SDK service packages a floor builds
+	pkg      string   // ./functions/x
+	host     string   // bootstrap built for this machine
+	arm64    string   // bootstrap built for Lambda
+	inits    []time.Duration
+	firsts   []time.Duration
+	colds    []time.Duration
+	rss      []int64
 }
 
 // Run builds, measures and writes the table to out. The last line is
@@ -87,6 +101,22 @@ func Run(ctx context.Context, o Options, out io.Writer) ([]Result, error) {
 	targets := []*target{{name: HelloWorld, pkg: "./cmd/keywarden/internal/coldstart/hello"}}
 	for _, f := range tpl.Functions() {
 		targets = append(targets, &target{name: f.LogicalID, pkg: "./" + strings.TrimSuffix(f.CodeURI, "/")})
+	}
+	// Each function's SDK floor: a bootstrap that builds the same AWS service clients and
+	// nothing else, so the table shows how much of the init the AWS SDK's own packages take.
+	floorDir, err := os.MkdirTemp(o.Dir, ".bench-cold-floor-") // a dot: ./... never sees it
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(floorDir)
+	floors := map[string]*target{}
+	for _, t := range targets[1:] {
+		ft, err := floor(ctx, o, t, floorDir)
+		if err != nil {
+			return nil, err
+		}
+		floors[t.name] = ft
+		targets = append(targets, ft)
 	}
 	fmt.Fprintf(out, "building %d bootstraps for %s/%s and linux/arm64 …\n", len(targets), "linux", runtime.GOARCH)
 	for _, t := range targets {
@@ -126,13 +156,28 @@ func Run(ctx context.Context, o Options, out io.Writer) ([]Result, error) {
 		}
 	}
 
-	results := make([]Result, len(targets))
-	for i, t := range targets {
+	var results []Result
+	for _, t := range targets {
+		if strings.HasPrefix(t.name, floorPrefix) {
+			continue
+		}
 		st, err := os.Stat(t.arm64)
 		if err != nil {
 			return nil, err
 		}
-		results[i] = Result{Name: t.name, Init: median(t.inits), FirstAnswer: median(t.firsts), ColdAnswer: median(t.colds), PeakRSS: median(t.rss), Size: st.Size()}
+		ratios := make([]float64, len(t.inits))
+		for r := range t.inits {
+			ratios[r] = float64(t.inits[r]) / float64(targets[0].inits[r])
+		}
+		r := Result{Name: t.name, Init: median(t.inits), InitRatio: median(ratios), FirstAnswer: median(t.firsts), ColdAnswer: median(t.colds), PeakRSS: median(t.rss), Size: st.Size()}
+		if ft := floors[t.name]; ft != nil {
+			fr := make([]float64, len(ft.inits))
+			for i := range ft.inits {
+				fr[i] = float64(ft.inits[i]) / float64(targets[0].inits[i])
+			}
+			r.SDKFloorRatio, r.Services = median(fr), ft.services
+		}
+		results = append(results, r)
 	}
 	print(out, results, o.Rounds)
 	return results, nil
@@ -141,17 +186,75 @@ func Run(ctx context.Context, o Options, out io.Writer) ([]Result, error) {
 func print(out io.Writer, rs []Result, rounds int) {
 	hello := rs[0]
 	fmt.Fprintf(out, "median of %d fresh processes each, under the Lambda Runtime Interface Emulator on %s\n", rounds, runtime.GOARCH)
-	fmt.Fprintf(out, "%-20s %9s %7s %13s %12s %7s %10s %11s\n", "FUNCTION", "INIT", "×HELLO", "FIRST ANSWER", "COLD ANSWER", "×HELLO", "PEAK RSS", "ARM64 SIZE")
+	fmt.Fprintf(out, "(INIT ×HELLO is the median of each round's init over hello-world's in the same round)\n")
+	fmt.Fprintf(out, "(SDK FLOOR is the same ratio for a bootstrap that builds only the function's AWS clients)\n")
+	fmt.Fprintf(out, "%-20s %9s %7s %9s %13s %12s %7s %10s %11s\n", "FUNCTION", "INIT", "×HELLO", "SDK FLOOR", "FIRST ANSWER", "COLD ANSWER", "×HELLO", "PEAK RSS", "ARM64 SIZE")
 	worst := 0.0
 	for _, r := range rs {
-		ratio := float64(r.Init) / float64(hello.Init)
+		ratio := r.InitRatio
 		if r.Name != HelloWorld {
 			worst = max(worst, ratio)
 		}
-		fmt.Fprintf(out, "%-20s %9s %6.2fx %13s %12s %6.2fx %7.1f MB %8.1f MB\n", r.Name, ms(r.Init), ratio, ms(r.FirstAnswer),
+		floor := "-"
+		if r.SDKFloorRatio > 0 {
+			floor = fmt.Sprintf("%.2fx", r.SDKFloorRatio)
+		}
+		fmt.Fprintf(out, "%-20s %9s %6.2fx %9s %13s %12s %6.2fx %7.1f MB %8.1f MB\n", r.Name, ms(r.Init), ratio, floor, ms(r.FirstAnswer),
 			ms(r.ColdAnswer), float64(r.ColdAnswer)/float64(hello.ColdAnswer), float64(r.PeakRSS)/(1<<20), float64(r.Size)/(1<<20))
 	}
+	for _, r := range rs[1:] {
+		fmt.Fprintf(out, "  %s's SDK floor builds: %s\n", r.Name, strings.Join(r.Services, " "))
+	}
 	fmt.Fprintf(out, "cold start: worst init %.2fx hello-world\n", worst)
+}
+
+// floorPrefix names the SDK-floor bootstraps, which are measured but printed as a column.
+const floorPrefix = "sdk-floor-"
+
+// servicePackage matches an AWS SDK service client package (not its types or internals).
+var servicePackage = regexp.MustCompile(`^github\.com/aws/aws-sdk-go-v2/service/([a-z0-9]+)$`)
+
+// floor writes and returns the SDK-floor target of t under dir: a main that builds, from one
+// aws.Config, a client of every AWS SDK service package t links (go list -deps), and starts
+// aws-lambda-go like hello-world.
+func floor(ctx context.Context, o Options, t *target, dir string) (*target, error) {
+	cmd := exec.CommandContext(ctx, "go", "list", "-deps", "-tags", "lambda.norpc", "-f", "{{.ImportPath}}", t.pkg)
+	cmd.Dir = o.Dir
+	cmd.Env = append(slices.Clone(o.Env), "GOOS=linux", "CGO_ENABLED=0")
+	b, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("go list -deps %s: %w", t.pkg, err)
+	}
+	var services []string
+	for line := range strings.Lines(string(b)) {
+		if m := servicePackage.FindStringSubmatch(strings.TrimSpace(line)); m != nil {
+			services = append(services, m[1])
+		}
+	}
+	slices.Sort(services)
+	var src strings.Builder
+	src.WriteString("package main\n\nimport (\n\t\"github.com/aws/aws-lambda-go/lambda\"\n\t\"github.com/aws/aws-sdk-go-v2/aws\"\n")
+	for _, s := range services {
+		fmt.Fprintf(&src, "\t\"github.com/aws/aws-sdk-go-v2/service/%s\"\n", s)
+	}
+	src.WriteString(")\n\nvar clients []any\n\nfunc main() {\n\tcfg := aws.Config{Region: \"us-east-1\"}\n")
+	for _, s := range services {
+		fmt.Fprintf(&src, "\tclients = append(clients, %s.NewFromConfig(cfg))\n", s)
+	}
+	src.WriteString("\tlambda.Start(func() (string, error) { return \"floor\", nil })\n}\n")
+	name := floorPrefix + t.name
+	pkgDir := filepath.Join(dir, name)
+	if err := os.MkdirAll(pkgDir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(pkgDir, "main.go"), []byte(src.String()), 0o644); err != nil {
+		return nil, err
+	}
+	rel, err := filepath.Rel(o.Dir, pkgDir)
+	if err != nil {
+		return nil, err
+	}
+	return &target{name: name, pkg: "./" + rel, services: services}, nil
 }
 
 // globalEnv is template.yaml's Globals.Function.Environment.Variables.
@@ -294,7 +397,7 @@ func peakRSS(pgid int, comm string) int64 {
 	return 0
 }
 
-func median[T time.Duration | int64](xs []T) T {
+func median[T time.Duration | int64 | float64](xs []T) T {
 	s := slices.Clone(xs)
 	slices.Sort(s)
 	return s[len(s)/2]
