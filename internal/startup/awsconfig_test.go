@@ -21,7 +21,7 @@ var lambdaEnv = map[string]string{
 
 func setenv(t *testing.T, env map[string]string) {
 	t.Helper()
-	for _, k := range []string{"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "AWS_MAX_ATTEMPTS"} {
+	for _, k := range []string{"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "AWS_MAX_ATTEMPTS", "AWS_USE_FIPS_ENDPOINT", "AWS_USE_DUALSTACK_ENDPOINT"} {
 		t.Setenv(k, "")
 		os.Unsetenv(k)
 	}
@@ -58,10 +58,9 @@ func TestAWSConfigReadsTheLambdaEnvironment(t *testing.T) {
 // clients must read both from the sources AWSConfig gives them.
 func TestAWSConfigEndpoints(t *testing.T) {
 	tests := []struct {
-		name          string
-		env           map[string]string
-		ddb, secrets  string
-		wantNoneMatch bool
+		name         string
+		env          map[string]string
+		ddb, secrets string
 	}{
 		{name: "one for all", env: map[string]string{"AWS_ENDPOINT_URL": "http://moto:5000"}, ddb: "http://moto:5000", secrets: "http://moto:5000"},
 		{name: "a service's own wins", env: map[string]string{"AWS_ENDPOINT_URL": "http://moto:5000", "AWS_ENDPOINT_URL_DYNAMODB": "http://ddb:8000"}, ddb: "http://ddb:8000", secrets: "http://moto:5000"},
@@ -93,7 +92,7 @@ func TestAWSConfigEndpoints(t *testing.T) {
 }
 
 func TestAWSConfigSaysWhatIsMissing(t *testing.T) {
-	setenv(t, map[string]string{"AWS_MAX_ATTEMPTS": "none"})
+	setenv(t, map[string]string{"AWS_MAX_ATTEMPTS": "none", "AWS_USE_FIPS_ENDPOINT": "yes", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "1"})
 	for _, k := range []string{"AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} {
 		t.Setenv(k, "")
 	}
@@ -101,7 +100,7 @@ func TestAWSConfigSaysWhatIsMissing(t *testing.T) {
 	if err == nil {
 		t.Fatal("no error for an empty environment")
 	}
-	for _, want := range []string{"AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_MAX_ATTEMPTS"} {
+	for _, want := range []string{"AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_MAX_ATTEMPTS", "AWS_USE_FIPS_ENDPOINT", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
 		}
@@ -120,5 +119,23 @@ func TestAWSConfigMaxAttempts(t *testing.T) {
 	}
 	if cfg.RetryMaxAttempts != 1 {
 		t.Errorf("RetryMaxAttempts = %d, want 1", cfg.RetryMaxAttempts)
+	}
+}
+
+// A FIPS or dual-stack deployment (GovCloud, FedRAMP) keeps its endpoints: the clients read the
+// choice from the config's sources as they would from the SDK's environment source.
+func TestAWSConfigFIPSAndDualStack(t *testing.T) {
+	env := map[string]string{"AWS_USE_FIPS_ENDPOINT": "true", "AWS_USE_DUALSTACK_ENDPOINT": "TRUE"}
+	for k, v := range lambdaEnv {
+		env[k] = v
+	}
+	setenv(t, env)
+	cfg, err := AWSConfig(os.LookupEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := dynamodb.NewFromConfig(cfg).Options()
+	if o.EndpointOptions.UseFIPSEndpoint != aws.FIPSEndpointStateEnabled || o.EndpointOptions.UseDualStackEndpoint != aws.DualStackEndpointStateEnabled {
+		t.Errorf("endpoint options %+v, want FIPS and dual-stack enabled", o.EndpointOptions)
 	}
 }

@@ -3,7 +3,8 @@
 // Slack — from the settings every function reads the same way. Each function's main adds what
 // is its own; startup/keyloss builds the key and blast-radius machinery for the functions that
 // read keys. It must not import the RDS or KMS SDK, so that a function that never calls them
-// (SlackActionFunction) does not link them.
+// (SlackActionFunction) does not link them, nor the SDK's Lambda client or package config (see
+// AWSConfig), which no function needs.
 //
 // Shared settings:
 //

@@ -29,9 +29,14 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/aws/smithy-go/encoding/httpbinding"
 
 	"github.com/keywarden/keywarden/internal/handoff"
 )
+
+// userAgent names the caller in CloudTrail and Lambda's logs, where the SDK's client would have
+// named the SDK.
+const userAgent = "keywarden-handoff (aws-sdk-go-v2 signer)"
 
 // Invoker queues remediations on RemediateFunction with an asynchronous invoke
 // (X-Amz-Invocation-Type: Event): Lambda queues the event and answers 202 at once, so a click is
@@ -72,11 +77,20 @@ func (v Invoker) invoke(ctx context.Context, payload []byte) error {
 			return err
 		}
 	}
-	u := strings.TrimSuffix(endpoint, "/") + "/2015-03-31/functions/" + url.PathEscape(v.Function) + "/invocations"
-	r, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(payload))
+	u, err := url.Parse(strings.TrimSuffix(endpoint, "/"))
+	if err != nil {
+		return fmt.Errorf("lambda endpoint %q: %w", endpoint, err)
+	}
+	// The path escaped as the SDK's REST binding escapes a label (httpbinding.EscapePath: every
+	// byte but the unreserved ones, so an ARN's colons are %3A), and sent that way (RawPath), so
+	// what is signed is what the SDK would sign.
+	u.RawPath = u.EscapedPath() + "/2015-03-31/functions/" + httpbinding.EscapePath(v.Function, true) + "/invocations"
+	u.Path = u.Path + "/2015-03-31/functions/" + v.Function + "/invocations"
+	r, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(payload))
 	if err != nil {
 		return err
 	}
+	r.Header.Set("User-Agent", userAgent)
 	r.Header.Set("Content-Type", "application/json")
 	r.Header.Set("X-Amz-Invocation-Type", "Event")
 	if v.Config.Credentials == nil {
@@ -109,8 +123,10 @@ func (v Invoker) invoke(ctx context.Context, payload []byte) error {
 // Error is Lambda refusing the invoke: the HTTP status and Lambda's error type and message.
 type Error struct {
 	StatusCode int
-	// Type is the error type of the X-Amzn-ErrorType header (or the body's __type or Type),
-	// without any ":…" suffix; for example ResourceNotFoundException.
+	// Type is the error type of the X-Amzn-ErrorType header (or the body's code or __type, as
+	// the SDK's REST-JSON decoder reads them), without any ":…" suffix or "…#" namespace; for
+	// example ResourceNotFoundException. (The body's "Type" is Lambda's fault class, User or
+	// Service, not the error type.)
 	Type    string
 	Message string
 }
@@ -132,21 +148,20 @@ func (e *Error) Error() string {
 // ErrorCode is the error type, as the SDK's smithy.APIError names it.
 func (e *Error) ErrorCode() string { return e.Type }
 
-// newError reads Lambda's error: the type from the X-Amzn-ErrorType header, which may carry a
-// ":<namespace>" suffix, else from the JSON body ("__type", "Type" or "code"); the message
-// from the body's "message" or "Message".
+// newError reads Lambda's error as the SDK's REST-JSON decoder does: the type from the
+// X-Amzn-ErrorType header, which may carry a ":<namespace>" suffix, else from the JSON body's
+// "code" or "__type"; the message from the body's "message" or "Message".
 func newError(res *http.Response, body []byte) *Error {
 	e := &Error{StatusCode: res.StatusCode}
 	var b struct {
 		Type      string `json:"__type"`
-		TypeAlt   string `json:"Type"`
 		Code      string `json:"code"`
 		Message   string `json:"message"`
 		MessageUp string `json:"Message"`
 	}
 	_ = json.Unmarshal(body, &b)
 	e.Type = res.Header.Get("X-Amzn-ErrorType")
-	for _, t := range []string{b.Type, b.Code, b.TypeAlt} {
+	for _, t := range []string{b.Code, b.Type} {
 		if e.Type == "" {
 			e.Type = t
 		}
@@ -183,7 +198,9 @@ type ignoredEndpoints interface {
 // (AWS_ENDPOINT_URL), both skipped when configured endpoints are ignored; else Lambda's public
 // endpoint https://lambda.<region>.amazonaws.com (amazonaws.com.cn in the China Regions). The
 // template sets AWS_ENDPOINT_URL_LAMBDA from AWS::URLSuffix, so a deployment in any partition
-// names its endpoint exactly. Errors: no endpoint configured and no Region.
+// names its endpoint exactly; a deployment that must use Lambda's FIPS endpoint sets
+// AWS_ENDPOINT_URL_LAMBDA to it (AWS_USE_FIPS_ENDPOINT is not applied here). Errors: no endpoint
+// configured and no Region.
 func Endpoint(cfg aws.Config) (string, error) {
 	ctx := context.Background()
 	ignore := false

@@ -11,6 +11,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	awslambda "github.com/aws/aws-sdk-go-v2/service/lambda"
+	lambdatypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
 
 	"github.com/keywarden/keywarden/internal/handoff"
 )
@@ -76,6 +78,7 @@ func TestStartRefused(t *testing.T) {
 			body: `{"Type":"User","message":"Function not found: ` + fnARN + `"}`, wantType: "ResourceNotFoundException", wantInText: "Function not found"},
 		{name: "throttled", status: 429, header: "TooManyRequestsException", body: `{"Reason":"ReservedFunctionConcurrentInvocationLimitExceeded","message":"Rate exceeded"}`,
 			wantType: "TooManyRequestsException", wantInText: "Rate exceeded"},
+		{name: "fault class is not the type", status: 500, body: `{"Type":"Service","message":"Internal error"}`, wantInText: "Internal error"},
 		{name: "denied, type in the body", status: 403, body: `{"__type":"com.amazon.coral.service#AccessDeniedException","Message":"not authorized to perform: lambda:InvokeFunction"}`,
 			wantType: "AccessDeniedException", wantInText: "lambda:InvokeFunction"},
 		{name: "answered synchronously", status: 200, body: `null`, wantInText: "want 202"},
@@ -151,5 +154,45 @@ func TestEndpoint(t *testing.T) {
 	}
 	if _, err := Endpoint(aws.Config{}); err == nil {
 		t.Error("no Region and no endpoint: no error")
+	}
+}
+
+// TestRequestMatchesTheSDKs sends the same Invoke through the SDK's own Lambda client and
+// through Invoker, and holds the wire path and the signed headers to the SDK's: what is signed
+// is then what Lambda checks the SDK's requests against. Names and ARNs, with and without a
+// qualifier, cover the characters a FunctionName may hold.
+func TestRequestMatchesTheSDKs(t *testing.T) {
+	type seen struct{ path, signed, invocationType string }
+	var got []seen
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth := r.Header.Get("Authorization")
+		_, signed, _ := strings.Cut(auth, "SignedHeaders=")
+		signed, _, _ = strings.Cut(signed, ",")
+		got = append(got, seen{path: r.URL.EscapedPath(), signed: signed, invocationType: r.Header.Get("X-Amz-Invocation-Type")})
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer srv.Close()
+	cfg := config(srv.URL)
+	sdk := awslambda.NewFromConfig(cfg)
+	for _, fn := range []string{"keywarden-RemediateFunction-AbC", fnARN, fnARN + ":$LATEST", "123456789012:function:fn:prod"} {
+		got = nil
+		if _, err := sdk.Invoke(context.Background(), &awslambda.InvokeInput{FunctionName: aws.String(fn), InvocationType: lambdatypes.InvocationTypeEvent, Payload: []byte(`{}`)}); err != nil {
+			t.Fatalf("SDK Invoke %s: %v", fn, err)
+		}
+		if err := (Invoker{Config: cfg, Function: fn}).Start(context.Background(), req); err != nil {
+			t.Fatalf("Invoker %s: %v", fn, err)
+		}
+		if len(got) != 2 {
+			t.Fatalf("%s: %d requests seen, want 2", fn, len(got))
+		}
+		sdkReq, ours := got[0], got[1]
+		if ours.path != sdkReq.path || ours.invocationType != sdkReq.invocationType {
+			t.Errorf("%s: path %q type %q, the SDK's %q %q", fn, ours.path, ours.invocationType, sdkReq.path, sdkReq.invocationType)
+		}
+		for _, h := range []string{"host", "x-amz-date", "x-amz-invocation-type", "x-amz-security-token"} {
+			if !strings.Contains(ours.signed, h) || !strings.Contains(sdkReq.signed, h) {
+				t.Errorf("%s: signed headers %q (ours) and %q (SDK's) should both cover %s", fn, ours.signed, sdkReq.signed, h)
+			}
+		}
 	}
 }
