@@ -20,8 +20,9 @@ var _ announcer = (*slackmessage.Announcer)(nil)
 // rdsEventsFunc is a fake tracker.
 type rdsEventsFunc func(ctx context.Context, ev rdsevent.Event) (rdstrack.Outcome, error)
 
-func (f rdsEventsFunc) HandleRDSEvent(ctx context.Context, ev rdsevent.Event) (rdstrack.Outcome, error) {
-	return f(ctx, ev)
+func (f rdsEventsFunc) Open(ctx context.Context, ev rdsevent.Event) (rdstrack.Outcome, *rdstrack.Pending, error) {
+	o, err := f(ctx, ev)
+	return o, nil, err
 }
 
 // recorder is a fake announcer that records the incidents it was given, in order.

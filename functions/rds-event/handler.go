@@ -12,8 +12,10 @@ import (
 	"github.com/keywarden/keywarden/internal/slackmessage"
 )
 
+// rdsEvents applies an event in two halves (rdstrack.Tracker.Open, then Pending.Apply), so
+// that an incident the event opens is announced before the rest is read; *rdstrack.Tracker fits.
 type rdsEvents interface {
-	HandleRDSEvent(ctx context.Context, ev rdsevent.Event) (rdstrack.Outcome, error)
+	Open(ctx context.Context, ev rdsevent.Event) (rdstrack.Outcome, *rdstrack.Pending, error)
 }
 
 // announcer posts or updates the Slack message of an incident the event changed;
@@ -54,11 +56,14 @@ func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, erro
 		return Result{}, err
 	}
 	res := Result{EventID: ev.ID, RDSEventID: ev.EventID}
-	o, err := h.svc.HandleRDSEvent(ctx, ev)
-	// The store holds the changes already, also when a later step failed: announcing them is
-	// the edge's job, in the order they happened.
-	for _, inc := range o.Changed {
-		_ = slackmessage.AnnounceOrWarn(ctx, h.announcer, inc, h.log)
+	// The store holds each half's changes already, also when a later step failed: announcing
+	// them is the edge's job, in the order they happened — an incident the event opened first,
+	// before the key and the other clusters are read, however slow those reads are.
+	o, pending, err := h.svc.Open(ctx, ev)
+	h.announce(ctx, o.Changed)
+	if err == nil && pending != nil {
+		o, err = pending.Apply(ctx)
+		h.announce(ctx, o.Changed)
 	}
 	if err != nil {
 		// Only AWS or DynamoDB failures reach here: Lambda retries the event.
@@ -71,4 +76,10 @@ func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, erro
 		"cluster", o.Cluster, "instance", o.Instance, "key_arn", o.KeyARN, "incident_id", o.IncidentID,
 		"action", o.Action, "reason", o.Reason)
 	return res, nil
+}
+
+func (h *handler) announce(ctx context.Context, changed []incident.Incident) {
+	for _, inc := range changed {
+		_ = slackmessage.AnnounceOrWarn(ctx, h.announcer, inc, h.log)
+	}
 }

@@ -501,3 +501,68 @@ func TestStopBeforeLossIsTheOwners(t *testing.T) {
 		})
 	}
 }
+
+// heldKeys is the tracker's key reader, holding each DescribeKey until the handler has
+// announced something (or 3 s have passed), and recording which came first.
+type heldKeys struct {
+	rdstrack.Keys
+	announced   chan struct{}
+	mu          sync.Mutex
+	beforeFirst int // DescribeKey calls that found nothing announced yet
+}
+
+func (k *heldKeys) Describe(ctx context.Context, ref string) (kmskey.Key, error) {
+	select {
+	case <-k.announced:
+	case <-time.After(3 * time.Second):
+		k.mu.Lock()
+		k.beforeFirst++
+		k.mu.Unlock()
+	}
+	return k.Keys.Describe(ctx, ref)
+}
+
+// firstAnnouncer signals the first Announce.
+type firstAnnouncer struct {
+	once      sync.Once
+	announced chan struct{}
+	incidents []incident.Incident
+}
+
+func (a *firstAnnouncer) Announce(_ context.Context, inc incident.Incident) error {
+	a.incidents = append(a.incidents, inc)
+	a.once.Do(func() { close(a.announced) })
+	return nil
+}
+
+// TestOpenedIncidentAnnouncedBeforeTheRest: an RDS event that opens an incident (the cluster
+// reports the loss, no KMS event came) has it announced — Slack, and the page of a critical
+// one — before the tracker reads the key and the other clusters, however slow those reads are.
+func TestOpenedIncidentAnnouncedBeforeTheRest(t *testing.T) {
+	s := newStack(t)
+	keyID, keyARN := s.key(t)
+	c := s.cluster(t, keyID)
+	resolver := kmskey.NewResolver(s.kms)
+	held := &heldKeys{Keys: resolver, announced: make(chan struct{})}
+	a := &firstAnnouncer{announced: held.announced}
+	log := slog.New(slog.NewJSONHandler(s.logs, nil))
+	opener := intake.New(resolver, blast.New(s.rds, resolver, blast.WithoutClusterAutomatedBackups()), s.store, log)
+	h := newHandler(rdstrack.NewTracker(s.rds, held, s.store, opener), a, log)
+
+	res, err := h.Handle(context.Background(), sample(t, "rds-instance-key-access-lost-0419.json", c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if action(res) != rdstrack.ActionOpened {
+		t.Fatalf("got %+v, want an incident opened", res.Outcome)
+	}
+	if held.beforeFirst != 0 {
+		t.Errorf("the tracker read the key %d time(s) before the opened incident was announced", held.beforeFirst)
+	}
+	if len(a.incidents) < 2 || a.incidents[0].KeyARN != keyARN {
+		t.Fatalf("announced %d incidents, want the opened one, then it as the event left it", len(a.incidents))
+	}
+	if first, last := a.incidents[0], a.incidents[len(a.incidents)-1]; first.Version >= last.Version {
+		t.Errorf("announced versions %d then %d, want the opened incident first", first.Version, last.Version)
+	}
+}

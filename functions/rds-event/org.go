@@ -39,8 +39,9 @@ func newAccountTrackers(roles configs, build func(rdstrack.RDSAPI) *rdstrack.Tra
 	return &accountTrackers{roles: roles, build: build, trackers: map[string]*rdstrack.Tracker{}}
 }
 
-// HandleRDSEvent applies ev with a tracker of ev's account and Region.
-func (a *accountTrackers) HandleRDSEvent(ctx context.Context, ev rdsevent.Event) (rdstrack.Outcome, error) {
+// Open opens ev with a tracker of ev's account and Region (rdstrack.Tracker.Open); the Pending
+// it returns applies the rest with the same tracker.
+func (a *accountTrackers) Open(ctx context.Context, ev rdsevent.Event) (rdstrack.Outcome, *rdstrack.Pending, error) {
 	account := cmp.Or(lifecycle.AccountOf(ev.SourceARN), ev.Account)
 	region := ev.Region
 	key := account + "/" + region
@@ -50,12 +51,12 @@ func (a *accountTrackers) HandleRDSEvent(ctx context.Context, ev rdsevent.Event)
 	if !ok {
 		cfg, err := a.roles.Config(ctx, account, region)
 		if err != nil {
-			return rdstrack.Outcome{}, fmt.Errorf("read the account of %s: %w", ev.SourceARN, err)
+			return rdstrack.Outcome{}, nil, fmt.Errorf("read the account of %s: %w", ev.SourceARN, err)
 		}
 		t = a.build(rds.NewFromConfig(cfg))
 		a.mu.Lock()
 		a.trackers[key] = t
 		a.mu.Unlock()
 	}
-	return t.HandleRDSEvent(ctx, ev)
+	return t.Open(ctx, ev)
 }

@@ -147,30 +147,64 @@ func reportedCluster(tg target) *incident.Cluster {
 	}
 }
 
-// HandleRDSEvent applies one RDS event. RDS delivers events best effort, possibly twice and out
-// of order, so the event says only what happened and when; statuses are always read live
-// (DescribeDBClusters, DescribeDBInstances), and a 0150 arriving after 0151 cannot mark a
-// running cluster stopped. It returns an error only when a retry could help (AWS or DynamoDB
-// failing); an event about something keywarden does not track is an ActionIgnored outcome.
+// HandleRDSEvent applies one RDS event: Open, then the Pending's Apply. RDS delivers events
+// best effort, possibly twice and out of order, so the event says only what happened and when;
+// statuses are always read live (DescribeDBClusters, DescribeDBInstances), and a 0150 arriving
+// after 0151 cannot mark a running cluster stopped. It returns an error only when a retry could
+// help (AWS or DynamoDB failing); an event about something keywarden does not track is an
+// ActionIgnored outcome. Outcome.Changed holds what both halves changed, in order.
 func (t *Tracker) HandleRDSEvent(ctx context.Context, ev rdsevent.Event) (Outcome, error) {
+	o, p, err := t.Open(ctx, ev)
+	if err != nil || p == nil {
+		return o, err
+	}
+	opened := o.Changed
+	o, err = p.Apply(ctx)
+	o.Changed = append(opened, o.Changed...)
+	return o, err
+}
+
+// Pending is an event Open matched to its incident, for Apply.
+type Pending struct {
+	t      *Tracker
+	ev     rdsevent.Event
+	tg     target
+	opened bool
+	o      Outcome
+}
+
+// Open is HandleRDSEvent's first half: it locates the event's cluster and its key, drops a
+// stale event, and finds the key's incident or has intake open one. Outcome.Changed holds the
+// incident intake opened or folded the event into, so the caller can announce it before Apply
+// reads anything more (a new incident is heard at once, however slow the rest is). A nil
+// *Pending means the event is done here (ignored, stale, or an error). Errors: as
+// HandleRDSEvent's.
+func (t *Tracker) Open(ctx context.Context, ev rdsevent.Event) (Outcome, *Pending, error) {
 	tg, ignored, err := t.locate(ctx, ev)
 	if err != nil || ignored != "" {
-		return Outcome{Action: ActionIgnored, Cluster: tg.cluster, Instance: tg.instance, KeyARN: tg.keyARN, Reason: ignored}, err
+		return Outcome{Action: ActionIgnored, Cluster: tg.cluster, Instance: tg.instance, KeyARN: tg.keyARN, Reason: ignored}, nil, err
 	}
 	o := Outcome{Cluster: tg.cluster, Instance: tg.instance, KeyARN: tg.keyARN}
 	if stale, err := t.stale(ctx, ev, tg); err != nil || stale != "" {
 		o.Action, o.Reason = ActionStale, stale
-		return o, err
+		return o, nil, err
 	}
 
 	id, opened, reason, changed, err := t.incidentFor(ctx, ev, tg)
 	o.Changed = changed
 	if err != nil || reason != "" {
 		o.Action, o.Reason = ActionIgnored, reason
-		return o, err
+		return o, nil, err
 	}
 	o.IncidentID = id
+	return o, &Pending{t: t, ev: ev, tg: tg, opened: opened, o: Outcome{Cluster: o.Cluster, Instance: o.Instance, KeyARN: o.KeyARN, IncidentID: id}}, nil
+}
 
+// Apply is HandleRDSEvent's second half: it reads the key and the incident's other clusters
+// live and applies the event to the incident Open found. Outcome.Changed holds the incident as
+// the event left it, when it changed. Errors: as HandleRDSEvent's.
+func (p *Pending) Apply(ctx context.Context) (Outcome, error) {
+	t, ev, tg, opened, o, id := p.t, p.ev, p.tg, p.opened, p.o, p.o.IncidentID
 	key, err := t.keys.Describe(ctx, tg.keyARN)
 	// Denied, or not found for a key of another account: Unknown, the cluster's evidence
 	// holds the incident anyway.
