@@ -55,8 +55,8 @@ type Result struct {
 	// leaving the SDK. Zero for hello-world.
 	SDKFloorRatio float64
 	Services      []string
-	// InitRatio is the median, over the rounds, of this function's init divided by
-	// hello-world's init in the same round: a ratio taken side by side, so a slow stretch of
+	// InitRatio is the median, over the rounds, of this function's init divided by the init of
+	// the hello-world started just before it: a ratio taken side by side, so a slow stretch of
 	// the machine, which lands on both, cancels out instead of moving one median only.
 	InitRatio   float64
 	FirstAnswer time.Duration
@@ -72,10 +72,11 @@ type Result struct {
 // target is one bootstrap to measure.
 type target struct {
 	name     string
-	services []string // the SDK service packages a floor builds
-	pkg      string   // ./functions/x
-	host     string   // bootstrap built for this machine
-	arm64    string   // bootstrap built for Lambda
+	services []string  // the SDK service packages a floor builds
+	ratios   []float64 // each init over the hello-world's started just before it
+	pkg      string    // ./functions/x
+	host     string    // bootstrap built for this machine
+	arm64    string    // bootstrap built for Lambda
 	inits    []time.Duration
 	firsts   []time.Duration
 	colds    []time.Duration
@@ -139,20 +140,31 @@ func Run(ctx context.Context, o Options, out io.Writer) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Alternate: each round starts every bootstrap once, in an order rotated by the round, so
-	// a slow moment of the machine does not land on one function only.
+	// Alternate: each round starts every bootstrap once, in an order rotated by the round, each
+	// right after a hello-world of its own, so a slow moment of the machine lands on the pair
+	// and cancels out of their ratio instead of landing on one function only.
+	hello := targets[0]
+	sample := func(t *target, env map[string]string) (time.Duration, error) {
+		m, err := measure(ctx, emulator, t.host, env)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", t.name, err)
+		}
+		t.inits, t.firsts, t.colds, t.rss = append(t.inits, m.init), append(t.firsts, m.first), append(t.colds, m.cold), append(t.rss, m.rss)
+		return m.init, nil
+	}
+	others := targets[1:]
 	for round := range o.Rounds {
-		for i := range targets {
-			t := targets[(i+round)%len(targets)]
-			fenv := env
-			if t.name == HelloWorld {
-				fenv = baseEnv // the yardstick as aws-lambda-go builds it, untuned
-			}
-			m, err := measure(ctx, emulator, t.host, fenv)
+		for i := range others {
+			t := others[(i+round)%len(others)]
+			h, err := sample(hello, baseEnv) // the yardstick as aws-lambda-go builds it, untuned
 			if err != nil {
-				return nil, fmt.Errorf("%s: %w", t.name, err)
+				return nil, err
 			}
-			t.inits, t.firsts, t.colds, t.rss = append(t.inits, m.init), append(t.firsts, m.first), append(t.colds, m.cold), append(t.rss, m.rss)
+			f, err := sample(t, env)
+			if err != nil {
+				return nil, err
+			}
+			t.ratios = append(t.ratios, float64(f)/float64(h))
 		}
 	}
 
@@ -165,17 +177,13 @@ func Run(ctx context.Context, o Options, out io.Writer) ([]Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		ratios := make([]float64, len(t.inits))
-		for r := range t.inits {
-			ratios[r] = float64(t.inits[r]) / float64(targets[0].inits[r])
+		ratio := 1.0
+		if t != hello {
+			ratio = median(t.ratios)
 		}
-		r := Result{Name: t.name, Init: median(t.inits), InitRatio: median(ratios), FirstAnswer: median(t.firsts), ColdAnswer: median(t.colds), PeakRSS: median(t.rss), Size: st.Size()}
+		r := Result{Name: t.name, Init: median(t.inits), InitRatio: ratio, FirstAnswer: median(t.firsts), ColdAnswer: median(t.colds), PeakRSS: median(t.rss), Size: st.Size()}
 		if ft := floors[t.name]; ft != nil {
-			fr := make([]float64, len(ft.inits))
-			for i := range ft.inits {
-				fr[i] = float64(ft.inits[i]) / float64(targets[0].inits[i])
-			}
-			r.SDKFloorRatio, r.Services = median(fr), ft.services
+			r.SDKFloorRatio, r.Services = median(ft.ratios), ft.services
 		}
 		results = append(results, r)
 	}
@@ -186,7 +194,7 @@ func Run(ctx context.Context, o Options, out io.Writer) ([]Result, error) {
 func print(out io.Writer, rs []Result, rounds int) {
 	hello := rs[0]
 	fmt.Fprintf(out, "median of %d fresh processes each, under the Lambda Runtime Interface Emulator on %s\n", rounds, runtime.GOARCH)
-	fmt.Fprintf(out, "(INIT ×HELLO is the median of each round's init over hello-world's in the same round)\n")
+	fmt.Fprintf(out, "(INIT ×HELLO is the median of each init over that of a hello-world started just before it)\n")
 	fmt.Fprintf(out, "(SDK FLOOR is the same ratio for a bootstrap that builds only the function's AWS clients)\n")
 	fmt.Fprintf(out, "%-20s %9s %7s %9s %13s %12s %7s %10s %11s\n", "FUNCTION", "INIT", "×HELLO", "SDK FLOOR", "FIRST ANSWER", "COLD ANSWER", "×HELLO", "PEAK RSS", "ARM64 SIZE")
 	worst := 0.0
