@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/keywarden/keywarden/internal/slackmessage"
 	"github.com/slack-go/slack"
 )
 
@@ -17,9 +17,9 @@ import (
 // one incident costs one usergroups.users.list call.
 const GroupCacheTTL = time.Minute
 
-// slackID matches Slack user IDs (U…, or W… on Enterprise Grid) and user-group IDs (S…): an
-// upper-case prefix and at least eight upper-case letters or digits, e.g. U024BE7LH, S0614TZR7.
-var slackID = regexp.MustCompile(`^[UWS][A-Z0-9]{8,20}$`)
+// isApprover reports whether s is a Slack user ID (U…, or W… on Enterprise Grid) or user-group
+// ID (S…): the prefix and 8 to 20 upper-case letters or digits, e.g. U024BE7LH, S0614TZR7.
+func isApprover(s string) bool { return slackmessage.IsID(s, "UWS", 8, 20) }
 
 // GroupLister lists the members of a Slack user group (usergroups.users.list). The signature is
 // slack-go's, options included, so *slack.Client fits as-is.
@@ -63,7 +63,7 @@ func ParseApprovers(s string) (Approvers, error) {
 	seenGroup := map[string]bool{}
 	for _, f := range fields {
 		switch {
-		case !slackID.MatchString(f):
+		case !isApprover(f):
 			bad = append(bad, fmt.Sprintf("%q", f))
 		case f[0] == 'S':
 			if !seenGroup[f] {

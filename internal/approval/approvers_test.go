@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -224,11 +225,18 @@ func TestParseApprovers(t *testing.T) {
 	}
 }
 
+// slackID is the approvers' ID format written as a regular expression: the oracle the
+// hand-written check (isApprover, through slackmessage.IsID) is fuzzed against.
+var slackID = regexp.MustCompile(`^[UWS][A-Z0-9]{8,20}$`)
+
 func FuzzParseApprovers(f *testing.F) {
 	for _, s := range []string{"U024BE7LH,S0614TZR7", " W012A3CDE\n", "", "<@U024BE7LH>", "S0614TZR7,,u1"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
+		if isApprover(s) != slackID.MatchString(s) {
+			t.Fatalf("isApprover(%q) = %v, the regular expression says %v", s, isApprover(s), slackID.MatchString(s))
+		}
 		a, err := ParseApprovers(s)
 		if err != nil {
 			return

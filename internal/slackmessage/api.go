@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,16 +70,13 @@ type Client struct {
 	channelID string
 }
 
-// channelIDPattern matches Slack conversation IDs: public (C), private (G) and direct (D).
-var channelIDPattern = regexp.MustCompile(`^[CGD][A-Z0-9]{8,}$`)
-
 // NewClient returns a Client that posts new incident messages to channel (an ID such as C0123, or
 // a name such as #keywarden; an ID is better: a lost answer to the first post can be looked up
 // only once the ID is known). Existing messages are updated where they are, in the channel
 // stored on the incident.
 func NewClient(api API, channel string) *Client {
 	n := &Client{api: api, channel: channel, callTimeout: DefaultCallTimeout, wait: sleep}
-	if channelIDPattern.MatchString(channel) {
+	if IsID(channel, "CGD", 8, 0) { // a public (C), private (G) or direct (D) conversation
 		n.channelID = channel
 	}
 	return n

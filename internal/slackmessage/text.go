@@ -2,7 +2,6 @@ package slackmessage
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 	"unicode"
@@ -63,9 +62,27 @@ func truncate(s string, n int) string {
 	return string(r) + "…"
 }
 
-// slackUserID matches Slack user IDs (U…, or W… on Enterprise Grid) as the action handler
-// records them in a timeline entry's Actor.
-var slackUserID = regexp.MustCompile(`^[UW][A-Z0-9]{2,}$`)
+// IsID reports whether s is a Slack ID of one of the types prefixes names (U and W users, S
+// user groups, C, G and D conversations): that letter, then at least min and at most max (no
+// limit when max is 0) upper-case letters or digits. Slack documents its IDs as opaque strings
+// of that form and may lengthen them
+// (https://api.slack.com/changelog/2016-08-11-user-id-format-changes). A loop, not a regular
+// expression: it runs at every function's start, where each compiled expression costs init.
+func IsID(s, prefixes string, min, max int) bool {
+	if s == "" || !strings.ContainsRune(prefixes, rune(s[0])) {
+		return false
+	}
+	rest := s[1:]
+	if len(rest) < min || (max > 0 && len(rest) > max) {
+		return false
+	}
+	for _, c := range rest {
+		if !('A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
 
 // who renders a timeline actor: a Slack user becomes a mention so readers see a name, anything
 // else (an IAM ARN, "keywarden") is shown as escaped text.
@@ -73,7 +90,7 @@ func who(actor string) string {
 	switch {
 	case actor == "":
 		return "keywarden"
-	case slackUserID.MatchString(actor):
+	case IsID(actor, "UW", 2, 0): // as the action handler records a Slack user in Actor
 		return "<@" + actor + ">"
 	}
 	return esc(actor)
