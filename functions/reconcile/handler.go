@@ -57,14 +57,7 @@ func (h *handler) Handle(ctx context.Context, ev json.RawMessage) (reconcile.Rep
 		run, pass = h.r.RetryOutbox, reconcile.OutboxEvent
 	}
 	rep, err := run(ctx)
-	for _, o := range rep.Outcomes {
-		level := slog.LevelInfo
-		if o.Action == reconcile.ActionFailed || o.Action == reconcile.ActionAnnounceFailed {
-			// Also counted in the failure metric, whose alarm pages someone.
-			level = slog.LevelError
-		}
-		h.log.Log(ctx, level, "reconcile", "incident_id", o.IncidentID, "key_arn", o.KeyARN, "action", o.Action, "reason", o.Reason)
-	}
+	h.logOutcomes(ctx, "reconcile", rep)
 	h.log.InfoContext(ctx, "reconcile run", "action", pass, "incidents", rep.Incidents, "updated", rep.Updated,
 		"resolved", rep.Resolved, "lost", rep.Lost, "reminders", rep.Reminders, "opened", rep.Opened,
 		"looked_up", rep.LookedUp, "keys_seen", rep.KeysSeen, "calls", rep.Calls, "failures", rep.Failures,
@@ -87,13 +80,7 @@ func (h *handler) Handle(ctx context.Context, ev json.RawMessage) (reconcile.Rep
 // Lambda tries again).
 func (h *handler) handoffs(ctx context.Context) (reconcile.Report, error) {
 	rep, err := h.r.RunHandoffs(ctx)
-	for _, o := range rep.Outcomes {
-		level := slog.LevelInfo
-		if o.Action == reconcile.ActionFailed {
-			level = slog.LevelError
-		}
-		h.log.Log(ctx, level, "hand-off pass", "incident_id", o.IncidentID, "key_arn", o.KeyARN, "action", o.Action, "reason", o.Reason)
-	}
+	h.logOutcomes(ctx, "hand-off pass", rep)
 	if err != nil {
 		h.log.ErrorContext(ctx, "hand-off pass failed", "error", err)
 		return rep, err
@@ -102,4 +89,19 @@ func (h *handler) handoffs(ctx context.Context) (reconcile.Report, error) {
 		return rep, fmt.Errorf("hand-off pass: %d of its hand-offs or watches failed", n)
 	}
 	return rep, nil
+}
+
+// logOutcomes logs each decision of a pass under msg: failures (a failed outcome, a Slack
+// message that could not be updated) at ERROR, everything else at INFO. A whole pass and the
+// outbox pass also count the failures in their metric, whose alarm pages someone; the hand-off
+// pass fails its invocation on a failed outcome, and leaves a message it could not update
+// pending for the outbox pass, which counts it if it fails again.
+func (h *handler) logOutcomes(ctx context.Context, msg string, rep reconcile.Report) {
+	for _, o := range rep.Outcomes {
+		level := slog.LevelInfo
+		if o.Action == reconcile.ActionFailed || o.Action == reconcile.ActionAnnounceFailed {
+			level = slog.LevelError
+		}
+		h.log.Log(ctx, level, msg, "incident_id", o.IncidentID, "key_arn", o.KeyARN, "action", o.Action, "reason", o.Reason)
+	}
 }

@@ -107,8 +107,8 @@ func main() {
 	}
 	// RemediateFunction calls KMS and RDS but needs no blast radius or intake: it builds the two
 	// clients itself rather than through startup/keyloss.
-	own := remedy.Single{KMSClient: kms.NewFromConfig(svc.AWS), RDSClient: rds.NewFromConfig(svc.AWS)}
-	run := remedy.New(own.KMSClient, own.RDSClient, svc.Store, remedy.Options{
+	ownKMS, ownRDS := kms.NewFromConfig(svc.AWS), rds.NewFromConfig(svc.AWS)
+	run := remedy.New(ownKMS, ownRDS, svc.Store, remedy.Options{
 		WaitTimeout:        cfg.WaitTimeout,
 		ConsistencyTimeout: cfg.Consistency,
 		WatchGrace:         cfg.WatchGrace,
@@ -116,7 +116,7 @@ func main() {
 		Invocation:         invocationID,
 	})
 	if cfg.Org.Enabled {
-		run.WithClients(newAccountClients(member.NewRoles(svc.AWS, cfg.Org.ReadRole), member.NewRoles(svc.AWS, cfg.Org.RemediateRole), own))
+		run.WithClients(newAccountClients(member.NewRoles(svc.AWS, cfg.Org.ReadRole), member.NewRoles(svc.AWS, cfg.Org.RemediateRole), ownKMS, ownRDS))
 	}
 	h := &handler{
 		runner:          run,

@@ -27,15 +27,18 @@ type configs interface {
 // clients. It is safe for concurrent use.
 type accountClients struct {
 	read, write configs
-	own         remedy.Single
+	ownKMS      remedy.KMSAPI
+	ownRDS      remedy.RDSAPI
 
 	mu   sync.Mutex
 	kmsc map[string]*kms.Client
 	rdsc map[string]*rds.Client
 }
 
-func newAccountClients(read, write configs, own remedy.Single) *accountClients {
-	return &accountClients{read: read, write: write, own: own, kmsc: map[string]*kms.Client{}, rdsc: map[string]*rds.Client{}}
+// newAccountClients returns the clients of member accounts through the read and write roles,
+// and ownKMS and ownRDS for steps whose account the incident does not name.
+func newAccountClients(read, write configs, ownKMS remedy.KMSAPI, ownRDS remedy.RDSAPI) *accountClients {
+	return &accountClients{read: read, write: write, ownKMS: ownKMS, ownRDS: ownRDS, kmsc: map[string]*kms.Client{}, rdsc: map[string]*rds.Client{}}
 }
 
 // config returns the configuration of roles in account and region, or a *remedy.ClientsError.
@@ -73,7 +76,7 @@ func client[C any](ctx context.Context, a *accountClients, cache map[string]C, b
 // through the remediate role.
 func (a *accountClients) KMS(_ context.Context, account, region string) (remedy.KMSAPI, error) {
 	if account == "" {
-		return a.own.KMSClient, nil
+		return a.ownKMS, nil
 	}
 	return memberKMS{a: a, account: account, region: region}, nil
 }
@@ -82,7 +85,7 @@ func (a *accountClients) KMS(_ context.Context, account, region string) (remedy.
 // through the remediate role.
 func (a *accountClients) RDS(_ context.Context, account, region string) (remedy.RDSAPI, error) {
 	if account == "" {
-		return a.own.RDSClient, nil
+		return a.ownRDS, nil
 	}
 	return memberRDS{a: a, account: account, region: region}, nil
 }

@@ -97,9 +97,9 @@ func TestRemediatesAcrossAccounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	own := remedy.Single{KMSClient: kms.NewFromConfig(cfg), RDSClient: rds.NewFromConfig(cfg)}
-	run := remedy.New(own.KMSClient, own.RDSClient, store, remedy.Options{WaitTimeout: 10 * time.Second, KeyAccessTimeout: 2 * time.Second}).
-		WithClients(newAccountClients(member.NewRoles(cfg, o.ReadRole), member.NewRoles(cfg, o.RemediateRole), own))
+	ownKMS, ownRDS := kms.NewFromConfig(cfg), rds.NewFromConfig(cfg)
+	run := remedy.New(ownKMS, ownRDS, store, remedy.Options{WaitTimeout: 10 * time.Second, KeyAccessTimeout: 2 * time.Second}).
+		WithClients(newAccountClients(member.NewRoles(cfg, o.ReadRole), member.NewRoles(cfg, o.RemediateRole), ownKMS, ownRDS))
 	sl := slacktest.Start(t, &slacktest.Slack{Token: botToken})
 	h := &handler{runner: run, store: store, log: slog.New(slog.NewJSONHandler(io.Discard, nil)), announceTimeout: 5 * time.Second,
 		announcer: slackmessage.New(store, slackmessage.NewClient(slack.New(botToken, slack.OptionAPIURL(sl.APIURL())), "#keywarden"), nil, nil)}

@@ -353,21 +353,29 @@ func (inv *inventory) listClusters(ctx context.Context, api RDSAPI, spawn func(f
 // count only sizes batches: a cluster with no members listed is still asked for, in case an
 // instance was added since.
 func instanceBatches(clusters []types.DBCluster) [][]string {
+	return clusterBatches(clusters, func(c types.DBCluster) int { return len(c.DBClusterMembers) })
+}
+
+// clusterBatches groups the clusters' identifiers, in order, into batches of at most
+// ClusterFilterLimit whose weights (what each cluster is expected to bring back) add up to at
+// most one page (maxRecords); a cluster heavier than a page gets a batch of its own. Clusters
+// without an identifier are left out: the filter could not name them.
+func clusterBatches(clusters []types.DBCluster, weight func(types.DBCluster) int) [][]string {
 	var batches [][]string
 	var cur []string
-	members := 0
+	n := 0
 	for _, c := range clusters {
 		id := aws.ToString(c.DBClusterIdentifier)
 		if id == "" {
 			continue
 		}
-		n := len(c.DBClusterMembers)
-		if len(cur) > 0 && (len(cur) == ClusterFilterLimit || members+n > int(*maxRecords)) {
+		w := weight(c)
+		if len(cur) > 0 && (len(cur) == ClusterFilterLimit || n+w > int(*maxRecords)) {
 			batches = append(batches, cur)
-			cur, members = nil, 0
+			cur, n = nil, 0
 		}
 		cur = append(cur, id)
-		members += n
+		n += w
 	}
 	if len(cur) > 0 {
 		batches = append(batches, cur)
@@ -463,22 +471,7 @@ func (inv *inventory) listSnapshots(ctx context.Context, api RDSAPI) error {
 // and, counting a cluster's automated snapshots as its retention period in days plus one (one
 // snapshot a day, and today's), at most one page of them, so a batch is normally one call.
 func automatedBatches(clusters []types.DBCluster) [][]string {
-	var batches [][]string
-	var cur []string
-	n := 0
-	for _, c := range clusters {
-		k := int(aws.ToInt32(c.BackupRetentionPeriod)) + 1
-		if len(cur) > 0 && (len(cur) == ClusterFilterLimit || n+k > int(*maxRecords)) {
-			batches = append(batches, cur)
-			cur, n = nil, 0
-		}
-		cur = append(cur, aws.ToString(c.DBClusterIdentifier))
-		n += k
-	}
-	if len(cur) > 0 {
-		batches = append(batches, cur)
-	}
-	return batches
+	return clusterBatches(clusters, func(c types.DBCluster) int { return int(aws.ToInt32(c.BackupRetentionPeriod)) + 1 })
 }
 
 // listAutomated asks for the automated snapshots of clusters, through DescribeDBClusterSnapshots'

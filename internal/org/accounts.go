@@ -127,6 +127,34 @@ func (d *Directory) Name(id string) string {
 	return ""
 }
 
+// directories builds a Directory per search, so that each search reads the organisation's
+// accounts again (a Lambda lives for hours; accounts join meanwhile), over one Organizations
+// client built on first use: the client's credentials, assumed through ReadRoleARN, are then
+// cached and refreshed by the SDK rather than assumed again (sts:AssumeRole) on every search.
+type directories struct {
+	accounts []string
+	orgs     func() OrganizationsAPI // nil when the accounts are a fixed list
+}
+
+// newDirectories returns directories over the accounts settings name, or the organisation's
+// read from base through settings.ReadRoleARN.
+func newDirectories(settings Settings, base aws.Config) directories {
+	d := directories{accounts: settings.Accounts}
+	if len(settings.Accounts) == 0 {
+		d.orgs = sync.OnceValue(func() OrganizationsAPI { return NewOrganizationsClient(base, settings.ReadRoleARN) })
+	}
+	return d
+}
+
+// fresh returns a Directory that has not listed the accounts yet (NewDirectory's errors).
+func (d directories) fresh() (*Directory, error) {
+	var api OrganizationsAPI
+	if d.orgs != nil {
+		api = d.orgs()
+	}
+	return NewDirectory(d.accounts, api)
+}
+
 // NewOrganizationsClient returns an Organizations client from base, acting through the role
 // readRoleARN (in the management or a delegated administrator account) when it is not empty.
 // The role's credentials come from sts:AssumeRole and are refreshed before they expire.

@@ -24,22 +24,19 @@ type AcrossAccounts struct {
 	settings Settings
 	base     aws.Config
 	roles    ConfigSource
+	dirs     directories
 }
 
 // NewAcrossAccounts returns AcrossAccounts over the accounts settings name (or the
 // organisation's), read from base, each through roles, in base's Region.
 func NewAcrossAccounts(settings Settings, base aws.Config, roles ConfigSource) *AcrossAccounts {
-	return &AcrossAccounts{settings: settings, base: base, roles: roles}
+	return &AcrossAccounts{settings: settings, base: base, roles: roles, dirs: newDirectories(settings, base)}
 }
 
 // each runs list in every account, at most the settings' concurrency at a time, and returns the
 // answers in account order.
 func each[T any](ctx context.Context, a *AcrossAccounts, list func(context.Context, *rds.Client) ([]T, error)) ([]T, error) {
-	var api OrganizationsAPI
-	if len(a.settings.Accounts) == 0 {
-		api = NewOrganizationsClient(a.base, a.settings.ReadRoleARN)
-	}
-	dir, err := NewDirectory(a.settings.Accounts, api)
+	dir, err := a.dirs.fresh()
 	if err != nil {
 		return nil, err
 	}

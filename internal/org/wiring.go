@@ -20,7 +20,7 @@ import (
 // is what intake's WithAccounts takes in a function. It is safe for concurrent use.
 type RunFinder struct {
 	settings Settings
-	base     aws.Config
+	dirs     directories
 	roles    ConfigSource
 	opts     []blast.Option
 }
@@ -29,17 +29,13 @@ type RunFinder struct {
 // through ReadRoleARN) from base, each account through roles (the read role), with blast's
 // options.
 func NewRunFinder(settings Settings, base aws.Config, roles ConfigSource, opts ...blast.Option) *RunFinder {
-	return &RunFinder{settings: settings, base: base, roles: roles, opts: opts}
+	return &RunFinder{settings: settings, dirs: newDirectories(settings, base), roles: roles, opts: opts}
 }
 
 // Find returns the key's dependents across the organisation (Finder.Find): the same answer and
 // the same errors, with a fresh account list.
 func (r *RunFinder) Find(ctx context.Context, keyARN string) (Radius, error) {
-	var api OrganizationsAPI
-	if len(r.settings.Accounts) == 0 {
-		api = NewOrganizationsClient(r.base, r.settings.ReadRoleARN)
-	}
-	dir, err := NewDirectory(r.settings.Accounts, api)
+	dir, err := r.dirs.fresh()
 	if err != nil {
 		return Radius{}, err
 	}

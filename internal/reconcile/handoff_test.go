@@ -45,6 +45,43 @@ func (s *runningStarter) Start(ctx context.Context, req handoff.Request) error {
 	return nil
 }
 
+// stoppedOnDisabledKey is what a remediation starts from, on moto: an incident store, an Aurora
+// cluster stopped on a key, and the key disabled.
+type stoppedOnDisabledKey struct {
+	store                  *dynamostore.Store
+	kms                    *kms.Client
+	rds                    *rds.Client
+	keyID, keyARN, cluster string
+}
+
+// newStoppedOnDisabledKey sets it up through cfg, in a new table named after prefix.
+func newStoppedOnDisabledKey(ctx context.Context, t *testing.T, cfg aws.Config, prefix string) stoppedOnDisabledKey {
+	t.Helper()
+	ddb := dynamodb.NewFromConfig(cfg)
+	w := stoppedOnDisabledKey{kms: kms.NewFromConfig(cfg), rds: rds.NewFromConfig(cfg), cluster: fmt.Sprintf("orders-%d", rand.Int32())}
+	table := fmt.Sprintf("%s-%d", prefix, rand.Int64())
+	if err := dynamostore.CreateTable(ctx, ddb, table); err != nil {
+		t.Fatal(err)
+	}
+	w.store = dynamostore.New(ddb, table)
+	key, err := w.kms.CreateKey(ctx, &kms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.keyID, w.keyARN = aws.ToString(key.KeyMetadata.KeyId), aws.ToString(key.KeyMetadata.Arn)
+	if _, err := w.rds.CreateDBCluster(ctx, &rds.CreateDBClusterInput{DBClusterIdentifier: aws.String(w.cluster), Engine: aws.String("aurora-postgresql"),
+		StorageEncrypted: aws.Bool(true), KmsKeyId: aws.String(w.keyARN), MasterUsername: aws.String("admin"), MasterUserPassword: aws.String("not-a-secret-1")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.rds.StopDBCluster(ctx, &rds.StopDBClusterInput{DBClusterIdentifier: aws.String(w.cluster)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.kms.DisableKey(ctx, &kms.DisableKeyInput{KeyId: aws.String(w.keyID)}); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
 // TestApprovingWriteAnswerLostStartsOnce: the approving click's write lands, its answer is lost
 // (the fault proxy answers 500 after DynamoDB applied it), and the click's hand-off never
 // reaches RemediateFunction. The reconciler's one-minute pass starts the run within a minute of
@@ -53,30 +90,8 @@ func TestApprovingWriteAnswerLostStartsOnce(t *testing.T) {
 	ctx := context.Background()
 	moto := awstest.Moto(t)
 	proxy := awstest.NewFaultProxy(t, moto)
-	cfg := awstest.Serial(awstest.Config(t, proxy.URL))
-	ddb, kmsClient, rdsClient := dynamodb.NewFromConfig(cfg), kms.NewFromConfig(cfg), rds.NewFromConfig(cfg)
-	table := fmt.Sprintf("handoff-%d", rand.Int64())
-	if err := dynamostore.CreateTable(ctx, ddb, table); err != nil {
-		t.Fatal(err)
-	}
-	store := dynamostore.New(ddb, table)
-
-	key, err := kmsClient.CreateKey(ctx, &kms.CreateKeyInput{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyARN := aws.ToString(key.KeyMetadata.Arn)
-	cluster := fmt.Sprintf("orders-%d", rand.Int32())
-	if _, err := rdsClient.CreateDBCluster(ctx, &rds.CreateDBClusterInput{DBClusterIdentifier: aws.String(cluster), Engine: aws.String("aurora-postgresql"),
-		StorageEncrypted: aws.Bool(true), KmsKeyId: aws.String(keyARN), MasterUsername: aws.String("admin"), MasterUserPassword: aws.String("not-a-secret-1")}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := rdsClient.StopDBCluster(ctx, &rds.StopDBClusterInput{DBClusterIdentifier: aws.String(cluster)}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kmsClient.DisableKey(ctx, &kms.DisableKeyInput{KeyId: key.KeyMetadata.KeyId}); err != nil {
-		t.Fatal(err)
-	}
+	w := newStoppedOnDisabledKey(ctx, t, awstest.Serial(awstest.Config(t, proxy.URL)), "handoff")
+	store, kmsClient, rdsClient, keyARN, cluster := w.store, w.kms, w.rds, w.keyARN, w.cluster
 	approvedAt := time.Now().UTC()
 	inc, _, err := store.Open(ctx, incident.Incident{ID: incident.NewID(approvedAt), KeyARN: keyARN, KeyState: incident.KeyStateDisabled,
 		Trigger: "DisableKey", LostAt: approvedAt.Add(-time.Hour), Slack: &incident.SlackRef{Channel: "C0ONCALL01", TS: "1.000100"},
@@ -134,7 +149,7 @@ func TestApprovingWriteAnswerLostStartsOnce(t *testing.T) {
 	if got.Remediation.State != incident.RemediationDone || got.Remediation.Attempts != 1 {
 		t.Errorf("remediation %s after %d attempts, want done after 1", got.Remediation.State, got.Remediation.Attempts)
 	}
-	out, err := kmsClient.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: key.KeyMetadata.KeyId})
+	out, err := kmsClient.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(w.keyID)})
 	if err != nil || out.KeyMetadata.KeyState != kmstypes.KeyStateEnabled {
 		t.Errorf("key %v, %v; want Enabled", out, err)
 	}
@@ -202,29 +217,8 @@ func TestWatchedInstanceRecovers(t *testing.T) {
 // step already done is recorded once.
 func TestTimedOutRunContinues(t *testing.T) {
 	ctx := context.Background()
-	cfg := awstest.Serial(awstest.Config(t, awstest.Moto(t)))
-	ddb, kmsClient, rdsClient := dynamodb.NewFromConfig(cfg), kms.NewFromConfig(cfg), rds.NewFromConfig(cfg)
-	table := fmt.Sprintf("timeout-%d", rand.Int64())
-	if err := dynamostore.CreateTable(ctx, ddb, table); err != nil {
-		t.Fatal(err)
-	}
-	store := dynamostore.New(ddb, table)
-	key, err := kmsClient.CreateKey(ctx, &kms.CreateKeyInput{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyARN := aws.ToString(key.KeyMetadata.Arn)
-	cluster := fmt.Sprintf("orders-%d", rand.Int32())
-	if _, err := rdsClient.CreateDBCluster(ctx, &rds.CreateDBClusterInput{DBClusterIdentifier: aws.String(cluster), Engine: aws.String("aurora-postgresql"),
-		StorageEncrypted: aws.Bool(true), KmsKeyId: aws.String(keyARN), MasterUsername: aws.String("admin"), MasterUserPassword: aws.String("not-a-secret-1")}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := rdsClient.StopDBCluster(ctx, &rds.StopDBClusterInput{DBClusterIdentifier: aws.String(cluster)}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kmsClient.DisableKey(ctx, &kms.DisableKeyInput{KeyId: key.KeyMetadata.KeyId}); err != nil {
-		t.Fatal(err)
-	}
+	w := newStoppedOnDisabledKey(ctx, t, awstest.Serial(awstest.Config(t, awstest.Moto(t))), "timeout")
+	store, kmsClient, rdsClient, keyARN, cluster := w.store, w.kms, w.rds, w.keyARN, w.cluster
 	t0 := time.Now().UTC().Add(-10 * time.Minute)
 	inc, _, err := store.Open(ctx, incident.Incident{ID: incident.NewID(t0), KeyARN: keyARN, KeyState: incident.KeyStateDisabled,
 		Trigger: "DisableKey", LostAt: t0.Add(-time.Hour),
@@ -248,7 +242,7 @@ func TestTimedOutRunContinues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kmsClient.EnableKey(ctx, &kms.EnableKeyInput{KeyId: key.KeyMetadata.KeyId}); err != nil {
+	if _, err := kmsClient.EnableKey(ctx, &kms.EnableKeyInput{KeyId: aws.String(w.keyID)}); err != nil {
 		t.Fatal(err)
 	}
 	starter := &runningStarter{runner: remedy.New(kmsClient, rdsClient, store, remedy.Options{WaitTimeout: 10 * time.Second})}

@@ -45,10 +45,7 @@ func (r *Reconciler) RetryOutbox(ctx context.Context) (Report, error) {
 	if r.d.Announcer == nil {
 		return rep, nil
 	}
-	deadline := r.wall().Add(r.o.RunBudget)
-	if d, ok := ctx.Deadline(); ok && d.Add(-stopMargin).Before(deadline) {
-		deadline = d.Add(-stopMargin)
-	}
+	deadline := r.deadline(ctx)
 	var pending []incident.Incident
 	if l, ok := r.d.Incidents.(outboxLister); ok {
 		ids, err := l.SlackPending(ctx)

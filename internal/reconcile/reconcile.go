@@ -326,15 +326,21 @@ func (b *budget) spend(n int) bool {
 	return true
 }
 
+// deadline is when a pass starting now must stop: Options.RunBudget from now, or stopMargin
+// before the invocation's deadline when that comes first.
+func (r *Reconciler) deadline(ctx context.Context) time.Time {
+	deadline := r.wall().Add(r.o.RunBudget)
+	if d, ok := ctx.Deadline(); ok && d.Add(-stopMargin).Before(deadline) {
+		deadline = d.Add(-stopMargin)
+	}
+	return deadline
+}
+
 // Run makes one reconcile pass. It returns an error only when nothing could be checked (the
 // incidents or the RDS inventory could not be read); failures on single incidents or keys are
 // outcomes, logged by the caller, and the next run tries again.
 func (r *Reconciler) Run(ctx context.Context) (rep Report, err error) {
-	start := r.wall()
-	b := &budget{wall: r.wall, deadline: start.Add(r.o.RunBudget), max: r.o.MaxCalls}
-	if d, ok := ctx.Deadline(); ok && d.Add(-stopMargin).Before(b.deadline) {
-		b.deadline = d.Add(-stopMargin)
-	}
+	b := &budget{wall: r.wall, deadline: r.deadline(ctx), max: r.o.MaxCalls}
 	// The named result lets every return, early or not, report the calls spent.
 	defer func() { rep.Calls = b.calls }()
 
@@ -727,12 +733,6 @@ func backstopState(state incident.KeyState) bool {
 	return state != incident.KeyStateDeleted && state.Unusable()
 }
 
-// backstop opens incidents the events missed: for unusable customer-managed keys with Aurora
-// dependents and no open incident, and for the keys of Aurora clusters already in an
-// inaccessible-encryption-credentials state. The storage keys of the account's Aurora clusters
-// are checked on every run; the rest of the account's keys (whose loss can still hurt a
-// cluster through its master-user secret, Performance Insights or activity stream) are walked
-// with ListKeys a few pages per run.
 // resolveConcurrency bounds the DescribeKey calls the backstop makes at once: KMS's
 // DescribeKey quota is per account and region and shared with every other caller.
 const resolveConcurrency = 16
@@ -790,6 +790,12 @@ func (r *Reconciler) resolveStorageKeys(ctx context.Context, inv *inventory, b *
 	return out, nil
 }
 
+// backstop opens incidents the events missed: for unusable customer-managed keys with Aurora
+// dependents and no open incident, and for the keys of Aurora clusters already in an
+// inaccessible-encryption-credentials state. The storage keys of the account's Aurora clusters
+// are checked on every run; the rest of the account's keys (whose loss can still hurt a
+// cluster through its master-user secret, Performance Insights or activity stream) are walked
+// with ListKeys a few pages per run.
 func (r *Reconciler) backstop(ctx context.Context, inv *inventory, openKeys map[string]bool, latest map[string]incident.Incident, b *budget, rep *Report) error {
 	var candidates []string
 	seen := map[string]bool{}

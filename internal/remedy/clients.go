@@ -25,20 +25,9 @@ type Clients interface {
 	RDS(ctx context.Context, account, region string) (RDSAPI, error)
 }
 
-// Single is the Clients of account mode: the same two clients, whatever the account.
-type Single struct {
-	KMSClient KMSAPI
-	RDSClient RDSAPI
-}
-
-// KMS returns s.KMSClient.
-func (s Single) KMS(context.Context, string, string) (KMSAPI, error) { return s.KMSClient, nil }
-
-// RDS returns s.RDSClient.
-func (s Single) RDS(context.Context, string, string) (RDSAPI, error) { return s.RDSClient, nil }
-
 // WithClients makes the Runner call KMS and RDS through clients, per account (organization
-// mode); New's two clients are then unused. It returns r.
+// mode); New's two clients are then unused. Account mode does not call it: New's two clients
+// act in the function's own account. It returns r.
 func (r *Runner) WithClients(c Clients) *Runner {
 	r.kms, r.rds = routedKMS{c}, routedRDS{c}
 	return r

@@ -27,10 +27,7 @@ func (r *Runner) Reboot(ctx context.Context, id, instance, runID string) (incide
 	case err != nil:
 		return inc, nil, fmt.Errorf("reboot %s of incident %s: %w", instance, id, err)
 	}
-	ru := &run{id: id, runID: runID, invocation: r.opts.Invocation(ctx), inc: inc}
-	if d, ok := ctx.Deadline(); ok {
-		ru.stopBy = d.Add(-r.opts.StopMargin)
-	}
+	ru := r.newRun(ctx, id, runID, inc)
 	s := Step{Name: incident.StepRebootDBInstance, Target: instance}
 	var apply func(*incident.Incident, time.Time)
 	var runErr error
@@ -53,10 +50,7 @@ func (r *Runner) Reboot(ctx context.Context, id, instance, runID string) (incide
 		}
 	}
 	now := r.opts.Now().UTC()
-	rec := incident.StepRecord{ID: incident.StepID(runID, s.Name, s.Target), Kind: s.Name, Target: s.Target, Result: s.Result, Detail: s.Detail, At: now}
-	if inc.Organization {
-		rec.Account = stepAccount(inc, s)
-	}
+	rec := ru.stepRecord(s, now)
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	got, err := r.store.Update(wctx, id, func(i *incident.Incident) error {

@@ -128,10 +128,7 @@ func (r *Runner) Run(ctx context.Context, id string, by string) (incident.Incide
 	case inc.State != incident.StateRemediating:
 		return inc, nil, fmt.Errorf("remediate incident %s (%s): %w", id, inc.State, ErrNotApproved)
 	}
-	ru := &run{id: id, runID: RunID(inc), invocation: r.opts.Invocation(ctx), inc: inc}
-	if d, ok := ctx.Deadline(); ok {
-		ru.stopBy = d.Add(-r.opts.StopMargin)
-	}
+	ru := r.newRun(ctx, id, RunID(inc), inc)
 	if err := r.allowed(inc); err != nil {
 		return r.refuse(ctx, ru, inc, nil, err)
 	}
@@ -196,7 +193,7 @@ func (r *Runner) Run(ctx context.Context, id string, by string) (incident.Incide
 			return r.pause(ctx, ru, inc, steps, string(ps.Kind)+" "+ps.Target, stop)
 		}
 		steps = append(steps, s)
-		rec, err := r.record(ctx, ru, s, false, apply)
+		rec, err := r.record(ctx, ru, s, apply)
 		if err != nil {
 			// The API call happened but is not recorded; the next invocation plans from live state.
 			return r.pause(ctx, ru, inc, steps, string(ps.Kind)+" "+ps.Target, fmt.Errorf("record %s %s: %w", s.Name, s.Target, err))
@@ -214,6 +211,16 @@ func (r *Runner) Run(ctx context.Context, id string, by string) (incident.Incide
 		return r.end(ctx, ru, inc, steps, &IncompleteError{Incident: id, Clusters: left})
 	}
 	return r.end(ctx, ru, inc, steps, nil)
+}
+
+// newRun starts a run of incident id's plan under runID, as inc was found, in this invocation:
+// it stops starting steps Options.StopMargin before ctx's deadline.
+func (r *Runner) newRun(ctx context.Context, id, runID string, inc incident.Incident) *run {
+	ru := &run{id: id, runID: runID, invocation: r.opts.Invocation(ctx), inc: inc}
+	if d, ok := ctx.Deadline(); ok {
+		ru.stopBy = d.Add(-r.opts.StopMargin)
+	}
+	return ru
 }
 
 // MaxAttempts bounds the invocations one run may take (paused, timed out, or stopped on a
@@ -377,20 +384,11 @@ func unfinished(steps []Step, inc incident.Incident) []Unfinished {
 }
 
 // record records one step on the incident (incident.RecordStep), applying apply to it in the
-// same write. A step is recorded once per run; a failure that stops the run for Lambda's retry
-// is recorded per attempt instead, so the retry can still record how the step ended.
-func (r *Runner) record(ctx context.Context, ru *run, s Step, retried bool, apply func(*incident.Incident, time.Time)) (incident.Incident, error) {
+// same write. A step is recorded once per run: a step that stops the run for a retry is not
+// recorded at all (Run pauses instead), and the next invocation plans it again.
+func (r *Runner) record(ctx context.Context, ru *run, s Step, apply func(*incident.Incident, time.Time)) (incident.Incident, error) {
 	now := r.opts.Now().UTC()
-	rec := incident.StepRecord{
-		ID:   incident.StepID(ru.runID, s.Name, s.Target),
-		Kind: s.Name, Target: s.Target, Result: s.Result, Detail: s.Detail, At: now,
-	}
-	if ru.inc.Organization {
-		rec.Account = stepAccount(ru.inc, s)
-	}
-	if retried {
-		rec.ID = incident.EntryID(rec.ID, "attempt", now.Format(time.RFC3339Nano))
-	}
+	rec := ru.stepRecord(s, now)
 	return r.store.Update(ctx, ru.id, func(i *incident.Incident) error {
 		if apply != nil {
 			apply(i, now)
@@ -399,6 +397,19 @@ func (r *Runner) record(ctx context.Context, ru *run, s Step, retried bool, appl
 		i.RecordStep(rec)
 		return nil
 	})
+}
+
+// stepRecord is s as the incident records it under the run's ID, with the account it acted in
+// when the incident spans an organisation.
+func (ru *run) stepRecord(s Step, at time.Time) incident.StepRecord {
+	rec := incident.StepRecord{
+		ID:   incident.StepID(ru.runID, s.Name, s.Target),
+		Kind: s.Name, Target: s.Target, Result: s.Result, Detail: s.Detail, At: at,
+	}
+	if ru.inc.Organization {
+		rec.Account = stepAccount(ru.inc, s)
+	}
+	return rec
 }
 
 // exec runs one step, fills its Result, Detail and Err, and returns the change it makes to the
