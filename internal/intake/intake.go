@@ -290,7 +290,7 @@ func (s *Service) describeFor(ctx context.Context, sig Signal) (kmskey.Key, erro
 	}
 	local := ""
 	if sig.Cluster != nil {
-		local = cmp.Or(sig.Cluster.Account, lifecycle.AccountOf(sig.Cluster.ARN))
+		local = cmp.Or(sig.Cluster.Account, incident.ARNAccount(sig.Cluster.ARN))
 	}
 	key, err := s.keys.Describe(ctx, sig.KeyARN)
 	key, err = lifecycle.KeyAsRead(sig.KeyARN, local, key, err)

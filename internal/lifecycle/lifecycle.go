@@ -137,14 +137,6 @@ func KeyAsRead(keyARN, localAccount string, key kmskey.Key, err error) (kmskey.K
 	return key, err
 }
 
-// AccountOf is the account of an ARN (a cluster's, an instance's), "" when s is not an ARN.
-func AccountOf(s string) string {
-	if parts := strings.SplitN(s, ":", 6); len(parts) == 6 && parts[0] == "arn" {
-		return parts[4]
-	}
-	return ""
-}
-
 // LocalAccount is the account of the incident's clusters, as their ARNs say; "" when none is
 // known.
 func LocalAccount(inc incident.Incident) string {
@@ -152,7 +144,7 @@ func LocalAccount(inc incident.Incident) string {
 		if c.Account != "" {
 			return c.Account
 		}
-		if a := AccountOf(c.ARN); a != "" {
+		if a := incident.ARNAccount(c.ARN); a != "" {
 			return a
 		}
 	}

@@ -208,7 +208,7 @@ func (p *Pending) Apply(ctx context.Context) (Outcome, error) {
 	key, err := t.keys.Describe(ctx, tg.keyARN)
 	// Denied, or not found for a key of another account: Unknown, the cluster's evidence
 	// holds the incident anyway.
-	key, err = lifecycle.KeyAsRead(tg.keyARN, lifecycle.AccountOf(aws.ToString(tg.live.DBClusterArn)), key, err)
+	key, err = lifecycle.KeyAsRead(tg.keyARN, incident.ARNAccount(aws.ToString(tg.live.DBClusterArn)), key, err)
 	if err != nil {
 		return o, fmt.Errorf("describe key %s: %w", tg.keyARN, err)
 	}
