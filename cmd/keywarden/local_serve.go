@@ -50,7 +50,7 @@ func runLocalServe(ctx context.Context, opts stack.Options, args []string, stdou
 	if err != nil {
 		return fmt.Errorf("local serve: %w (set LOCAL_SERVICES_PORT to a free port)", err)
 	}
-	if err := stack.Serve(ctx, l, localStack, stack.ServeOptions{}); err != nil {
+	if err := stack.Serve(ctx, l, localStack); err != nil {
 		return err
 	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {

@@ -9,7 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/rds"
 
-	"github.com/keywarden/keywarden/internal/lifecycle"
+	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/lifecycle/rdstrack"
 	"github.com/keywarden/keywarden/internal/rdsevent"
 )
@@ -42,7 +42,7 @@ func newAccountTrackers(roles configs, build func(rdstrack.RDSAPI) *rdstrack.Tra
 // Open opens ev with a tracker of ev's account and Region (rdstrack.Tracker.Open); the Pending
 // it returns applies the rest with the same tracker.
 func (a *accountTrackers) Open(ctx context.Context, ev rdsevent.Event) (rdstrack.Outcome, *rdstrack.Pending, error) {
-	account := cmp.Or(lifecycle.AccountOf(ev.SourceARN), ev.Account)
+	account := cmp.Or(incident.ARNAccount(ev.SourceARN), ev.Account)
 	region := ev.Region
 	key := account + "/" + region
 	a.mu.Lock()

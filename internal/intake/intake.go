@@ -290,7 +290,7 @@ func (s *Service) describeFor(ctx context.Context, sig Signal) (kmskey.Key, erro
 	}
 	local := ""
 	if sig.Cluster != nil {
-		local = cmp.Or(sig.Cluster.Account, lifecycle.AccountOf(sig.Cluster.ARN))
+		local = cmp.Or(sig.Cluster.Account, incident.ARNAccount(sig.Cluster.ARN))
 	}
 	key, err := s.keys.Describe(ctx, sig.KeyARN)
 	key, err = lifecycle.KeyAsRead(sig.KeyARN, local, key, err)
@@ -356,11 +356,10 @@ func (s *Service) ensure(ctx context.Context, sig Signal, key kmskey.Key, shared
 			s.log.WarnContext(ctx, "key alias unavailable", "key_arn", sig.KeyARN, "error", err)
 		}
 	}
-	fresh := s.newIncident(sig, key, alias, radius, now)
-	fresh.RadiusIncomplete = incomplete
-	cover.apply(&fresh)
 	src := source(sig)
-	got, opened, err := s.incidents.Open(ctx, fresh, delivery, func(inc *incident.Incident) {
+	// apply records the signal's key state, radius and coverage on an incident: the one open
+	// for the key (Open's fold), or the new one, for which laterEvidence changes nothing.
+	apply := func(inc *incident.Incident) {
 		lifecycle.SetKey(inc, key, src, now)
 		laterEvidence(inc, sig)
 		mergeRadius(inc, radius, sig.At, src, now)
@@ -372,7 +371,22 @@ func (s *Service) ensure(ctx context.Context, sig Signal, key kmskey.Key, shared
 			markReported(inc, sig)
 		}
 		inc.RecomputeDeadlines()
-	})
+	}
+	fresh := incident.Incident{
+		State:            incident.StateOpen,
+		KeyARN:           sig.KeyARN,
+		KeyAlias:         alias,
+		Trigger:          sig.Trigger,
+		TriggerDetail:    sig.TriggerDetail,
+		LostAt:           sig.At.UTC(),
+		OpenedAt:         now,
+		Actor:            sig.Actor,
+		RadiusIncomplete: incomplete,
+		// The backstop's "now" is an estimate; RDS event history or CloudTrail clears it.
+		WindowEstimated: sig.WindowEstimated,
+	}
+	apply(&fresh)
+	got, opened, err := s.incidents.Open(ctx, fresh, delivery, apply)
 	if err != nil {
 		return o, fmt.Errorf("open incident for %s: %w", sig.KeyARN, err)
 	}
@@ -542,29 +556,6 @@ func (s *Service) delivery(sig Signal, key kmskey.Key, now time.Time) incident.E
 		id = incident.EntryID(sig.Trigger, sig.KeyARN, sig.At.UTC().Format(time.RFC3339Nano))
 	}
 	return incident.Entry{At: now, Actor: sig.Actor.Name(), Target: sig.KeyARN, Source: id, Detail: describeSignal(sig, key)}
-}
-
-func (s *Service) newIncident(sig Signal, key kmskey.Key, alias string, radius blast.Radius, now time.Time) incident.Incident {
-	inc := incident.Incident{
-		State:         incident.StateOpen,
-		KeyARN:        sig.KeyARN,
-		KeyAlias:      alias,
-		Trigger:       sig.Trigger,
-		TriggerDetail: sig.TriggerDetail,
-		LostAt:        sig.At.UTC(),
-		OpenedAt:      now,
-		Actor:         sig.Actor,
-		// The backstop's "now" is an estimate; RDS event history or CloudTrail clears it.
-		WindowEstimated: sig.WindowEstimated,
-	}
-	src := source(sig)
-	lifecycle.SetKey(&inc, key, src, now)
-	mergeRadius(&inc, radius, sig.At, src, now)
-	if sig.ClusterLostAccess && sig.Cluster != nil {
-		markReported(&inc, sig)
-	}
-	inc.RecomputeDeadlines()
-	return inc
 }
 
 // mergeRadius adds dependents not yet on the incident and refreshes the status and stop facts

@@ -18,6 +18,7 @@
 package lifecycle
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -56,16 +57,12 @@ func (s Source) entryID(inc *incident.Incident, kind string, parts ...string) st
 	return incident.EntryID(append(append([]string{kind, s.Name}, parts...), fmt.Sprintf("v%d", inc.Version))...)
 }
 
-func (s Source) name() string {
-	if s.Name != "" {
-		return s.Name
-	}
-	return s.EventID
-}
+func (s Source) name() string { return cmp.Or(s.Name, s.EventID) }
 
 // SetKey records the key's live state and deletion date, with a key-change entry when a known
-// state changed (a new incident's first state is its opening, not a change). Only PendingDeletion has a deletion date: once the key is anything else the
-// deadline it set is gone (DescribeKey's DeletionDate, never CloudTrail's string).
+// state changed (a new incident's first state is its opening, not a change). Only
+// PendingDeletion has a deletion date: once the key is anything else the deadline it set is
+// gone (DescribeKey's DeletionDate, never CloudTrail's string).
 func SetKey(inc *incident.Incident, key kmskey.Key, src Source, now time.Time) {
 	state := key.State
 	if state == "" {
@@ -75,7 +72,7 @@ func SetKey(inc *incident.Incident, key kmskey.Key, src Source, now time.Time) {
 		inc.AddEntry(incident.Entry{
 			ID: src.entryID(inc, "key", string(state)), At: now.UTC(), Kind: incident.KindKeyChange, Actor: incident.Keywarden,
 			Target: inc.KeyARN, Result: incident.Result(state), Source: src.EventID,
-			Detail: fmt.Sprintf("key state %s → %s (seen by %s)", or(string(inc.KeyState), "unknown"), state, src.name()),
+			Detail: fmt.Sprintf("key state %s → %s (seen by %s)", cmp.Or(string(inc.KeyState), "unknown"), state, src.name()),
 		})
 	}
 	inc.KeyState = state
@@ -137,14 +134,6 @@ func KeyAsRead(keyARN, localAccount string, key kmskey.Key, err error) (kmskey.K
 	return key, err
 }
 
-// AccountOf is the account of an ARN (a cluster's, an instance's), "" when s is not an ARN.
-func AccountOf(s string) string {
-	if parts := strings.SplitN(s, ":", 6); len(parts) == 6 && parts[0] == "arn" {
-		return parts[4]
-	}
-	return ""
-}
-
 // LocalAccount is the account of the incident's clusters, as their ARNs say; "" when none is
 // known.
 func LocalAccount(inc incident.Incident) string {
@@ -152,7 +141,7 @@ func LocalAccount(inc incident.Incident) string {
 		if c.Account != "" {
 			return c.Account
 		}
-		if a := AccountOf(c.ARN); a != "" {
+		if a := incident.ARNAccount(c.ARN); a != "" {
 			return a
 		}
 	}
@@ -180,7 +169,7 @@ func SetClusterStatus(inc *incident.Incident, id string, status incident.Cluster
 	if status == "" || c.Status == status {
 		return true
 	}
-	detail := fmt.Sprintf("cluster %s: %s → %s (seen by %s)", id, or(string(c.Status), "unknown"), status, src.name())
+	detail := fmt.Sprintf("cluster %s: %s → %s (seen by %s)", id, cmp.Or(string(c.Status), "unknown"), status, src.name())
 	switch status {
 	case incident.StatusTerminal:
 		detail += "; it can no longer be started, only restored from a backup"
@@ -252,7 +241,7 @@ type AccessReport struct {
 	At time.Time
 }
 
-func (r AccessReport) target() string { return or(r.Instance, r.Cluster) }
+func (r AccessReport) target() string { return cmp.Or(r.Instance, r.Cluster) }
 
 // entryID is the ID of the entry the report adds: one per event, however often delivered.
 func (r AccessReport) entryID() string {
@@ -356,7 +345,7 @@ func StaleReport(inc *incident.Incident, r AccessReport, latestCode string, late
 		ID: incident.EntryID("rds-stale", r.entryID()), At: now.UTC(), Kind: incident.KindNote, Actor: incident.Keywarden,
 		Target: r.target(), Result: incident.ResultSkipped, Source: r.EventID,
 		Detail: fmt.Sprintf("%s on %s at %s is stale: %s at %s was already applied for %s, so it changes nothing",
-			r.Code, r.target(), r.At.UTC().Format(time.RFC3339), or(latestCode, "a newer event"), latestAt.UTC().Format(time.RFC3339), r.target()),
+			r.Code, r.target(), r.At.UTC().Format(time.RFC3339), cmp.Or(latestCode, "a newer event"), latestAt.UTC().Format(time.RFC3339), r.target()),
 	})
 }
 
@@ -458,7 +447,7 @@ func ApplyLoss(inc *incident.Incident, l Loss, now time.Time) {
 		detail += fmt.Sprintf("; the key has been unusable since then, not since %s, and the windows start then", old.Format(time.RFC3339))
 	}
 	added := inc.AddEntry(incident.Entry{
-		ID: incident.EntryID(LookupSource, "found", or(l.EventID, at.Format(time.RFC3339Nano))), At: now.UTC(), Kind: incident.KindNote,
+		ID: incident.EntryID(LookupSource, "found", cmp.Or(l.EventID, at.Format(time.RFC3339Nano))), At: now.UTC(), Kind: incident.KindNote,
 		Actor: incident.Keywarden, Target: inc.KeyARN, Result: incident.ResultOK, Source: LookupSource, Detail: detail,
 	})
 	if added {
@@ -617,7 +606,7 @@ func restoreAdvice(inc *incident.Incident) string {
 	case inc.KeyState.PendingDeletion():
 		return s + ": cancel its deletion and enable it first."
 	}
-	return s + ": make it usable again first (key is " + or(string(inc.KeyState), "unknown") + ")."
+	return s + ": make it usable again first (key is " + cmp.Or(string(inc.KeyState), "unknown") + ")."
 }
 
 // joinDetail appends b to the people's text a, once.
@@ -626,11 +615,4 @@ func joinDetail(a, b string) string {
 		return b
 	}
 	return a + "; " + b
-}
-
-func or(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }

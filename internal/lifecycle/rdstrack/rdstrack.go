@@ -147,23 +147,6 @@ func reportedCluster(tg target) *incident.Cluster {
 	}
 }
 
-// HandleRDSEvent applies one RDS event: Open, then the Pending's Apply. RDS delivers events
-// best effort, possibly twice and out of order, so the event says only what happened and when;
-// statuses are always read live (DescribeDBClusters, DescribeDBInstances), and a 0150 arriving
-// after 0151 cannot mark a running cluster stopped. It returns an error only when a retry could
-// help (AWS or DynamoDB failing); an event about something keywarden does not track is an
-// ActionIgnored outcome. Outcome.Changed holds what both halves changed, in order.
-func (t *Tracker) HandleRDSEvent(ctx context.Context, ev rdsevent.Event) (Outcome, error) {
-	o, p, err := t.Open(ctx, ev)
-	if err != nil || p == nil {
-		return o, err
-	}
-	opened := o.Changed
-	o, err = p.Apply(ctx)
-	o.Changed = append(opened, o.Changed...)
-	return o, err
-}
-
 // Pending is an event Open matched to its incident, for Apply.
 type Pending struct {
 	t      *Tracker
@@ -173,12 +156,18 @@ type Pending struct {
 	o      Outcome
 }
 
-// Open is HandleRDSEvent's first half: it locates the event's cluster and its key, drops a
-// stale event, and finds the key's incident or has intake open one. Outcome.Changed holds the
-// incident intake opened or folded the event into, so the caller can announce it before Apply
-// reads anything more (a new incident is heard at once, however slow the rest is). A nil
-// *Pending means the event is done here (ignored, stale, or an error). Errors: as
-// HandleRDSEvent's.
+// Open is the first half of applying one RDS event; the Pending's Apply is the second. RDS
+// delivers events best effort, possibly twice and out of order, so the event says only what
+// happened and when; statuses are always read live (DescribeDBClusters, DescribeDBInstances),
+// and a 0150 arriving after 0151 cannot mark a running cluster stopped.
+//
+// Open locates the event's cluster and its key, drops a stale event, and finds the key's
+// incident or has intake open one. Outcome.Changed holds the incident intake opened or folded
+// the event into, so the caller can announce it before Apply reads anything more (a new
+// incident is heard at once, however slow the rest is). A nil *Pending means the event is done
+// here (ignored, stale, or an error). It returns an error only when a retry could help (AWS or
+// DynamoDB failing); an event about something keywarden does not track is an ActionIgnored
+// outcome.
 func (t *Tracker) Open(ctx context.Context, ev rdsevent.Event) (Outcome, *Pending, error) {
 	tg, ignored, err := t.locate(ctx, ev)
 	if err != nil || ignored != "" {
@@ -200,15 +189,15 @@ func (t *Tracker) Open(ctx context.Context, ev rdsevent.Event) (Outcome, *Pendin
 	return o, &Pending{t: t, ev: ev, tg: tg, opened: opened, o: Outcome{Cluster: o.Cluster, Instance: o.Instance, KeyARN: o.KeyARN, IncidentID: id}}, nil
 }
 
-// Apply is HandleRDSEvent's second half: it reads the key and the incident's other clusters
-// live and applies the event to the incident Open found. Outcome.Changed holds the incident as
-// the event left it, when it changed. Errors: as HandleRDSEvent's.
+// Apply is the second half of applying an RDS event (see Open): it reads the key and the
+// incident's other clusters live and applies the event to the incident Open found.
+// Outcome.Changed holds the incident as the event left it, when it changed. Errors: as Open's.
 func (p *Pending) Apply(ctx context.Context) (Outcome, error) {
 	t, ev, tg, opened, o, id := p.t, p.ev, p.tg, p.opened, p.o, p.o.IncidentID
 	key, err := t.keys.Describe(ctx, tg.keyARN)
 	// Denied, or not found for a key of another account: Unknown, the cluster's evidence
 	// holds the incident anyway.
-	key, err = lifecycle.KeyAsRead(tg.keyARN, lifecycle.AccountOf(aws.ToString(tg.live.DBClusterArn)), key, err)
+	key, err = lifecycle.KeyAsRead(tg.keyARN, incident.ARNAccount(aws.ToString(tg.live.DBClusterArn)), key, err)
 	if err != nil {
 		return o, fmt.Errorf("describe key %s: %w", tg.keyARN, err)
 	}
@@ -233,14 +222,13 @@ func (p *Pending) Apply(ctx context.Context) (Outcome, error) {
 		if tg.instance != "" {
 			lifecycle.SetInstanceStatus(inc, tg.instance, tg.instanceStatus)
 		}
-		if ev.Meaning != rdsevent.KeyAccessLost && lossEvidence(ev, tg) {
-			// The live status says the cluster lost its key although the event did not.
-			lifecycle.KeyAccessLost(inc, lifecycle.AccessReport{Cluster: tg.cluster, Instance: tg.instance, EventID: ev.ID, Code: ev.EventID, At: ev.Time}, now)
-		}
 		report := lifecycle.AccessReport{Cluster: tg.cluster, Instance: tg.instance, EventID: ev.ID, Code: ev.EventID, At: ev.Time}
-		switch ev.Meaning {
-		case rdsevent.KeyAccessLost:
+		if lossEvidence(ev, tg) {
+			// RDS-EVENT-0418/0419, or a live status that says the cluster lost its key although
+			// the event did not.
 			lifecycle.KeyAccessLost(inc, report, now)
+		}
+		switch ev.Meaning {
 		case rdsevent.KeyAccessRestored:
 			lifecycle.KeyAccessRestored(inc, report, now)
 		case rdsevent.Stopped:

@@ -35,7 +35,7 @@ func lambdaClient(s *Stack) *lambda.Client {
 // TestLambdaInvokeAPI drives the local Invoke API with the SDK's client against the echo
 // function's real bootstrap under the emulator.
 func TestLambdaInvokeAPI(t *testing.T) {
-	s, logs := startServices(t, Options{Port: 45998, FunctionTimeout: 5 * time.Second}, ServeOptions{})
+	s, logs := startServices(t, Options{Port: 45998, FunctionTimeout: 5 * time.Second})
 	requireEmulator(t, s)
 	client := lambdaClient(s)
 	ctx := context.Background()

@@ -68,22 +68,6 @@ func (s *Stack) servicesEnv() map[string]string {
 	}
 }
 
-// ServeOptions tunes Serve. Zero fields take the defaults documented on each.
-type ServeOptions struct {
-	// RecordFile is where the Slack stand-in appends its records, truncated when Serve starts:
-	// a new services process is a new Slack workspace, as a new moto is a new AWS account.
-	// Default: the stack's SlackRecordPath.
-	RecordFile string
-	// MaxAsync bounds the asynchronous (Event) invocations that run at once. Default: 4.
-	MaxAsync int
-	// MaxQueued bounds the asynchronous invocations accepted and not yet finished; beyond it
-	// Invoke answers 429 TooManyRequestsException, as Lambda does when throttled. Default: 64.
-	MaxQueued int
-	// Log receives one JSON line per Slack call and per invocation. Default: JSON to the
-	// stack's Options.Log.
-	Log *slog.Logger
-}
-
 // servicesHealth is HealthPath's answer.
 type servicesHealth struct {
 	Service  string `json:"service"`
@@ -98,26 +82,26 @@ const healthService = "keywarden-local-services"
 // for the stack's functions. It is what `keywarden local serve` runs, in the foreground or
 // started by Up; tests run it in-process. When ctx ends Serve stops accepting, cancels the
 // invocations still running (their emulators stop with them) and returns once they have
-// ended; it returns nil then, and an error only when serving failed.
-func Serve(ctx context.Context, l net.Listener, stack *Stack, opts ServeOptions) error {
-	if opts.RecordFile == "" {
-		opts.RecordFile = stack.SlackRecordPath()
-	}
-	if opts.Log == nil {
-		opts.Log = slog.New(slog.NewJSONHandler(stack.opts.Log, nil))
-	}
-	if err := os.MkdirAll(filepath.Dir(opts.RecordFile), 0o755); err != nil {
+// ended; it returns nil then, and an error only when serving failed. The Slack stand-in's
+// records go to the stack's SlackRecordPath, truncated when Serve starts (a new services
+// process is a new Slack workspace, as a new moto is a new AWS account); its log lines, one
+// JSON line per Slack call and per invocation, go to the stack's Options.Log. Asynchronous
+// invocations are bounded by lambdaapi's defaults.
+func Serve(ctx context.Context, l net.Listener, stack *Stack) error {
+	recordFile := stack.SlackRecordPath()
+	log := slog.New(slog.NewJSONHandler(stack.opts.Log, nil))
+	if err := os.MkdirAll(filepath.Dir(recordFile), 0o755); err != nil {
 		return fmt.Errorf("local services: %w", err)
 	}
 	// A new services process is a new Slack workspace, as a new moto is a new AWS account.
-	records, err := os.OpenFile(opts.RecordFile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o644)
+	records, err := os.OpenFile(recordFile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("local services: slack record file: %w", err)
 	}
 	defer records.Close()
 	slack := &slacktest.Slack{
 		Groups: stack.opts.SlackUsergroups, KnownMessagesOnly: true, RecordTo: records,
-		Log: opts.Log.With("service", "slack"),
+		Log: log.With("service", "slack"),
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -125,7 +109,7 @@ func Serve(ctx context.Context, l net.Listener, stack *Stack, opts ServeOptions)
 	invoke := lambdaapi.New(ctx, lambdaapi.Config{
 		Runner: stack, Functions: slices.Sorted(maps.Keys(stack.opts.Functions)),
 		Region: Region, AccountID: localAccountID,
-		MaxAsync: opts.MaxAsync, MaxQueued: opts.MaxQueued, Log: opts.Log.With("service", "lambda"),
+		Log: log.With("service", "lambda"),
 	})
 
 	mux := http.NewServeMux()
@@ -142,12 +126,12 @@ func Serve(ctx context.Context, l net.Listener, stack *Stack, opts ServeOptions)
 		// Requests end with ctx: a synchronous invocation in flight is cancelled, not waited
 		// for, when the services stop.
 		BaseContext: func(net.Listener) context.Context { return ctx },
-		ErrorLog:    slog.NewLogLogger(opts.Log.Handler(), slog.LevelWarn),
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
-	opts.Log.Info("local services listening", "addr", l.Addr().String(),
-		"slack_api_url", "http://"+l.Addr().String()+SlackAPIPath, "slack_records", opts.RecordFile,
+	log.Info("local services listening", "addr", l.Addr().String(),
+		"slack_api_url", "http://"+l.Addr().String()+SlackAPIPath, "slack_records", recordFile,
 		"slack_usergroups", len(stack.opts.SlackUsergroups))
 
 	select {
@@ -159,7 +143,7 @@ func Serve(ctx context.Context, l net.Listener, stack *Stack, opts ServeOptions)
 	defer done()
 	_ = srv.Shutdown(shutdownCtx)
 	invoke.Wait()
-	opts.Log.Info("local services stopped")
+	log.Info("local services stopped")
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("local services: %w", err)
 	}

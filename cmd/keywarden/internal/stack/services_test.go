@@ -19,7 +19,7 @@ import (
 // startServices runs Serve in-process on a free loopback port over a test stack whose
 // ServicesPort is that port, so functions it invokes are given its URLs, and stops it when the
 // test ends.
-func startServices(t *testing.T, opts Options, sopts ServeOptions) (*Stack, *syncBuffer) {
+func startServices(t *testing.T, opts Options) (*Stack, *syncBuffer) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -29,7 +29,7 @@ func startServices(t *testing.T, opts Options, sopts ServeOptions) (*Stack, *syn
 	s, logs := newStack(t, opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, l, s, sopts) }()
+	go func() { done <- Serve(ctx, l, s) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -66,7 +66,7 @@ func incidentBlocks(state string) []slack.Block {
 
 // TestSlackStandIn drives the stand-in with a real slack-go client, the way the functions do.
 func TestSlackStandIn(t *testing.T) {
-	s, logs := startServices(t, Options{SlackUsergroups: map[string][]string{"S0ONCALL01": {"U0APPROVR1", "U0APPROVR2"}}}, ServeOptions{})
+	s, logs := startServices(t, Options{SlackUsergroups: map[string][]string{"S0ONCALL01": {"U0APPROVR1", "U0APPROVR2"}}})
 	api := slack.New(testToken, slack.OptionAPIURL(s.SlackAPIURL()))
 	ctx := context.Background()
 	tsPattern := regexp.MustCompile(`^\d{10}\.\d{6}$`)
@@ -216,7 +216,7 @@ func TestSlackStandIn(t *testing.T) {
 
 // TestSlackStandInRefusesNoToken checks Slack's not_authed, without a token to leak.
 func TestSlackStandInRefusesNoToken(t *testing.T) {
-	s, _ := startServices(t, Options{}, ServeOptions{})
+	s, _ := startServices(t, Options{})
 	resp, err := http.PostForm(s.SlackAPIURL()+"chat.postMessage", map[string][]string{"channel": {"#x"}, "text": {"hi"}})
 	if err != nil {
 		t.Fatal(err)
