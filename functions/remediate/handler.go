@@ -112,6 +112,12 @@ func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, erro
 	case err == nil:
 		h.log.InfoContext(ctx, "remediation done", "incident_id", req.IncidentID, "action", "remediated", "approved_by", by, "state", res.State)
 		return res, nil
+	case errors.Is(err, remedy.ErrUnrecorded):
+		// The incident still reads remediating with nobody acting: fail the invocation, so the
+		// RemediateErrorsAlarm sees it and Lambda retries (the run's lease then lets it go on).
+		res.Error = err.Error()
+		h.log.ErrorContext(ctx, "remediation's end not recorded; will be retried", "incident_id", req.IncidentID, "action", "unrecorded", "error", err)
+		return res, err
 	case errors.Is(err, remedy.ErrClaimed):
 		// A second delivery of the hand-off (the click's, the reconciler's, Lambda's retry):
 		// the run is held by another invocation or finished; nothing to do twice.
@@ -156,7 +162,14 @@ func (h *handler) reboot(ctx context.Context, req handoff.Request) (Result, erro
 		_ = slackmessage.AnnounceOrWarn(actx, h.announcer, inc, h.log)
 		cancel()
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, remedy.ErrUnrecorded):
+		// The reboot still reads running and its button stays away: fail the invocation, so
+		// the RemediateErrorsAlarm sees it.
+		res.Error = err.Error()
+		h.log.ErrorContext(ctx, "reboot's end not recorded", "incident_id", req.IncidentID, "instance", req.Instance, "action", "unrecorded", "error", err)
+		return res, err
+	case err != nil:
 		res.Error = err.Error()
 		h.log.WarnContext(ctx, "reboot not done", "incident_id", req.IncidentID, "instance", req.Instance, "error", err)
 	}

@@ -113,7 +113,13 @@ type rig struct {
 
 func newRig(t *testing.T, allowed []string) *rig {
 	t.Helper()
-	cfg := awstest.Serial(awstest.Config(t, awstest.Moto(t)))
+	return newRigAt(t, allowed, awstest.Moto(t))
+}
+
+// newRigAt is newRig with every AWS call through endpoint (moto, or a fault proxy in front of it).
+func newRigAt(t *testing.T, allowed []string, endpoint string) *rig {
+	t.Helper()
+	cfg := awstest.Serial(awstest.Config(t, endpoint))
 	db := dynamodb.NewFromConfig(cfg)
 	table := fmt.Sprintf("remediate-%d", rand.Int64())
 	if err := dynamostore.CreateTable(context.Background(), db, table); err != nil {

@@ -16,7 +16,8 @@ import (
 // view: the key Enabled, the instance running and still marked as needing it, and its cluster's
 // live storage key the incident's (an instance re-created on another key is skipped and
 // recorded). The step is recorded under runID and the reboot ends done or failed (its button
-// returns). Errors: ErrClaimed, ErrNotApproved, or the AWS error of a failed read or reboot.
+// returns). Errors: ErrClaimed, ErrNotApproved, the AWS error of a failed read or reboot, or
+// ErrUnrecorded when the reboot's end could not be written (the reboot then still reads running).
 func (r *Runner) Reboot(ctx context.Context, id, instance, runID string) (incident.Incident, []Step, error) {
 	inc, err := r.store.Update(ctx, id, func(i *incident.Incident) error { return i.ClaimReboot(instance, runID) })
 	switch {
@@ -65,7 +66,7 @@ func (r *Runner) Reboot(ctx context.Context, id, instance, runID string) (incide
 		return nil
 	})
 	if err != nil {
-		return inc, []Step{s}, fmt.Errorf("record reboot %s of incident %s: %w", instance, id, err)
+		return inc, []Step{s}, fmt.Errorf("record reboot %s of incident %s: %w: %w", instance, id, ErrUnrecorded, err)
 	}
 	return got, []Step{s}, runErr
 }

@@ -79,6 +79,11 @@ var (
 	// ErrGaveUp means the run took MaxAttempts invocations without finishing; the incident is
 	// given back to the approvers with where it last stopped. Not Retryable.
 	ErrGaveUp = errors.New("gave up")
+	// ErrUnrecorded means the run, or the reboot, could not write its end to the incident (the
+	// store failed after its retries): the incident may still say remediating, or the reboot
+	// running, with nobody acting. RemediateFunction returns it as the invocation's error, so
+	// the RemediateErrorsAlarm sees it and Lambda retries.
+	ErrUnrecorded = errors.New("the end could not be recorded on the incident")
 )
 
 // Unfinished is one cluster a run could not bring back, and why.

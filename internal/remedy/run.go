@@ -322,10 +322,10 @@ func (r *Runner) refuse(ctx context.Context, ru *run, inc incident.Incident, lv 
 		}
 		return i.GiveBack(why, now)
 	})
-	if err == nil {
-		inc = got
+	if err != nil {
+		return inc, nil, fmt.Errorf("remediate incident %s: %w (%w: %w)", ru.id, cause, ErrUnrecorded, err)
 	}
-	return inc, nil, fmt.Errorf("remediate incident %s: %w", ru.id, cause)
+	return got, nil, fmt.Errorf("remediate incident %s: %w", ru.id, cause)
 }
 
 // end closes the run: done when cause is nil, left running for Lambda's retry when a retry
@@ -353,10 +353,11 @@ func (r *Runner) end(ctx context.Context, ru *run, inc incident.Incident, steps 
 		return i.GiveBack(why, r.opts.Now())
 	})
 	if err != nil {
+		unrecorded := fmt.Errorf("finish remediation of incident %s: %w: %w", ru.id, ErrUnrecorded, err)
 		if cause == nil {
-			cause = fmt.Errorf("finish remediation of incident %s: %w", ru.id, err)
+			return inc, steps, unrecorded
 		}
-		return inc, steps, cause
+		return inc, steps, fmt.Errorf("%w (%w)", cause, unrecorded)
 	}
 	return got, steps, cause
 }
