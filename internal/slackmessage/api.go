@@ -191,7 +191,7 @@ func (n *Client) Post(ctx context.Context, msg Message) (Posted, error) {
 		}
 		if rejectsBlocks(err) && !plain && try == 0 {
 			plain = true
-			opts = []slack.MsgOption{slack.MsgOptionText(cut(msg.Plain, maxPlainText), false), meta}
+			opts = []slack.MsgOption{slack.MsgOptionText(truncate(msg.Plain, maxPlainText), false), meta}
 			continue
 		}
 		return Posted{}, fmt.Errorf("post the message of incident %s: %w", msg.IncidentID, classify(err))
@@ -223,7 +223,7 @@ func (n *Client) Update(ctx context.Context, ref incident.SlackRef, msg Message)
 			return p, nil
 		case rejectsBlocks(err) && !plain && try == 0:
 			plain = true
-			opts = []slack.MsgOption{slack.MsgOptionBlocks(), slack.MsgOptionText(cut(msg.Plain, maxPlainText), false), meta}
+			opts = []slack.MsgOption{slack.MsgOptionBlocks(), slack.MsgOptionText(truncate(msg.Plain, maxPlainText), false), meta}
 			continue
 		}
 		return Posted{}, fmt.Errorf("update message %s of incident %s: %w", ref.TS, msg.IncidentID, classify(err))
@@ -262,7 +262,7 @@ func (n *Client) reply(ctx context.Context, ref incident.SlackRef, text string, 
 	if ref.Channel == "" || ref.TS == "" {
 		return fmt.Errorf("reply in thread %q of channel %q: incident has no message", ref.TS, ref.Channel)
 	}
-	opts := append([]slack.MsgOption{slack.MsgOptionText(cut(text, maxPlainText), false), slack.MsgOptionTS(ref.TS)}, extra...)
+	opts := append([]slack.MsgOption{slack.MsgOptionText(truncate(text, maxPlainText), false), slack.MsgOptionTS(ref.TS)}, extra...)
 	return n.call(ctx, ref.Channel, func(cctx context.Context) error {
 		_, _, err := n.api.PostMessageContext(cctx, ref.Channel, opts...)
 		return err
@@ -491,18 +491,6 @@ func neededScope(err error) string {
 func payloadString(p map[string]any, k string) string {
 	s, _ := p[k].(string)
 	return s
-}
-
-// cut shortens s to at most n bytes at a line or word boundary.
-func cut(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	s = s[:n]
-	if i := strings.LastIndexAny(s, "\n "); i > n/2 {
-		s = s[:i]
-	}
-	return strings.ToValidUTF8(s, "") + " …"
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
