@@ -167,12 +167,13 @@ func (n *Client) Find(ctx context.Context, id string) (ref incident.SlackRef, fo
 // that took effect is never followed by a second. Blocks Slack rejects (invalid_blocks,
 // msg_too_long) are posted again as msg.Plain. Errors: *UndeliverableError, *PendingError.
 func (n *Client) Post(ctx context.Context, msg Message) (Posted, error) {
-	meta := slack.MsgOptionMetadata(slack.SlackMetadata{EventType: EventIncident, EventPayload: map[string]any{"incident_id": msg.IncidentID}})
+	meta := incidentMetadata(msg.IncidentID)
 	plain := false
 	opts := []slack.MsgOption{slack.MsgOptionBlocks(msg.Blocks...), slack.MsgOptionText(msg.Text, false), meta}
 	for try := 0; ; try++ {
 		var ref incident.SlackRef
-		err := n.call(ctx, n.joinable(), func(cctx context.Context) error {
+		// conversations.join needs the channel's ID: while it is unknown, nothing is joined.
+		err := n.call(ctx, n.knownChannel(), func(cctx context.Context) error {
 			ch, ts, err := n.api.PostMessageContext(cctx, n.channel, opts...)
 			ref = incident.SlackRef{Channel: ch, TS: ts}
 			return err
@@ -203,7 +204,7 @@ func (n *Client) Post(ctx context.Context, msg Message) (Posted, error) {
 // edit_window_closed) is replaced by a new one (Posted.New); rejected blocks are sent as
 // msg.Plain. Errors: *UndeliverableError, *PendingError.
 func (n *Client) Update(ctx context.Context, ref incident.SlackRef, msg Message) (Posted, error) {
-	meta := slack.MsgOptionMetadata(slack.SlackMetadata{EventType: EventIncident, EventPayload: map[string]any{"incident_id": msg.IncidentID}})
+	meta := incidentMetadata(msg.IncidentID)
 	opts := []slack.MsgOption{slack.MsgOptionBlocks(msg.Blocks...), slack.MsgOptionText(msg.Text, false), meta}
 	plain := false
 	for try := 0; ; try++ {
@@ -290,8 +291,10 @@ func (n *Client) findReply(ctx context.Context, ref incident.SlackRef, entryID s
 	return false, nil
 }
 
-// joinable is the channel ID conversations.join can take for new messages, "" while unknown.
-func (n *Client) joinable() string { return n.knownChannel() }
+// incidentMetadata marks incident id's top-level message, for Find.
+func incidentMetadata(id string) slack.MsgOption {
+	return slack.MsgOptionMetadata(slack.SlackMetadata{EventType: EventIncident, EventPayload: map[string]any{"incident_id": id}})
+}
 
 // call runs one Web API call within the call timeout. A rate limit is waited out (Retry-After,
 // or a second when Slack names none) while the wait fits the time ctx has left, at most
