@@ -744,10 +744,7 @@ func messageJSON(ts string, m *message) map[string]any {
 func (s *Slack) record(rec Record) {
 	s.seq++
 	rec.Seq = s.seq
-	rec.At = time.Now().UTC()
-	if s.now != nil {
-		rec.At = s.now().UTC()
-	}
+	rec.At = s.clock().UTC()
 	s.records = append(s.records, rec)
 	log := s.logger()
 	if s.RecordTo != nil {
