@@ -211,8 +211,8 @@ func TestParseApprovers(t *testing.T) {
 				t.Fatalf("ParseApprovers: got %v, want nil", err)
 			}
 			for _, u := range tt.wantUsers {
-				if !a.IsUser(u) {
-					t.Errorf("IsUser(%s): got false, want true", u)
+				if !a.users[u] {
+					t.Errorf("users[%s]: got false, want true", u)
 				}
 			}
 			if got, want := len(a.users), len(tt.wantUsers); got != want {
