@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -101,19 +102,87 @@ func TestEphemeralFallsBackToResponseURL(t *testing.T) {
 	}
 }
 
-// TestApprovingWriteAnswerLost: the approving write lands but its answer is lost (the fault
-// proxy answers 500 after DynamoDB applied it). The click is not told "nothing was done": the
-// re-read finds its approval, the run is handed off once, and the approver is told so.
-func TestApprovingWriteAnswerLost(t *testing.T) {
+// newFaultRig builds the rig on the real store, with the fault proxy between it and moto, and
+// returns the same table's store straight on moto, to read what landed whatever the proxy does.
+func newFaultRig(t *testing.T) (*rig, *awstest.FaultProxy, *dynamostore.Store) {
+	t.Helper()
 	moto := awstest.Moto(t)
 	proxy := awstest.NewFaultProxy(t, moto)
 	cfg := awstest.Serial(awstest.Config(t, proxy.URL))
 	db := dynamodb.NewFromConfig(cfg)
-	table := fmt.Sprintf("slack-action-lost-%d", rand.Int64())
+	table := fmt.Sprintf("slack-action-fault-%d", rand.Int64())
 	if err := dynamostore.CreateTable(context.Background(), db, table); err != nil {
 		t.Fatal(err)
 	}
-	r := build(t, 1, cfg, dynamostore.New(db, table), table)
+	direct := dynamostore.New(dynamodb.NewFromConfig(awstest.Config(t, moto)), table)
+	return build(t, 1, cfg, dynamostore.New(db, table), table), proxy, direct
+}
+
+// TestClickNotRecorded: DynamoDB refuses the click's write (AccessDenied), or is down for
+// the write and the read-back alike. Nothing changes and nothing is handed off, and the
+// approver is told which: nothing was done, or it could not be confirmed either way.
+func TestClickNotRecorded(t *testing.T) {
+	anyCall := func(*http.Request, []byte) bool { return true }
+	for _, tc := range []struct {
+		name  string
+		fault awstest.Fault
+		reply string
+	}{
+		{name: "write denied", reply: "could not record your click, so nothing was done",
+			fault: awstest.Fault{Match: awstest.Op("TransactWriteItems"), Times: -1, Mode: awstest.Answer, Body: awstest.AccessDenied("not authorized to perform: dynamodb:TransactWriteItems")}},
+		{name: "store down", reply: "could not confirm whether it took effect",
+			fault: awstest.Fault{Match: anyCall, Times: -1, Mode: awstest.Answer500}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, proxy, direct := newFaultRig(t)
+			sc := r.scenario(t)
+			f := proxy.Arm(&tc.fault)
+			r.click(t, sc, approver, slackmessage.ActionRemediate, sc.inc.Version)
+			if f.Fired() == 0 {
+				t.Fatal("the fault never fired")
+			}
+			got, err := direct.Get(context.Background(), sc.inc.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			unchanged(t, sc.inc, got)
+			if reqs := r.remediationRequests(t); len(reqs) != 0 {
+				t.Errorf("hand-offs: got %+v, want none", reqs)
+			}
+			if e := r.ephemerals(approver); len(e) != 1 || !strings.Contains(e[0], tc.reply) {
+				t.Errorf("ephemerals: got %q, want one saying %q", e, tc.reply)
+			}
+		})
+	}
+}
+
+// TestApproverCheckFails: Slack does not answer usergroups.users.list, so whether a group
+// member may approve is unknown. Nothing changes, nothing is handed off, nothing is kept as a
+// refusal, and the member is told the check failed, not that they are no approver.
+func TestApproverCheckFails(t *testing.T) {
+	eachRig(t, 1, func(t *testing.T, r *rig) {
+		sc := r.scenario(t)
+		r.slack.Fail("usergroups.users.list", slacktest.Fault{Error: "fatal_error"})
+		r.click(t, sc, member, slackmessage.ActionRemediate, sc.inc.Version)
+		got := r.get(t, sc.inc.ID)
+		unchanged(t, sc.inc, got)
+		if n := len(refusals(got, member)); n != 0 {
+			t.Errorf("refusals of %s: got %d, want 0", member, n)
+		}
+		if reqs := r.remediationRequests(t); len(reqs) != 0 {
+			t.Errorf("hand-offs: got %+v, want none", reqs)
+		}
+		if e := r.ephemerals(member); len(e) != 1 || !strings.Contains(e[0], "could not check whether you may approve") {
+			t.Errorf("ephemerals: got %q, want one saying the check failed", e)
+		}
+	})
+}
+
+// TestApprovingWriteAnswerLost: the approving write lands but its answer is lost (the fault
+// proxy answers 500 after DynamoDB applied it). The click is not told "nothing was done": the
+// re-read finds its approval, the run is handed off once, and the approver is told so.
+func TestApprovingWriteAnswerLost(t *testing.T) {
+	r, proxy, _ := newFaultRig(t)
 	sc := r.scenario(t)
 	lost := proxy.Arm(&awstest.Fault{Match: awstest.Op("TransactWriteItems"), Times: 1, Mode: awstest.Answer500})
 	r.click(t, sc, approver, slackmessage.ActionRemediate, sc.inc.Version)

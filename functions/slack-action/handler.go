@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -279,8 +278,11 @@ func (h *handler) act(ctx context.Context, click approval.Click) outcome {
 	// Slack always sends action_ts; the fallback keeps two clicks apart if it ever does not.
 	click.ActionTS = cmp.Or(click.ActionTS, fmt.Sprintf("%d.%06d", now.Unix(), now.Nanosecond()/1000))
 	rules := approval.Rules{Required: h.required}
-	if d := approval.Decide(nil, click, approval.Member, h.install, rules, now); d.Refusal != approval.RefuseNotFound {
-		out.incidentID = d.IncidentID
+	// Decided on no incident, a click passes every check that needs none (installation,
+	// button) and stops at "no such incident", with the button's incident ID parsed.
+	d := approval.Decide(nil, click, approval.Member, h.install, rules, now)
+	out.incidentID = d.IncidentID
+	if d.Refusal != approval.RefuseNotFound {
 		out.result = "refused: " + string(d.Refusal) + ": " + d.Reason
 		switch d.Refusal {
 		case approval.RefuseBadButton:
@@ -291,11 +293,6 @@ func (h *handler) act(ctx context.Context, click approval.Click) outcome {
 			out.drop = true
 		}
 		return out
-	}
-	out.incidentID, _, _ = strings.Cut(click.Value, ":")
-	if click.ActionID == slackmessage.ActionRebootInstance {
-		_, rest, _ := strings.Cut(click.Value, "@")
-		out.incidentID, _, _ = strings.Cut(rest, ":")
 	}
 
 	who, err := h.membership(ctx, click)
@@ -308,7 +305,6 @@ func (h *handler) act(ctx context.Context, click approval.Click) outcome {
 		return h.refuse(ctx, h.act0(click, now), out, "not an approver", replyNotAllowed)
 	}
 
-	var d approval.Decision
 	decide := func(i *incident.Incident) error {
 		d = approval.Decide(i, click, who, h.install, rules, now)
 		switch {

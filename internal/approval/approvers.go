@@ -86,9 +86,6 @@ func ParseApprovers(s string) (Approvers, error) {
 // Groups returns the user-group IDs in the order they were configured.
 func (a *Approvers) Groups() []string { return append([]string(nil), a.groups...) }
 
-// IsUser reports whether userID is listed directly, without asking Slack.
-func (a *Approvers) IsUser(userID string) bool { return a.users[userID] }
-
 // Allowed reports whether userID may approve: listed directly, or a member of a listed user group.
 // Group members come from usergroups.users.list and are cached for GroupCacheTTL. If a group
 // cannot be listed and no other group admits the user, Allowed returns an error rather than

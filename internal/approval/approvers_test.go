@@ -2,66 +2,34 @@ package approval
 
 import (
 	"context"
-	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/slack-go/slack"
+
+	"github.com/keywarden/keywarden/internal/slacktest"
 )
 
 var _ GroupLister = (*slack.Client)(nil)
 
-// groupServer is a Slack Web API stand-in that answers usergroups.users.list from members and
-// counts the calls per group. A group in failing answers {"ok":false}.
-type groupServer struct {
-	mu      sync.Mutex
-	calls   map[string]int
-	members map[string][]string
-	failing map[string]string
-}
-
-func newGroupClient(t *testing.T, gs *groupServer) *slack.Client {
+// groupClient is a slack-go client of the Slack stand-in, whose usergroups.users.list answers
+// from groups; a group not there answers no_such_subteam.
+func groupClient(t *testing.T, groups map[string][]string) (*slacktest.Slack, *slack.Client) {
 	t.Helper()
-	gs.calls = map[string]int{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/api/usergroups.users.list" {
-			http.NotFound(w, r)
-			return
-		}
-		if err := r.ParseForm(); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		if got, want := r.PostForm.Get("token"), "xoxb-test"; got != want {
-			t.Errorf("token: got %q, want %q", got, want)
-		}
-		g := r.PostForm.Get("usergroup")
-		gs.mu.Lock()
-		gs.calls[g]++
-		gs.mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		resp := map[string]any{"ok": true, "users": gs.members[g]}
-		if code, ok := gs.failing[g]; ok {
-			resp = map[string]any{"ok": false, "error": code}
-		}
-		if err := json.NewEncoder(w).Encode(resp); err != nil {
-			t.Error(err)
-		}
-	}))
-	t.Cleanup(srv.Close)
-	return slack.New("xoxb-test", slack.OptionAPIURL(srv.URL+"/api/"))
+	s := slacktest.Start(t, &slacktest.Slack{Token: "xoxb-test", Groups: groups})
+	return s, slack.New("xoxb-test", slack.OptionAPIURL(s.APIURL()))
 }
 
-func (gs *groupServer) callCount(g string) int {
-	gs.mu.Lock()
-	defer gs.mu.Unlock()
-	return gs.calls[g]
+// groupCalls counts the usergroups.users.list calls Slack answered, per group.
+func groupCalls(s *slacktest.Slack) map[string]int {
+	calls := map[string]int{}
+	for _, c := range s.Calls("usergroups.users.list") {
+		calls[c.Usergroup]++
+	}
+	return calls
 }
 
 func TestApproversAllowed(t *testing.T) {
@@ -84,11 +52,8 @@ func TestApproversAllowed(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			gs := &groupServer{
-				members: map[string][]string{"S0ONCALL01": {"U0MEMBER01", "U0MEMBER02"}},
-				failing: map[string]string{"S0BROKEN01": "no_such_subteam"},
-			}
-			client := newGroupClient(t, gs)
+			// S0BROKEN01 is not among the stand-in's groups: listing it answers no_such_subteam.
+			gs, client := groupClient(t, map[string][]string{"S0ONCALL01": {"U0MEMBER01", "U0MEMBER02"}})
 			a, err := ParseApprovers(tt.approvers)
 			if err != nil {
 				t.Fatal(err)
@@ -100,7 +65,7 @@ func TestApproversAllowed(t *testing.T) {
 			if got != tt.want {
 				t.Errorf("Allowed: got %v, want %v", got, tt.want)
 			}
-			if diff := cmp.Diff(tt.wantCalls, gs.calls); diff != "" {
+			if diff := cmp.Diff(tt.wantCalls, groupCalls(gs)); diff != "" {
 				t.Errorf("usergroups.users.list calls (-want +got):\n%s", diff)
 			}
 		})
@@ -108,8 +73,7 @@ func TestApproversAllowed(t *testing.T) {
 }
 
 func TestApproversGroupCache(t *testing.T) {
-	gs := &groupServer{members: map[string][]string{"S0ONCALL01": {"U0MEMBER01"}}}
-	client := newGroupClient(t, gs)
+	gs, client := groupClient(t, map[string][]string{"S0ONCALL01": {"U0MEMBER01"}})
 	a, err := ParseApprovers("S0ONCALL01")
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +94,7 @@ func TestApproversGroupCache(t *testing.T) {
 	}
 	check("U0MEMBER01", true)
 	check("U0STRANGER", false)
-	if got, want := gs.callCount("S0ONCALL01"), 1; got != want {
+	if got, want := groupCalls(gs)["S0ONCALL01"], 1; got != want {
 		t.Fatalf("calls within TTL: got %d, want %d", got, want)
 	}
 
@@ -139,28 +103,23 @@ func TestApproversGroupCache(t *testing.T) {
 	if ok, err := b.Allowed(ctx, client, "U0MEMBER01"); err != nil || !ok {
 		t.Fatalf("copy Allowed: got %v, %v, want true, nil", ok, err)
 	}
-	if got, want := gs.callCount("S0ONCALL01"), 1; got != want {
+	if got, want := groupCalls(gs)["S0ONCALL01"], 1; got != want {
 		t.Fatalf("calls from a copy: got %d, want %d", got, want)
 	}
 
 	// Someone removed from the group loses approval once the entry expires.
-	gs.mu.Lock()
-	gs.members["S0ONCALL01"] = []string{"U0MEMBER02"}
-	gs.mu.Unlock()
+	gs.SetGroup("S0ONCALL01", []string{"U0MEMBER02"})
 	clock = clock.Add(GroupCacheTTL)
 	check("U0MEMBER01", false)
 	check("U0MEMBER02", true)
-	if got, want := gs.callCount("S0ONCALL01"), 2; got != want {
+	if got, want := groupCalls(gs)["S0ONCALL01"], 2; got != want {
 		t.Fatalf("calls after TTL: got %d, want %d", got, want)
 	}
 }
 
 func TestApproversFailureNotCached(t *testing.T) {
-	gs := &groupServer{
-		members: map[string][]string{"S0ONCALL01": {"U0MEMBER01"}},
-		failing: map[string]string{"S0ONCALL01": "ratelimited"},
-	}
-	client := newGroupClient(t, gs)
+	gs, client := groupClient(t, map[string][]string{"S0ONCALL01": {"U0MEMBER01"}})
+	gs.Fail("usergroups.users.list", slacktest.Fault{Error: "ratelimited"})
 	a, err := ParseApprovers("S0ONCALL01")
 	if err != nil {
 		t.Fatal(err)
@@ -168,9 +127,7 @@ func TestApproversFailureNotCached(t *testing.T) {
 	if _, err := a.Allowed(context.Background(), client, "U0MEMBER01"); err == nil || !strings.Contains(err.Error(), "S0ONCALL01") {
 		t.Fatalf("Allowed error: got %v, want one naming S0ONCALL01", err)
 	}
-	gs.mu.Lock()
-	delete(gs.failing, "S0ONCALL01")
-	gs.mu.Unlock()
+	gs.ClearFaults()
 	if ok, err := a.Allowed(context.Background(), client, "U0MEMBER01"); err != nil || !ok {
 		t.Fatalf("Allowed after recovery: got %v, %v, want true, nil", ok, err)
 	}
@@ -211,8 +168,8 @@ func TestParseApprovers(t *testing.T) {
 				t.Fatalf("ParseApprovers: got %v, want nil", err)
 			}
 			for _, u := range tt.wantUsers {
-				if !a.IsUser(u) {
-					t.Errorf("IsUser(%s): got false, want true", u)
+				if !a.users[u] {
+					t.Errorf("users[%s]: got false, want true", u)
 				}
 			}
 			if got, want := len(a.users), len(tt.wantUsers); got != want {
@@ -260,8 +217,7 @@ func FuzzParseApprovers(f *testing.F) {
 // TestApproversAllowedNow: remediate re-reads membership, so an approver removed from the
 // group loses the right at once, within the cache's TTL.
 func TestApproversAllowedNow(t *testing.T) {
-	gs := &groupServer{members: map[string][]string{"S0ONCALL01": {"U0MEMBER01"}}}
-	client := newGroupClient(t, gs)
+	gs, client := groupClient(t, map[string][]string{"S0ONCALL01": {"U0MEMBER01"}})
 	a, err := ParseApprovers("S0ONCALL01")
 	if err != nil {
 		t.Fatal(err)
@@ -270,16 +226,14 @@ func TestApproversAllowedNow(t *testing.T) {
 	if ok, err := a.Allowed(ctx, client, "U0MEMBER01"); err != nil || !ok {
 		t.Fatalf("Allowed: %v, %v", ok, err)
 	}
-	gs.mu.Lock()
-	gs.members["S0ONCALL01"] = nil
-	gs.mu.Unlock()
+	gs.SetGroup("S0ONCALL01", nil)
 	if ok, _ := a.Allowed(ctx, client, "U0MEMBER01"); !ok {
 		t.Fatal("the cache should still admit the removed member (acknowledge may trust it)")
 	}
 	if ok, err := a.AllowedNow(ctx, client, "U0MEMBER01"); err != nil || ok {
 		t.Errorf("AllowedNow after removal: %v, %v; want false at once", ok, err)
 	}
-	if got := gs.callCount("S0ONCALL01"); got != 2 {
+	if got := groupCalls(gs)["S0ONCALL01"]; got != 2 {
 		t.Errorf("usergroups.users.list calls: %d, want 2", got)
 	}
 }

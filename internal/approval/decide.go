@@ -92,10 +92,13 @@ const (
 type Rules struct {
 	// Required is how many distinct approvers remediation (and a reboot) needs.
 	Required int
-	// ResumeAfter is how long after its approval a run not yet claimed counts as "approved,
-	// not started", for the next click to hand it off again; default 20 s.
-	ResumeAfter time.Duration
 }
+
+// resumeAfter is how long after its approval a run not yet claimed counts as "approved, not
+// started", for the next remediate click to hand it off again: the approving click's own
+// hand-off and RemediateFunction's cold start get that long first, as they do before the
+// reconciler's hand-off pass (reconcile.HandoffAfter) steps in.
+const resumeAfter = 20 * time.Second
 
 // Decision is what a click comes to: Decide's answer.
 type Decision struct {
@@ -135,7 +138,7 @@ func (d Decision) HandOff() bool { return d.RunID != "" }
 // timestamp). A click whose own write already landed (its answer lost) is Recorded, or Resume
 // when it started a run still unclaimed. A closed incident refuses everything; a remediating one
 // refuses all but acknowledge and, when its run is approved and unclaimed for
-// Rules.ResumeAfter, remediate (Resume). A stale message refuses the rest. Acknowledge adds an
+// 20 s (resumeAfter), remediate (Resume). A stale message refuses the rest. Acknowledge adds an
 // entry and changes no remediation state; intentional closes; remediate records an approval
 // (incident.Approve: the two-person rule) and starts the run at the quorum; reboot_instance
 // records an approval of that instance's reboot, which the key check of
@@ -143,9 +146,6 @@ func (d Decision) HandOff() bool { return d.RunID != "" }
 func Decide(inc *incident.Incident, c Click, who Membership, inst Installation, rules Rules, now time.Time) Decision {
 	now = now.UTC()
 	rules.Required = max(rules.Required, 1)
-	if rules.ResumeAfter <= 0 {
-		rules.ResumeAfter = 20 * time.Second
-	}
 	d := Decision{Required: rules.Required}
 	refuse := func(r Refusal, why string, err error) Decision {
 		d.Kind, d.Refusal, d.Reason, d.Err, d.Write, d.RunID = Refused, r, why, err, false, ""
@@ -192,7 +192,7 @@ func Decide(inc *incident.Incident, c Click, who Membership, inst Installation, 
 	if inc.State == incident.StateRemediating {
 		switch {
 		case c.ActionID == slackmessage.ActionAcknowledge:
-		case c.ActionID == slackmessage.ActionRemediate && inc.AwaitingStart(now, rules.ResumeAfter):
+		case c.ActionID == slackmessage.ActionRemediate && inc.AwaitingStart(now, resumeAfter):
 			d.Kind, d.RunID, d.ApprovedBy = Resume, inc.Remediation.RunID, inc.Remediation.ApprovedBy
 			d.Reason = "remediation " + inc.Remediation.RunID + " was approved and not started: handed off again"
 			return d

@@ -184,7 +184,7 @@ func TestDecideRefusals(t *testing.T) {
 // TestDecideTransitions: every transition, the two-person rule, a reopen, and the answers to a
 // click whose write landed but whose answer was lost.
 func TestDecideTransitions(t *testing.T) {
-	rules := Rules{Required: 2, ResumeAfter: 20 * time.Second}
+	rules := Rules{Required: 2}
 	inc := messaged()
 	decide := func(c Click, seconds int) Decision {
 		t.Helper()

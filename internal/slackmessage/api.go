@@ -167,12 +167,13 @@ func (n *Client) Find(ctx context.Context, id string) (ref incident.SlackRef, fo
 // that took effect is never followed by a second. Blocks Slack rejects (invalid_blocks,
 // msg_too_long) are posted again as msg.Plain. Errors: *UndeliverableError, *PendingError.
 func (n *Client) Post(ctx context.Context, msg Message) (Posted, error) {
-	meta := slack.MsgOptionMetadata(slack.SlackMetadata{EventType: EventIncident, EventPayload: map[string]any{"incident_id": msg.IncidentID}})
+	meta := incidentMetadata(msg.IncidentID)
 	plain := false
 	opts := []slack.MsgOption{slack.MsgOptionBlocks(msg.Blocks...), slack.MsgOptionText(msg.Text, false), meta}
 	for try := 0; ; try++ {
 		var ref incident.SlackRef
-		err := n.call(ctx, n.joinable(), func(cctx context.Context) error {
+		// conversations.join needs the channel's ID: while it is unknown, nothing is joined.
+		err := n.call(ctx, n.knownChannel(), func(cctx context.Context) error {
 			ch, ts, err := n.api.PostMessageContext(cctx, n.channel, opts...)
 			ref = incident.SlackRef{Channel: ch, TS: ts}
 			return err
@@ -191,7 +192,7 @@ func (n *Client) Post(ctx context.Context, msg Message) (Posted, error) {
 		}
 		if rejectsBlocks(err) && !plain && try == 0 {
 			plain = true
-			opts = []slack.MsgOption{slack.MsgOptionText(cut(msg.Plain, maxPlainText), false), meta}
+			opts = []slack.MsgOption{slack.MsgOptionText(truncate(msg.Plain, maxPlainText), false), meta}
 			continue
 		}
 		return Posted{}, fmt.Errorf("post the message of incident %s: %w", msg.IncidentID, classify(err))
@@ -203,7 +204,7 @@ func (n *Client) Post(ctx context.Context, msg Message) (Posted, error) {
 // edit_window_closed) is replaced by a new one (Posted.New); rejected blocks are sent as
 // msg.Plain. Errors: *UndeliverableError, *PendingError.
 func (n *Client) Update(ctx context.Context, ref incident.SlackRef, msg Message) (Posted, error) {
-	meta := slack.MsgOptionMetadata(slack.SlackMetadata{EventType: EventIncident, EventPayload: map[string]any{"incident_id": msg.IncidentID}})
+	meta := incidentMetadata(msg.IncidentID)
 	opts := []slack.MsgOption{slack.MsgOptionBlocks(msg.Blocks...), slack.MsgOptionText(msg.Text, false), meta}
 	plain := false
 	for try := 0; ; try++ {
@@ -223,7 +224,7 @@ func (n *Client) Update(ctx context.Context, ref incident.SlackRef, msg Message)
 			return p, nil
 		case rejectsBlocks(err) && !plain && try == 0:
 			plain = true
-			opts = []slack.MsgOption{slack.MsgOptionBlocks(), slack.MsgOptionText(cut(msg.Plain, maxPlainText), false), meta}
+			opts = []slack.MsgOption{slack.MsgOptionBlocks(), slack.MsgOptionText(truncate(msg.Plain, maxPlainText), false), meta}
 			continue
 		}
 		return Posted{}, fmt.Errorf("update message %s of incident %s: %w", ref.TS, msg.IncidentID, classify(err))
@@ -262,7 +263,7 @@ func (n *Client) reply(ctx context.Context, ref incident.SlackRef, text string, 
 	if ref.Channel == "" || ref.TS == "" {
 		return fmt.Errorf("reply in thread %q of channel %q: incident has no message", ref.TS, ref.Channel)
 	}
-	opts := append([]slack.MsgOption{slack.MsgOptionText(cut(text, maxPlainText), false), slack.MsgOptionTS(ref.TS)}, extra...)
+	opts := append([]slack.MsgOption{slack.MsgOptionText(truncate(text, maxPlainText), false), slack.MsgOptionTS(ref.TS)}, extra...)
 	return n.call(ctx, ref.Channel, func(cctx context.Context) error {
 		_, _, err := n.api.PostMessageContext(cctx, ref.Channel, opts...)
 		return err
@@ -290,8 +291,10 @@ func (n *Client) findReply(ctx context.Context, ref incident.SlackRef, entryID s
 	return false, nil
 }
 
-// joinable is the channel ID conversations.join can take for new messages, "" while unknown.
-func (n *Client) joinable() string { return n.knownChannel() }
+// incidentMetadata marks incident id's top-level message, for Find.
+func incidentMetadata(id string) slack.MsgOption {
+	return slack.MsgOptionMetadata(slack.SlackMetadata{EventType: EventIncident, EventPayload: map[string]any{"incident_id": id}})
+}
 
 // call runs one Web API call within the call timeout. A rate limit is waited out (Retry-After,
 // or a second when Slack names none) while the wait fits the time ctx has left, at most
@@ -491,18 +494,6 @@ func neededScope(err error) string {
 func payloadString(p map[string]any, k string) string {
 	s, _ := p[k].(string)
 	return s
-}
-
-// cut shortens s to at most n bytes at a line or word boundary.
-func cut(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	s = s[:n]
-	if i := strings.LastIndexAny(s, "\n "); i > n/2 {
-		s = s[:i]
-	}
-	return strings.ToValidUTF8(s, "") + " …"
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -274,10 +274,12 @@ func TestTransport(t *testing.T) {
 	}
 }
 
-func TestCut(t *testing.T) {
+// TestTruncatePlainText: the plain-text form and thread replies are cut as every other text
+// is (truncate), at a word, marked " …".
+func TestTruncatePlainText(t *testing.T) {
 	s := strings.Repeat("word ", 100)
-	got := cut(s, 52)
+	got := truncate(s, 52)
 	if len(got) > 54 || strings.Contains(got, "wor …") || !strings.HasSuffix(got, " …") {
-		t.Errorf("cut: %q", got)
+		t.Errorf("truncate: %q", got)
 	}
 }

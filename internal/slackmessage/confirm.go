@@ -105,11 +105,8 @@ func confirmLines(inc incident.Incident, groups []stepGroup, n int) []string {
 // cutNames lists at most n names, cutting at a name boundary with "… and N more"; with n 0 it
 // gives only the count ("40 clusters").
 func cutNames(names []string, n int, one, many string) string {
-	switch {
-	case len(names) <= n:
-		return strings.Join(names, ", ")
-	case n <= 0:
+	if n <= 0 && len(names) > n {
 		return plural(len(names), one, many)
 	}
-	return strings.Join(names[:n], ", ") + fmt.Sprintf(" … and %d more", len(names)-n)
+	return listNames(names, n)
 }

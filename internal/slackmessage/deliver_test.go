@@ -71,6 +71,7 @@ func (l *lockedBuffer) count(name string) int {
 type rig struct {
 	store   *dynamostore.Store
 	slack   *slacktest.Slack
+	sns     *sns.Client
 	sqs     *sqs.Client
 	queue   string
 	metrics *lockedBuffer
@@ -109,6 +110,7 @@ func newRig(t *testing.T, callTimeout time.Duration) *rig {
 	r := &rig{
 		store:   dynamostore.New(db, table),
 		slack:   slacktest.Start(t, &slacktest.Slack{Token: "xoxb-test", KnownMessagesOnly: true}),
+		sns:     snsc,
 		sqs:     sqsc,
 		queue:   aws.ToString(q.QueueUrl),
 		metrics: &lockedBuffer{},
@@ -499,6 +501,24 @@ func TestAnnounceCriticalPaged(t *testing.T) {
 	pages := r.pages(t)
 	if len(pages) != 1 || !strings.Contains(pages[0], "critical") || !strings.Contains(pages[0], inc.ID) {
 		t.Errorf("pages: got %q, want one critical page", pages)
+	}
+	r.checkDelivered(t, inc.ID)
+}
+
+// TestAnnouncePageFailed: SNS refuses the critical page (on moto, the topic does not exist).
+// Slack still gets the incident, PageFailed is counted for its alarm, the error is returned,
+// and the page's claim is given back, so the next announce pages again.
+func TestAnnouncePageFailed(t *testing.T) {
+	r := newRig(t, time.Second)
+	r.a.pager = page.New(r.sns, "arn:aws:sns:"+awstest.Region+":"+awstest.AccountID+":no-such-topic")
+	inc := r.open(t, true)
+	for i := range 2 {
+		if err := r.a.Announce(context.Background(), inc); err == nil {
+			t.Fatalf("announce %d: got nil, want the publish's error", i+1)
+		}
+		if got, want := r.metrics.count(page.MetricPageFailed), i+1; got != want {
+			t.Errorf("after announce %d: %s data points: got %d, want %d", i+1, page.MetricPageFailed, got, want)
+		}
 	}
 	r.checkDelivered(t, inc.ID)
 }

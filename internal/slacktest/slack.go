@@ -171,6 +171,17 @@ func (s *Slack) Leave(id string) {
 	s.outside[id] = true
 }
 
+// SetGroup makes the user group with ID id list members from now on (nil: a group with no
+// members), as when someone is added to or removed from it in Slack.
+func (s *Slack) SetGroup(id string, members []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.Groups == nil {
+		s.Groups = map[string][]string{}
+	}
+	s.Groups[id] = slices.Clone(members)
+}
+
 // MakePrivate makes the channel with ID id private: conversations.join answers
 // method_not_supported_for_channel_type there, as Slack does for a private channel.
 func (s *Slack) MakePrivate(id string) {
@@ -744,10 +755,7 @@ func messageJSON(ts string, m *message) map[string]any {
 func (s *Slack) record(rec Record) {
 	s.seq++
 	rec.Seq = s.seq
-	rec.At = time.Now().UTC()
-	if s.now != nil {
-		rec.At = s.now().UTC()
-	}
+	rec.At = s.clock().UTC()
 	s.records = append(s.records, rec)
 	log := s.logger()
 	if s.RecordTo != nil {
