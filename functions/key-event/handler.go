@@ -9,6 +9,7 @@ import (
 	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/intake"
 	"github.com/keywarden/keywarden/internal/keyevent"
+	"github.com/keywarden/keywarden/internal/page"
 	"github.com/keywarden/keywarden/internal/slackmessage"
 )
 
@@ -22,15 +23,28 @@ type announcer interface {
 	Announce(ctx context.Context, inc incident.Incident) error
 }
 
+// counter counts a CloudWatch metric that template.yaml alarms on; *page.Metrics fits.
+type counter interface {
+	Count(name, id, reason string) error
+}
+
 type handler struct {
 	svc keyEvents
 	// announcer may be nil (no Slack configured): incidents are recorded, not announced.
 	announcer announcer
-	log       *slog.Logger
+	// metrics may be nil (tests): nothing is counted.
+	metrics counter
+	log     *slog.Logger
 }
 
 func newHandler(svc keyEvents, a announcer, log *slog.Logger) *handler {
 	return &handler{svc: svc, announcer: a, log: log}
+}
+
+// withMetrics counts, with m, every key an acknowledged event could not be handled for.
+func (h *handler) withMetrics(m counter) *handler {
+	h.metrics = m
+	return h
 }
 
 // Result is what the function returns: one outcome per key the event concerned.
@@ -65,11 +79,25 @@ func (h *handler) Handle(ctx context.Context, raw json.RawMessage) (Result, erro
 		level := slog.LevelInfo
 		if o.Action == intake.ActionFailed {
 			// Permanent for this key (DescribeKey denied) or failed with the others retried:
-			// seen at ERROR once per delivery, and by the errors alarm or the failure queue.
+			// seen at ERROR once per delivery, and by the KeyUnreadable alarm (below) or the
+			// errors alarm and the failure queue.
 			level = slog.LevelError
 		}
 		h.log.Log(ctx, level, "key event", "event_id", ev.ID, "event_name", ev.Name, "key_arn", o.KeyARN,
 			"action", o.Action, "incident_id", o.IncidentID, "reason", o.Reason, "actor", ev.Actor.Name())
+	}
+	if err == nil && h.metrics != nil {
+		// A failure for a key of an event that is acknowledged (DescribeKey denied) is never
+		// retried: the KeyUnreadable alarm sees it. A retried event is seen by the errors
+		// alarm and, in the end, the on-failure queue's.
+		for _, o := range res.Outcomes {
+			if o.Action != intake.ActionFailed {
+				continue
+			}
+			if merr := h.metrics.Count(page.MetricKeyUnreadable, o.KeyARN, o.Reason); merr != nil {
+				h.log.ErrorContext(ctx, "metric not written", "metric", page.MetricKeyUnreadable, "key_arn", o.KeyARN, "error", merr)
+			}
+		}
 	}
 	if err != nil {
 		// Only AWS failures reach here (throttling, an API down): Lambda retries the event.

@@ -41,5 +41,5 @@ func main() {
 		log.Error("start-up", "error", err)
 		os.Exit(1)
 	}
-	lambda.Start(newHandler(keyloss.Build(svc, s, o, log).Intake, svc.Announcer, log).Handle)
+	lambda.Start(newHandler(keyloss.Build(svc, s, o, log).Intake, svc.Announcer, log).withMetrics(svc.Metrics).Handle)
 }

@@ -156,6 +156,10 @@ const (
 	MetricSlackUndeliverable = "SlackUndeliverable"
 	// MetricPageFailed counts summaries the SNS topic refused.
 	MetricPageFailed = "PageFailed"
+	// MetricKeyUnreadable counts KMS events KeyEventFunction acknowledged without reading the
+	// key they name (DescribeKey denied): no incident opens from them until the key's clusters
+	// report the loss themselves.
+	MetricKeyUnreadable = "KeyUnreadable"
 )
 
 // Metrics writes CloudWatch metrics in the embedded metric format: one JSON line on the
