@@ -210,9 +210,6 @@ func print(out io.Writer, rs []Result, rounds int) {
 		fmt.Fprintf(out, "%-20s %9s %6.2fx %9s %13s %12s %6.2fx %7.1f MB %8.1f MB\n", r.Name, ms(r.Init), ratio, floor, ms(r.FirstAnswer),
 			ms(r.ColdAnswer), float64(r.ColdAnswer)/float64(hello.ColdAnswer), float64(r.PeakRSS)/(1<<20), float64(r.Size)/(1<<20))
 	}
-	for _, r := range rs[1:] {
-		fmt.Fprintf(out, "  %s's SDK floor builds: %s\n", r.Name, strings.Join(r.Services, " "))
-	}
 	fmt.Fprintf(out, "cold start: worst init %.2fx hello-world\n", worst)
 }
 
