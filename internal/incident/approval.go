@@ -2,6 +2,7 @@ package incident
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -46,10 +47,8 @@ func (inc *Incident) Approve(user string, version int64, source string, at time.
 	if inc.State != StateOpen {
 		return 0, false, &TransitionError{From: inc.State, To: StateRemediating}
 	}
-	for _, u := range inc.RoundApprovers() {
-		if u == user {
-			return len(inc.RoundApprovers()), false, ErrAlreadyApproved
-		}
+	if approvers := inc.RoundApprovers(); slices.Contains(approvers, user) {
+		return len(approvers), false, ErrAlreadyApproved
 	}
 	at = at.UTC()
 	inc.Approvals = append(inc.Approvals, Approval{User: user, Version: version, At: at, Round: inc.ApprovalRound, Source: source})

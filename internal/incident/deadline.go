@@ -24,7 +24,7 @@ const RecoverableWindow = 7 * 24 * time.Hour
 // Recovered and lost clusters no longer count towards the incident's deadline.
 func (inc *Incident) RecomputeDeadlines() {
 	var deletion *time.Time
-	if inc.KeyState == "PendingDeletion" && inc.KeyDeletionDate != nil {
+	if inc.KeyState == KeyStatePendingDeletion && inc.KeyDeletionDate != nil {
 		deletion = inc.KeyDeletionDate
 	}
 	inc.Critical = false

@@ -52,7 +52,6 @@ const (
 	ResultSkipped  Result = "skipped"
 	ResultRefused  Result = "refused"
 	ResultApproved Result = "approved"
-	ResultStarted  Result = "started"
 	ResultPosted   Result = "posted"
 )
 

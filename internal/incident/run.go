@@ -3,6 +3,7 @@ package incident
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -137,18 +138,11 @@ func (inc *Incident) Watching() bool {
 // the incident's key.
 func (inc *Incident) RebootPlan(id string) PlannedStep {
 	s := PlannedStep{Kind: StepRebootDBInstance, Target: id}
-	var in *Instance
-	for i := range inc.Instances {
-		if inc.Instances[i].Identifier == id {
-			in = &inc.Instances[i]
-		}
-	}
+	in := inc.instance(id)
 	var cl *Cluster
 	if in != nil {
-		for i := range inc.Clusters {
-			if inc.Clusters[i].Identifier == in.ClusterIdentifier {
-				cl = &inc.Clusters[i]
-			}
+		if i := slices.IndexFunc(inc.Clusters, func(c Cluster) bool { return c.Identifier == in.ClusterIdentifier }); i >= 0 {
+			cl = &inc.Clusters[i]
 		}
 	}
 	switch {
@@ -260,10 +254,8 @@ func (inc *Incident) EndReboot(id string, ok bool) {
 }
 
 func (inc *Incident) instance(id string) *Instance {
-	for i := range inc.Instances {
-		if inc.Instances[i].Identifier == id {
-			return &inc.Instances[i]
-		}
+	if i := slices.IndexFunc(inc.Instances, func(in Instance) bool { return in.Identifier == id }); i >= 0 {
+		return &inc.Instances[i]
 	}
 	return nil
 }

@@ -2,6 +2,8 @@ package incident
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -27,11 +29,7 @@ const Keywarden = "keywarden"
 // transition moves inc to `to` when the current state is one of from, stamping ClosedAt and
 // adding a KindState entry that says why. It is the one place State changes.
 func (inc *Incident) transition(to State, by, why string, at time.Time, from ...State) error {
-	ok := false
-	for _, f := range from {
-		ok = ok || inc.State == f
-	}
-	if !ok {
+	if !slices.Contains(from, inc.State) {
 		return &TransitionError{From: inc.State, To: to}
 	}
 	at = at.UTC()
@@ -109,9 +107,5 @@ func joinUsers(users []string) string {
 	if len(users) == 0 {
 		return "nobody"
 	}
-	s := users[0]
-	for _, u := range users[1:] {
-		s += ", " + u
-	}
-	return s
+	return strings.Join(users, ", ")
 }

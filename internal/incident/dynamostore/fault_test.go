@@ -2,10 +2,15 @@ package dynamostore
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/smithy-go"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/keywarden/keywarden/internal/awstest"
@@ -136,4 +141,77 @@ func TestLostAnswerOtherWrites(t *testing.T) {
 			t.Errorf("took %v to version %d, want at once to %d: the retried lease is its own", d, got.Version, inc.Version+1)
 		}
 	})
+}
+
+// A refusing table (throttled once the SDK's retries are spent, or access denied by IAM) is
+// answered by the fault proxy over HTTP, so the SDK's own retryer and error decoding run: every
+// call comes back with the table's error wrapped, for the caller's event to be retried or its
+// error to reach the function's metrics.
+func TestThrottlingIsReturned(t *testing.T) {
+	proxy := awstest.NewFaultProxy(t, awstest.Moto(t))
+	e := newEnv(t, proxy.URL, false)
+	s := e.store()
+	ctx := context.Background()
+	inc := mustOpen(t, s, newIncident(keyA, "DisableKey", t0))
+	calls := []struct {
+		name string
+		call func() error
+	}{
+		{"Open", func() error {
+			_, _, err := s.Open(ctx, newIncident(keyB, "DisableKey", t0), delivery(t0), nil)
+			return err
+		}},
+		{"Get", func() error { _, err := s.Get(ctx, inc.ID); return err }},
+		{"OpenFor", func() error { _, err := s.OpenFor(ctx, keyA); return err }},
+		{"Update", func() error {
+			_, err := s.Update(ctx, inc.ID, func(*incident.Incident) error { return nil })
+			return err
+		}},
+		{"RecordRefusal", func() error {
+			_, err := s.RecordRefusal(ctx, inc.ID, incident.NewRefusal("U1", "approve", "not an approver", "a", t0))
+			return err
+		}},
+		{"SetSlack", func() error {
+			return s.SetSlack(ctx, inc.ID, incident.SlackRef{Channel: "C1", TS: "1.2"}, 1)
+		}},
+		{"RecordSlackDelivery", func() error { return s.RecordSlackDelivery(ctx, inc.ID, 1, "") }},
+		{"Claim", func() error { _, err := s.Claim(ctx, "reminder:KW-1:24h", time.Hour); return err }},
+		{"ListActive", func() error { _, err := s.ListActive(ctx); return err }},
+		{"SlackPending", func() error { _, err := s.SlackPending(ctx); return err }},
+	}
+	refusals := []struct {
+		name string
+		body string
+		is   func(error) bool
+	}{
+		{"throttled", `{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"slow down"}`,
+			func(err error) bool {
+				var got *types.ProvisionedThroughputExceededException
+				return errors.As(err, &got)
+			}},
+		{"access denied", string(awstest.AccessDenied("not authorized to perform dynamodb:*")),
+			func(err error) bool {
+				var got smithy.APIError
+				return errors.As(err, &got) && got.ErrorCode() == "AccessDeniedException"
+			}},
+	}
+	for _, r := range refusals {
+		t.Run(r.name, func(t *testing.T) {
+			var on atomic.Bool // the fault answers every call while on
+			on.Store(true)
+			defer on.Store(false)
+			all := func(*http.Request, []byte) bool { return on.Load() }
+			f := proxy.Arm(&awstest.Fault{Match: all, Times: -1, Mode: awstest.Answer, Body: []byte(r.body), ContentType: "application/x-amz-json-1.0"})
+			for _, c := range calls {
+				t.Run(c.name, func(t *testing.T) {
+					if err := c.call(); !r.is(err) {
+						t.Errorf("got %v, want the %s error wrapped", err, r.name)
+					}
+				})
+			}
+			if f.Fired() < len(calls) {
+				t.Errorf("the fault fired %d times for %d calls", f.Fired(), len(calls))
+			}
+		})
+	}
 }

@@ -297,16 +297,9 @@ func (s *Store) migrate(ctx context.Context, cur *snapshot) error {
 	} else {
 		ops = append(ops, s.childWrites(pk, p, inc.Version)...)
 	}
-	item := headItem(&inc, p.headDoc, commits)
-	if n := itemSize(item); n > maxItemBytes {
-		return fmt.Errorf("migrate incident %s: its head is %d bytes, over DynamoDB's 400 KB item limit", inc.ID, n)
+	if ops[0], err = s.newHeadPut(&inc, p.headDoc, commits); err != nil {
+		return fmt.Errorf("migrate incident %s: %w", inc.ID, err)
 	}
-	ops[0] = types.TransactWriteItem{Put: &types.Put{
-		TableName:                aws.String(s.table),
-		Item:                     item,
-		ConditionExpression:      aws.String("attribute_not_exists(#pk)"),
-		ExpressionAttributeNames: map[string]string{"#pk": attrPK},
-	}}
 	_, err = s.db.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: ops})
 	if err == nil {
 		return nil

@@ -516,12 +516,8 @@ func (s *Store) awaitLease(ctx context.Context, cur *snapshot) error {
 		return nil
 	}
 	wait := min(until.Sub(s.clock()), 250*time.Millisecond)
-	t := time.NewTimer(wait + time.Duration(mrand.N(int64(25*time.Millisecond))))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
+	if err := sleep(ctx, wait+mrand.N(25*time.Millisecond)); err != nil {
+		return err
 	}
 	return errReread // not counted as an attempt: read again
 }
@@ -642,7 +638,7 @@ func (s *Store) ForKey(ctx context.Context, keyARN string) ([]incident.Incident,
 func (s *Store) scanIncidents(ctx context.Context, filter string, names map[string]string, values map[string]types.AttributeValue) ([]incident.Incident, error) {
 	var incs []incident.Incident
 	seen := map[string]bool{}
-	err := s.scan(ctx, s.table, kindHead, filter, names, values, func(item map[string]types.AttributeValue) error {
+	err := s.scan(ctx, s.table, []string{kindHead}, filter, names, values, func(item map[string]types.AttributeValue) error {
 		snap, again, err := s.loadPartition(ctx, item)
 		if err == nil && again {
 			snap, err = s.load(ctx, strings.TrimPrefix(stringAttr(item, attrPK), "incident#"))
@@ -658,7 +654,7 @@ func (s *Store) scanIncidents(ctx context.Context, filter string, names map[stri
 		return nil, err
 	}
 	if s.legacy != "" {
-		err := s.scan(ctx, s.legacy, legacyKindIncident, filter, names, values, func(item map[string]types.AttributeValue) error {
+		err := s.scan(ctx, s.legacy, []string{legacyKindIncident}, filter, names, values, func(item map[string]types.AttributeValue) error {
 			if seen[strings.TrimPrefix(stringAttr(item, attrPK), "incident#")] {
 				return nil // migrated meanwhile: this table's copy wins
 			}
@@ -682,13 +678,19 @@ func (s *Store) scanIncidents(ctx context.Context, filter string, names map[stri
 	return incs, nil
 }
 
-// scan visits every item of kind in table matching filter, page by page.
-func (s *Store) scan(ctx context.Context, table, kind, filter string, names map[string]string, values map[string]types.AttributeValue, visit func(map[string]types.AttributeValue) error) error {
+// scan visits every item of table whose kind is one of kinds and that matches filter, page by
+// page (a strongly consistent Scan; see List).
+func (s *Store) scan(ctx context.Context, table string, kinds []string, filter string, names map[string]string, values map[string]types.AttributeValue, visit func(map[string]types.AttributeValue) error) error {
 	n := map[string]string{"#kind": attrKind}
 	maps.Copy(n, names)
-	v := map[string]types.AttributeValue{":kind": str(kind)}
+	v := map[string]types.AttributeValue{}
+	refs := make([]string, len(kinds))
+	for i, k := range kinds {
+		refs[i] = fmt.Sprintf(":kind%d", i)
+		v[refs[i]] = str(k)
+	}
 	maps.Copy(v, values)
-	expr := "#kind = :kind"
+	expr := "#kind IN (" + strings.Join(refs, ", ") + ")"
 	if filter != "" {
 		expr += " AND " + filter
 	}
@@ -864,7 +866,7 @@ func (s *Store) RecordSighting(ctx context.Context, sg incident.Sighting) error 
 // Sightings returns every sighting, the most recent first. It scans the table (see List).
 func (s *Store) Sightings(ctx context.Context) ([]incident.Sighting, error) {
 	var sgs []incident.Sighting
-	err := s.scan(ctx, s.table, kindSighting, "", nil, nil, func(item map[string]types.AttributeValue) error {
+	err := s.scan(ctx, s.table, []string{kindSighting}, "", nil, nil, func(item map[string]types.AttributeValue) error {
 		sg, err := decodeSighting(item)
 		if err != nil {
 			return fmt.Errorf("%s: %w", stringAttr(item, attrPK), err)
@@ -969,7 +971,12 @@ func (s *Store) Release(ctx context.Context, name string) error {
 // ceiling (10 ms doubling, at most 320 ms), so racing writers spread out.
 func (s *Store) backoff(ctx context.Context, attempt int) error {
 	ceiling := min(10*time.Millisecond<<min(attempt, 5), 320*time.Millisecond)
-	t := time.NewTimer(time.Millisecond + mrand.N(ceiling))
+	return sleep(ctx, time.Millisecond+mrand.N(ceiling))
+}
+
+// sleep waits d, or until ctx ends (then its error).
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
@@ -1058,31 +1065,21 @@ func (s *Store) SlackPending(ctx context.Context) ([]string, error) {
 		}
 		return cands[id]
 	}
-	in := &dynamodb.ScanInput{
-		TableName:                 aws.String(s.table),
-		FilterExpression:          aws.String("#kind IN (:head, :slack)"),
-		ExpressionAttributeNames:  map[string]string{"#kind": attrKind},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":head": str(kindHead), ":slack": str(kindSlack)},
-		ConsistentRead:            aws.Bool(true),
-	}
-	p := dynamodb.NewScanPaginator(s.db, in)
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
+	err := s.scan(ctx, s.table, []string{kindHead, kindSlack}, "", nil, nil, func(item map[string]types.AttributeValue) error {
+		c := get(stringAttr(item, attrPK))
+		if stringAttr(item, attrKind) == kindSlack {
+			c.shown, c.failed = optNum(item, attrShown), stringAttr(item, attrReason) != ""
+			return nil
+		}
+		inc, h, err := decodeHead(item)
 		if err != nil {
-			return nil, fmt.Errorf("list pending slack deliveries: %w", err)
+			return fmt.Errorf("%s: %w", stringAttr(item, attrPK), err)
 		}
-		for _, item := range page.Items {
-			c := get(stringAttr(item, attrPK))
-			if stringAttr(item, attrKind) == kindSlack {
-				c.shown, c.failed = optNum(item, attrShown), stringAttr(item, attrReason) != ""
-				continue
-			}
-			inc, h, err := decodeHead(item)
-			if err != nil {
-				return nil, fmt.Errorf("list pending slack deliveries: %s: %w", stringAttr(item, attrPK), err)
-			}
-			c.version, c.seq, c.slack = h.version, inc.TimelineSeq-h.slackPost, h.slackTS != ""
-		}
+		c.version, c.seq, c.slack = h.version, inc.TimelineSeq-h.slackPost, h.slackTS != ""
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list pending slack deliveries: %w", err)
 	}
 	var ids []string
 	for id, c := range cands {

@@ -1070,57 +1070,6 @@ func TestBatchedWrites(t *testing.T) {
 	})
 }
 
-// fakeDB fails every call the way a throttled table does once the SDK has spent its retries.
-type fakeDB struct {
-	API
-	err error
-}
-
-func (f fakeDB) GetItem(context.Context, *dynamodb.GetItemInput, ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error) {
-	return nil, f.err
-}
-
-func (f fakeDB) TransactWriteItems(context.Context, *dynamodb.TransactWriteItemsInput, ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error) {
-	return nil, f.err
-}
-
-func (f fakeDB) UpdateItem(context.Context, *dynamodb.UpdateItemInput, ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
-	return nil, f.err
-}
-
-func TestThrottlingIsReturned(t *testing.T) {
-	throttled := &types.ProvisionedThroughputExceededException{Message: aws.String("slow down")}
-	s := New(fakeDB{err: throttled}, "t")
-	ctx := context.Background()
-	calls := []struct {
-		name string
-		call func() error
-	}{
-		{"Open", func() error {
-			_, _, err := s.Open(ctx, newIncident(keyA, "DisableKey", t0), delivery(t0), nil)
-			return err
-		}},
-		{"Get", func() error { _, err := s.Get(ctx, "KW-1"); return err }},
-		{"OpenFor", func() error { _, err := s.OpenFor(ctx, keyA); return err }},
-		{"Update", func() error {
-			_, err := s.Update(ctx, "KW-1", func(*incident.Incident) error { return nil })
-			return err
-		}},
-		{"RecordRefusal", func() error {
-			_, err := s.RecordRefusal(ctx, "KW-1", incident.NewRefusal("U1", "approve", "not an approver", "a", t0))
-			return err
-		}},
-	}
-	for _, c := range calls {
-		t.Run(c.name, func(t *testing.T) {
-			var got *types.ProvisionedThroughputExceededException
-			if err := c.call(); !errors.As(err, &got) {
-				t.Errorf("got %v, want the throttling error wrapped", err)
-			}
-		})
-	}
-}
-
 // batchFake answers BatchWriteItem with leftover items as unprocessed, the way DynamoDB does
 // under throttling, and records what it was given.
 type batchFake struct {

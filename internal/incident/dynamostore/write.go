@@ -199,7 +199,7 @@ func (s *Store) apply(ctx context.Context, cur *snapshot, mutate func(*incident.
 		return incident.Incident{}, fmt.Errorf("encode head: %w", err)
 	}
 	lock := s.lockOps(&cur.inc, &next, now)
-	if len(p.entries)+len(p.puts)+len(p.deletes)+1+len(lock) <= s.maxTxItems && s.txBytes(p, &next) <= maxTxBytes {
+	if p.childCount()+1+len(lock) <= s.maxTxItems && s.txBytes(p, &next) <= maxTxBytes {
 		err = s.writeTx(ctx, cur, p, &next, lock)
 	} else {
 		err = s.writeBatched(ctx, cur, p, &next, lock)
@@ -224,17 +224,16 @@ func result(cur *snapshot, p *plan, next *incident.Incident) (incident.Incident,
 		changed[c.sk] = c.doc
 	}
 	var err error
-	keyed := func(arn, id string) string { return dependentKey(arn, id) }
-	if out.Clusters, err = canon(next.Clusters, kindCluster, func(c incident.Cluster) string { return keyed(c.ARN, c.Identifier) }, changed, cur.inc.Clusters, cur.children); err != nil {
+	if out.Clusters, err = canon(next.Clusters, kindCluster, func(c incident.Cluster) string { return dependentKey(c.ARN, c.Identifier) }, changed, cur.inc.Clusters, cur.children); err != nil {
 		return incident.Incident{}, err
 	}
-	if out.Instances, err = canon(next.Instances, kindInstance, func(c incident.Instance) string { return keyed(c.ARN, c.Identifier) }, changed, cur.inc.Instances, cur.children); err != nil {
+	if out.Instances, err = canon(next.Instances, kindInstance, func(c incident.Instance) string { return dependentKey(c.ARN, c.Identifier) }, changed, cur.inc.Instances, cur.children); err != nil {
 		return incident.Incident{}, err
 	}
-	if out.Snapshots, err = canon(next.Snapshots, kindSnapshot, func(c incident.Snapshot) string { return keyed(c.ARN, c.Identifier) }, changed, cur.inc.Snapshots, cur.children); err != nil {
+	if out.Snapshots, err = canon(next.Snapshots, kindSnapshot, func(c incident.Snapshot) string { return dependentKey(c.ARN, c.Identifier) }, changed, cur.inc.Snapshots, cur.children); err != nil {
 		return incident.Incident{}, err
 	}
-	if out.OtherEngines, err = canon(next.OtherEngines, kindOther, func(c incident.Cluster) string { return keyed(c.ARN, c.Identifier) }, changed, cur.inc.OtherEngines, cur.children); err != nil {
+	if out.OtherEngines, err = canon(next.OtherEngines, kindOther, func(c incident.Cluster) string { return dependentKey(c.ARN, c.Identifier) }, changed, cur.inc.OtherEngines, cur.children); err != nil {
 		return incident.Incident{}, err
 	}
 	if out.Remediation.Steps, err = canon(next.Remediation.Steps, kindStep, func(c incident.StepRecord) string { return c.ID }, changed, cur.inc.Remediation.Steps, cur.children); err != nil {
@@ -283,9 +282,9 @@ func (s *Store) txBytes(p *plan, next *incident.Incident) int {
 // would leave those attributes alone without the extra condition, but moto 5.2.1 adds the old
 // and the new size of an attribute when it checks an UpdateItem against the 400 KB item limit.)
 func (s *Store) headPut(cur *snapshot, next *incident.Incident, doc string, commits []string, leaseToken string, now time.Time) (*types.Put, error) {
-	item := headItem(next, doc, commits)
-	if n := itemSize(item); n > maxItemBytes {
-		return nil, fmt.Errorf("the head of incident %s is %d bytes, over DynamoDB's 400 KB item limit", next.ID, n)
+	item, err := checkedHead(next, doc, commits)
+	if err != nil {
+		return nil, err
 	}
 	names := map[string]string{"#v": attrVersion, "#sts": attrSlackTS}
 	values := map[string]types.AttributeValue{":v": num(cur.inc.Version)}
@@ -314,6 +313,32 @@ func (s *Store) headPut(cur *snapshot, next *incident.Incident, doc string, comm
 		ExpressionAttributeNames:  names,
 		ExpressionAttributeValues: values,
 	}, nil
+}
+
+// checkedHead is headItem, refused with a clear error when it is over DynamoDB's item limit
+// (moto does not check it on PutItem; DynamoDB would answer a ValidationException).
+func checkedHead(inc *incident.Incident, doc string, commits []string) (map[string]types.AttributeValue, error) {
+	item := headItem(inc, doc, commits)
+	if n := itemSize(item); n > maxItemBytes {
+		return nil, fmt.Errorf("the head of incident %s is %d bytes, over DynamoDB's 400 KB item limit", inc.ID, n)
+	}
+	return item, nil
+}
+
+// newHeadPut is the Put of the head of an incident this table does not have yet (a create or a
+// migration): conditioned on no item at its key, so an ID drawn twice or a second migration
+// loses.
+func (s *Store) newHeadPut(inc *incident.Incident, doc string, commits []string) (types.TransactWriteItem, error) {
+	item, err := checkedHead(inc, doc, commits)
+	if err != nil {
+		return types.TransactWriteItem{}, err
+	}
+	return types.TransactWriteItem{Put: &types.Put{
+		TableName:                aws.String(s.table),
+		Item:                     item,
+		ConditionExpression:      aws.String("attribute_not_exists(#pk)"),
+		ExpressionAttributeNames: map[string]string{"#pk": attrPK},
+	}}, nil
 }
 
 // lockOps are the open-lock actions of a change from prev to next: closing releases the key's
@@ -604,16 +629,9 @@ func (s *Store) create(ctx context.Context, inc incident.Incident, delivery inci
 	} else {
 		ops = append(ops, s.childWrites(pk, p, inc.Version)...)
 	}
-	item := headItem(&inc, p.headDoc, commits)
-	if n := itemSize(item); n > maxItemBytes {
-		return incident.Incident{}, "", fmt.Errorf("create incident: its head is %d bytes, over DynamoDB's 400 KB item limit", n)
+	if ops[1], err = s.newHeadPut(&inc, p.headDoc, commits); err != nil {
+		return incident.Incident{}, "", fmt.Errorf("create incident: %w", err)
 	}
-	ops[1] = types.TransactWriteItem{Put: &types.Put{
-		TableName:                aws.String(s.table),
-		Item:                     item,
-		ConditionExpression:      aws.String("attribute_not_exists(#pk)"),
-		ExpressionAttributeNames: map[string]string{"#pk": attrPK},
-	}}
 	_, err = s.db.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: ops})
 	if err == nil {
 		out, err := result(empty, p, &inc)
