@@ -3,6 +3,7 @@ package main
 import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/startup"
 
 	"bytes"
@@ -107,7 +108,7 @@ func TestSettings(t *testing.T) {
 	}
 	want := settings{Shared: startup.Settings{Table: "t", LogLevel: "info"}, Thresholds: reconcile.DefaultThresholds, RunBudget: reconcile.DefaultRunBudget,
 		MaxCalls: reconcile.DefaultMaxCalls, CloudTrailLookup: true, CriticalEvery: reconcile.DefaultCriticalEvery,
-		WatchGrace: reconcile.DefaultWatchGrace}
+		WatchGrace: incident.DefaultWatchGrace}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(startup.Settings{}, "BotToken"), cmpopts.IgnoreFields(settings{}, "Org")); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
 	}

@@ -42,6 +42,7 @@ import (
 
 	"github.com/keywarden/keywarden/internal/env"
 	"github.com/keywarden/keywarden/internal/handoff/invoke"
+	"github.com/keywarden/keywarden/internal/incident"
 	"github.com/keywarden/keywarden/internal/org"
 	"github.com/keywarden/keywarden/internal/reconcile"
 	"github.com/keywarden/keywarden/internal/startup"
@@ -72,7 +73,7 @@ func loadSettings(r *env.Reader) (settings, error) {
 		CloudTrailLookup:  choice(r, "CLOUDTRAIL_LOOKUP", "on", "off", true),
 		CriticalEvery:     r.Duration("CRITICAL_REMINDER_EVERY", reconcile.DefaultCriticalEvery),
 		RemediateFunction: r.String("REMEDIATE_FUNCTION", ""),
-		WatchGrace:        r.Duration("WATCH_GRACE", reconcile.DefaultWatchGrace),
+		WatchGrace:        r.Duration("WATCH_GRACE", incident.DefaultWatchGrace),
 	}
 	o, err := org.SettingsFromEnv(func(k string) string { return r.String(k, "") })
 	if err != nil {

@@ -58,7 +58,7 @@ func loadSettings(r *env.Reader) (settings, error) {
 		AllowedKeys: r.List("REMEDIATION_KEYS"),
 		WaitTimeout: r.Duration("WAIT_TIMEOUT", remedy.DefaultWaitTimeout),
 		Consistency: r.Duration("KMS_CONSISTENCY_TIMEOUT", remedy.DefaultConsistencyTimeout),
-		WatchGrace:  r.Duration("WATCH_GRACE", remedy.DefaultWatchGrace),
+		WatchGrace:  r.Duration("WATCH_GRACE", incident.DefaultWatchGrace),
 	}
 	o, err := member.SettingsFromEnv(func(k string) string { return r.String(k, "") })
 	if err != nil {

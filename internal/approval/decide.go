@@ -94,11 +94,9 @@ type Rules struct {
 	Required int
 }
 
-// resumeAfter is how long after its approval a run not yet claimed counts as "approved, not
-// started", for the next remediate click to hand it off again: the approving click's own
-// hand-off and RemediateFunction's cold start get that long first, as they do before the
-// reconciler's hand-off pass (reconcile.HandoffAfter) steps in.
-const resumeAfter = 20 * time.Second
+// A run not yet claimed incident.HandOffGrace after its approval counts as "approved, not
+// started", for the next remediate click to hand it off again, as the reconciler's hand-off
+// pass does.
 
 // Decision is what a click comes to: Decide's answer.
 type Decision struct {
@@ -138,7 +136,7 @@ func (d Decision) HandOff() bool { return d.RunID != "" }
 // timestamp). A click whose own write already landed (its answer lost) is Recorded, or Resume
 // when it started a run still unclaimed. A closed incident refuses everything; a remediating one
 // refuses all but acknowledge and, when its run is approved and unclaimed for
-// 20 s (resumeAfter), remediate (Resume). A stale message refuses the rest. Acknowledge adds an
+// incident.HandOffGrace (20 s), remediate (Resume). A stale message refuses the rest. Acknowledge adds an
 // entry and changes no remediation state; intentional closes; remediate records an approval
 // (incident.Approve: the two-person rule) and starts the run at the quorum; reboot_instance
 // records an approval of that instance's reboot, which the key check of
@@ -192,7 +190,7 @@ func Decide(inc *incident.Incident, c Click, who Membership, inst Installation, 
 	if inc.State == incident.StateRemediating {
 		switch {
 		case c.ActionID == slackmessage.ActionAcknowledge:
-		case c.ActionID == slackmessage.ActionRemediate && inc.AwaitingStart(now, resumeAfter):
+		case c.ActionID == slackmessage.ActionRemediate && inc.AwaitingStart(now, incident.HandOffGrace):
 			d.Kind, d.RunID, d.ApprovedBy = Resume, inc.Remediation.RunID, inc.Remediation.ApprovedBy
 			d.Reason = "remediation " + inc.Remediation.RunID + " was approved and not started: handed off again"
 			return d

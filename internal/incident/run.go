@@ -16,6 +16,17 @@ var (
 	ErrRunClaimed = errors.New("run already claimed")
 )
 
+// HandOffGrace is how long a run may sit approved and unclaimed before anyone but the approving
+// click hands it off again (the reconciler's hand-off pass, a later remediate click): the
+// click's own hand-off and RemediateFunction's cold start get that long first. It is the
+// `after` of AwaitingStart for both.
+const HandOffGrace = 20 * time.Second
+
+// DefaultWatchGrace is WatchInstances' default grace: how long an instance that reported lost
+// key access must stay available with the key Enabled to count as recovered without
+// RDS-EVENT-0420 (WATCH_GRACE overrides it in RemediateFunction and ReconcileFunction).
+const DefaultWatchGrace = 30 * time.Minute
+
 // AwaitingStart reports whether the incident's approved run needs an invocation to start or
 // continue it: approved at least `after` ago and not claimed since (the approving click's
 // hand-off was lost, or a bounded invocation paused it), or claimed by an invocation whose lease

@@ -23,17 +23,10 @@ type activeLister interface {
 
 // Hand-off recovery defaults.
 const (
-	// HandoffAfter is how long a run may sit approved and unclaimed before the reconciler hands
-	// it off: the approving click's own hand-off, and RemediateFunction's cold start, get that
-	// long first.
-	HandoffAfter = 20 * time.Second
 	// handoffClaimTTL keeps two passes (the one-minute pass and the full pass, or two
 	// overlapping invocations) from handing off the same attempt twice; after it a run still
 	// unclaimed is handed off again.
 	handoffClaimTTL = 50 * time.Second
-	// DefaultWatchGrace is how long an instance that reported lost key access must stay
-	// available with the key Enabled to count as recovered without RDS-EVENT-0420.
-	DefaultWatchGrace = 30 * time.Minute
 )
 
 // Outcome actions of the hand-off pass.
@@ -50,10 +43,10 @@ type handoffs struct {
 
 // WithHandoff makes every run (Run, and RunHandoffs on its own) start remediation runs that are
 // approved and not started, through s, and advance the watch of instances that reported lost
-// key access with the grace period (default DefaultWatchGrace). It returns r.
+// key access with the grace period (default incident.DefaultWatchGrace). It returns r.
 func (r *Reconciler) WithHandoff(s Starter, grace time.Duration) *Reconciler {
 	if grace <= 0 {
-		grace = DefaultWatchGrace
+		grace = incident.DefaultWatchGrace
 	}
 	r.handoff = handoffs{starter: s, grace: grace}
 	return r
@@ -81,7 +74,7 @@ func (r *Reconciler) RunHandoffs(ctx context.Context) (Report, error) {
 // recoverHandoffs makes sure no approved remediation is lost between the click and
 // RemediateFunction, and that watched instances are decided:
 //
-//   - a run approved and not claimed for HandoffAfter (the click's hand-off failed or its answer
+//   - a run approved and not claimed for incident.HandOffGrace (the click's hand-off failed or its answer
 //     was lost; a bounded invocation paused it), or claimed by an invocation whose lease ran out
 //     (a Lambda timeout), is handed to RemediateFunction again — once per attempt across passes
 //     (a store claim on the run, its attempt count and its approval time), and RemediateFunction
@@ -100,7 +93,7 @@ func (r *Reconciler) recoverHandoffs(ctx context.Context, all []incident.Inciden
 		if inc.State.Closed() {
 			continue
 		}
-		if r.handoff.starter != nil && inc.AwaitingStart(now, HandoffAfter) {
+		if r.handoff.starter != nil && inc.AwaitingStart(now, incident.HandOffGrace) {
 			r.handOff(ctx, inc, rep)
 		}
 		if inc.KeyState == incident.KeyStateEnabled && inc.Watching() {

@@ -94,14 +94,14 @@ func TestHandoffRefusedIsAFailureAndRetried(t *testing.T) {
 		return rep
 	}
 
-	rep := pass(HandoffAfter + 10*time.Second)
+	rep := pass(incident.HandOffGrace + 10*time.Second)
 	if rep.Failures != 1 || len(rep.Outcomes) != 1 || rep.Outcomes[0].Action != ActionFailed || !strings.Contains(rep.Outcomes[0].Reason, "TooManyRequestsException") {
 		t.Fatalf("refused hand-off reported as %+v, want one failure naming TooManyRequestsException", rep)
 	}
 	mu.Lock()
 	accept = true
 	mu.Unlock()
-	rep = pass(HandoffAfter + 70*time.Second)
+	rep = pass(incident.HandOffGrace + 70*time.Second)
 	if rep.Failures != 0 || len(accepted) != 1 || !strings.Contains(accepted[0], inc.ID) {
 		t.Fatalf("after Lambda accepts: report %+v, hand-offs %q; want the run handed off once", rep, accepted)
 	}

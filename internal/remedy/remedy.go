@@ -174,7 +174,7 @@ type Options struct {
 	Invocation func(context.Context) string
 	// WatchGrace is how long an instance that reported lost key access must stay available
 	// with the key Enabled to count as recovered (incident.WatchInstances); default
-	// DefaultWatchGrace.
+	// incident.DefaultWatchGrace.
 	WatchGrace time.Duration
 }
 
@@ -191,10 +191,6 @@ const DefaultConsistencyTimeout = 60 * time.Second
 // DefaultStopMargin leaves time to record a step, pause and refresh the message before
 // Lambda's deadline.
 const DefaultStopMargin = 20 * time.Second
-
-// DefaultWatchGrace is how long a watched instance stays available before it counts as
-// recovered without RDS-EVENT-0420.
-const DefaultWatchGrace = 30 * time.Minute
 
 // LeaseSlack is added to the invocation's deadline to make a claim's lease.
 const LeaseSlack = 30 * time.Second
@@ -234,7 +230,7 @@ func New(kmsClient KMSAPI, rdsClient RDSAPI, store Incidents, opts Options) *Run
 		opts.Invocation = invocationID
 	}
 	if opts.WatchGrace <= 0 {
-		opts.WatchGrace = DefaultWatchGrace
+		opts.WatchGrace = incident.DefaultWatchGrace
 	}
 	return &Runner{kms: kmsClient, rds: rdsClient, store: store, opts: opts}
 }
