@@ -191,29 +191,36 @@ func (m *Metrics) Count(name, id, reason string) error {
 	if m == nil || m.w == nil {
 		return nil
 	}
-	doc := map[string]any{
-		"_aws": map[string]any{
-			"Timestamp": m.now().UnixMilli(),
-			"CloudWatchMetrics": []any{map[string]any{
-				"Namespace":  Namespace,
-				"Dimensions": [][]string{{"Stack"}},
-				"Metrics":    []any{map[string]any{"Name": name, "Unit": "Count"}},
-			}},
-		},
-		"Stack":       m.stack,
-		name:          1,
-		"incident_id": id,
-		"reason":      reason,
-		"msg":         "keywarden metric " + name,
-	}
-	line, err := json.Marshal(doc)
-	if err != nil {
-		return fmt.Errorf("metric %s: %w", name, err)
-	}
+	line := MetricLine("Stack", m.stack, name, 1, m.now(), map[string]any{
+		"incident_id": id, "reason": reason, "msg": "keywarden metric " + name,
+	})
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, err := m.w.Write(append(line, '\n')); err != nil {
+	if _, err := m.w.Write(line); err != nil {
 		return fmt.Errorf("metric %s: %w", name, err)
 	}
 	return nil
+}
+
+// MetricLine is one embedded-metric-format log line: value as metric name in Namespace, with
+// the one dimension dim=dimValue, at time at, and fields added to the line as log fields (not
+// dimensions). It ends in a newline, for a function's standard output. keywarden's metrics are
+// all written through it: Metrics.Count, and the reconciler's run metric.
+func MetricLine(dim, dimValue, name string, value int, at time.Time, fields map[string]any) []byte {
+	doc := map[string]any{
+		"_aws": map[string]any{
+			"Timestamp": at.UnixMilli(),
+			"CloudWatchMetrics": []any{map[string]any{
+				"Namespace":  Namespace,
+				"Dimensions": [][]string{{dim}},
+				"Metrics":    []any{map[string]any{"Name": name, "Unit": "Count"}},
+			}},
+		},
+	}
+	for k, v := range fields {
+		doc[k] = v
+	}
+	doc[dim], doc[name] = dimValue, value
+	b, _ := json.Marshal(doc) // a map of plain values always marshals
+	return append(b, '\n')
 }

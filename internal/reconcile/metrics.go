@@ -1,13 +1,14 @@
 package reconcile
 
 import (
-	"encoding/json"
 	"time"
+
+	"github.com/keywarden/keywarden/internal/page"
 )
 
 // The reconciler's failure metric, which template.yaml's ReconcileFailuresAlarm watches.
 const (
-	MetricNamespace = "keywarden"
+	MetricNamespace = page.Namespace
 	MetricFailures  = "ReconcileFailures"
 )
 
@@ -27,24 +28,11 @@ func FailureCount(rep Report, runErr error) int {
 	return n
 }
 
-// MetricLine is one CloudWatch embedded-metric-format log line publishing FailureCount as
-// MetricFailures in MetricNamespace with the dimension FunctionName=function, at time at. A
-// Lambda function writes it to stdout; CloudWatch Logs extracts the metric with no API call
-// (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html).
-// Every run emits it, zero included, so the alarm sees a series and not missing data.
+// MetricLine is one CloudWatch embedded-metric-format log line (page.MetricLine) publishing
+// FailureCount as MetricFailures in MetricNamespace with the dimension FunctionName=function,
+// at time at. A Lambda function writes it to stdout; CloudWatch Logs extracts the metric with
+// no API call. Every run emits it, zero included, so the alarm sees a series and not missing
+// data.
 func MetricLine(function string, failures int, at time.Time) []byte {
-	line := map[string]any{
-		"_aws": map[string]any{
-			"Timestamp": at.UnixMilli(),
-			"CloudWatchMetrics": []any{map[string]any{
-				"Namespace":  MetricNamespace,
-				"Dimensions": [][]string{{"FunctionName"}},
-				"Metrics":    []any{map[string]any{"Name": MetricFailures, "Unit": "Count"}},
-			}},
-		},
-		"FunctionName": function,
-		MetricFailures: failures,
-	}
-	b, _ := json.Marshal(line) // a map of plain values always marshals
-	return append(b, '\n')
+	return page.MetricLine("FunctionName", function, MetricFailures, failures, at, nil)
 }
