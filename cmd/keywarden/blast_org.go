@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -131,7 +132,7 @@ func printOrgBlast(w io.Writer, r orgBlastReport) error {
 		name += " (" + r.KeyAlias + ")"
 	}
 	fmt.Fprintf(w, "Key %s — %s\n", name, r.KeyState)
-	fmt.Fprintf(w, "Searched %d account(s) in %s", len(r.Accounts), regionOfARN(r.KeyARN))
+	fmt.Fprintf(w, "Searched %d account(s) in %s", len(r.Accounts), cmp.Or(incident.ARNRegion(r.KeyARN), "?"))
 	if r.Incomplete {
 		fmt.Fprintf(w, "; %d could not be searched: THE RADIUS IS INCOMPLETE", len(r.AccountsFailed))
 	}
@@ -185,12 +186,4 @@ func printOrgBlast(w io.Writer, r orgBlastReport) error {
 		}
 	}
 	return tw.Flush()
-}
-
-func regionOfARN(s string) string {
-	a, err := arn.Parse(s)
-	if err != nil {
-		return "?"
-	}
-	return a.Region
 }

@@ -78,7 +78,6 @@ import (
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/arn"
 	"github.com/aws/aws-sdk-go-v2/service/rds"
 	"github.com/aws/aws-sdk-go-v2/service/rds/types"
 	"github.com/aws/smithy-go"
@@ -825,7 +824,7 @@ func (inv *inventory) radius(keyARN string, resolved map[string]string) Radius {
 // need DescribeBlueGreenDeployments and DescribeGlobalClusters, which a radius lists.
 func StopFactsOf(c types.DBCluster) incident.StopFacts {
 	facts := incident.StopFacts{GlobalCluster: aws.ToString(c.GlobalClusterIdentifier), EngineMode: aws.ToString(c.EngineMode)}
-	region := regionOf(aws.ToString(c.DBClusterArn))
+	region := incident.ARNRegion(aws.ToString(c.DBClusterArn))
 	for _, r := range c.ReadReplicaIdentifiers {
 		if crossRegion(region, r) {
 			facts.CrossRegionReplicas = append(facts.CrossRegionReplicas, r)
@@ -873,19 +872,11 @@ func (inv *inventory) cluster(c types.DBCluster, uses []string) incident.Cluster
 // clusters.
 func IsAurora(engine string) bool { return strings.HasPrefix(engine, "aurora") }
 
-func regionOf(s string) string {
-	a, err := arn.Parse(s)
-	if err != nil {
-		return ""
-	}
-	return a.Region
-}
-
 // crossRegion reports whether ref is an ARN in a region other than home. Same-region replicas
 // are named by identifier or ARN and do not stop a cluster from stopping. When the cluster's
 // own region is unknown, any ARN counts: wrongly calling a cluster unstoppable only makes an
 // incident critical sooner, while the opposite mistake promises a window that does not exist.
 func crossRegion(home, ref string) bool {
-	r := regionOf(ref)
+	r := incident.ARNRegion(ref)
 	return r != "" && r != home
 }

@@ -72,12 +72,20 @@ func KeyID(s string) string {
 
 // ARNAccount is the account ID field of any ARN (arn:partition:service:region:account:…), ""
 // when s is not an ARN.
-func ARNAccount(s string) string {
+func ARNAccount(s string) string { return arnField(s, 4) }
+
+// ARNRegion is the Region field of any ARN, "" when s is not an ARN (or the resource is
+// global, as an IAM role's).
+func ARNRegion(s string) string { return arnField(s, 3) }
+
+// arnField is field i of ARN s (arn:partition:service:region:account:resource), "" when s is
+// not an ARN.
+func arnField(s string, i int) string {
 	parts := strings.SplitN(s, ":", 6)
 	if len(parts) != 6 || parts[0] != "arn" {
 		return ""
 	}
-	return parts[4]
+	return parts[i]
 }
 
 // ClusterStatus is an Aurora DB cluster's Status (DescribeDBClusters) or a DB instance's

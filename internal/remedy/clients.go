@@ -3,7 +3,6 @@ package remedy
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/rds"
@@ -52,20 +51,12 @@ type whereKey struct{}
 
 // inAccount returns ctx acting in account, in the Region of keyARN.
 func inAccount(ctx context.Context, account, keyARN string) context.Context {
-	return context.WithValue(ctx, whereKey{}, where{account: account, region: regionOf(keyARN)})
+	return context.WithValue(ctx, whereKey{}, where{account: account, region: incident.ARNRegion(keyARN)})
 }
 
 func whereOf(ctx context.Context) where {
 	w, _ := ctx.Value(whereKey{}).(where)
 	return w
-}
-
-// regionOf is the Region of an ARN, "" when s is not one.
-func regionOf(s string) string {
-	if parts := strings.SplitN(s, ":", 6); len(parts) == 6 && parts[0] == "arn" {
-		return parts[3]
-	}
-	return ""
 }
 
 // stepAccount is the account a step acts in: the key's for key steps, the cluster's or the
