@@ -374,10 +374,12 @@ func (r Router) Collect(ctx context.Context, cfg aws.Config, eventIDs []string, 
 	var (
 		mu         sync.Mutex
 		deliveries []Delivery
-		lastSeen   = time.Now()
+		lastSeen   time.Time // zero until the first delivery
 	)
 	// One round reads each queue once, concurrently; rounds repeat until nothing new came for
-	// deliverySettle, or the wait is over.
+	// deliverySettle after the first delivery, or the wait is over. Until something arrives
+	// the whole wait is given: on a busy machine moto's answers can take longer than the
+	// settle time, and giving up early would report an event no rule matched.
 rounds:
 	for {
 		var wg sync.WaitGroup
@@ -404,7 +406,7 @@ rounds:
 		if err := errors.Join(errs...); err != nil {
 			return nil, fmt.Errorf("event routing: %w", err)
 		}
-		if time.Since(lastSeen) >= deliverySettle {
+		if !lastSeen.IsZero() && time.Since(lastSeen) >= deliverySettle {
 			break
 		}
 		select {
@@ -440,7 +442,6 @@ func drainRouteQueue(ctx context.Context, q *sqs.Client, url string, ids map[str
 		if len(out.Messages) == 0 {
 			return kept, nil
 		}
-		var foreign int
 		for _, m := range out.Messages {
 			var head struct {
 				ID string `json:"id"`
@@ -452,10 +453,10 @@ func drainRouteQueue(ctx context.Context, q *sqs.Client, url string, ids map[str
 				kept = append(kept, routedMessage{id: head.ID, body: body})
 			case sentBeforeTime(m, time.Now().Add(-staleMessage)):
 			default:
-				// Someone else's, and recent: put it back for them.
-				foreign++
+				// Someone else's, and recent: hand it back for them in a second — not at once,
+				// or the next read would return the same messages ahead of ours.
 				if _, err := q.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
-					QueueUrl: aws.String(url), ReceiptHandle: m.ReceiptHandle, VisibilityTimeout: 0,
+					QueueUrl: aws.String(url), ReceiptHandle: m.ReceiptHandle, VisibilityTimeout: 1,
 				}); err != nil {
 					return kept, err
 				}
@@ -464,10 +465,6 @@ func drainRouteQueue(ctx context.Context, q *sqs.Client, url string, ids map[str
 			if _, err := q.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: aws.String(url), ReceiptHandle: m.ReceiptHandle}); err != nil {
 				return kept, err
 			}
-		}
-		if foreign == len(out.Messages) {
-			// Only others' messages are left; reading again would return them again.
-			return kept, nil
 		}
 	}
 }
